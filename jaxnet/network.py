@@ -1,0 +1,407 @@
+"""Network descriptions and the pure functions on them: init, forward, loss, manual gradients.
+
+A :class:`Network` is a frozen, hashable description, registered as a pytree with no
+array leaves, so it passes through ``jax.jit``, ``jax.grad`` and ``jax.vmap`` as a
+static value without ``static_argnums``. Parameters are a plain list with one entry per
+layer (a dense layer's entry is ``{"W": [fan_in, fan_out], "b": [fan_out]}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .activations import get_activation
+from .layers import Dense, positive_int
+from .losses import REDUCTIONS, _is_concrete, get_loss
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A network description: layers, loss head, reduction and L2 penalty.
+
+    Attributes:
+      input_shape: per-example input shape, e.g. ``(D,)``.
+      layers: the layer descriptions, in order (see :mod:`jaxnet.layers`).
+      loss: ``"softmax_cross_entropy"``, ``"sigmoid_cross_entropy"`` or ``"squared_error"``.
+      reduction: ``"mean"`` (average over samples) or ``"sum"``; outputs are always summed.
+      l2: ``λ`` of the penalty ``λ/2 · Σ W²``.
+      l2_bias: also penalise biases.
+    """
+
+    input_shape: tuple
+    layers: tuple
+    loss: str = "softmax_cross_entropy"
+    reduction: str = "mean"
+    l2: float = 0.0
+    l2_bias: bool = False
+
+    def __post_init__(self):
+        shape = tuple(positive_int(d, "input_shape entries") for d in _as_sequence(self.input_shape, "input_shape"))
+        object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise ValueError("layers: a network needs at least one layer")
+        head = get_loss(self.loss)
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {self.reduction!r}; expected one of {list(REDUCTIONS)}")
+        if isinstance(self.l2, bool) or not isinstance(self.l2, (int, float, np.floating, np.integer)):
+            raise ValueError(f"l2 must be a non-negative number, got {self.l2!r}")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ValueError(f"l2 must be a non-negative finite number, got {self.l2!r}")
+        object.__setattr__(self, "l2", float(self.l2))
+        if not isinstance(self.l2_bias, (bool, np.bool_)):
+            raise ValueError(f"l2_bias must be True or False, got {self.l2_bias!r}")
+        object.__setattr__(self, "l2_bias", bool(self.l2_bias))
+        out = self.output_shape  # validates the layer chain
+        if len(out) != 1:
+            raise ValueError(f"the last layer must produce flat outputs [K], got per-example shape {out}")
+        if out[0] < head.min_outputs:
+            raise ValueError(f"{self.loss} needs at least {head.min_outputs} outputs, got {out[0]}")
+
+    @property
+    def layer_input_shapes(self) -> tuple:
+        """Per-example input shape of every layer."""
+        shapes, shape = [], self.input_shape
+        for layer in self.layers:
+            shapes.append(shape)
+            shape = layer.output_shape(shape)
+        return tuple(shapes)
+
+    @property
+    def output_shape(self) -> tuple:
+        """Per-example output shape, ``(K,)``."""
+        return self.layers[-1].output_shape(self.layer_input_shapes[-1])
+
+    @property
+    def sizes(self) -> tuple:
+        """``(D, H1, ..., K)`` for a network of dense layers."""
+        return self.input_shape + tuple(layer.features for layer in self.layers)
+
+    def __str__(self):
+        if all(isinstance(layer, Dense) for layer in self.layers):
+            acts = [layer.activation for layer in self.layers[:-1]]
+            arch = "-".join(map(str, self.sizes)) + (f" {'/'.join(dict.fromkeys(acts))}" if acts else "")
+        else:
+            arch = " > ".join(type(layer).__name__ for layer in self.layers)
+        reg = f", l2={self.l2:g}{' incl. biases' if self.l2_bias else ''}" if self.l2 else ""
+        return f"{arch}, {self.loss} ({self.reduction}){reg}"
+
+
+def _as_sequence(value, what):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{what} must be a sequence of positive integers, got {value!r}")
+    return list(value)
+
+
+def mlp(
+    sizes: Sequence[int],
+    activation: str | Sequence[str] = "relu",
+    loss: str = "softmax_cross_entropy",
+    reduction: str = "mean",
+    l2: float = 0.0,
+    l2_bias: bool = False,
+) -> Network:
+    """A fully connected network ``D → H1 → … → K``.
+
+    Args:
+      sizes: ``[D, H1, ..., K]``, positive integers; ``[D, K]`` is linear/softmax regression.
+      activation: one name for every hidden layer, or a sequence with one name per
+        hidden layer. The output layer is always linear (its nonlinearity is in the loss).
+      loss, reduction, l2, l2_bias: see :class:`Network`.
+
+    Returns:
+      a frozen, hashable :class:`Network`.
+    """
+    sizes = [positive_int(s, f"sizes[{i}]") for i, s in enumerate(_as_sequence(sizes, "sizes"))]
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
+    hidden = sizes[1:-1]
+    if isinstance(activation, str):
+        activations = [activation] * len(hidden)
+    else:
+        activations = list(_as_sequence(activation, "activation"))
+        if len(activations) != len(hidden):
+            raise ValueError(
+                f"activation: got {len(activations)} names for {len(hidden)} hidden layers; "
+                "pass one name, or one per hidden layer"
+            )
+    for name in activations:
+        get_activation(name)
+    layers = [Dense(h, act) for h, act in zip(hidden, activations)] + [Dense(sizes[-1], "identity")]
+    return Network((sizes[0],), tuple(layers), loss, reduction, l2, l2_bias)
+
+
+def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
+    """Initial parameters: a list with one entry per layer, deterministic given ``key``.
+
+    Dense layers get ``{"W": [fan_in, fan_out], "b": [fan_out]}``: He-normal weights
+    when followed by a ReLU-family activation, Glorot-normal for tanh/sigmoid/identity,
+    zero biases. ``key`` is a ``jax.random.key`` (or legacy ``PRNGKey``); it is split
+    once, one subkey per layer.
+    """
+    _check_net(net)
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+    keys = jax.random.split(key, len(net.layers))
+    return [
+        layer.init(k, shape, dtype)
+        for layer, k, shape in zip(net.layers, keys, net.layer_input_shapes)
+    ]
+
+
+# --- input checks (at trace time: shapes and dtypes; values only when concrete) --------
+
+
+def _check_net(net):
+    if not isinstance(net, Network):
+        raise ValueError(f"net must be a jaxnet Network (from jaxnet.mlp), got {type(net).__name__}")
+
+
+def _check_params(params, net):
+    """Structure, shapes and dtype of ``params`` against ``net``; returns the dtype."""
+    if not isinstance(params, (list, tuple)) or len(params) != len(net.layers):
+        got = f"a {type(params).__name__} of length {len(params)}" if isinstance(params, (list, tuple)) else type(params).__name__
+        raise ValueError(f"params: expected a list with one entry per layer ({len(net.layers)}), got {got}")
+    dtype = None
+    for i, (layer, p, shape) in enumerate(zip(net.layers, params, net.layer_input_shapes)):
+        expected = layer.param_shapes(shape)
+        if not isinstance(p, dict) or set(p) != set(expected):
+            keys = sorted(p) if isinstance(p, dict) else type(p).__name__
+            raise ValueError(f"params[{i}]: expected keys {sorted(expected)}, got {keys}")
+        for name, want in expected.items():
+            leaf = p[name]
+            if tuple(jnp.shape(leaf)) != tuple(want):
+                raise ValueError(f"params[{i}][{name!r}]: expected shape {tuple(want)}, got {tuple(jnp.shape(leaf))}")
+            leaf_dtype = jnp.result_type(leaf)
+            if not jnp.issubdtype(leaf_dtype, jnp.floating):
+                raise ValueError(f"params[{i}][{name!r}]: expected a floating dtype, got {leaf_dtype}")
+            if dtype is None:
+                dtype = leaf_dtype
+            elif leaf_dtype != dtype:
+                raise ValueError(f"params[{i}][{name!r}]: dtype {leaf_dtype} differs from the other parameters' {dtype}")
+    return dtype
+
+
+def _prepare(params, net, x, y=None):
+    """Check inputs; return ``(x [batch, ...], y canonical or None, batched)``."""
+    _check_net(net)
+    dtype = _check_params(params, net)
+    x = jnp.asarray(x)
+    per_example = net.input_shape
+    if x.shape == per_example:
+        batched = False
+        x = x[None]  # [...] -> [1, ...]
+    elif x.ndim == len(per_example) + 1 and x.shape[1:] == per_example:
+        batched = True
+    else:
+        raise ValueError(
+            f"x: expected shape [batch, {', '.join(map(str, per_example))}] or a single example "
+            f"{list(per_example)}, got {list(x.shape)}"
+        )
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_):
+        raise ValueError(f"x: expected real numbers, got dtype {x.dtype}")
+    x = x.astype(dtype)
+    if _is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+        raise ValueError("x contains NaN or Inf")
+    if y is None:
+        return x, None, batched
+    y = jnp.asarray(y)
+    if not batched:
+        y = y[None]  # one example's target -> a batch of one
+    n, k = x.shape[0], net.output_shape[0]
+    return x, get_loss(net.loss).targets(y, n, k, dtype), batched
+
+
+def check_inputs(net: Network, params, x, y=None) -> None:
+    """Run every input check now, values included, and raise ``ValueError`` on bad input.
+
+    :func:`loss`, :func:`manual_grads` and friends check shapes and dtypes at trace
+    time; value checks (labels in range, targets in [0, 1], no NaN/Inf) run only when
+    the arrays are concrete, i.e. not under ``jit``/``vmap``. Call this once on your
+    data before a jitted training loop to get those value checks too.
+    """
+    _prepare(params, net, np.asarray(x), None if y is None else np.asarray(y))
+
+
+# --- the forward loop and the backward loop ---------------------------------------------
+
+
+def _forward(params, net, x):
+    """``x``: [batch, ...] -> (outputs [batch, K], residuals of every layer)."""
+    residuals = []
+    h = x
+    for layer, p in zip(net.layers, params):
+        h, r = layer.fwd(p, h)
+        residuals.append(r)
+    return h, residuals
+
+
+def _backward(params, net, residuals, dout):
+    """``dout`` = ∂L/∂outputs: [batch, K] -> gradients of every layer (data term + L2)."""
+    grads = [None] * len(net.layers)
+    dh = dout
+    for i in reversed(range(len(net.layers))):
+        dh, grads[i] = net.layers[i].bwd(params[i], residuals[i], dh)
+    if net.l2:
+        grads = [
+            {name: g + net.l2 * params[i][name] if name in names else g for name, g in grads[i].items()}
+            for i, names in enumerate(_penalised(net))
+        ]
+    return grads
+
+
+def _penalised(net):
+    """Names of the L2-penalised leaves of every layer."""
+    return [
+        layer.weight_names + (layer.bias_names if net.l2_bias else ())
+        for layer in net.layers
+    ]
+
+
+def _l2_value(params, net):
+    """``l2/2 · Σ W²`` over the penalised leaves."""
+    if not net.l2:
+        return 0.0
+    total = sum(
+        jnp.sum(params[i][name] ** 2) for i, names in enumerate(_penalised(net)) for name in names
+    )
+    return 0.5 * net.l2 * total
+
+
+def _scale(net, n):
+    return 1.0 / n if net.reduction == "mean" else 1.0
+
+
+# --- public functions --------------------------------------------------------------------
+
+
+def forward(params: list, net: Network, x: jax.Array) -> jax.Array:
+    """Raw network outputs: logits for classification heads, predictions for regression.
+
+    Args:
+      params: from :func:`init_params`.
+      net: the :class:`Network`.
+      x: ``[batch, D]`` (or one example ``[D]``).
+
+    Returns:
+      ``[batch, K]`` (or ``[K]``).
+    """
+    x, _, batched = _prepare(params, net, x)
+    out, _ = _forward(params, net, x)
+    return out if batched else out[0]
+
+
+def predict(params: list, net: Network, x: jax.Array) -> jax.Array:
+    """Probabilities for classification heads (softmax / sigmoid), predictions otherwise.
+
+    ``x``: ``[batch, D]`` (or ``[D]``) -> ``[batch, K]`` (or ``[K]``).
+    """
+    return get_loss(net.loss).link(forward(params, net, x))
+
+
+def loss(params: list, net: Network, x: jax.Array, y: jax.Array) -> jax.Array:
+    """The scalar training loss: data loss (reduced over samples) + L2 penalty.
+
+    ``L = r · Σ_i ℓ_i(f(x_i), y_i) + l2/2 · Σ W²``, with ``r = 1/N`` for
+    ``reduction="mean"`` and ``1`` for ``"sum"``; each ``ℓ_i`` sums over outputs.
+
+    Args:
+      params: from :func:`init_params`.
+      net: the :class:`Network` (a static pytree: ``jax.jit(loss)`` works as is and
+        ``jax.grad(loss)`` differentiates with respect to ``params`` only).
+      x: ``[batch, D]`` (or one example ``[D]``).
+      y: softmax: int labels ``[batch]`` or probabilities ``[batch, K]``;
+        sigmoid: targets in [0, 1], ``[batch, K]`` (``[batch]`` when ``K = 1``);
+        squared error: ``[batch, K]`` (``[batch]`` when ``K = 1``).
+
+    Returns:
+      a scalar of the params' dtype.
+    """
+    x, y, _ = _prepare(params, net, x, y)
+    out, _ = _forward(params, net, x)
+    data = _scale(net, x.shape[0]) * jnp.sum(get_loss(net.loss).value(out, y))
+    return data + _l2_value(params, net)
+
+
+def value_and_manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array):
+    """``(loss(params, net, x, y), manual_grads(params, net, x, y))`` from one forward pass.
+
+    See :func:`manual_grads` for shapes, conventions and formulas.
+    """
+    x, y, _ = _prepare(params, net, x, y)
+    head = get_loss(net.loss)
+    r = _scale(net, x.shape[0])
+    out, residuals = _forward(params, net, x)  # out: [batch, K]
+    value = r * jnp.sum(head.value(out, y)) + _l2_value(params, net)
+    dout = r * head.delta(out, y)  # ∂L/∂f: [batch, K]
+    return value, _backward(params, net, residuals, dout)
+
+
+def manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array) -> list:
+    """Gradients of :func:`loss` with respect to ``params``, by hand-derived backprop.
+
+    No autodiff transform is used: an explicit forward pass keeps each layer's input
+    ``a_{l−1}``, pre-activation ``z_l`` and activation ``a_l``; then the output delta is
+    written in closed form and the layer recursion runs backwards.
+
+    Shapes (row-vector convention, batch first):
+      x, a_{l−1}: ``[batch, n_{l−1}]``;  W_l: ``[n_{l−1}, n_l]``;  b_l: ``[n_l]``;
+      z_l = a_{l−1} W_l + b_l and δ_l = ∂L/∂z_l: ``[batch, n_l]``;  outputs f = z_L: ``[batch, K]``.
+
+    Output delta (``r = 1/N`` for ``reduction="mean"``, ``1`` for ``"sum"``):
+      softmax cross-entropy:  δ_L = r (p − y),  p = softmax(f)  (labels as one-hot;
+                              for probability rows not summing to 1: r (p Σ_k y_k − y));
+      sigmoid cross-entropy:  δ_L = r (σ(f) − y);
+      squared error:          δ_L = 2 r (f − y).
+
+    Recursion, for l = L, …, 1:
+      ∂L/∂W_l = a_{l−1}ᵀ δ_l + l2 W_l,    ∂L/∂b_l = Σ_batch δ_l  (+ l2 b_l if ``l2_bias``),
+      δ_{l−1} = (δ_l W_lᵀ) ∘ g'(z_{l−1}),
+    with g' the hand-written derivative of each activation (relu: 1[z > 0], so 0 at
+    the kink, like ``jax.nn.relu``; tanh: 1 − a²; sigmoid: a (1 − a); …, see
+    :mod:`jaxnet.activations`).
+
+    Args:
+      params, net, x, y: as for :func:`loss`. ``x`` may be one example ``[D]`` (with
+        its target), so ``jax.vmap(manual_grads, (None, None, 0, 0))`` gives
+        per-example gradients.
+
+    Returns:
+      a list with the same structure, shapes and dtype as ``params``.
+
+    Raises:
+      ValueError: at trace time, for x or y of the wrong shape or dtype, params that do
+        not match ``net``; and, outside jit, for labels out of range or NaN/Inf inputs.
+    """
+    return value_and_manual_grads(params, net, x, y)[1]
+
+
+def fold_biases(params: list) -> list:
+    """Note 000's "ones" convention: each ``{"W": [n_in, n_out], "b": [n_out]}``
+    becomes one ``[n_in + 1, n_out]`` matrix whose last row is the bias, so that
+    ``[x, 1] @ folded == x @ W + b``.
+    """
+    folded = []
+    for i, p in enumerate(params):
+        if not isinstance(p, dict) or set(p) != {"W", "b"}:
+            raise ValueError(f"params[{i}]: fold_biases expects dense layers {{'W', 'b'}}")
+        folded.append(jnp.concatenate([p["W"], p["b"][None, :]], axis=0))  # [n_in + 1, n_out]
+    return folded
+
+
+def unfold_biases(folded: list) -> list:
+    """Inverse of :func:`fold_biases`: ``[n_in + 1, n_out]`` -> ``{"W", "b"}``."""
+    out = []
+    for i, m in enumerate(folded):
+        if jnp.ndim(m) != 2 or jnp.shape(m)[0] < 2:
+            raise ValueError(f"folded[{i}]: expected a matrix [n_in + 1, n_out], got shape {jnp.shape(m)}")
+        out.append({"W": m[:-1], "b": m[-1]})
+    return out

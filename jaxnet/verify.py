@@ -1,0 +1,191 @@
+"""Verification: compare hand-derived gradients with ``jax.grad`` and finite differences.
+
+This is the one module of the core that calls autodiff, and only as a reference.
+
+Error measure. For a leaf with gradient ``g`` and reference ``r``:
+``max_abs = max |g − r|`` and ``max_rel = max |g − r| / max(max |r|, floor · R)``, where
+``R`` is the largest reference entry over all leaves and ``floor = 1e-3`` by default: the
+error relative to the leaf's largest reference entry, except that a leaf whose reference is
+essentially zero (a dead ReLU unit, say) is measured against a thousandth of the whole
+gradient, so the rounding noise of finite differences around an exact zero is not a
+failure. This is stable where single entries are near zero, and any wrong derivative that
+moves a leaf's gradient by a visible fraction shows up in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from . import network as _network
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafError:
+    """The disagreement of one gradient leaf with its reference."""
+
+    path: str
+    max_abs: float
+    max_rel: float
+
+
+def leaf_errors(grads, reference, floor: float = 1e-3) -> list[LeafError]:
+    """Per-leaf :class:`LeafError` of ``grads`` against ``reference`` (same tree structure).
+
+    See the module docstring for the measure and ``floor``.
+    """
+    g_leaves, g_def = jax.tree_util.tree_flatten_with_path(grads)
+    r_leaves, r_def = jax.tree_util.tree_flatten(reference)
+    if g_def != r_def:
+        raise ValueError(f"gradient trees differ in structure: {g_def} vs {r_def}")
+    g_leaves = [(path, np.asarray(g, np.float64)) for path, g in g_leaves]
+    r_leaves = [np.asarray(r, np.float64) for r in r_leaves]
+    overall = max((float(np.max(np.abs(r), initial=0.0)) for r in r_leaves), default=0.0)
+    errors = []
+    for (path, g), r in zip(g_leaves, r_leaves):
+        name = jax.tree_util.keystr(path)
+        if g.shape != r.shape:
+            raise ValueError(f"{name}: shape {g.shape} vs reference {r.shape}")
+        diff = float(np.max(np.abs(g - r), initial=0.0))
+        scale = max(float(np.max(np.abs(r), initial=0.0)), floor * overall)
+        rel = diff / scale if scale > 0 else diff
+        if not np.all(np.isfinite(g)):
+            diff = rel = float("inf")
+        errors.append(LeafError(name, diff, rel))
+    return errors
+
+
+def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256):
+    """Central differences ``(f(p + eps e_j) − f(p − eps e_j)) / 2 eps`` for every element.
+
+    Evaluated in chunks of ``chunk`` unit perturbations, each chunk one vmapped call of
+    ``f`` over ``2 chunk`` parameter vectors (the last chunk padded with zero
+    perturbations, so every call has the same batch shape and reuses compiled kernels).
+    A network with a few thousand parameters costs a handful of batched calls. Use float64.
+    """
+    flat, unravel = ravel_pytree(params)
+    n = flat.size
+    chunk = max(1, min(chunk, n))
+    batched = jax.vmap(lambda delta: f(unravel(flat + delta)))  # [2 chunk, n] -> [2 chunk]
+    out = []
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        basis = np.zeros((chunk, n), dtype=flat.dtype)
+        basis[np.arange(count), start + np.arange(count)] = eps  # [chunk, n]
+        values = batched(jnp.asarray(np.concatenate([basis, -basis])))  # f(p + .), f(p − .)
+        out.append((values[:count] - values[chunk : chunk + count]) / (2 * eps))  # [count]
+    return unravel(jnp.concatenate(out))
+
+
+def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: float = 1e-3):
+    """A random test problem for ``net``: params with nonzero biases, inputs and targets.
+
+    Drawn with NumPy from ``seed``: weights ~ N(0, 1/fan_in), biases ~ N(0, 1/4), inputs
+    ~ N(0, 1); targets are integer labels (softmax), uniform values in [0, 1] (sigmoid) or
+    N(0, 1) (squared error). Draws are repeated until every hidden pre-activation is at
+    least ``margin`` away from 0, so finite differences never straddle a kink.
+
+    Returns:
+      ``(params, x [n, D], y)``.
+    """
+    rng = np.random.default_rng(seed)
+    k = net.output_shape[0]
+    for _ in range(100):
+        params, x = draw_params_and_inputs(net, rng, n, dtype)
+        if min_abs_preactivation(params, net, x) > margin:
+            break
+    else:
+        raise RuntimeError(f"could not draw inputs with pre-activations {margin} away from 0")
+    if net.loss == "softmax_cross_entropy":
+        y = jnp.asarray(rng.integers(0, k, size=n))
+    elif net.loss == "sigmoid_cross_entropy":
+        y = jnp.asarray(rng.uniform(size=(n, k)), dtype)
+    else:
+        y = jnp.asarray(rng.normal(size=(n, k)), dtype)
+    return params, x, y
+
+
+def draw_params_and_inputs(net, rng: np.random.Generator, n: int, dtype):
+    """Dense params (weights ~ N(0, 1/fan_in), biases ~ N(0, 1/4)) and inputs ~ N(0, 1)."""
+    params = []
+    for layer, in_shape in zip(net.layers, net.layer_input_shapes):
+        shapes = layer.param_shapes(in_shape)
+        params.append(
+            {
+                "W": jnp.asarray(rng.normal(size=shapes["W"]) / np.sqrt(shapes["W"][0]), dtype),
+                "b": jnp.asarray(0.5 * rng.normal(size=shapes["b"]), dtype),
+            }
+        )
+    x = jnp.asarray(rng.normal(size=(n, *net.input_shape)), dtype)
+    return params, x
+
+
+def min_abs_preactivation(params, net, x) -> float:
+    """The smallest |z| over every hidden layer's pre-activations (inf with no hidden layer)."""
+    _, residuals = _network._forward(params, net, jnp.asarray(x))
+    return min((float(np.min(np.abs(np.asarray(r[1])))) for r in residuals[:-1]), default=np.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckRow:
+    """One leaf of one network: manual gradient vs jax.grad and vs finite differences."""
+
+    network: str
+    leaf: str
+    shape: tuple
+    autodiff: LeafError
+    finite_diff: LeafError
+    autodiff_tol: float
+    finite_diff_tol: float
+
+    @property
+    def ok(self) -> bool:
+        return self.autodiff.max_rel <= self.autodiff_tol and self.finite_diff.max_rel <= self.finite_diff_tol
+
+
+TOLERANCES = {"float64": (1e-10, 1e-6), "float32": (1e-5, 1e-4)}
+"""(vs jax.grad, vs float64 finite differences) tolerances on ``max_rel`` by working dtype."""
+
+
+def check_network(name, net, params, x, y) -> list[CheckRow]:
+    """Compare ``manual_grads`` with ``jax.grad(loss)`` in the params' dtype and with central
+    finite differences of the loss in float64 (inputs upcast). Needs x64 enabled
+    (``with jax.enable_x64(True): ...``)."""
+    if jnp.zeros((), jnp.float64).dtype != jnp.float64:
+        raise RuntimeError("check_network needs float64: run it under `with jax.enable_x64(True):`")
+    dtype = jnp.result_type(params[0]["W"])
+    _network.check_inputs(net, params, x, y)  # the value checks that jit skips
+    grads = jax.jit(_network.manual_grads)(params, net, x, y)
+    auto = jax.jit(jax.grad(_network.loss))(params, net, x, y)
+    up = lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
+    params64, x64, y64 = jax.tree.map(up, (params, x, y))
+    fd = jax.jit(lambda p: finite_difference_grads(lambda q: _network.loss(q, net, x64, y64), p))(params64)
+    auto_tol, fd_tol = TOLERANCES[jnp.dtype(dtype).name]
+    return [
+        CheckRow(name, a.path, tuple(np.shape(g)), a, f, auto_tol, fd_tol)
+        for a, f, g in zip(leaf_errors(grads, auto), leaf_errors(grads, fd), jax.tree.leaves(grads))
+    ]
+
+
+def format_table(rows: list[CheckRow]) -> str:
+    """A plain-text table of :class:`CheckRow` s."""
+    header = ("network", "leaf", "shape", "max|manual-jax.grad|", "rel", "rel vs finite diff", "ok")
+    body = [
+        (
+            r.network,
+            r.leaf,
+            "x".join(map(str, r.shape)),
+            f"{r.autodiff.max_abs:.2e}",
+            f"{r.autodiff.max_rel:.2e}",
+            f"{r.finite_diff.max_rel:.2e}",
+            "ok" if r.ok else "FAIL",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])

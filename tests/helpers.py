@@ -1,0 +1,79 @@
+"""Shared test helpers: random problems away from kinks, and gradient comparisons that can fail."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxnet
+from jaxnet.verify import draw_params_and_inputs, finite_difference_grads, leaf_errors, min_abs_preactivation
+
+# The target kinds of the grid: (loss name, how targets are drawn, number of outputs K).
+TARGETS = {
+    "softmax_labels": ("softmax_cross_entropy", 3),
+    "softmax_probs": ("softmax_cross_entropy", 3),
+    "sigmoid_binary": ("sigmoid_cross_entropy", 1),
+    "sigmoid_multilabel": ("sigmoid_cross_entropy", 3),
+    "squared_error": ("squared_error", 2),
+}
+
+
+def grid_target(loss, depth):
+    """The grid's target form for ``loss`` at ``depth``: both forms of the classification
+    losses are covered, alternating with depth (labels / probabilities; binary / multi-label)."""
+    forms = {
+        "softmax_cross_entropy": ("softmax_labels", "softmax_probs"),
+        "sigmoid_cross_entropy": ("sigmoid_binary", "sigmoid_multilabel"),
+        "squared_error": ("squared_error", "squared_error"),
+    }
+    return forms[loss][depth % 2]
+
+
+def make_net(target, depth, activation, reduction="mean", l2=0.0, l2_bias=False, d=3, widths=(4, 4, 4)):
+    loss, k = TARGETS[target]
+    return jaxnet.mlp([d, *widths[:depth], k], activation, loss, reduction, l2, l2_bias)
+
+
+def draw_targets(target, rng, n, dtype):
+    """Targets of the given form, drawn with NumPy (no JAX compilation for new shapes)."""
+    loss, k = TARGETS[target]
+    if target == "softmax_labels":
+        return jnp.asarray(rng.integers(0, k, size=n))
+    if target == "softmax_probs":
+        e = np.exp(rng.normal(size=(n, k)))
+        return jnp.asarray(e / e.sum(axis=1, keepdims=True), dtype)
+    if target == "sigmoid_binary":
+        return jnp.asarray(rng.integers(0, 2, size=n), dtype)  # [n] for K = 1
+    if target == "sigmoid_multilabel":
+        return jnp.asarray(rng.uniform(size=(n, k)), dtype)  # soft targets in [0, 1]
+    return jnp.asarray(rng.normal(size=(n, k)), dtype)
+
+
+def random_problem(net, target, seed=0, n=5, dtype=jnp.float64, margin=1e-3):
+    """Params with random nonzero biases, inputs and targets of the given form, drawn with
+    NumPy from ``seed`` (no JAX compilation for new shapes). Every hidden pre-activation stays
+    at least ``margin`` away from 0, so finite differences never cross a kink."""
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        params, x = draw_params_and_inputs(net, rng, n, dtype)
+        if min_abs_preactivation(params, net, x) > margin:
+            return params, x, draw_targets(target, rng, n, dtype)
+    raise RuntimeError("could not draw a problem away from the kinks")
+
+
+def assert_grads_close(grads, reference, rtol, what="reference"):
+    """Every leaf's max |g − r| / max |r| ≤ rtol, else an AssertionError naming the worst leaf."""
+    errors = leaf_errors(grads, reference)
+    bad = [e for e in errors if not e.max_rel <= rtol]
+    if bad:
+        worst = max(bad, key=lambda e: e.max_rel)
+        raise AssertionError(
+            f"gradient mismatch vs {what}: leaf {worst.path} max rel {worst.max_rel:.3e} > {rtol:.0e} "
+            f"(max abs {worst.max_abs:.3e}); all: " + ", ".join(f"{e.path}={e.max_rel:.1e}" for e in errors)
+        )
+    return errors
+
+
+def fd_grads(params, net, x, y, eps=1e-6):
+    return finite_difference_grads(lambda p: jaxnet.loss(p, net, x, y), params, eps)

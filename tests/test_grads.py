@@ -1,0 +1,76 @@
+"""manual_grads equals jax.grad(loss) and finite differences across the whole grid."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnet
+from jaxnet.activations import ACTIVATIONS
+
+from .helpers import TARGETS, assert_grads_close, fd_grads, grid_target, make_net, random_problem
+
+# depth 0 has no hidden activation: one case, not one per activation
+ARCHS = [(0, "identity")] + [(depth, act) for depth in (1, 2, 3) for act in ACTIVATIONS]
+L2S = [(0.0, False), (0.0, True), (0.1, False), (0.1, True)]
+
+
+@pytest.mark.parametrize("l2,l2_bias", L2S)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("loss", list(jaxnet.LOSSES))
+@pytest.mark.parametrize("depth,activation", ARCHS)
+def test_float64_grid(depth, activation, loss, reduction, l2, l2_bias):
+    target = grid_target(loss, depth)
+    net = make_net(target, depth, activation, reduction, l2, l2_bias)
+    params, x, y = random_problem(net, target, seed=depth)
+    value, grads = jaxnet.value_and_manual_grads(params, net, x, y)
+    np.testing.assert_allclose(value, jaxnet.loss(params, net, x, y), rtol=1e-13)
+    assert_grads_close(grads, jax.grad(jaxnet.loss)(params, net, x, y), 1e-10, "jax.grad")
+    assert_grads_close(grads, fd_grads(params, net, x, y), 1e-6, "finite differences")
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_float32(activation, target):
+    net = make_net(target, 2, activation, "mean", 0.01, False)
+    params, x, y = random_problem(net, target, seed=7, n=8, dtype=jnp.float32)
+    grads = jaxnet.manual_grads(params, net, x, y)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(grads))
+    assert_grads_close(grads, jax.grad(jaxnet.loss)(params, net, x, y), 1e-5, "jax.grad (float32)")
+
+
+CASES = [
+    ("softmax_labels", 2, "relu", jnp.float64),
+    ("softmax_probs", 1, "gelu_exact", jnp.float64),
+    ("sigmoid_multilabel", 3, "tanh", jnp.float64),
+    ("squared_error", 2, "elu", jnp.float32),
+    ("sigmoid_binary", 1, "softplus", jnp.float32),
+]
+
+
+@pytest.mark.parametrize("target,depth,activation,dtype", CASES)
+def test_jit_matches_eager(target, depth, activation, dtype):
+    net = make_net(target, depth, activation, "mean", 0.05, True)
+    params, x, y = random_problem(net, target, seed=3, dtype=dtype)
+    eager = jaxnet.value_and_manual_grads(params, net, x, y)
+    jitted = jax.jit(jaxnet.value_and_manual_grads)(params, net, x, y)
+    rtol = 1e-12 if dtype == jnp.float64 else 1e-5
+    np.testing.assert_allclose(jitted[0], eager[0], rtol=rtol)
+    assert_grads_close(jitted[1], eager[1], rtol, "eager manual_grads")
+    assert_grads_close(jax.jit(jaxnet.manual_grads)(params, net, x, y), jax.jit(jax.grad(jaxnet.loss))(params, net, x, y), 1e-10 if dtype == jnp.float64 else 1e-5, "jit(jax.grad)")
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_per_example_vmap(target):
+    net = make_net(target, 2, "tanh", "mean", 0.1, True)
+    params, x, y = random_problem(net, target, seed=11, n=4)
+    in_axes = (None, None, 0, 0)
+    mine = jax.vmap(jaxnet.manual_grads, in_axes)(params, net, x, y)
+    ref = jax.vmap(jax.grad(jaxnet.loss), in_axes)(params, net, x, y)
+    assert jax.tree.leaves(mine)[0].shape[0] == 4
+    assert_grads_close(mine, ref, 1e-10, "vmap(jax.grad)")
+    # and with reduction="mean" and no L2, the batch gradient is the mean of per-example ones
+    plain = make_net(target, 2, "tanh")
+    per_example = jax.vmap(jaxnet.manual_grads, in_axes)(params, plain, x, y)
+    batch = jaxnet.manual_grads(params, plain, x, y)
+    assert_grads_close(jax.tree.map(lambda g: g.mean(axis=0), per_example), batch, 1e-12, "batch gradient")

@@ -1,0 +1,120 @@
+"""Every kind of check goes red on a deliberately wrong gradient.
+
+Each mutation swaps a hand-derived piece for a plausible mistake (registries are looked
+up at call time, so monkeypatching them changes what manual_grads computes, while
+jaxnet.loss, and so jax.grad, stays right).
+"""
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnet
+from jaxnet import cli
+from jaxnet.activations import ACTIVATIONS
+from jaxnet.layers import Dense
+from jaxnet.losses import LOSSES
+
+from .helpers import assert_grads_close, fd_grads, make_net, random_problem
+from .test_api import _note_000
+
+
+@pytest.fixture(autouse=True)
+def _forget_broken_traces():
+    """jit caches traces by function and static network: drop the broken ones afterwards."""
+    jax.clear_caches()
+    yield
+    jax.clear_caches()
+
+
+def _drop_derivative(monkeypatch, name):
+    """δ_{l−1} = δ_l W_lᵀ, forgetting ∘ g'(z_{l−1})."""
+    monkeypatch.setitem(ACTIVATIONS, name, dataclasses.replace(ACTIVATIONS[name], deriv=lambda z, a: jnp.ones_like(z)))
+
+
+def _halve_squared_error_delta(monkeypatch):
+    """∂ℓ/∂f = f − y, forgetting the 2 of the square."""
+    monkeypatch.setitem(LOSSES, "squared_error", dataclasses.replace(LOSSES["squared_error"], delta=lambda f, y: f - y))
+
+
+def _unsummed_bias(monkeypatch):
+    """∂L/∂b = δ of the first sample instead of Σ_batch δ."""
+    right = Dense.bwd
+
+    def wrong(self, params, residuals, da):
+        dx, grads = right(self, params, residuals, da)
+        x, z, a = residuals
+        return dx, {**grads, "b": (da * jaxnet.ACTIVATIONS[self.activation].deriv(z, a))[0]}
+
+    monkeypatch.setattr(Dense, "bwd", wrong)
+
+
+def test_autodiff_check_goes_red(monkeypatch):
+    net = make_net("softmax_labels", 2, "tanh")
+    params, x, y = random_problem(net, "softmax_labels")
+    _drop_derivative(monkeypatch, "tanh")
+    with pytest.raises(AssertionError, match=r"vs jax.grad: leaf \[[01]\]\['[Wb]'\]"):
+        assert_grads_close(jaxnet.manual_grads(params, net, x, y), jax.grad(jaxnet.loss)(params, net, x, y), 1e-10, "jax.grad")
+
+
+def test_finite_difference_check_goes_red(monkeypatch):
+    net = make_net("squared_error", 1, "sigmoid")
+    params, x, y = random_problem(net, "squared_error")
+    _halve_squared_error_delta(monkeypatch)
+    with pytest.raises(AssertionError, match=r"vs finite differences: leaf \[[01]\]\['[Wb]'\] max rel [0-9.]+e-01"):
+        assert_grads_close(jaxnet.manual_grads(params, net, x, y), fd_grads(params, net, x, y), 1e-6, "finite differences")
+
+
+def test_jit_autodiff_check_goes_red(monkeypatch):
+    net = make_net("sigmoid_multilabel", 1, "tanh")
+    params, x, y = random_problem(net, "sigmoid_multilabel")
+    _unsummed_bias(monkeypatch)
+    mine = jax.jit(jaxnet.manual_grads)(params, net, x, y)
+    with pytest.raises(AssertionError, match=r"leaf \[[01]\]\['b'\]"):
+        assert_grads_close(mine, jax.jit(jax.grad(jaxnet.loss))(params, net, x, y), 1e-10, "jit(jax.grad)")
+
+
+def test_per_example_check_goes_red(monkeypatch):
+    net = make_net("softmax_probs", 1, "elu")
+    params, x, y = random_problem(net, "softmax_probs", n=4)
+    _drop_derivative(monkeypatch, "elu")
+    in_axes = (None, None, 0, 0)
+    with pytest.raises(AssertionError, match=r"leaf \[0\]"):
+        assert_grads_close(
+            jax.vmap(jaxnet.manual_grads, in_axes)(params, net, x, y),
+            jax.vmap(jax.grad(jaxnet.loss), in_axes)(params, net, x, y),
+            1e-10,
+        )
+
+
+def test_note_000_check_goes_red(monkeypatch):
+    net = jaxnet.mlp([2, 6, 3], "relu", l2=0.01, l2_bias=True)
+    params, x, y = random_problem(net, "softmax_labels", n=7)
+    _drop_derivative(monkeypatch, "relu")
+    _, ref = _note_000(jaxnet.fold_biases(params), np.asarray(x), np.asarray(y), 0.01)
+    with pytest.raises(AssertionError, match=r"leaf \[0\]"):
+        assert_grads_close(jaxnet.fold_biases(jaxnet.manual_grads(params, net, x, y)), ref, 1e-12, "note 000")
+
+
+def test_comparison_measures_a_small_relative_error():
+    """A 1e-8 relative slip in one element fails the 1e-10 check and passes a 1e-6 one."""
+    net = make_net("softmax_labels", 1, "tanh")
+    params, x, y = random_problem(net, "softmax_labels")
+    grads = jaxnet.manual_grads(params, net, x, y)
+    scale = float(jnp.max(jnp.abs(grads[1]["W"])))
+    slipped = [grads[0], {**grads[1], "W": grads[1]["W"].at[2, 1].add(1e-8 * scale)}]
+    with pytest.raises(AssertionError, match=r"leaf \[1\]\['W'\] max rel 1.0\d*e-08"):
+        assert_grads_close(slipped, grads, 1e-10)
+    assert_grads_close(slipped, grads, 1e-6)
+
+
+def test_cli_check_goes_red(monkeypatch, capsys):
+    _drop_derivative(monkeypatch, "tanh")
+    assert cli.main(["check", "--batch", "4"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "MISMATCH in 002-deep-tanh" in out
+    assert re.search(r"^000-relu-softmax-l2 +\[0\]\['W'\] .* ok$", out, re.M)  # the others stay ok

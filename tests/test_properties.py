@@ -1,0 +1,51 @@
+"""Property-based: random architectures, batch sizes, dtypes and inputs (hypothesis)."""
+
+import jax
+import jax.numpy as jnp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import jaxnet
+
+from .helpers import TARGETS, assert_grads_close, fd_grads, random_problem
+
+
+@jax.jit
+def _manual_autodiff_fd(params, net, x, y):
+    """One compiled program per drawn network (cheaper than eager for one-off shapes)."""
+    fd = fd_grads(params, net, x, y) if params[0]["W"].dtype == jnp.float64 else None
+    return jaxnet.value_and_manual_grads(params, net, x, y), jax.grad(jaxnet.loss)(params, net, x, y), fd
+
+# Small shape alphabets keep the number of distinct compiled kernels (and so the run time)
+# bounded; everything else (depth, per-layer activations, loss, target form, reduction, L2,
+# dtype, values) is drawn freely.
+problems = st.fixed_dictionaries(
+    {
+        "d": st.sampled_from([1, 2, 3]),
+        "widths": st.lists(st.sampled_from([1, 2, 4]), min_size=0, max_size=3),
+        "activation": st.data(),
+        "target": st.sampled_from(list(TARGETS)),
+        "reduction": st.sampled_from(["mean", "sum"]),
+        "l2": st.sampled_from([0.0, 0.05]),
+        "l2_bias": st.booleans(),
+        "n": st.sampled_from([1, 2, 5]),
+        "dtype": st.sampled_from([jnp.float32, jnp.float64]),
+        "seed": st.integers(0, 2**16),
+    }
+)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(problems)
+def test_random_networks(p):
+    acts = p["activation"].draw(st.lists(st.sampled_from(list(jaxnet.ACTIVATIONS)), min_size=len(p["widths"]), max_size=len(p["widths"])))
+    loss, k = TARGETS[p["target"]]
+    net = jaxnet.mlp([p["d"], *p["widths"], k], acts, loss, p["reduction"], p["l2"], p["l2_bias"])
+    params, x, y = random_problem(net, p["target"], seed=p["seed"], n=p["n"], dtype=p["dtype"])
+    (value, grads), autodiff, fd = _manual_autodiff_fd(params, net, x, y)
+    assert value.dtype == p["dtype"] and all(g.dtype == p["dtype"] for g in jax.tree.leaves(grads))
+    if p["dtype"] == jnp.float64:
+        assert_grads_close(grads, autodiff, 1e-10, "jax.grad")
+        assert_grads_close(grads, fd, 1e-6, "finite differences")
+    else:
+        assert_grads_close(grads, autodiff, 1e-5, "jax.grad (float32)")
