@@ -69,7 +69,7 @@ def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256):
     """
     flat, unravel = ravel_pytree(params)
     n = flat.size
-    chunk = max(1, min(chunk, n))
+    chunk = max(1, int(chunk))
     batched = jax.vmap(lambda delta: f(unravel(flat + delta)))  # [2 chunk, n] -> [2 chunk]
     out = []
     for start in range(0, n, chunk):
