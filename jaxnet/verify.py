@@ -81,26 +81,29 @@ def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256):
     return unravel(jnp.concatenate(out))
 
 
-def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: float = 1e-3):
+def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: float = 1e-3, targets=None):
     """A random test problem for ``net``: params with nonzero biases, inputs and targets.
 
-    Drawn with NumPy from ``seed``: weights ~ N(0, 1/fan_in), biases ~ N(0, 1/4), inputs
-    ~ N(0, 1); targets are integer labels (softmax), uniform values in [0, 1] (sigmoid) or
-    N(0, 1) (squared error). Draws are repeated until every hidden pre-activation is at
-    least ``margin`` away from 0, so finite differences never straddle a kink.
+    Drawn with NumPy from ``seed`` (so new shapes cost no JAX compilation): weights
+    ~ N(0, 1/fan_in), biases ~ N(0, 1/4), inputs ~ N(0, 1). Draws are repeated until every
+    hidden pre-activation is at least ``margin`` away from 0, so finite differences never
+    straddle a kink. Targets come from ``targets(rng, n, k, dtype)`` when given; by default
+    integer labels (softmax), uniform values in [0, 1] (sigmoid) or N(0, 1) (squared error).
 
     Returns:
       ``(params, x [n, D], y)``.
     """
     rng = np.random.default_rng(seed)
-    k = net.output_shape[0]
     for _ in range(100):
         params, x = draw_params_and_inputs(net, rng, n, dtype)
         if min_abs_preactivation(params, net, x) > margin:
             break
     else:
         raise RuntimeError(f"could not draw inputs with pre-activations {margin} away from 0")
-    if net.loss == "softmax_cross_entropy":
+    k = net.output_shape[0]
+    if targets is not None:
+        y = targets(rng, n, k, dtype)
+    elif net.loss == "softmax_cross_entropy":
         y = jnp.asarray(rng.integers(0, k, size=n))
     elif net.loss == "sigmoid_cross_entropy":
         y = jnp.asarray(rng.uniform(size=(n, k)), dtype)

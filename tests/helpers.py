@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxnet
-from jaxnet.verify import draw_params_and_inputs, finite_difference_grads, leaf_errors, min_abs_preactivation
+from jaxnet import verify
+from jaxnet.verify import finite_difference_grads, leaf_errors
 
-# The target kinds of the grid: (loss name, how targets are drawn, number of outputs K).
+# Target forms: name -> (loss, number of outputs K); draw_targets draws each form.
 TARGETS = {
     "softmax_labels": ("softmax_cross_entropy", 3),
     "softmax_probs": ("softmax_cross_entropy", 3),
@@ -35,9 +38,8 @@ def make_net(target, depth, activation, reduction="mean", l2=0.0, l2_bias=False,
     return jaxnet.mlp([d, *widths[:depth], k], activation, loss, reduction, l2, l2_bias)
 
 
-def draw_targets(target, rng, n, dtype):
-    """Targets of the given form, drawn with NumPy (no JAX compilation for new shapes)."""
-    loss, k = TARGETS[target]
+def draw_targets(target, rng, n, k, dtype):
+    """Targets of the given form, drawn with NumPy."""
     if target == "softmax_labels":
         return jnp.asarray(rng.integers(0, k, size=n))
     if target == "softmax_probs":
@@ -51,15 +53,9 @@ def draw_targets(target, rng, n, dtype):
 
 
 def random_problem(net, target, seed=0, n=5, dtype=jnp.float64, margin=1e-3):
-    """Params with random nonzero biases, inputs and targets of the given form, drawn with
-    NumPy from ``seed`` (no JAX compilation for new shapes). Every hidden pre-activation stays
-    at least ``margin`` away from 0, so finite differences never cross a kink."""
-    rng = np.random.default_rng(seed)
-    for _ in range(100):
-        params, x = draw_params_and_inputs(net, rng, n, dtype)
-        if min_abs_preactivation(params, net, x) > margin:
-            return params, x, draw_targets(target, rng, n, dtype)
-    raise RuntimeError("could not draw a problem away from the kinks")
+    """Params with random nonzero biases, inputs, and targets of the given form; every hidden
+    pre-activation at least ``margin`` away from 0 (see :func:`jaxnet.verify.random_problem`)."""
+    return verify.random_problem(net, seed, n, dtype, margin, functools.partial(draw_targets, target))
 
 
 def assert_grads_close(grads, reference, rtol, what="reference"):
