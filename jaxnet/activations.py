@@ -38,12 +38,14 @@ class Activation:
       deriv: ``g'(z)`` written by hand, as a function of ``(z, a)`` with ``a = g(z)``.
       init: ``"he"`` (ReLU family) or ``"glorot"`` (saturating and linear units):
         the weight initialisation of a layer followed by this activation.
+      kink: whether ``g'`` jumps at ``z = 0`` (finite differences must not straddle it).
     """
 
     name: str
     fn: Callable[[jax.Array], jax.Array]
     deriv: Callable[[jax.Array, jax.Array], jax.Array]
     init: str
+    kink: bool = False
 
 
 def _gelu_tanh_deriv(z, a):
@@ -64,13 +66,14 @@ def _gelu_erf_deriv(z, a):
 
 _ALL = (
     # relu: g = max(0, z);  g' = 1[z > 0]  (0 at the kink, as jax.nn.relu)
-    Activation("relu", jax.nn.relu, lambda z, a: (z > 0).astype(z.dtype), "he"),
+    Activation("relu", jax.nn.relu, lambda z, a: (z > 0).astype(z.dtype), "he", kink=True),
     # leaky_relu: g = z if z >= 0 else s z;  g' = 1 if z >= 0 else s
     Activation(
         "leaky_relu",
         lambda z: jax.nn.leaky_relu(z, LEAKY_RELU_SLOPE),
         lambda z, a: jnp.where(z >= 0, 1.0, LEAKY_RELU_SLOPE).astype(z.dtype),
         "he",
+        kink=True,
     ),
     # elu: g = z if z > 0 else α(eᶻ − 1);  g' = 1 if z > 0 else g + α
     Activation(

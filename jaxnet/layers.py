@@ -10,7 +10,11 @@ outside it, in the params pytree. Every layer kind implements
 - ``bwd(params, residuals, dy) -> (dx, dparams)``: given ``dy = ∂L/∂y``, return
   ``∂L/∂x`` and ``∂L/∂params``, derived by hand (no autodiff);
 - ``weight_names`` / ``bias_names``: which parameter leaves L2 penalises
-  (biases only with ``l2_bias=True``).
+  (biases only with ``l2_bias=True``); a weight's fan-in is the product of all
+  but its last axis;
+- ``kink_distance(residuals) -> [batch]``: per example, how far the forward pass
+  came from a point where the layer's derivative jumps (``inf`` for smooth layers),
+  so that verification can draw inputs that finite differences can trust.
 
 :func:`jaxnet.forward` and :func:`jaxnet.manual_grads` run one loop over these,
 whatever the layer kinds.
@@ -110,3 +114,10 @@ class Dense:
         db = jnp.sum(dz, axis=0)  # [n_out]
         dx = dz @ params["W"].T  # [batch, n_out] @ [n_out, n_in] -> [batch, n_in]
         return dx, {"W": dW, "b": db}
+
+    def kink_distance(self, residuals):
+        """Per example, min |z| over units when g has a kink at 0, else inf: [batch]."""
+        _, z, _ = residuals
+        if not get_activation(self.activation).kink:
+            return jnp.full(z.shape[:1], jnp.inf, z.dtype)
+        return jnp.min(jnp.abs(z), axis=1)

@@ -21,6 +21,9 @@ from .layers import Dense, positive_int
 from .losses import REDUCTIONS, _is_concrete, get_loss
 
 
+_LAYER_PROTOCOL = ("param_shapes", "output_shape", "init", "fwd", "bwd", "kink_distance")
+
+
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class Network:
@@ -45,9 +48,16 @@ class Network:
     def __post_init__(self):
         shape = tuple(positive_int(d, "input_shape entries") for d in _as_sequence(self.input_shape, "input_shape"))
         object.__setattr__(self, "input_shape", shape)
-        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "layers", tuple(_as_sequence(self.layers, "layers")))
         if not self.layers:
             raise ValueError("layers: a network needs at least one layer")
+        for i, layer in enumerate(self.layers):
+            missing = [m for m in _LAYER_PROTOCOL if not callable(getattr(layer, m, None))]
+            if missing:
+                raise ValueError(
+                    f"layers[{i}]: {layer!r} is not a layer (missing {', '.join(missing)}); "
+                    "use the layer kinds of jaxnet.layers, e.g. jaxnet.Dense"
+                )
         head = get_loss(self.loss)
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {self.reduction!r}; expected one of {list(REDUCTIONS)}")
@@ -82,6 +92,8 @@ class Network:
     @property
     def sizes(self) -> tuple:
         """``(D, H1, ..., K)`` for a network of dense layers."""
+        if not all(isinstance(layer, Dense) for layer in self.layers):
+            raise ValueError("sizes is defined for networks of Dense layers only")
         return self.input_shape + tuple(layer.features for layer in self.layers)
 
     def __str__(self):
@@ -96,7 +108,7 @@ class Network:
 
 def _as_sequence(value, what):
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ValueError(f"{what} must be a sequence of positive integers, got {value!r}")
+        raise ValueError(f"{what} must be a sequence, got {value!r}")
     return list(value)
 
 
@@ -150,6 +162,11 @@ def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+    key_dtype = getattr(key, "dtype", None)
+    is_typed = key_dtype is not None and jnp.issubdtype(key_dtype, jax.dtypes.prng_key) and jnp.shape(key) == ()
+    is_raw = key_dtype == jnp.uint32 and jnp.shape(key) == (2,)
+    if not (is_typed or is_raw):
+        raise ValueError(f"key must be one PRNG key from jax.random.key(seed), got {key!r}")
     keys = jax.random.split(key, len(net.layers))
     return [
         layer.init(k, shape, dtype)
@@ -208,19 +225,26 @@ def _prepare(params, net, x, y=None):
         )
     if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_):
         raise ValueError(f"x: expected real numbers, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x: the batch is empty (shape {list(x.shape)}); expected at least one example")
     x = x.astype(dtype)
     if _is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
         raise ValueError("x contains NaN or Inf")
     if y is None:
         return x, None, batched
     y = jnp.asarray(y)
-    if not batched:
-        y = y[None]  # one example's target -> a batch of one
+    if not (jnp.issubdtype(y.dtype, jnp.floating) or jnp.issubdtype(y.dtype, jnp.integer) or y.dtype == jnp.bool_):
+        raise ValueError(f"y: expected real numbers or integer labels, got dtype {y.dtype}")
     n, k = x.shape[0], net.output_shape[0]
-    return x, get_loss(net.loss).targets(y, n, k, dtype), batched
+    if batched:
+        return x, get_loss(net.loss).targets(y, n, k, dtype), batched
+    try:
+        return x, get_loss(net.loss).targets(y[None], n, k, dtype), batched  # a batch of one
+    except ValueError as e:
+        raise ValueError(f"{e} (x is one example, so y was given a batch axis: shape {y.shape} -> {(1, *y.shape)})") from None
 
 
-def check_inputs(net: Network, params, x, y=None) -> None:
+def check_inputs(params, net: Network, x, y=None) -> None:
     """Run every input check now, values included, and raise ``ValueError`` on bad input.
 
     :func:`loss`, :func:`manual_grads` and friends check shapes and dtypes at trace
@@ -244,18 +268,19 @@ def _forward(params, net, x):
     return h, residuals
 
 
-def _backward(params, net, residuals, dout):
-    """``dout`` = ∂L/∂outputs: [batch, K] -> gradients of every layer (data term + L2)."""
+def _backward(params, net, residuals, dout, l2):
+    """``dout`` = ∂L/∂outputs: [batch, K] -> gradients of every layer (data term + L2),
+    in the container type of ``params`` (list or tuple)."""
     grads = [None] * len(net.layers)
     dh = dout
     for i in reversed(range(len(net.layers))):
         dh, grads[i] = net.layers[i].bwd(params[i], residuals[i], dh)
-    if net.l2:
+    if not _is_zero(l2):
         grads = [
-            {name: g + net.l2 * params[i][name] if name in names else g for name, g in grads[i].items()}
+            {name: g + l2 * params[i][name] if name in names else g for name, g in grads[i].items()}
             for i, names in enumerate(_penalised(net))
         ]
-    return grads
+    return type(params)(grads)
 
 
 def _penalised(net):
@@ -266,14 +291,33 @@ def _penalised(net):
     ]
 
 
-def _l2_value(params, net):
+def _l2_value(params, net, l2):
     """``l2/2 · Σ W²`` over the penalised leaves."""
-    if not net.l2:
+    if _is_zero(l2):
         return 0.0
     total = sum(
         jnp.sum(params[i][name] ** 2) for i, names in enumerate(_penalised(net)) for name in names
     )
-    return 0.5 * net.l2 * total
+    return 0.5 * l2 * total
+
+
+def _is_zero(l2):
+    """A static zero penalty (a traced one is never skipped)."""
+    return isinstance(l2, float) and l2 == 0.0
+
+
+def _l2_coefficient(net, l2):
+    """``net.l2``, or the override: a number >= 0 or a scalar array (may be traced, e.g. vmapped)."""
+    if l2 is None:
+        return net.l2
+    if isinstance(l2, (int, float, np.integer, np.floating)) and not isinstance(l2, bool):
+        if not (math.isfinite(l2) and l2 >= 0):
+            raise ValueError(f"l2 must be a non-negative finite number, got {l2!r}")
+        return float(l2)
+    kind = jnp.result_type(l2)
+    if jnp.ndim(l2) != 0 or not (jnp.issubdtype(kind, jnp.floating) or jnp.issubdtype(kind, jnp.integer)):
+        raise ValueError(f"l2: expected a non-negative number or a real scalar array, got {l2!r}")
+    return l2
 
 
 def _scale(net, n):
@@ -304,10 +348,11 @@ def predict(params: list, net: Network, x: jax.Array) -> jax.Array:
 
     ``x``: ``[batch, D]`` (or ``[D]``) -> ``[batch, K]`` (or ``[K]``).
     """
+    _check_net(net)
     return get_loss(net.loss).link(forward(params, net, x))
 
 
-def loss(params: list, net: Network, x: jax.Array, y: jax.Array) -> jax.Array:
+def loss(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None) -> jax.Array:
     """The scalar training loss: data loss (reduced over samples) + L2 penalty.
 
     ``L = r · Σ_i ℓ_i(f(x_i), y_i) + l2/2 · Σ W²``, with ``r = 1/N`` for
@@ -321,6 +366,8 @@ def loss(params: list, net: Network, x: jax.Array, y: jax.Array) -> jax.Array:
       y: softmax: int labels ``[batch]`` or probabilities ``[batch, K]``;
         sigmoid: targets in [0, 1], ``[batch, K]`` (``[batch]`` when ``K = 1``);
         squared error: ``[batch, K]`` (``[batch]`` when ``K = 1``).
+      l2: overrides ``net.l2`` when given: a number, or a scalar array that may be traced,
+        so that ``jax.vmap`` can sweep it without recompiling.
 
     Returns:
       a scalar of the params' dtype.
@@ -328,24 +375,25 @@ def loss(params: list, net: Network, x: jax.Array, y: jax.Array) -> jax.Array:
     x, y, _ = _prepare(params, net, x, y)
     out, _ = _forward(params, net, x)
     data = _scale(net, x.shape[0]) * jnp.sum(get_loss(net.loss).value(out, y))
-    return data + _l2_value(params, net)
+    return data + _l2_value(params, net, _l2_coefficient(net, l2))
 
 
-def value_and_manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array):
+def value_and_manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None):
     """``(loss(params, net, x, y), manual_grads(params, net, x, y))`` from one forward pass.
 
     See :func:`manual_grads` for shapes, conventions and formulas.
     """
     x, y, _ = _prepare(params, net, x, y)
+    l2 = _l2_coefficient(net, l2)
     head = get_loss(net.loss)
     r = _scale(net, x.shape[0])
     out, residuals = _forward(params, net, x)  # out: [batch, K]
-    value = r * jnp.sum(head.value(out, y)) + _l2_value(params, net)
+    value = r * jnp.sum(head.value(out, y)) + _l2_value(params, net, l2)
     dout = r * head.delta(out, y)  # ∂L/∂f: [batch, K]
-    return value, _backward(params, net, residuals, dout)
+    return value, _backward(params, net, residuals, dout, l2)
 
 
-def manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array) -> list:
+def manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None) -> list:
     """Gradients of :func:`loss` with respect to ``params``, by hand-derived backprop.
 
     No autodiff transform is used: an explicit forward pass keeps each layer's input
@@ -370,7 +418,7 @@ def manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array) -> list
     :mod:`jaxnet.activations`).
 
     Args:
-      params, net, x, y: as for :func:`loss`. ``x`` may be one example ``[D]`` (with
+      params, net, x, y, l2: as for :func:`loss`. ``x`` may be one example ``[D]`` (with
         its target), so ``jax.vmap(manual_grads, (None, None, 0, 0))`` gives
         per-example gradients.
 
@@ -381,7 +429,7 @@ def manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array) -> list
       ValueError: at trace time, for x or y of the wrong shape or dtype, params that do
         not match ``net``; and, outside jit, for labels out of range or NaN/Inf inputs.
     """
-    return value_and_manual_grads(params, net, x, y)[1]
+    return value_and_manual_grads(params, net, x, y, l2)[1]
 
 
 def fold_biases(params: list) -> list:

@@ -84,22 +84,31 @@ def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256):
 def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: float = 1e-3, targets=None):
     """A random test problem for ``net``: params with nonzero biases, inputs and targets.
 
-    Drawn with NumPy from ``seed`` (so new shapes cost no JAX compilation): weights
-    ~ N(0, 1/fan_in), biases ~ N(0, 1/4), inputs ~ N(0, 1). Draws are repeated until every
-    hidden pre-activation is at least ``margin`` away from 0, so finite differences never
-    straddle a kink. Targets come from ``targets(rng, n, k, dtype)`` when given; by default
-    integer labels (softmax), uniform values in [0, 1] (sigmoid) or N(0, 1) (squared error).
+    Drawn with NumPy from ``seed`` (so new shapes cost no JAX compilation): see
+    :func:`draw_params`; inputs ~ N(0, 1). Examples whose forward pass comes within
+    ``margin`` of a kink (a ReLU pre-activation near 0, see ``kink_distance`` of the layer
+    protocol) are drawn again, so finite differences never straddle one. Targets come from
+    ``targets(rng, n, k, dtype)`` when given; by default integer labels (softmax), uniform
+    values in [0, 1] (sigmoid) or N(0, 1) (squared error).
 
     Returns:
-      ``(params, x [n, D], y)``.
+      ``(params, x [n, ...], y)``.
     """
     rng = np.random.default_rng(seed)
-    for _ in range(100):
-        params, x = draw_params_and_inputs(net, rng, n, dtype)
-        if min_abs_preactivation(params, net, x) > margin:
-            break
+    for _ in range(10):
+        params = draw_params(net, rng, dtype)
+        x = rng.normal(size=(n, *net.input_shape))
+        for _ in range(100):
+            near = kink_distance(params, net, jnp.asarray(x, dtype)) <= margin  # [n]
+            if not near.any():
+                break
+            x[near] = rng.normal(size=(int(near.sum()), *net.input_shape))
+        else:
+            continue  # these params keep some unit near its kink: draw new ones
+        break
     else:
-        raise RuntimeError(f"could not draw inputs with pre-activations {margin} away from 0")
+        raise RuntimeError(f"could not draw inputs {margin} away from every kink")
+    x = jnp.asarray(x, dtype)
     k = net.output_shape[0]
     if targets is not None:
         y = targets(rng, n, k, dtype)
@@ -112,25 +121,28 @@ def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: fl
     return params, x, y
 
 
-def draw_params_and_inputs(net, rng: np.random.Generator, n: int, dtype):
-    """Dense params (weights ~ N(0, 1/fan_in), biases ~ N(0, 1/4)) and inputs ~ N(0, 1)."""
+def draw_params(net, rng: np.random.Generator, dtype) -> list:
+    """Random params for any layer kinds: weights ~ N(0, 1/fan_in) (fan-in: the product of
+    all but the last axis), everything else (biases) ~ N(0, 1/4), so no bias is zero."""
     params = []
     for layer, in_shape in zip(net.layers, net.layer_input_shapes):
-        shapes = layer.param_shapes(in_shape)
-        params.append(
-            {
-                "W": jnp.asarray(rng.normal(size=shapes["W"]) / np.sqrt(shapes["W"][0]), dtype),
-                "b": jnp.asarray(0.5 * rng.normal(size=shapes["b"]), dtype),
-            }
-        )
-    x = jnp.asarray(rng.normal(size=(n, *net.input_shape)), dtype)
-    return params, x
+        leaves = {}
+        for name, shape in layer.param_shapes(in_shape).items():
+            if name in layer.weight_names:
+                leaves[name] = jnp.asarray(rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1])), dtype)
+            else:
+                leaves[name] = jnp.asarray(0.5 * rng.normal(size=shape), dtype)
+        params.append(leaves)
+    return params
 
 
-def min_abs_preactivation(params, net, x) -> float:
-    """The smallest |z| over every hidden layer's pre-activations (inf with no hidden layer)."""
+def kink_distance(params, net, x) -> np.ndarray:
+    """Per example, the distance of the forward pass from the nearest kink: [batch]."""
     _, residuals = _network._forward(params, net, jnp.asarray(x))
-    return min((float(np.min(np.abs(np.asarray(r[1])))) for r in residuals[:-1]), default=np.inf)
+    distance = np.full(jnp.shape(x)[0], np.inf)
+    for layer, r in zip(net.layers, residuals):
+        distance = np.minimum(distance, np.asarray(layer.kink_distance(r)))
+    return distance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +172,8 @@ def check_network(name, net, params, x, y) -> list[CheckRow]:
     (``with jax.enable_x64(True): ...``)."""
     if jnp.zeros((), jnp.float64).dtype != jnp.float64:
         raise RuntimeError("check_network needs float64: run it under `with jax.enable_x64(True):`")
-    dtype = jnp.result_type(params[0]["W"])
-    _network.check_inputs(net, params, x, y)  # the value checks that jit skips
+    dtype = jnp.result_type(jax.tree.leaves(params)[0])
+    _network.check_inputs(params, net, x, y)  # the value checks that jit skips
     grads = jax.jit(_network.manual_grads)(params, net, x, y)
     auto = jax.jit(jax.grad(_network.loss))(params, net, x, y)
     up = lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a

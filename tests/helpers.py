@@ -22,15 +22,16 @@ TARGETS = {
 }
 
 
-def grid_target(loss, depth):
-    """The grid's target form for ``loss`` at ``depth``: both forms of the classification
-    losses are covered, alternating with depth (labels / probabilities; binary / multi-label)."""
+def grid_target(loss, depth, reduction):
+    """The grid's target form for ``loss``: the two forms of the classification losses
+    (labels / probabilities; binary / multi-label) alternate with depth and reduction, so
+    every depth and every reduction sees both."""
     forms = {
         "softmax_cross_entropy": ("softmax_labels", "softmax_probs"),
         "sigmoid_cross_entropy": ("sigmoid_binary", "sigmoid_multilabel"),
         "squared_error": ("squared_error", "squared_error"),
     }
-    return forms[loss][depth % 2]
+    return forms[loss][(depth + (reduction == "sum")) % 2]
 
 
 def make_net(target, depth, activation, reduction="mean", l2=0.0, l2_bias=False, d=3, widths=(4, 4, 4)):

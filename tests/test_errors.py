@@ -59,7 +59,7 @@ def test_labels_out_of_range_eager(problem, bad):
     with pytest.raises(ValueError, match=r"y: labels must lie in \[0, 3\) for 3 classes"):
         jaxnet.manual_grads(params, net, x, jnp.array(bad))
     with pytest.raises(ValueError, match=r"labels must lie in"):
-        jaxnet.check_inputs(net, params, x, np.array(bad))  # the explicit check, for jitted loops
+        jaxnet.check_inputs(params, net, x, np.array(bad))  # the explicit check, for jitted loops
 
 
 def test_nan_inputs_and_targets_eager(problem):
@@ -97,7 +97,7 @@ def test_params_that_do_not_match_the_network(problem):
         (dict(sizes=[3, 2.5, 2]), r"sizes\[1\] must be a positive integer, got 2.5"),
         (dict(sizes=[3, True, 2]), r"sizes\[1\] must be a positive integer, got True"),
         (dict(sizes=[3]), "at least an input and an output size"),
-        (dict(sizes="3-4-2"), "sizes must be a sequence of positive integers"),
+        (dict(sizes="3-4-2"), "sizes must be a sequence, got .3-4-2."),
         (dict(sizes=[3, 4, 2], activation="swish"), r"unknown activation 'swish'; expected one of \["),
         (dict(sizes=[3, 4, 4, 2], activation=["relu"]), "got 1 names for 2 hidden layers"),
         (dict(sizes=[3, 4, 2], loss="hinge"), r"unknown loss 'hinge'; expected one of \["),
@@ -116,3 +116,35 @@ def test_bad_descriptions(kwargs, message):
 def test_bad_init_dtype():
     with pytest.raises(ValueError, match="dtype must be a floating-point dtype, got int32"):
         jaxnet.init_params(jax.random.key(0), jaxnet.mlp([2, 2]), jnp.int32)
+
+
+def test_empty_batch_and_complex_targets(problem):
+    net, params, x, y = problem
+    with pytest.raises(ValueError, match=r"x: the batch is empty \(shape \[0, 3\]\)"):
+        jaxnet.loss(params, net, x[:0], y[:0])
+    with pytest.raises(ValueError, match="y: expected real numbers or integer labels, got dtype complex"):
+        jaxnet.loss(params, net, x, jnp.zeros((4, 3), jnp.complex64))
+
+
+def test_single_example_target_error_says_what_happened(problem):
+    net, params, x, _ = problem
+    with pytest.raises(ValueError, match=r"x is one example, so y was given a batch axis: shape \(1,\) -> \(1, 1\)"):
+        jaxnet.loss(params, net, x[0], jnp.array([1]))
+
+
+def test_bad_l2_override(problem):
+    net, params, x, y = problem
+    with pytest.raises(ValueError, match="l2 must be a non-negative finite number, got -0.5"):
+        jaxnet.loss(params, net, x, y, l2=-0.5)
+    with pytest.raises(ValueError, match="l2: expected a non-negative number or a real scalar array"):
+        jaxnet.manual_grads(params, net, x, y, l2=jnp.ones(2))
+
+
+def test_bad_layers_keys_and_nets(problem):
+    net, params, x, _ = problem
+    with pytest.raises(ValueError, match=r"layers\[0\]: 5 is not a layer \(missing param_shapes"):
+        jaxnet.Network((3,), (5,))
+    with pytest.raises(ValueError, match="key must be one PRNG key from jax.random.key"):
+        jaxnet.init_params(0, net)
+    with pytest.raises(ValueError, match="net must be a jaxnet Network"):
+        jaxnet.predict(params, "mlp", x)

@@ -20,7 +20,7 @@ L2S = [(0.0, False), (0.0, True), (0.1, False), (0.1, True)]
 @pytest.mark.parametrize("loss", list(jaxnet.LOSSES))
 @pytest.mark.parametrize("depth,activation", ARCHS)
 def test_float64_grid(depth, activation, loss, reduction, l2, l2_bias):
-    target = grid_target(loss, depth)
+    target = grid_target(loss, depth, reduction)
     net = make_net(target, depth, activation, reduction, l2, l2_bias)
     params, x, y = random_problem(net, target, seed=depth)
     value, grads = jaxnet.value_and_manual_grads(params, net, x, y)

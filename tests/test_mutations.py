@@ -19,8 +19,10 @@ from jaxnet.activations import ACTIVATIONS
 from jaxnet.layers import Dense
 from jaxnet.losses import LOSSES
 
+from . import test_api, test_grads
 from .helpers import assert_grads_close, fd_grads, make_net, random_problem
 from .test_api import _note_000
+from .test_properties import check_drawn_network
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +41,27 @@ def _drop_derivative(monkeypatch, name):
 def _halve_squared_error_delta(monkeypatch):
     """∂ℓ/∂f = f − y, forgetting the 2 of the square."""
     monkeypatch.setitem(LOSSES, "squared_error", dataclasses.replace(LOSSES["squared_error"], delta=lambda f, y: f - y))
+
+
+def _unstable_softmax_delta(monkeypatch):
+    """p = eᶠ / Σ eᶠ without subtracting the max: inf / inf at large logits."""
+
+    def delta(f, y):
+        e = jnp.exp(f)
+        p = e / jnp.sum(e, axis=-1, keepdims=True)
+        return p - (jax.nn.one_hot(y, f.shape[-1], dtype=f.dtype) if y.ndim == 1 else y)
+
+    monkeypatch.setitem(LOSSES, "softmax_cross_entropy", dataclasses.replace(LOSSES["softmax_cross_entropy"], delta=delta))
+
+
+def _label_off_by_one(monkeypatch):
+    """Integer labels one-hot encoded at the wrong index (probability rows stay right)."""
+    right = LOSSES["softmax_cross_entropy"].delta
+
+    def delta(f, y):
+        return right(f, (y + 1) % f.shape[-1] if y.ndim == 1 else y)
+
+    monkeypatch.setitem(LOSSES, "softmax_cross_entropy", dataclasses.replace(LOSSES["softmax_cross_entropy"], delta=delta))
 
 
 def _unsummed_bias(monkeypatch):
@@ -118,3 +141,30 @@ def test_cli_check_goes_red(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "FAIL" in out and "MISMATCH in 002-deep-tanh" in out
     assert re.search(r"^000-relu-softmax-l2 +\[0\]\['W'\] .* ok$", out, re.M)  # the others stay ok
+
+
+def test_float32_check_goes_red(monkeypatch):
+    _drop_derivative(monkeypatch, "gelu")
+    with pytest.raises(AssertionError, match=r"vs jax.grad \(float32\)"):
+        test_grads.test_float32("gelu", "squared_error")
+
+
+def test_property_check_goes_red(monkeypatch):
+    _drop_derivative(monkeypatch, "softplus")
+    drawn = dict(d=2, widths=[4, 2], target="sigmoid_multilabel", reduction="sum", l2=0.05, l2_bias=True, n=5, seed=1)
+    with pytest.raises(AssertionError, match=r"vs jax.grad: leaf \[[01]\]"):
+        check_drawn_network({**drawn, "dtype": jnp.float64}, ["softplus", "tanh"])
+    with pytest.raises(AssertionError, match=r"vs jax.grad \(float32\): leaf \[[01]\]"):
+        check_drawn_network({**drawn, "dtype": jnp.float32}, ["softplus", "tanh"])
+
+
+def test_extreme_logit_check_goes_red(monkeypatch):
+    _unstable_softmax_delta(monkeypatch)
+    with pytest.raises(AssertionError):
+        test_api.test_extreme_logits_are_finite("softmax_labels", jnp.float64)
+
+
+def test_target_form_check_goes_red(monkeypatch):
+    _label_off_by_one(monkeypatch)
+    with pytest.raises(AssertionError, match="gradient mismatch"):
+        test_api.test_target_forms_agree()

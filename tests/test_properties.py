@@ -39,6 +39,11 @@ problems = st.fixed_dictionaries(
 @given(problems)
 def test_random_networks(p):
     acts = p["activation"].draw(st.lists(st.sampled_from(list(jaxnet.ACTIVATIONS)), min_size=len(p["widths"]), max_size=len(p["widths"])))
+    check_drawn_network(p, acts)
+
+
+def check_drawn_network(p, acts):
+    """The property: manual == jax.grad (and == finite differences in float64)."""
     loss, k = TARGETS[p["target"]]
     net = jaxnet.mlp([p["d"], *p["widths"], k], acts, loss, p["reduction"], p["l2"], p["l2_bias"])
     params, x, y = random_problem(net, p["target"], seed=p["seed"], n=p["n"], dtype=p["dtype"])
