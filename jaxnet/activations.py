@@ -3,10 +3,10 @@
 Every activation is a pair ``g(z)`` / ``g'(z)``. The derivative receives both the
 pre-activation ``z`` and the already computed ``a = g(z)``, because several
 derivatives are cheapest in terms of ``a`` (tanh: ``1 - a²``; sigmoid:
-``a (1 - a)``). Forward values come from :mod:`jax.nn` so that ``jax.grad`` of
+``a (1 - a)``). Forward values come from :mod:`jax.nn` so that autodiff of
 :func:`jaxnet.loss` differentiates exactly the function we differentiate by hand.
 
-Conventions at kinks (chosen to match ``jax.grad`` of the ``jax.nn`` function):
+Conventions at kinks (chosen to match JAX's autodiff of the ``jax.nn`` function):
 
 - ``relu``: ``g'(0) = 0``.
 - ``leaky_relu``: ``g'(0) = 1`` (``jax.nn.leaky_relu`` takes the ``z >= 0`` branch).

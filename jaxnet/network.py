@@ -1,7 +1,7 @@
 """Network descriptions and the pure functions on them: init, forward, loss, manual gradients.
 
 A :class:`Network` is a frozen, hashable description, registered as a pytree with no
-array leaves, so it passes through ``jax.jit``, ``jax.grad`` and ``jax.vmap`` as a
+array leaves, so it passes through jit, autodiff and vmap transformations as a
 static value without ``static_argnums``. Parameters are a plain list with one entry per
 layer (a dense layer's entry is ``{"W": [fan_in, fan_out], "b": [fan_out]}``).
 """
@@ -361,7 +361,7 @@ def loss(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None) -> jax
     Args:
       params: from :func:`init_params`.
       net: the :class:`Network` (a static pytree: ``jax.jit(loss)`` works as is and
-        ``jax.grad(loss)`` differentiates with respect to ``params`` only).
+        autodiff of ``loss`` differentiates with respect to ``params`` only).
       x: ``[batch, D]`` (or one example ``[D]``).
       y: softmax: int labels ``[batch]`` or probabilities ``[batch, K]``;
         sigmoid: targets in [0, 1], ``[batch, K]`` (``[batch]`` when ``K = 1``);

@@ -204,3 +204,29 @@ def format_table(rows: list[CheckRow]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def check_notes(dtype=jnp.float64, seed: int = 0, batch: int = 16) -> tuple[str, bool]:
+    """Check every network of the notes (:data:`jaxnet.presets.NOTE_NETWORKS`) on a random
+    problem; return the printed report and whether every leaf agreed. Enables x64 for the
+    duration of the call only."""
+    from .presets import NOTE_NETWORKS
+
+    rows = []
+    with jax.enable_x64(True):
+        for i, preset in enumerate(NOTE_NETWORKS):
+            params, x, y = random_problem(preset.net, seed=seed + i, n=batch, dtype=dtype)
+            rows += check_network(preset.name, preset.net, params, x, y)
+    bad = [r for r in rows if not r.ok]
+    lines = [
+        f"manual_grads vs jax.grad ({jnp.dtype(dtype).name}) and vs central finite differences (float64), "
+        f"batch {batch}, seed {seed}; rel = max|diff| / max|reference| per leaf",
+        "",
+        format_table(rows),
+        "",
+        *(f"  {p.name}: {p.net}  ({p.description})" for p in NOTE_NETWORKS),
+        "",
+        f"{len(rows) - len(bad)}/{len(rows)} leaves agree"
+        + (f"; MISMATCH in {', '.join(sorted({r.network + r.leaf for r in bad}))}" if bad else ""),
+    ]
+    return "\n".join(lines), not bad
