@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 import jax.numpy as jnp
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
 
 def _check(args) -> int:
@@ -14,6 +18,162 @@ def _check(args) -> int:
     report, ok = check_notes(jnp.dtype(args.dtype), seed=args.seed, batch=args.batch)
     print(report)
     return 0 if ok else 1
+
+
+def _optimizer(name: str, lr: float):
+    import optax
+
+    from .train import sgd
+
+    return {
+        "sgd": lambda: sgd(lr),
+        "momentum": lambda: optax.sgd(lr, momentum=0.9),
+        "adam": lambda: optax.adam(lr),
+        "adamw": lambda: optax.adamw(lr),
+    }[name]()
+
+
+def _data(args, preset, classification: bool):
+    """(Split, classes or None) from --data or the preset's generator, standardised."""
+    import numpy as np
+
+    from . import data
+
+    if args.data:
+        x, y = data.load_file(args.data, args.target)
+        if classification:
+            if not np.all(np.equal(np.round(y), y)):
+                raise ValueError(f"{args.data}: a classification loss needs integer labels in the target column")
+            y = data._labels(args.data, y, int(np.max(y)) + 1)
+    else:
+        x, y = data.DATASETS[preset.dataset](**preset.dataset_kwargs)
+    return data.standardize(data.split(x, y, seed=args.seed))
+
+
+def _train(args) -> int:
+    import jax
+    import numpy as np
+    from tqdm import tqdm
+
+    from . import checkpoint, plots
+    from .network import init_params, mlp
+    from .presets import TRAIN_PRESETS
+    from .train import TrainingDiverged, evaluate, fit
+
+    preset = TRAIN_PRESETS[args.preset]
+    base = preset.build(2, 3)  # the preset's choices, before the data fixes D and K
+    loss_name = args.loss or base.loss
+    classification = loss_name != "squared_error"
+    try:
+        split = _data(args, preset, classification and loss_name == "softmax_cross_entropy")
+    except ValueError as e:
+        print(f"jaxnet train: {e}", file=sys.stderr)
+        return 2
+    d = split.x_train.shape[1]
+    if loss_name == "softmax_cross_entropy":
+        k = int(max(split.y_train.max(), split.y_val.max(initial=0), split.y_test.max(initial=0))) + 1
+    else:
+        k = 1 if split.y_train.ndim == 1 else split.y_train.shape[1]
+    hidden = args.hidden if args.hidden is not None else [layer.features for layer in base.layers[:-1]]
+    activation = args.activation or ([layer.activation for layer in base.layers[:-1]] if hidden == [l.features for l in base.layers[:-1]] else "relu")
+    net = mlp(
+        [d, *hidden, k], activation, loss_name, args.reduction or base.reduction,
+        base.l2 if args.l2 is None else args.l2, base.l2_bias if args.l2_bias is None else args.l2_bias,
+    )
+    optimizer = _optimizer(args.optimizer or preset.optimizer, args.lr or preset.learning_rate)
+    epochs = args.epochs or preset.epochs
+    batch = args.batch_size if args.batch_size is not None else (preset.batch_size or len(split.x_train))
+    batch = len(split.x_train) if batch == 0 else batch
+    key_init, key_train = jax.random.split(jax.random.key(args.seed))
+    params = init_params(key_init, net)
+    opt_state, start_epoch, start_step = None, 0, 0
+    if args.resume:
+        try:
+            ck = checkpoint.load(args.resume, net, optimizer.init(params))
+        except checkpoint.CheckpointError as e:
+            print(f"jaxnet train: cannot resume: {e}", file=sys.stderr)
+            return 2
+        params, opt_state, start_epoch, start_step, key_train = ck.params, ck.opt_state, ck.epoch, ck.step, ck.key
+    out = args.out or os.path.join("runs", args.preset)
+    os.makedirs(out, exist_ok=True)
+    ckpt_path = os.path.join(out, "checkpoint.npz")
+    print(f"jaxnet train: {net}; {len(split.x_train)}/{len(split.x_val)}/{len(split.x_test)} train/val/test; "
+          f"{args.optimizer or preset.optimizer} lr={args.lr or preset.learning_rate:g}, batch {batch}, "
+          f"{epochs} epochs, {args.grads} gradients, device {jax.devices()[0].platform}")
+
+    if args.check:
+        from .verify import check_network, format_table
+
+        with jax.enable_x64(True):
+            n = min(64, len(split.x_train))
+            p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+            rows = check_network(args.preset, net, p64, jnp.asarray(split.x_train[:n]), jnp.asarray(split.y_train[:n]))
+        print(format_table(rows))
+        if not all(r.ok for r in rows):
+            print("jaxnet train: the gradient check failed; not training", file=sys.stderr)
+            return 1
+
+    bar = tqdm(total=epochs - start_epoch, desc="epochs", disable=args.quiet, leave=False)
+
+    save_every = args.save_every or max(1, epochs // 20)
+
+    def on_epoch(epoch, params, opt_state, step, metrics):
+        if epoch % save_every == 0:  # the last good checkpoint, should a later epoch diverge
+            checkpoint.save(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch, step=step, key=key_train)
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("train_loss", "val_loss", "val_accuracy", "val_rmse")})
+
+    try:
+        result = fit(
+            net, params, split.x_train, split.y_train, optimizer, epochs, batch, key_train, grads=args.grads,
+            val=(split.x_val, split.y_val) if len(split.x_val) else None, patience=args.patience,
+            check_every=args.check_every, opt_state=opt_state, start_epoch=start_epoch, start_step=start_step,
+            on_epoch=on_epoch,
+        )
+    except TrainingDiverged as e:
+        bar.close()
+        kept = f"; the last good checkpoint is {ckpt_path}" if os.path.exists(ckpt_path) else ""
+        print(f"jaxnet train: {e}{kept}", file=sys.stderr)
+        return 3
+    bar.close()
+    final = {name: evaluate(result.params, net, xs, ys) for name, (xs, ys) in
+             {"train": (split.x_train, split.y_train), "val": (split.x_val, split.y_val), "test": (split.x_test, split.y_test)}.items() if len(xs)}
+    checkpoint.save(ckpt_path, net=net, params=result.params, opt_state=result.opt_state, epoch=result.epoch, step=result.step, key=key_train)
+    summary = {
+        "preset": args.preset, "network": str(net), "grads": args.grads, "epochs": result.epoch, "steps": result.step,
+        "stopped_early": result.stopped_early, "final": final, "history": result.history,
+        **({"worst_grad_gap": result.worst_gap} if args.check_every else {}),
+    }
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    if result.history:
+        plots.curves(result.history, os.path.join(out, "curves.png"))
+    if d == 2 and classification:
+        plots.decision_boundary(result.params, net, split.x_train, split.y_train, os.path.join(out, "decision_boundary.png"))
+    if d == 1 and not classification:
+        plots.regression_fit(result.params, net, split.x_train, split.y_train, os.path.join(out, "fit.png"))
+    names = sorted({k for m in final.values() for k in m})
+    print(f"\n{'split':<6}" + "".join(f"{n:>12}" for n in names))
+    for split_name, m in final.items():
+        print(f"{split_name:<6}" + "".join(f"{m[n]:>12.4f}" for n in names))
+    print(f"\n{result.epoch} epochs, {result.step} steps{' (stopped early)' if result.stopped_early else ''}; "
+          f"wrote {out}/metrics.json, checkpoint.npz and plots")
+    return 0
+
+
+def _csv_ints(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()] if text.strip() else []
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _activations(text):
+    names = [v.strip() for v in text.split(",")]
+    return names[0] if len(names) == 1 else names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,13 +187,46 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0, help="seed of the random params and data")
     check.add_argument("--batch", type=int, default=16, help="batch size of the random data")
     check.set_defaults(run=_check)
+
+    from .presets import TRAIN_PRESETS
+
+    train = sub.add_parser("train", help="train a network of the notes (or your own data) with hand-derived gradients")
+    train.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="digits",
+                       help="; ".join(f"{p.name}: {p.description}" for p in TRAIN_PRESETS.values()))
+    train.add_argument("--hidden", type=_csv_ints, help="hidden layer sizes, e.g. 128,64 (input and output sizes come from the data; '' for none)")
+    train.add_argument("--activation", type=_activations, help="one activation, or one per hidden layer (comma-separated)")
+    train.add_argument("--loss", choices=["softmax_cross_entropy", "sigmoid_cross_entropy", "squared_error"])
+    train.add_argument("--reduction", choices=["mean", "sum"])
+    train.add_argument("--l2", type=float, help="L2 strength (l2/2 sum W^2)")
+    train.add_argument("--l2-bias", dest="l2_bias", action=argparse.BooleanOptionalAction, default=None, help="penalise biases too")
+    train.add_argument("--optimizer", choices=OPTIMIZERS)
+    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size (0: full batch)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--grads", choices=["manual", "autodiff"], default="manual")
+    train.add_argument("--check", action="store_true", help="verify the gradients against autodiff and finite differences first")
+    train.add_argument("--check-every", dest="check_every", type=int, default=0, help="in-training gradient spot check every N steps")
+    train.add_argument("--patience", type=int, help="early stopping on the validation loss")
+    train.add_argument("--data", help="your data: .npz (x, y), .npy (last column = target) or .csv")
+    train.add_argument("--target", help="CSV: the name of the target column (default: the last column)")
+    train.add_argument("--out", help="output folder (default runs/PRESET)")
+    train.add_argument("--resume", help="a checkpoint.npz to continue from")
+    train.add_argument("--save-every", dest="save_every", type=int, default=0, help="checkpoint every N epochs (default: epochs/20)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if getattr(args, "batch", 1) < 1:
-        build_parser().error("--batch must be a positive integer")
+        parser.error("--batch must be a positive integer")
+    for name in ("epochs", "patience", "check_every", "batch_size", "save_every"):
+        value = getattr(args, name, None)
+        if value is not None and value < 0 or (name in ("epochs", "patience") and value == 0):
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
     return args.run(args)
 
 

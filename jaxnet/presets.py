@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from typing import Callable
+
 from .network import Network, mlp
 
 
@@ -51,3 +53,52 @@ NOTE_NETWORKS: tuple[Preset, ...] = (
         mlp([4, 16, 16, 2], "relu", "squared_error", "mean"),
     ),
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPreset:
+    """A training setup for ``jaxnet train``: data set, network (given D and K), optimizer."""
+
+    name: str
+    description: str
+    dataset: str
+    dataset_kwargs: dict
+    build: Callable[[int, int], Network]  # (inputs D, outputs K) -> Network
+    optimizer: str
+    learning_rate: float
+    epochs: int
+    batch_size: int | None  # None: full batch
+
+
+TRAIN_PRESETS: dict[str, TrainPreset] = {
+    p.name: p
+    for p in (
+        TrainPreset(
+            "digits", "default: MLP 64-128-10 ReLU + softmax CE on scikit-learn's 8x8 digits",
+            "digits", {}, lambda d, k: mlp([d, 128, k], "relu", l2=1e-4), "adam", 1e-3, 30, 64,
+        ),
+        TrainPreset(
+            "000-spiral", "note 000: one hidden ReLU layer, softmax, L2 incl. biases, plain SGD on the spiral",
+            "spiral", {"n_per_class": 100, "classes": 3}, lambda d, k: mlp([d, 100, k], "relu", l2=1e-3, l2_bias=True),
+            "sgd", 1.0, 300, 32,
+        ),
+        TrainPreset(
+            "001-regression", "note 001: one hidden sigmoid layer, RSS, full-batch gradient descent on a noisy curve",
+            "regression_1d", {"n": 200}, lambda d, k: mlp([d, 20, k], "sigmoid", "squared_error", "sum"),
+            "sgd", 2e-3, 2000, None,
+        ),
+        TrainPreset(
+            "001-classification", "note 001: one hidden sigmoid layer, softmax classification on concentric circles",
+            "circles", {"n": 400}, lambda d, k: mlp([d, 20, k], "sigmoid"), "adam", 1e-2, 200, 32,
+        ),
+        TrainPreset(
+            "002-tanh", "note 002: tanh network of depth 3 (the layer recursion), softmax CE on two moons",
+            "moons", {"n": 400}, lambda d, k: mlp([d, 16, 16, 16, k], "tanh"), "sgd", 0.1, 200, 32,
+        ),
+        TrainPreset(
+            "003-regression", "note 003: three-layer ReLU regression with MSE on a 4-D, 2-output problem",
+            "regression", {"n": 600, "d": 4, "outputs": 2}, lambda d, k: mlp([d, 32, 32, k], "relu", "squared_error"),
+            "adam", 3e-3, 200, 32,
+        ),
+    )
+}

@@ -1,0 +1,268 @@
+"""Training: jit-compiled steps and whole scanned epochs with plain SGD or any optax optimizer.
+
+Gradients come from :func:`jaxnet.value_and_manual_grads` (``grads="manual"``, the
+default) or from ``jax.value_and_grad(jaxnet.loss)`` (``grads="autodiff"``), so the two can
+be compared step for step. Every optimizer is an ``optax.GradientTransformation``;
+:func:`sgd` is the notes' rule ``p ← p − γ ∂L/∂p`` written here.
+
+An epoch is one jitted call: the data stays on the device, a permutation drawn from the
+epoch's key orders it, and ``lax.scan`` runs the mini-batch steps. The last partial batch
+is **dropped** (``N mod B`` examples, different ones every epoch since the permutation is
+redrawn), so every step has the same shape and nothing is retraced; full-batch gradient
+descent (note 001) is ``batch_size = N``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .network import Network, _check_net, check_inputs, forward, loss, value_and_manual_grads
+
+GRADS = ("manual", "autodiff")
+
+
+def sgd(learning_rate: float) -> optax.GradientTransformation:
+    """Plain gradient descent ``p ← p − γ g``: note 001's update (note 003 prints ``+ μ``;
+    descent needs the minus). An ``optax.GradientTransformation`` with no state."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(grads, state, params=None):
+        del params
+        return jax.tree.map(lambda g: -learning_rate * g, grads), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def value_and_grads_fn(grads: str = "manual") -> Callable:
+    """``(params, net, x, y) -> (loss, grads)``: hand-derived or autodiff."""
+    if grads == "manual":
+        return value_and_manual_grads
+    if grads == "autodiff":
+        return jax.value_and_grad(loss)
+    raise ValueError(f"grads must be one of {list(GRADS)}, got {grads!r}")
+
+
+def make_step(net: Network, optimizer: optax.GradientTransformation, grads: str = "manual"):
+    """A jitted step ``(params, opt_state, x, y) -> (params, opt_state, loss)``.
+
+    ``params`` and ``opt_state`` are donated: do not reuse the arrays passed in.
+    """
+    _check_net(net)
+    vg = value_and_grads_fn(grads)
+
+    def step(params, opt_state, x, y):
+        value, g = vg(params, net, x, y)
+        updates, opt_state = optimizer.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def _directional_gap(params, net, x, y, g, key):
+    """|D_v L − ⟨g, v⟩| / max(|D_v L|, |⟨g, v⟩|) for a random direction v (one jvp)."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    v = jax.tree.unflatten(treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
+    _, directional = jax.jvp(lambda p: loss(p, net, x, y), (params,), (v,))
+    inner = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v)))
+    scale = jnp.maximum(jnp.maximum(jnp.abs(directional), jnp.abs(inner)), jnp.finfo(directional.dtype).tiny)
+    return jnp.abs(directional - inner) / scale
+
+
+def make_epoch(
+    net: Network,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    n: int,
+    grads: str = "manual",
+    check_every: int = 0,
+    max_traces: int | None = None,
+):
+    """A jitted epoch ``(params, opt_state, step, key, x, y) -> (params, opt_state, step, losses, gaps)``.
+
+    ``x``: [n, ...], ``y``: [n] or [n, K], resident on the device. The epoch draws a
+    permutation from ``key``, runs ``n // batch_size`` steps in a ``lax.scan`` (the
+    remainder is dropped) and returns the per-step losses ``[steps]``. With
+    ``check_every = k > 0`` every k-th step (counted globally by ``step``) also compares
+    the gradient used with a jvp directional derivative along a random direction and
+    records the relative gap (``gaps [steps]``, 0 where not checked). With
+    ``max_traces``, tracing the epoch more often than that raises (``chex.assert_max_traces``).
+    """
+    _check_net(net)
+    if not (isinstance(batch_size, int) and 0 < batch_size <= n):
+        raise ValueError(f"batch_size must be an integer in [1, {n}] (the training set size), got {batch_size!r}")
+    vg = value_and_grads_fn(grads)
+    steps = n // batch_size
+
+    def epoch(params, opt_state, step, key, x, y):
+        k_perm, k_check = jax.random.split(key)
+        order = jax.random.permutation(k_perm, n)[: steps * batch_size].reshape(steps, batch_size)
+
+        def body(carry, idx):  # idx: [batch]
+            params, opt_state, step = carry
+            xb, yb = x[idx], y[idx]  # gathered on the device
+            value, g = vg(params, net, xb, yb)
+            if check_every:
+                gap = jax.lax.cond(
+                    step % check_every == 0,
+                    lambda: _directional_gap(params, net, xb, yb, g, jax.random.fold_in(k_check, step)),
+                    lambda: jnp.zeros((), value.dtype),
+                )
+            else:
+                gap = jnp.zeros((), value.dtype)
+            updates, opt_state = optimizer.update(g, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, step + 1), (value, gap)
+
+        (params, opt_state, step), (losses, gaps) = jax.lax.scan(body, (params, opt_state, step), order)
+        return params, opt_state, step, losses, gaps
+
+    if max_traces is not None:
+        epoch = chex.assert_max_traces(epoch, n=max_traces)
+    return jax.jit(epoch, donate_argnums=(0, 1))
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+@jax.jit
+def _metrics(params, net, x, y):
+    out = forward(params, net, x)  # [N, K]
+    metrics = {"loss": loss(params, net, x, y)}
+    if net.loss == "softmax_cross_entropy":
+        labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
+        metrics["accuracy"] = jnp.mean(jnp.argmax(out, axis=-1) == labels)
+    elif net.loss == "sigmoid_cross_entropy":
+        target = y.reshape(out.shape) > 0.5
+        metrics["accuracy"] = jnp.mean((out > 0) == target)
+    else:
+        residual = out - y.reshape(out.shape)
+        metrics["rmse"] = jnp.sqrt(jnp.mean(residual**2))
+        centred = y.reshape(out.shape) - jnp.mean(y.reshape(out.shape), axis=0, keepdims=True)
+        metrics["r2"] = 1.0 - jnp.sum(residual**2) / jnp.sum(centred**2)
+    return metrics
+
+
+def evaluate(params, net: Network, x, y) -> dict:
+    """Loss, and accuracy (classification) or RMSE and R² (regression), as Python floats."""
+    return {k: float(v) for k, v in _metrics(params, net, jnp.asarray(x), jnp.asarray(y)).items()}
+
+
+# --- the training loop ----------------------------------------------------------------------
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; ``epoch``/``step`` say where, ``params``/``opt_state``
+    hold the last good state (the end of the previous epoch)."""
+
+    def __init__(self, epoch, step, params, opt_state):
+        super().__init__(f"training diverged: the loss is not finite at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.params, self.opt_state = epoch, step, params, opt_state
+
+
+@dataclasses.dataclass
+class FitResult:
+    params: list
+    opt_state: object
+    epoch: int  # epochs completed, counting from 0 at the very start (resumes included)
+    step: int
+    history: dict  # name -> list of per-epoch values
+    stopped_early: bool = False
+    worst_gap: float = 0.0  # largest in-training spot-check gap (0 with check_every=0)
+
+
+def epoch_key(key, epoch: int):
+    """The key of epoch ``epoch``: ``fold_in(key, epoch)``, so a resumed run draws the same."""
+    return jax.random.fold_in(key, epoch)
+
+
+def fit(
+    net: Network,
+    params,
+    x,
+    y,
+    optimizer: optax.GradientTransformation,
+    epochs: int,
+    batch_size: int,
+    key,
+    grads: str = "manual",
+    val: tuple | None = None,
+    patience: int | None = None,
+    check_every: int = 0,
+    opt_state=None,
+    start_epoch: int = 0,
+    start_step: int = 0,
+    on_epoch: Callable | None = None,
+    max_traces: int | None = None,
+) -> FitResult:
+    """Train for ``epochs - start_epoch`` epochs (each one jitted call) and record metrics.
+
+    Args:
+      net, params: the network and its initial params (not modified).
+      x, y: training data (NumPy or JAX arrays); checked once with :func:`check_inputs`.
+      optimizer: :func:`sgd` or any optax transformation.
+      epochs: the epoch to stop at (a resumed run passes the same number with ``start_epoch``).
+      batch_size: mini-batch size (``len(x)`` for full-batch gradient descent).
+      key: the run's PRNG key; epoch e uses ``fold_in(key, e)``.
+      grads: ``"manual"`` or ``"autodiff"``.
+      val: optional ``(x_val, y_val)`` evaluated after every epoch.
+      patience: with ``val``, stop after this many epochs without a better validation loss
+        and return the best params.
+      check_every: in-training gradient spot check every k steps (0: off).
+      opt_state, start_epoch, start_step: to resume from a checkpoint.
+      on_epoch: called as ``on_epoch(epoch, params, opt_state, step, metrics)`` after each epoch.
+      max_traces: fail if the epoch function is traced more often (see :func:`make_epoch`).
+
+    Raises:
+      TrainingDiverged: when a step's loss is not finite.
+    """
+    check_inputs(params, net, x, y)
+    if val is not None:
+        check_inputs(params, net, *val)
+    if patience is not None and val is None:
+        raise ValueError("patience needs a validation set (val=...)")
+    x, y = jnp.asarray(x, jax.tree.leaves(params)[0].dtype), jnp.asarray(y)
+    run_epoch = make_epoch(net, optimizer, batch_size, len(x), grads, check_every, max_traces)
+    params = jax.tree.map(jnp.array, params)  # copies: the epoch donates its inputs
+    opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state)
+    step = jnp.asarray(start_step, jnp.int32)
+    history: dict = {}
+    best = (math.inf, params, start_epoch)
+    worst_gap, stopped, epoch = 0.0, False, start_epoch
+    for epoch in range(start_epoch + 1, epochs + 1):
+        last_good = (params, opt_state)
+        last_good = jax.tree.map(jnp.array, last_good)  # kept for the divergence message
+        params, opt_state, step, losses, gaps = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y)
+        losses = np.asarray(losses)
+        if not np.all(np.isfinite(losses)):
+            first = int(np.argmax(~np.isfinite(losses)))
+            raise TrainingDiverged(epoch, int(step) - len(losses) + first + 1, *last_good)
+        worst_gap = max(worst_gap, float(np.max(gaps)))
+        metrics = {f"train_{k}": v for k, v in evaluate(params, net, x, y).items()}
+        metrics["train_step_loss"] = float(losses.mean())
+        if val is not None:
+            metrics.update({f"val_{k}": v for k, v in evaluate(params, net, *val).items()})
+        if check_every:
+            metrics["grad_gap"] = float(np.max(gaps))
+        for k, v in metrics.items():
+            history.setdefault(k, []).append(v)
+        if on_epoch is not None:
+            on_epoch(epoch, params, opt_state, int(step), metrics)
+        if patience is not None:
+            if metrics["val_loss"] < best[0]:
+                best = (metrics["val_loss"], jax.tree.map(jnp.array, params), epoch)
+            elif epoch - best[2] >= patience:
+                stopped = True
+                params = best[1]
+                break
+    return FitResult(params, opt_state, epoch, int(step), history, stopped, worst_gap)

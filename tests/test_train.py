@@ -1,0 +1,124 @@
+"""Training: steps, scanned epochs, optimizers, metrics, spot checks, divergence, resume."""
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxnet
+from jaxnet import checkpoint, data, train
+from jaxnet.activations import ACTIVATIONS
+
+from .helpers import assert_grads_close
+
+NET = jaxnet.mlp([2, 8, 3], "tanh", l2=1e-3)
+X, Y = data.spiral(20, 3, seed=0)  # 60 examples
+
+
+def _params(dtype=jnp.float32):
+    return jaxnet.init_params(jax.random.key(0), NET, dtype)
+
+
+def test_sgd_step_is_p_minus_lr_g():
+    params = _params(jnp.float64)
+    g = jaxnet.manual_grads(params, NET, X, Y)
+    expected = jax.tree.map(lambda p, g: p - 0.5 * g, params, g)
+    step = train.make_step(NET, train.sgd(0.5))
+    opt = train.sgd(0.5)
+    new, _, value = step(jax.tree.map(jnp.array, params), opt.init(params), jnp.asarray(X), jnp.asarray(Y))
+    chex.assert_trees_all_close(new, expected, rtol=1e-13)
+    assert float(value) == pytest.approx(float(jaxnet.loss(params, NET, X, Y)), rel=1e-13)
+
+
+@pytest.mark.parametrize("optimizer", [train.sgd(0.3), optax.sgd(0.1, momentum=0.9), optax.adam(1e-2)], ids=["sgd", "momentum", "adam"])
+def test_manual_and_autodiff_training_agree(optimizer):
+    runs = [train.fit(NET, _params(), X, Y, optimizer, 3, 16, jax.random.key(1), grads=g) for g in ("manual", "autodiff")]
+    np.testing.assert_allclose(runs[0].history["train_loss"], runs[1].history["train_loss"], rtol=1e-5)
+    assert_grads_close(runs[0].params, runs[1].params, 1e-5, "autodiff-trained params")
+    assert runs[0].history["train_loss"][-1] < runs[0].history["train_loss"][0]
+
+
+def test_full_batch_gradient_descent_is_the_plain_loop():
+    """batch_size = N is note 001's full-batch GD: p ← p − γ ∂L/∂p, once per epoch."""
+    params = _params(jnp.float64)
+    result = train.fit(NET, params, X, Y, train.sgd(0.2), 4, len(X), jax.random.key(2))
+    for _ in range(4):
+        params = jax.tree.map(lambda p, g: p - 0.2 * g, params, jaxnet.manual_grads(params, NET, X, Y))
+    assert result.step == 4
+    chex.assert_trees_all_close(result.params, params, rtol=1e-12)
+
+
+def test_partial_batch_is_dropped_and_nothing_retraces():
+    result = train.fit(NET, _params(), X, Y, optax.adam(1e-2), 3, 25, jax.random.key(3), val=(X, Y), max_traces=1)
+    assert result.step == 3 * (60 // 25)  # 2 steps an epoch, the 10 left over dropped
+    with pytest.raises(ValueError, match=r"batch_size must be an integer in \[1, 60\]"):
+        train.make_epoch(NET, optax.adam(1e-2), 61, 60)
+
+
+def test_retrace_is_caught():
+    run_epoch = train.make_epoch(NET, train.sgd(0.1), 10, 60, max_traces=1)
+    opt = train.sgd(0.1)
+    args = lambda p, x: (p, opt.init(p), jnp.int32(0), jax.random.key(0), x, jnp.asarray(Y))
+    run_epoch(*args(_params(), jnp.asarray(X, jnp.float32)))
+    with pytest.raises(AssertionError, match="retrac|trace"):
+        run_epoch(*args(_params(jnp.float64), jnp.asarray(X, jnp.float64)))  # a new dtype: a second trace
+
+
+def test_metrics():
+    params = _params()
+    m = train.evaluate(params, NET, X, Y)
+    out = np.asarray(jaxnet.forward(params, NET, X))
+    assert m["accuracy"] == pytest.approx(np.mean(out.argmax(1) == Y))
+    reg = jaxnet.mlp([2, 4, 2], "tanh", "squared_error")
+    p = jaxnet.init_params(jax.random.key(0), reg, jnp.float64)
+    y = np.random.default_rng(0).normal(size=(60, 2))
+    f = np.asarray(jaxnet.forward(p, reg, X))
+    m = train.evaluate(p, reg, X, y)
+    assert m["rmse"] == pytest.approx(np.sqrt(np.mean((f - y) ** 2)))
+    assert m["r2"] == pytest.approx(1 - np.sum((f - y) ** 2) / np.sum((y - y.mean(0)) ** 2))
+
+
+def test_early_stopping_returns_the_best_params():
+    flipped = (Y + 1) % 3  # a validation set that training can only get worse on
+    result = train.fit(NET, _params(), X, Y, optax.adam(3e-2), 50, 20, jax.random.key(4), val=(X, flipped), patience=2)
+    assert result.stopped_early and result.epoch < 50
+    best = int(np.argmin(result.history["val_loss"]))
+    assert train.evaluate(result.params, NET, X, flipped)["loss"] == pytest.approx(result.history["val_loss"][best], rel=1e-6)
+
+
+def test_divergence_names_epoch_and_step():
+    with pytest.raises(train.TrainingDiverged, match=r"not finite at epoch \d+, step \d+") as info:
+        train.fit(jaxnet.mlp([2, 8, 3], "relu"), jaxnet.init_params(jax.random.key(0), jaxnet.mlp([2, 8, 3], "relu")),
+                  X * 1e3, Y, train.sgd(1e6), 20, 10, jax.random.key(5))
+    assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(info.value.params))
+
+
+def test_spot_check_catches_a_wrong_derivation(monkeypatch):
+    good = train.fit(NET, _params(), X, Y, train.sgd(0.1), 2, 20, jax.random.key(6), check_every=1)
+    assert good.worst_gap < 1e-4
+    jax.clear_caches()
+    act = ACTIVATIONS["tanh"]
+    monkeypatch.setitem(ACTIVATIONS, "tanh", dataclasses.replace(act, deriv=lambda z, a: jnp.ones_like(z)))
+    try:
+        bad = train.fit(NET, _params(), X, Y, train.sgd(0.1), 2, 20, jax.random.key(6), check_every=1)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
+    assert bad.worst_gap > 1e-2
+    assert "grad_gap" in bad.history
+
+
+def test_resume_is_bitwise_identical(tmp_path):
+    opt, key, p0 = optax.adam(1e-2), jax.random.key(7), _params()
+    full = train.fit(NET, p0, X, Y, opt, 4, 16, key)
+    half = train.fit(NET, p0, X, Y, opt, 2, 16, key)
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, net=NET, params=half.params, opt_state=half.opt_state, epoch=half.epoch, step=half.step, key=key)
+    ck = checkpoint.load(path, NET, opt.init(p0))
+    rest = train.fit(NET, ck.params, X, Y, opt, 4, 16, ck.key, opt_state=ck.opt_state, start_epoch=ck.epoch, start_step=ck.step)
+    chex.assert_trees_all_equal(full.params, rest.params)
+    assert rest.step == full.step and rest.history["train_loss"] == full.history["train_loss"][2:]
