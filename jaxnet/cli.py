@@ -83,7 +83,7 @@ def _train(args) -> int:
     optimizer = _optimizer(args.optimizer or preset.optimizer, args.lr or preset.learning_rate)
     epochs = args.epochs or preset.epochs
     batch = args.batch_size if args.batch_size is not None else (preset.batch_size or len(split.x_train))
-    batch = len(split.x_train) if batch == 0 else batch
+    batch = len(split.x_train) if batch == 0 else min(batch, len(split.x_train))  # at most full batch
     key_init, key_train = jax.random.split(jax.random.key(args.seed))
     params = init_params(key_init, net)
     opt_state, start_epoch, start_step = None, 0, 0

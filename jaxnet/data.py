@@ -161,14 +161,15 @@ def load_file(path: str, target: str | None = None, classes: int | None = None):
 def _load_npz(path):
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("x", "y") if k not in f.files]
-            if missing:
-                raise ValueError(f"{path}: expected arrays 'x' and 'y', missing {missing} (found {f.files})")
-            x, y = f["x"], f["y"]
-    except ValueError:
-        raise
-    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError ...
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError, ValueError (would need pickle) ...
+        raise ValueError(f"{path}: not a readable .npz file of numeric arrays ({e})") from None
+    if not isinstance(arrays, dict):
+        raise ValueError(f"{path}: not a .npz archive")
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: expected arrays 'x' and 'y', missing {missing} (found {sorted(arrays)})")
+    x, y = arrays["x"], arrays["y"]
     for name, a in (("x", x), ("y", y)):
         if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
             raise ValueError(f"{path}: array {name!r} is not numeric (dtype {a.dtype})")

@@ -40,3 +40,57 @@ def test_readme_example_runs():
     assert result.returncode == 0, result.stderr
     errors = [float(line.split()[-1]) for line in result.stdout.splitlines()]
     assert len(errors) == 4 and max(errors) < 1e-12
+
+
+def _metrics(folder):
+    import json
+
+    with open(folder / "metrics.json") as f:
+        return json.load(f)
+
+
+def test_train_default_preset_reaches_97_percent_on_digits(tmp_path, capsys):
+    """The README's main command: an MLP on scikit-learn's digits, >= 97% test accuracy."""
+    assert cli.main(["train", "--out", str(tmp_path), "--quiet"]) == 0
+    m = _metrics(tmp_path)
+    assert m["final"]["test"]["accuracy"] >= 0.97
+    assert m["epochs"] == 30 and len(m["history"]["train_loss"]) == 30
+    assert {"checkpoint.npz", "curves.png", "metrics.json"} <= set(p.name for p in tmp_path.iterdir())
+    assert re.search(r"^test +0\.9[7-9]\d\d", capsys.readouterr().out, re.M)
+
+
+def test_train_check_resume_and_plots(tmp_path, capsys):
+    args = ["train", "--preset", "000-spiral", "--out", str(tmp_path), "--quiet", "--batch-size", "0"]
+    assert cli.main(args + ["--epochs", "3", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^000-spiral +\[0\]\['W'\] .* ok$", out, re.M)  # the --check table
+    assert (tmp_path / "decision_boundary.png").exists()
+    assert cli.main(args + ["--epochs", "5", "--resume", str(tmp_path / "checkpoint.npz")]) == 0
+    resumed = _metrics(tmp_path)
+    assert resumed["epochs"] == 5 and resumed["steps"] == 5 and len(resumed["history"]["train_loss"]) == 2
+    assert cli.main(args + ["--epochs", "5", "--grads", "autodiff", "--out", str(tmp_path / "ad")]) == 0
+    manual = cli.main(args + ["--epochs", "5", "--out", str(tmp_path / "m")]) == 0 and _metrics(tmp_path / "m")
+    import numpy as np
+
+    np.testing.assert_allclose(_metrics(tmp_path / "ad")["history"]["train_loss"], manual["history"]["train_loss"], rtol=1e-5)
+
+
+def test_train_divergence_exits_nonzero_and_keeps_a_checkpoint(tmp_path, capsys):
+    code = cli.main(["train", "--preset", "001-regression", "--lr", "0.01", "--epochs", "100", "--out", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert re.search(r"not finite at epoch \d+, step \d+; the last good checkpoint is", err)
+    from jaxnet import checkpoint
+
+    assert checkpoint.load(tmp_path / "checkpoint.npz").epoch >= 5
+
+
+def test_train_bad_data_file(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,label\n1,2,0\n3,4\n")
+    assert cli.main(["train", "--data", str(bad), "--out", str(tmp_path), "--quiet"]) == 2
+    assert "line 3 has 2 columns, expected 3 (ragged rows)" in capsys.readouterr().err
+    good = tmp_path / "good.csv"
+    good.write_text("a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 2}\n" for i in range(40)))
+    assert cli.main(["train", "--data", str(good), "--target", "label", "--hidden", "8", "--epochs", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    assert _metrics(tmp_path)["network"].startswith("2-8-2 relu")
