@@ -124,8 +124,18 @@ def load(path, net: Network | None = None, opt_state_template=None) -> Checkpoin
         meta = json.loads(str(arrays["meta"]))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: corrupted checkpoint metadata ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: unknown checkpoint format {got!r}, expected {FORMAT!r}")
+    try:
+        return _from_arrays(path, meta, arrays, net, opt_state_template)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: inconsistent checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _from_arrays(path, meta, arrays, net, opt_state_template):
     saved_net = network_from_dict(meta["network"])
     if net is not None and net != saved_net:
         raise CheckpointError(f"{path}: the checkpoint is for the network {saved_net}, not {net}")

@@ -74,31 +74,44 @@ def _train(args) -> int:
         k = int(max(split.y_train.max(), split.y_val.max(initial=0), split.y_test.max(initial=0))) + 1
     else:
         k = 1 if split.y_train.ndim == 1 else split.y_train.shape[1]
-    hidden = args.hidden if args.hidden is not None else [layer.features for layer in base.layers[:-1]]
-    activation = args.activation or ([layer.activation for layer in base.layers[:-1]] if hidden == [l.features for l in base.layers[:-1]] else "relu")
+    preset_hidden = [layer.features for layer in base.layers[:-1]]
+    hidden = args.hidden if args.hidden is not None else preset_hidden
+    preset_acts = [layer.activation for layer in base.layers[:-1]]
+    # the preset's activation(s): per layer when the widths are the preset's, else its first one
+    activation = args.activation or (preset_acts if hidden == preset_hidden else (preset_acts or ["relu"])[0])
     net = mlp(
         [d, *hidden, k], activation, loss_name, args.reduction or base.reduction,
         base.l2 if args.l2 is None else args.l2, base.l2_bias if args.l2_bias is None else args.l2_bias,
     )
-    optimizer = _optimizer(args.optimizer or preset.optimizer, args.lr or preset.learning_rate)
+    opt_name = args.optimizer or preset.optimizer
+    lr = args.lr if args.lr is not None else preset.learning_rate
+    optimizer = _optimizer(opt_name, lr)
     epochs = args.epochs or preset.epochs
     batch = args.batch_size if args.batch_size is not None else (preset.batch_size or len(split.x_train))
     batch = len(split.x_train) if batch == 0 else min(batch, len(split.x_train))  # at most full batch
     key_init, key_train = jax.random.split(jax.random.key(args.seed))
     params = init_params(key_init, net)
-    opt_state, start_epoch, start_step = None, 0, 0
+    config = {"preset": args.preset, "data": args.data, "target": args.target, "seed": args.seed,
+              "optimizer": opt_name, "lr": lr, "batch_size": batch, "grads": args.grads}
+    opt_state, start_epoch, start_step, past = None, 0, 0, {}
     if args.resume:
         try:
             ck = checkpoint.load(args.resume, net, optimizer.init(params))
         except checkpoint.CheckpointError as e:
             print(f"jaxnet train: cannot resume: {e}", file=sys.stderr)
             return 2
+        changed = {k: (ck.extra.get("config", {}).get(k), v) for k, v in config.items() if ck.extra.get("config", {}).get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            print(f"jaxnet train: cannot resume {args.resume} with other settings ({what})", file=sys.stderr)
+            return 2
         params, opt_state, start_epoch, start_step, key_train = ck.params, ck.opt_state, ck.epoch, ck.step, ck.key
+        past = ck.extra.get("history", {})
     out = args.out or os.path.join("runs", args.preset)
     os.makedirs(out, exist_ok=True)
     ckpt_path = os.path.join(out, "checkpoint.npz")
     print(f"jaxnet train: {net}; {len(split.x_train)}/{len(split.x_val)}/{len(split.x_test)} train/val/test; "
-          f"{args.optimizer or preset.optimizer} lr={args.lr or preset.learning_rate:g}, batch {batch}, "
+          f"{opt_name} lr={lr:g}, batch {batch}, "
           f"{epochs} epochs, {args.grads} gradients, device {jax.devices()[0].platform}")
 
     if args.check:
@@ -116,10 +129,17 @@ def _train(args) -> int:
     bar = tqdm(total=epochs - start_epoch, desc="epochs", disable=args.quiet, leave=False)
 
     save_every = args.save_every or max(1, epochs // 20)
+    history = {k: list(v) for k, v in past.items()}
+
+    def save(params, opt_state, epoch, step):
+        extra = {"config": config, "history": _finite(history)}
+        checkpoint.save(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch, step=step, key=key_train, extra=extra)
 
     def on_epoch(epoch, params, opt_state, step, metrics):
+        for k, v in metrics.items():
+            history.setdefault(k, []).append(v)
         if epoch % save_every == 0:  # the last good checkpoint, should a later epoch diverge
-            checkpoint.save(ckpt_path, net=net, params=params, opt_state=opt_state, epoch=epoch, step=step, key=key_train)
+            save(params, opt_state, epoch, step)
         bar.update(1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("train_loss", "val_loss", "val_accuracy", "val_rmse")})
 
@@ -135,19 +155,23 @@ def _train(args) -> int:
         kept = f"; the last good checkpoint is {ckpt_path}" if os.path.exists(ckpt_path) else ""
         print(f"jaxnet train: {e}{kept}", file=sys.stderr)
         return 3
+    except ValueError as e:  # data the network cannot take (targets out of range, ...)
+        bar.close()
+        print(f"jaxnet train: {e}", file=sys.stderr)
+        return 2
     bar.close()
     final = {name: evaluate(result.params, net, xs, ys) for name, (xs, ys) in
              {"train": (split.x_train, split.y_train), "val": (split.x_val, split.y_val), "test": (split.x_test, split.y_test)}.items() if len(xs)}
-    checkpoint.save(ckpt_path, net=net, params=result.params, opt_state=result.opt_state, epoch=result.epoch, step=result.step, key=key_train)
+    save(result.params, result.opt_state, result.epoch, result.step)  # after early stopping: the best params
     summary = {
-        "preset": args.preset, "network": str(net), "grads": args.grads, "epochs": result.epoch, "steps": result.step,
-        "stopped_early": result.stopped_early, "final": final, "history": result.history,
+        "network": str(net), "config": config, "epochs": result.epoch, "steps": result.step,
+        "stopped_early": result.stopped_early, "final": final, "history": history,
         **({"worst_grad_gap": result.worst_gap} if args.check_every else {}),
     }
     with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    if result.history:
-        plots.curves(result.history, os.path.join(out, "curves.png"))
+        json.dump(_finite(summary), f, indent=1)
+    if history:
+        plots.curves(history, os.path.join(out, "curves.png"))
     if d == 2 and classification:
         plots.decision_boundary(result.params, net, split.x_train, split.y_train, os.path.join(out, "decision_boundary.png"))
     if d == 1 and not classification:
@@ -159,6 +183,17 @@ def _train(args) -> int:
     print(f"\n{result.epoch} epochs, {result.step} steps{' (stopped early)' if result.stopped_early else ''}; "
           f"wrote {out}/metrics.json, checkpoint.npz and plots")
     return 0
+
+
+def _finite(tree):
+    """JSON-safe copy: NaN and ±Inf become null."""
+    import math
+
+    if isinstance(tree, dict):
+        return {k: _finite(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_finite(v) for v in tree]
+    return None if isinstance(tree, float) and not math.isfinite(tree) else tree
 
 
 def _csv_ints(text):

@@ -153,6 +153,8 @@ def load_file(path: str, target: str | None = None, classes: int | None = None):
         raise ValueError(f"{path}: a target column name only applies to CSV files")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{path}: inputs contain NaN or Inf")
+    if np.issubdtype(np.asarray(y).dtype, np.floating) and not np.all(np.isfinite(y)):
+        raise ValueError(f"{path}: targets contain NaN or Inf")
     if classes is not None:
         y = _labels(path, y, classes)
     return x, y
@@ -191,25 +193,23 @@ def _load_npy(path):
 
 
 def _read_csv(path):
-    with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: tolerate a BOM
+        reader = csv.reader(f)
+        rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
     if not rows:
         raise ValueError(f"{path}: the file is empty")
     header = None
-    if not all(_is_number(c) for c in rows[0]):
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
+    if not any(_is_number(c) for c in rows[0][1]):  # a header: no cell of the first row is a number
+        header, rows = [c.strip() for c in rows[0][1]], rows[1:]
     if not rows:
         raise ValueError(f"{path}: a header but no data rows")
-    width = len(header) if header else len(rows[0])
-    for i, r in enumerate(rows):
-        if len(r) != width:
-            line = i + 1 + (header is not None)
-            raise ValueError(f"{path}: line {line} has {len(r)} columns, expected {width} (ragged rows)")
+    width = len(header) if header else len(rows[0][1])
     values = np.empty((len(rows), width))
-    for i, r in enumerate(rows):
+    for i, (line, r) in enumerate(rows):
+        if len(r) != width:
+            raise ValueError(f"{path}: line {line} has {len(r)} columns, expected {width} (ragged rows)")
         for j, c in enumerate(r):
             if not _is_number(c):
-                line = i + 1 + (header is not None)
                 raise ValueError(f"{path}: line {line}, column {j + 1}: {c!r} is not a number")
             values[i, j] = float(c)
     if width < 2:

@@ -154,7 +154,12 @@ def _metrics(params, net, x, y):
 
 
 def evaluate(params, net: Network, x, y) -> dict:
-    """Loss, and accuracy (classification) or RMSE and R² (regression), as Python floats."""
+    """Loss, and accuracy (classification) or RMSE and R² (regression), as Python floats.
+
+    Accuracy: argmax vs label (softmax), or the fraction of outputs with ``(f > 0) == (y > 0.5)``
+    (sigmoid, every output counted). RMSE and R² pool all outputs:
+    ``R² = 1 − Σ (f − y)² / Σ (y − ȳ)²`` with ``ȳ`` the per-output mean.
+    """
     return {k: float(v) for k, v in _metrics(params, net, jnp.asarray(x), jnp.asarray(y)).items()}
 
 
@@ -217,10 +222,11 @@ def fit(
       grads: ``"manual"`` or ``"autodiff"``.
       val: optional ``(x_val, y_val)`` evaluated after every epoch.
       patience: with ``val``, stop after this many epochs without a better validation loss
-        and return the best params.
+        and return the best params (the count starts afresh on a resumed run).
       check_every: in-training gradient spot check every k steps (0: off).
       opt_state, start_epoch, start_step: to resume from a checkpoint.
-      on_epoch: called as ``on_epoch(epoch, params, opt_state, step, metrics)`` after each epoch.
+      on_epoch: called as ``on_epoch(epoch, params, opt_state, step, metrics)`` after each epoch;
+        ``params``/``opt_state`` are donated to the next epoch, so copy what you keep.
       max_traces: fail if the epoch function is traced more often (see :func:`make_epoch`).
 
     Raises:
@@ -237,18 +243,19 @@ def fit(
     opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state)
     step = jnp.asarray(start_step, jnp.int32)
     history: dict = {}
-    best = (math.inf, params, start_epoch)
+    best = None  # (val loss, params copy, epoch) with patience
     worst_gap, stopped, epoch = 0.0, False, start_epoch
     for epoch in range(start_epoch + 1, epochs + 1):
-        last_good = (params, opt_state)
-        last_good = jax.tree.map(jnp.array, last_good)  # kept for the divergence message
+        last_good = jax.tree.map(jnp.array, (params, opt_state))  # copies: the epoch donates its inputs
         params, opt_state, step, losses, gaps = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y)
         losses = np.asarray(losses)
-        if not np.all(np.isfinite(losses)):
+        if not np.all(np.isfinite(losses)):  # a step's loss (before its update) is not finite
             first = int(np.argmax(~np.isfinite(losses)))
             raise TrainingDiverged(epoch, int(step) - len(losses) + first + 1, *last_good)
         worst_gap = max(worst_gap, float(np.max(gaps)))
         metrics = {f"train_{k}": v for k, v in evaluate(params, net, x, y).items()}
+        if not (np.isfinite(metrics["train_loss"]) and all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(params))):
+            raise TrainingDiverged(epoch, int(step), *last_good)  # the epoch's last update blew up
         metrics["train_step_loss"] = float(losses.mean())
         if val is not None:
             metrics.update({f"val_{k}": v for k, v in evaluate(params, net, *val).items()})
@@ -259,7 +266,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, params, opt_state, int(step), metrics)
         if patience is not None:
-            if metrics["val_loss"] < best[0]:
+            if best is None or metrics["val_loss"] < best[0]:
                 best = (metrics["val_loss"], jax.tree.map(jnp.array, params), epoch)
             elif epoch - best[2] >= patience:
                 stopped = True

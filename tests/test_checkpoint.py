@@ -81,3 +81,13 @@ def test_mismatches_are_refused(saved, tmp_path):
         checkpoint.load(tmp_path / "other.npz")
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
         checkpoint.load(tmp_path / "missing.npz")
+
+
+def test_inconsistent_metadata(saved, tmp_path):
+    path, _, _, _ = saved
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.pop("params_3")
+    np.savez(tmp_path / "broken.npz", **arrays)
+    with pytest.raises(checkpoint.CheckpointError, match="inconsistent checkpoint"):
+        checkpoint.load(tmp_path / "broken.npz")

@@ -2,6 +2,8 @@
 
 import re
 import subprocess
+
+import numpy as np
 import sys
 
 from jaxnet import cli
@@ -42,6 +44,16 @@ def test_readme_example_runs():
     assert len(errors) == 4 and max(errors) < 1e-12
 
 
+def test_readme_training_example_runs():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("```python\n")[2].split("```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert eval(result.stdout.strip())["accuracy"] >= 0.97
+
+
 def _metrics(folder):
     import json
 
@@ -67,22 +79,30 @@ def test_train_check_resume_and_plots(tmp_path, capsys):
     assert (tmp_path / "decision_boundary.png").exists()
     assert cli.main(args + ["--epochs", "5", "--resume", str(tmp_path / "checkpoint.npz")]) == 0
     resumed = _metrics(tmp_path)
-    assert resumed["epochs"] == 5 and resumed["steps"] == 5 and len(resumed["history"]["train_loss"]) == 2
+    assert resumed["epochs"] == 5 and resumed["steps"] == 5 and len(resumed["history"]["train_loss"]) == 5
+    assert cli.main(args + ["--epochs", "6", "--lr", "0.5", "--resume", str(tmp_path / "checkpoint.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "lr 1.0 -> 0.5" in err
     assert cli.main(args + ["--epochs", "5", "--grads", "autodiff", "--out", str(tmp_path / "ad")]) == 0
     manual = cli.main(args + ["--epochs", "5", "--out", str(tmp_path / "m")]) == 0 and _metrics(tmp_path / "m")
-    import numpy as np
-
     np.testing.assert_allclose(_metrics(tmp_path / "ad")["history"]["train_loss"], manual["history"]["train_loss"], rtol=1e-5)
 
 
-def test_train_divergence_exits_nonzero_and_keeps_a_checkpoint(tmp_path, capsys):
-    code = cli.main(["train", "--preset", "001-regression", "--lr", "0.01", "--epochs", "100", "--out", str(tmp_path), "--quiet"])
+def test_train_divergence_exits_nonzero_and_keeps_a_good_checkpoint(tmp_path, capsys):
+    """Full-batch GD that blows up: the exit code is 3 and the kept checkpoint has a finite loss."""
+    from jaxnet import checkpoint, data
+    from jaxnet.train import evaluate
+
+    code = cli.main(["train", "--preset", "001-regression", "--lr", "0.02", "--epochs", "100", "--save-every", "1",
+                     "--out", str(tmp_path), "--quiet"])
     err = capsys.readouterr().err
     assert code == 3
-    assert re.search(r"not finite at epoch \d+, step \d+; the last good checkpoint is", err)
-    from jaxnet import checkpoint
-
-    assert checkpoint.load(tmp_path / "checkpoint.npz").epoch >= 5
+    m = re.search(r"not finite at epoch (\d+), step (\d+); the last good checkpoint is", err)
+    assert m and m.group(1) == m.group(2)  # one step an epoch
+    ck = checkpoint.load(tmp_path / "checkpoint.npz")
+    assert ck.epoch == int(m.group(1)) - 1
+    s = data.standardize(data.split(*data.regression_1d(n=200), seed=0))
+    assert np.isfinite(evaluate(ck.params, ck.net, s.x_train, s.y_train)["loss"])
 
 
 def test_train_bad_data_file(tmp_path, capsys):
@@ -94,3 +114,8 @@ def test_train_bad_data_file(tmp_path, capsys):
     good.write_text("a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 2}\n" for i in range(40)))
     assert cli.main(["train", "--data", str(good), "--target", "label", "--hidden", "8", "--epochs", "2", "--out", str(tmp_path), "--quiet"]) == 0
     assert _metrics(tmp_path)["network"].startswith("2-8-2 relu")
+
+    three = tmp_path / "three.csv"
+    three.write_text("a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 3}\n" for i in range(40)))
+    assert cli.main(["train", "--data", str(three), "--loss", "sigmoid_cross_entropy", "--epochs", "2", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "targets must lie in [0.0, 1.0]" in capsys.readouterr().err

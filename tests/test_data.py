@@ -49,6 +49,8 @@ def test_load_good_files(tmp_path):
         xs, ys = data.load_file(str(tmp_path / name), classes=3, **kwargs)
         np.testing.assert_array_equal(xs, x)
         np.testing.assert_array_equal(ys, [0, 1, 2, 1])
+    (tmp_path / "bom.csv").write_bytes("\ufeffa,b\n1,2\n3,4\n".encode("utf-8"))  # Excel's byte-order mark
+    assert data.load_file(str(tmp_path / "bom.csv"))[0].shape == (2, 1)
     (tmp_path / "r.csv").write_text("1.5,2,0.25\n3,4,-1\n")  # no header: the last column is the target
     xs, ys = data.load_file(str(tmp_path / "r.csv"))
     assert xs.shape == (2, 2) and ys.tolist() == [[0.25], [-1.0]]
@@ -64,6 +66,8 @@ def test_load_good_files(tmp_path):
         ("f.csv", "1,0.5\n2,1\n", {"classes": 3}, "class labels must be integers"),
         ("e.csv", "", {}, "the file is empty"),
         ("x.txt", "1,2\n", {}, "unknown file type '.txt'"),
+        ("h.csv", "1,x,0\n3,4,1\n", {}, r"line 1, column 2: 'x' is not a number"),  # not a header: 1 is a number
+        ("b.csv", "a,b,c\n\n\n1,2,0\n3,y,1\n", {}, r"line 5, column 2: 'y' is not a number"),  # blank lines counted
         ("bad.npz", "not a zip", {}, "not a readable .npz file"),
     ],
 )
@@ -80,5 +84,8 @@ def test_bad_npz_contents(tmp_path):
     np.savez(tmp_path / "b.npz", x=np.zeros((3, 2)), y=np.zeros(2))
     with pytest.raises(ValueError, match="x has 3 rows but y has 2"):
         data.load_file(str(tmp_path / "b.npz"))
+    np.savez(tmp_path / "c.npz", x=np.zeros((2, 2)), y=np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="targets contain NaN or Inf"):
+        data.load_file(str(tmp_path / "c.npz"))
     with pytest.raises(ValueError, match="no such file"):
         data.load_file(str(tmp_path / "missing.csv"))

@@ -97,6 +97,15 @@ def test_divergence_names_epoch_and_step():
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(info.value.params))
 
 
+def test_divergence_in_the_last_update_of_an_epoch_keeps_the_state_before_it():
+    """Full batch: each epoch is one step, so the blow-up shows only in the next evaluation."""
+    net = jaxnet.mlp([2, 8, 3], "relu")
+    p0 = jaxnet.init_params(jax.random.key(0), net)
+    with pytest.raises(train.TrainingDiverged, match=r"at epoch (\d+), step \1\b") as info:
+        train.fit(net, p0, X * 1e3, Y, train.sgd(1e6), 20, len(X), jax.random.key(5))
+    assert np.isfinite(float(jaxnet.loss(info.value.params, net, X * 1e3, Y)))
+
+
 def test_spot_check_catches_a_wrong_derivation(monkeypatch):
     good = train.fit(NET, _params(), X, Y, train.sgd(0.1), 2, 20, jax.random.key(6), check_every=1)
     assert good.worst_gap < 1e-4
