@@ -1,7 +1,12 @@
 """jaxnet: neural networks on JAX with hand-derived gradients, checked against autodiff."""
 
 from .activations import ACTIVATIONS as ACTIVATIONS
+from .layers import Activation as Activation
+from .layers import AvgPool2D as AvgPool2D
+from .layers import Conv2D as Conv2D
 from .layers import Dense as Dense
+from .layers import Flatten as Flatten
+from .layers import MaxPool2D as MaxPool2D
 from .losses import LOSSES as LOSSES
 from .network import Network as Network
 from .network import check_inputs as check_inputs
@@ -12,6 +17,7 @@ from .network import loss as loss
 from .network import manual_grads as manual_grads
 from .network import mlp as mlp
 from .network import predict as predict
+from .network import sequential as sequential
 from .network import unfold_biases as unfold_biases
 from .network import value_and_manual_grads as value_and_manual_grads
 

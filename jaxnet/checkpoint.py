@@ -20,11 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import Dense
+from .layers import Activation, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
 from .network import Network
 
 FORMAT = "jaxnet-checkpoint/1"
-LAYER_KINDS = {"Dense": Dense}
+LAYER_KINDS = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Activation)}
 """Layer classes by name, for reading network descriptions back."""
 
 

@@ -27,6 +27,7 @@ import operator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .activations import get_activation
 
@@ -121,3 +122,305 @@ class Dense:
         if not get_activation(self.activation).kink:
             return jnp.full(z.shape[:1], jnp.inf, z.dtype)
         return jnp.min(jnp.abs(z), axis=1)
+
+
+# --- convolution and pooling (NHWC inputs, HWIO kernels) -------------------------------------
+
+
+def _pair(value, what):
+    values = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(values) != 2:
+        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
+    return tuple(positive_int(v, what) for v in values)
+
+
+def _padding(padding):
+    """'VALID', 'SAME', or explicit ((top, bottom), (left, right)) non-negative ints."""
+    if isinstance(padding, str):
+        if padding.upper() not in ("VALID", "SAME"):
+            raise ValueError(f"padding must be 'VALID', 'SAME' or ((top, bottom), (left, right)), got {padding!r}")
+        return padding.upper()
+    try:
+        pads = tuple((operator.index(lo), operator.index(hi)) for lo, hi in padding)
+    except (TypeError, ValueError):
+        raise ValueError(f"padding must be 'VALID', 'SAME' or ((top, bottom), (left, right)), got {padding!r}") from None
+    if len(pads) != 2 or any(p < 0 for pair in pads for p in pair):
+        raise ValueError(f"explicit padding must be two non-negative (low, high) pairs, got {padding!r}")
+    return pads
+
+
+def _image(in_shape, kind):
+    if len(in_shape) != 3:
+        raise ValueError(f"{kind} expects per-example images [height, width, channels], got shape {tuple(in_shape)}")
+    return in_shape
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv2D:
+    """2-D convolution with bias and activation: ``a = g(z)``, ``z = x ⋆ W + b``.
+
+    Parameters ``{"W": [kh, kw, c_in, c_out] (HWIO), "b": [c_out]}``; inputs
+    ``[batch, H, W, c_in]`` (NHWC). What is computed is the cross-correlation of deep-learning
+    libraries, ``z[n, i, j, o] = Σ_{p, q, c} x_pad[n, s i + p, s j + q, c] W[p, q, c, o] + b[o]``.
+    Note 003's definition ``(f * g)(i, j) = Σ_m Σ_n f(m, n) g(m − i, n − j)`` is the same
+    correlation with ``f`` the image and ``g`` the kernel (its offsets ``m − i`` run over the
+    kernel's support); a true convolution would flip the kernel, which only relabels the
+    learned weights.
+
+    Attributes:
+      features: ``c_out``.  kernel_size, strides: ints or pairs.
+      padding: ``"VALID"``, ``"SAME"`` or ``((top, bottom), (left, right))``.
+      activation: as for :class:`Dense`.
+    """
+
+    features: int
+    kernel_size: tuple = (3, 3)
+    strides: tuple = (1, 1)
+    padding: object = "VALID"
+    activation: str = "identity"
+
+    weight_names = ("W",)
+    bias_names = ("b",)
+
+    def __post_init__(self):
+        object.__setattr__(self, "features", positive_int(self.features, "Conv2D.features"))
+        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv2D.kernel_size"))
+        object.__setattr__(self, "strides", _pair(self.strides, "Conv2D.strides"))
+        object.__setattr__(self, "padding", _padding(self.padding))
+        get_activation(self.activation)
+
+    def _pads(self, in_shape):
+        return jax.lax.padtype_to_pads(in_shape[:2], self.kernel_size, self.strides, self.padding) \
+            if isinstance(self.padding, str) else self.padding
+
+    def param_shapes(self, in_shape):
+        return {"W": (*self.kernel_size, in_shape[-1], self.features), "b": (self.features,)}
+
+    def output_shape(self, in_shape):
+        h, w, _ = _image(in_shape, "Conv2D")
+        (pt, pb), (pl, pr) = self._pads(in_shape)
+        kh, kw = self.kernel_size
+        if h + pt + pb < kh or w + pl + pr < kw:
+            raise ValueError(
+                f"Conv2D: kernel {self.kernel_size} is larger than the padded input "
+                f"{(h + pt + pb, w + pl + pr)} (input {(h, w)}, padding {self.padding})"
+            )
+        sh, sw = self.strides
+        return ((h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1, self.features)
+
+    def init(self, key, in_shape, dtype):
+        shapes = self.param_shapes(in_shape)
+        w_init = _INITS[get_activation(self.activation).init]  # fan-in kh kw c_in (HWIO)
+        return {"W": w_init(key, shapes["W"], dtype), "b": jnp.zeros(shapes["b"], dtype)}
+
+    def fwd(self, params, x):
+        """``x``: [batch, H, W, c_in] -> ``a``: [batch, H', W', c_out]; residuals ``(x, z, a)``."""
+        g = get_activation(self.activation)
+        z = jax.lax.conv_general_dilated(
+            x, params["W"], self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ) + params["b"][None, None, None, :]  # [batch, H', W', c_out]
+        a = g.fn(z)
+        return a, (x, z, a)
+
+    def bwd(self, params, residuals, da):
+        """δ = da ∘ g'(z): [batch, H', W', c_out].
+
+        ∂L/∂b[o] = Σ_{n,i,j} δ[n,i,j,o];
+        ∂L/∂W[p,q,c,o] = Σ_{n,i,j} x_pad[n, s i + p, s j + q, c] δ[n,i,j,o]: the correlation of
+          the input with δ dilated by the stride (a convolution with the batch as the feature axis);
+        ∂L/∂x = δ dilated by the stride (zeros between entries), padded by k − 1 − pad_low, and
+          correlated with the kernel flipped in space, in/out channels swapped: the transposed
+          convolution.
+        """
+        g = get_activation(self.activation)
+        x, z, a = residuals
+        dz = da * g.deriv(z, a)  # δ: [batch, H', W', c_out]
+        db = jnp.sum(dz, axis=(0, 1, 2))  # [c_out]
+        pads = self._pads(x.shape[1:])
+        kh, kw = self.kernel_size
+        # dW: lhs x as [c_in (batch), H, W, batch (features)], rhs δ as [batch (in), H', W', c_out (out)],
+        # the stride as rhs dilation -> [kh + r, kw + r', c_in, c_out], cropped to the kernel
+        dW = jax.lax.conv_general_dilated(
+            x, dz, (1, 1), pads, rhs_dilation=self.strides, dimension_numbers=("CHWN", "IHWO", "HWNC")
+        )[:kh, :kw]  # [kh, kw, c_in, c_out]
+        # dx: δ with the stride as lhs dilation, full padding, kernel flipped and transposed
+        h, w = x.shape[1:3]
+        ho, wo = dz.shape[1:3]
+        (pt, _), (pl, _) = pads
+        sh, sw = self.strides
+        back = ((kh - 1 - pt, h - 1 - (ho - 1) * sh + pt), (kw - 1 - pl, w - 1 - (wo - 1) * sw + pl))
+        dx = jax.lax.conv_general_dilated(
+            dz, params["W"][::-1, ::-1], (1, 1), back, lhs_dilation=self.strides,
+            dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        )  # [batch, H, W, c_in]
+        return dx, {"W": dW, "b": db}
+
+    def kink_distance(self, residuals):
+        _, z, _ = residuals
+        if not get_activation(self.activation).kink:
+            return jnp.full(z.shape[:1], jnp.inf, z.dtype)
+        return jnp.min(jnp.abs(z), axis=(1, 2, 3))
+
+
+class _Pool:
+    """Shared pooling geometry: VALID windows of ``window`` with ``strides`` (default: window)."""
+
+    weight_names = ()
+    bias_names = ()
+
+    def __post_init__(self):
+        kind = type(self).__name__
+        object.__setattr__(self, "window", _pair(self.window, f"{kind}.window"))
+        object.__setattr__(self, "strides", _pair(self.window if self.strides is None else self.strides, f"{kind}.strides"))
+
+    def param_shapes(self, in_shape):
+        return {}
+
+    def init(self, key, in_shape, dtype):
+        return {}
+
+    def output_shape(self, in_shape):
+        kind = type(self).__name__
+        h, w, c = _image(in_shape, kind)
+        (kh, kw), (sh, sw) = self.window, self.strides
+        if h < kh or w < kw:
+            raise ValueError(f"{kind}: window {self.window} is larger than the input {(h, w)}")
+        return ((h - kh) // sh + 1, (w - kw) // sw + 1, c)
+
+    def _offsets(self, x, ho, wo):
+        """For each window offset (p, q): the slice of x that sits at that offset of every window."""
+        (kh, kw), (sh, sw) = self.window, self.strides
+        for p in range(kh):
+            for q in range(kw):
+                index = (slice(None), slice(p, p + (ho - 1) * sh + 1, sh), slice(q, q + (wo - 1) * sw + 1, sw))
+                yield index, x[index]  # [batch, H', W', c]
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPool2D(_Pool):
+    """Max over VALID windows: ``y[n,i,j,c] = max_{p,q} x[n, s i + p, s j + q, c]``.
+
+    Backward routes each window's δ to its arg-max. Tie rule: when several entries of a
+    window share the maximum, the whole δ goes to the first of them in row-major window order
+    (``p`` then ``q``). Overlapping windows (stride < window) add their contributions.
+    """
+
+    window: tuple = (2, 2)
+    strides: tuple | None = None
+
+    def fwd(self, params, x):
+        """``x``: [batch, H, W, c] -> [batch, H', W', c]; residuals ``(x, y)``."""
+        (kh, kw), (sh, sw) = self.window, self.strides
+        y = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1), "VALID")
+        return y, (x, y)
+
+    def bwd(self, params, residuals, dy):
+        """∂L/∂x[n, s i + p, s j + q, c] += dy[n,i,j,c] where (p, q) is the window's (first) arg-max."""
+        x, y = residuals
+        dx = jnp.zeros_like(x)
+        taken = jnp.zeros(y.shape, bool)  # the window's arg-max has been found
+        for index, xs in self._offsets(x, *y.shape[1:3]):
+            first = (xs == y) & ~taken  # [batch, H', W', c]
+            taken = taken | first
+            dx = dx.at[index].add(jnp.where(first, dy, 0.0))
+        return dx, {}
+
+    def kink_distance(self, residuals):
+        """Per example, the smallest gap between a window's maximum and its runner-up (0 at a tie)."""
+        x, y = residuals
+        gap = jnp.full(y.shape, jnp.inf, y.dtype)
+        taken = jnp.zeros(y.shape, bool)
+        for _, xs in self._offsets(x, *y.shape[1:3]):
+            first = (xs == y) & ~taken
+            taken = taken | first
+            gap = jnp.minimum(gap, jnp.where(first, jnp.inf, y - xs))
+        return jnp.min(gap, axis=(1, 2, 3))
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPool2D(_Pool):
+    """Mean over VALID windows: ``y[n,i,j,c] = 1/(kh kw) Σ_{p,q} x[n, s i + p, s j + q, c]``;
+    backward spreads each δ evenly: ``∂L/∂x[n, s i + p, s j + q, c] += dy[n,i,j,c] / (kh kw)``."""
+
+    window: tuple = (2, 2)
+    strides: tuple | None = None
+
+    def fwd(self, params, x):
+        (kh, kw), (sh, sw) = self.window, self.strides
+        y = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1), "VALID") / (kh * kw)
+        return y, (x.shape,)
+
+    def bwd(self, params, residuals, dy):
+        (shape,) = residuals
+        kh, kw = self.window
+        dx = jnp.zeros(shape, dy.dtype)
+        share = dy / (kh * kw)
+        for index, _ in self._offsets(dx, *dy.shape[1:3]):
+            dx = dx.at[index].add(share)
+        return dx, {}
+
+    def kink_distance(self, residuals):
+        return jnp.full(residuals[0][:1], jnp.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten:
+    """``[batch, H, W, c]`` -> ``[batch, H W c]`` (row-major); backward reshapes back."""
+
+    weight_names = ()
+    bias_names = ()
+
+    def param_shapes(self, in_shape):
+        return {}
+
+    def init(self, key, in_shape, dtype):
+        return {}
+
+    def output_shape(self, in_shape):
+        return (int(np.prod(in_shape)),)
+
+    def fwd(self, params, x):
+        return x.reshape(x.shape[0], -1), (x.shape,)  # [batch, H, W, c] -> [batch, H W c]
+
+    def bwd(self, params, residuals, dy):
+        (shape,) = residuals
+        return dy.reshape(shape), {}  # [batch, H W c] -> [batch, H, W, c]
+
+    def kink_distance(self, residuals):
+        return jnp.full(residuals[0][:1], jnp.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """An activation on its own: ``a = g(z)``, backward ``dz = da ∘ g'(z)``. No parameters."""
+
+    name: str
+
+    weight_names = ()
+    bias_names = ()
+
+    def __post_init__(self):
+        get_activation(self.name)
+
+    def param_shapes(self, in_shape):
+        return {}
+
+    def init(self, key, in_shape, dtype):
+        return {}
+
+    def output_shape(self, in_shape):
+        return tuple(in_shape)
+
+    def fwd(self, params, z):
+        a = get_activation(self.name).fn(z)
+        return a, (z, a)
+
+    def bwd(self, params, residuals, da):
+        z, a = residuals
+        return da * get_activation(self.name).deriv(z, a), {}
+
+    def kink_distance(self, residuals):
+        z, _ = residuals
+        if not get_activation(self.name).kink:
+            return jnp.full(z.shape[:1], jnp.inf, z.dtype)
+        return jnp.min(jnp.abs(z).reshape(z.shape[0], -1), axis=1)

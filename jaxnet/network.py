@@ -150,6 +150,25 @@ def mlp(
     return Network((sizes[0],), tuple(layers), loss, reduction, l2, l2_bias)
 
 
+def sequential(
+    input_shape: Sequence[int],
+    layers: Sequence,
+    loss: str = "softmax_cross_entropy",
+    reduction: str = "mean",
+    l2: float = 0.0,
+    l2_bias: bool = False,
+) -> Network:
+    """A network from a list of layer descriptions (:mod:`jaxnet.layers`), e.g. a CNN::
+
+        sequential((8, 8, 1), [Conv2D(16, 3, padding="SAME", activation="relu"), MaxPool2D(2),
+                               Flatten(), Dense(10)])
+
+    ``input_shape`` is per example (``(H, W, C)`` for images, NHWC batches); the last layer
+    must give flat outputs ``[K]``. :func:`mlp` builds the same kind of :class:`Network`.
+    """
+    return Network(tuple(_as_sequence(input_shape, "input_shape")), tuple(_as_sequence(layers, "layers")), loss, reduction, l2, l2_bias)
+
+
 def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
     """Initial parameters: a list with one entry per layer, deterministic given ``key``.
 

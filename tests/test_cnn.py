@@ -1,0 +1,118 @@
+"""Convolutional layers on the same protocol: hand-derived backward vs jax.grad and finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnet
+from jaxnet import verify
+from jaxnet.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+
+from .helpers import assert_grads_close, fd_grads
+
+
+@jax.jit
+def _manual_autodiff_fd(params, net, x, y):
+    """One compiled program per network: cheaper than eager dispatch for one-off conv shapes."""
+    return jaxnet.manual_grads(params, net, x, y), jax.grad(jaxnet.loss)(params, net, x, y), fd_grads(params, net, x, y)
+
+
+def _check(layers, size, channels, loss="softmax_cross_entropy", seed=0):
+    k = 3 if loss == "softmax_cross_entropy" else 2
+    net = jaxnet.sequential((size, size, channels), [*layers, Flatten(), Dense(k)], loss, l2=0.01)
+    params, x, y = verify.random_problem(net, seed=seed, n=2)
+    mine, ref, fd = _manual_autodiff_fd(params, net, x, y)
+    assert_grads_close(mine, ref, 1e-10, "jax.grad")
+    assert_grads_close(mine, fd, 1e-6, "finite differences")
+
+
+PADDINGS = ["VALID", "SAME", ((1, 0), (2, 1))]
+
+
+@pytest.mark.parametrize("size", [5, 6], ids=["odd", "even"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("padding", PADDINGS, ids=["valid", "same", "explicit"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d(stride, padding, channels, size):
+    _check([Conv2D(2, 3, stride, padding, "tanh")], size, channels)
+
+
+@pytest.mark.parametrize("size", [5, 6], ids=["odd", "even"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("window,stride", [(2, 1), (2, 2), (3, 2)], ids=["overlap-s1", "tiling", "overlap-s2"])
+@pytest.mark.parametrize("pool", [MaxPool2D, AvgPool2D])
+def test_pooling(pool, window, stride, channels, size):
+    _check([pool(window, stride)], size, channels)
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "sigmoid_cross_entropy"])
+def test_whole_cnn(loss):
+    layers = [Conv2D(3, 3, 1, "SAME", "relu"), MaxPool2D(2), Conv2D(4, (2, 2), 2, "VALID", "elu"), AvgPool2D(2, 1)]
+    _check(layers, 8, 1, loss, seed=1)
+
+
+def test_max_pool_tie_rule():
+    """Ties: the whole δ goes to the first maximal entry in row-major window order."""
+    pool = MaxPool2D(2)
+    x = jnp.array([[1.0, 3.0], [3.0, 2.0]]).reshape(1, 2, 2, 1)  # two entries share the max 3
+    y, res = pool.fwd({}, x)
+    dx, _ = pool.bwd({}, res, jnp.full(y.shape, 5.0))
+    np.testing.assert_array_equal(dx.reshape(2, 2), [[0.0, 5.0], [0.0, 0.0]])
+    assert float(pool.kink_distance(res)[0]) == 0.0  # a tie is a kink: the checker avoids it
+    x = jnp.array([[1.0, 3.0], [2.5, 2.0]]).reshape(1, 2, 2, 1)
+    assert float(pool.kink_distance(pool.fwd({}, x)[1])[0]) == pytest.approx(0.5)
+
+
+def test_cnn_checkpoint_round_trip(tmp_path):
+    from jaxnet import checkpoint
+
+    net = jaxnet.sequential((8, 8, 1), [Conv2D(4, 3, padding="SAME", activation="relu"), MaxPool2D(2), Flatten(), Dense(10)])
+    params = jaxnet.init_params(jax.random.key(0), net)
+    assert [sorted(p) for p in params] == [["W", "b"], [], [], ["W", "b"]] and params[0]["W"].shape == (3, 3, 1, 4)
+    checkpoint.save(tmp_path / "c.npz", net=net, params=params)
+    assert checkpoint.load(tmp_path / "c.npz", net).net == net
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (lambda: jaxnet.sequential((8, 8, 1), [Conv2D(2, 5, padding="VALID"), Conv2D(2, 5), Flatten(), Dense(3)]),
+         r"Conv2D: kernel \(5, 5\) is larger than the padded input \(4, 4\)"),
+        (lambda: jaxnet.sequential((8, 8), [Conv2D(2, 3), Flatten(), Dense(3)]),
+         r"Conv2D expects per-example images \[height, width, channels\], got shape \(8, 8\)"),
+        (lambda: jaxnet.sequential((4, 4, 1), [MaxPool2D(5), Flatten(), Dense(3)]), r"MaxPool2D: window \(5, 5\) is larger than the input"),
+        (lambda: jaxnet.sequential((8, 8, 1), [Conv2D(2, 3), Dense(3)]), "Dense expects flat per-example inputs"),
+        (lambda: Conv2D(2, 3, padding="FULL"), "padding must be 'VALID', 'SAME'"),
+        (lambda: Conv2D(2, 0), "Conv2D.kernel_size must be a positive integer"),
+    ],
+)
+def test_bad_cnn_descriptions(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_wrong_image_shape_raises_at_trace_time():
+    net = jaxnet.sequential((8, 8, 1), [Conv2D(2, 3), Flatten(), Dense(3)])
+    params = jaxnet.init_params(jax.random.key(0), net)
+    with pytest.raises(ValueError, match=r"x: expected shape \[batch, 8, 8, 1\] or a single example \[8, 8, 1\], got \[2, 8, 8, 3\]"):
+        jax.jit(jaxnet.manual_grads)(params, net, jnp.zeros((2, 8, 8, 3)), jnp.array([0, 1]))
+
+
+def test_conv_check_goes_red_on_an_unflipped_kernel(monkeypatch):
+    """The input gradient needs the kernel flipped in space; forgetting the flip is caught."""
+    right = Conv2D.bwd
+
+    def unflipped(self, params, residuals, da):
+        flipped = {**params, "W": params["W"][::-1, ::-1]}  # bwd flips again: net effect, no flip
+        dx, _ = right(self, flipped, residuals, da)
+        return dx, right(self, params, residuals, da)[1]
+
+    jax.clear_caches()
+    monkeypatch.setattr(Conv2D, "bwd", unflipped)
+    try:
+        with pytest.raises(AssertionError, match=r"vs jax.grad: leaf \[0\]\['W'\]"):
+            _check([Conv2D(2, 3, 1, "VALID", "tanh"), Conv2D(2, 2, 1, "VALID", "tanh")], 6, 1)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
