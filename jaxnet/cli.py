@@ -50,6 +50,39 @@ def _data(args, preset, classification: bool):
     return data.standardize(data.split(x, y, seed=args.seed))
 
 
+def _is_image_preset(preset):
+    return bool(preset.dataset_kwargs.get("images"))
+
+
+def _network(args, preset, shape, k, loss_name):
+    """The preset's network for this data, with the flags' overrides."""
+    import dataclasses
+
+    from .layers import Dense
+    from .network import mlp
+
+    base = preset.build(tuple(shape), max(k, 2))  # the preset's own loss may need 2 outputs
+    if base.output_shape[0] != k:  # one output (sigmoid / regression on a K = 1 target)
+        last = dataclasses.replace(base.layers[-1], features=k)
+        base = dataclasses.replace(base, layers=base.layers[:-1] + (last,), loss=loss_name)
+    if args.hidden is not None or args.activation is not None:
+        if not all(isinstance(layer, Dense) for layer in base.layers) or len(shape) != 1:
+            raise ValueError(f"--hidden and --activation apply to MLP presets, not {preset.name!r}")
+        preset_hidden = [layer.features for layer in base.layers[:-1]]
+        hidden = args.hidden if args.hidden is not None else preset_hidden
+        preset_acts = [layer.activation for layer in base.layers[:-1]]
+        # the preset's activation(s): per layer when the widths are the preset's, else its first one
+        activation = args.activation or (preset_acts if hidden == preset_hidden else (preset_acts or ["relu"])[0])
+        base = mlp([shape[0], *hidden, k], activation, base.loss, base.reduction, base.l2, base.l2_bias)
+    return dataclasses.replace(
+        base,
+        loss=loss_name,
+        reduction=args.reduction or base.reduction,
+        l2=base.l2 if args.l2 is None else args.l2,
+        l2_bias=base.l2_bias if args.l2_bias is None else args.l2_bias,
+    )
+
+
 def _train(args) -> int:
     import jax
     import numpy as np
@@ -61,28 +94,25 @@ def _train(args) -> int:
     from .train import TrainingDiverged, evaluate, fit
 
     preset = TRAIN_PRESETS[args.preset]
-    base = preset.build(2, 3)  # the preset's choices, before the data fixes D and K
-    loss_name = args.loss or base.loss
-    classification = loss_name != "squared_error"
+    # the preset's loss, read off the network it builds for a stand-in input shape
+    preset_loss = preset.build((8, 8, 1) if _is_image_preset(preset) else (2,), 2).loss
+    loss_name = args.loss or preset_loss
     try:
-        split = _data(args, preset, classification and loss_name == "softmax_cross_entropy")
+        split = _data(args, preset, loss_name == "softmax_cross_entropy")
     except ValueError as e:
         print(f"jaxnet train: {e}", file=sys.stderr)
         return 2
-    d = split.x_train.shape[1]
+    shape = split.x_train.shape[1:]
     if loss_name == "softmax_cross_entropy":
         k = int(max(split.y_train.max(), split.y_val.max(initial=0), split.y_test.max(initial=0))) + 1
     else:
         k = 1 if split.y_train.ndim == 1 else split.y_train.shape[1]
-    preset_hidden = [layer.features for layer in base.layers[:-1]]
-    hidden = args.hidden if args.hidden is not None else preset_hidden
-    preset_acts = [layer.activation for layer in base.layers[:-1]]
-    # the preset's activation(s): per layer when the widths are the preset's, else its first one
-    activation = args.activation or (preset_acts if hidden == preset_hidden else (preset_acts or ["relu"])[0])
-    net = mlp(
-        [d, *hidden, k], activation, loss_name, args.reduction or base.reduction,
-        base.l2 if args.l2 is None else args.l2, base.l2_bias if args.l2_bias is None else args.l2_bias,
-    )
+    try:
+        net = _network(args, preset, shape, k, loss_name)
+    except ValueError as e:
+        print(f"jaxnet train: {e}", file=sys.stderr)
+        return 2
+    d = shape[0] if len(shape) == 1 else None
     opt_name = args.optimizer or preset.optimizer
     lr = args.lr if args.lr is not None else preset.learning_rate
     optimizer = _optimizer(opt_name, lr)
@@ -172,6 +202,7 @@ def _train(args) -> int:
         json.dump(_finite(summary), f, indent=1)
     if history:
         plots.curves(history, os.path.join(out, "curves.png"))
+    classification = net.loss != "squared_error"
     if d == 2 and classification:
         plots.decision_boundary(result.params, net, split.x_train, split.y_train, os.path.join(out, "decision_boundary.png"))
     if d == 1 and not classification:

@@ -10,7 +10,8 @@ import dataclasses
 
 from typing import Callable
 
-from .network import Network, mlp
+from .layers import Conv2D, Dense, Flatten, MaxPool2D
+from .network import Network, mlp, sequential
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +64,7 @@ class TrainPreset:
     description: str
     dataset: str
     dataset_kwargs: dict
-    build: Callable[[int, int], Network]  # (inputs D, outputs K) -> Network
+    build: Callable[[tuple, int], Network]  # (per-example input shape, outputs K) -> Network
     optimizer: str
     learning_rate: float
     epochs: int
@@ -75,29 +76,38 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
     for p in (
         TrainPreset(
             "digits", "default: MLP 64-128-10 ReLU + softmax CE on scikit-learn's 8x8 digits",
-            "digits", {}, lambda d, k: mlp([d, 128, k], "relu", l2=1e-4), "adam", 1e-3, 30, 64,
+            "digits", {}, lambda shape, k: mlp([*shape, 128, k], "relu", l2=1e-4), "adam", 1e-3, 30, 64,
         ),
         TrainPreset(
             "000-spiral", "note 000: one hidden ReLU layer, softmax, L2 incl. biases, plain SGD on the spiral",
-            "spiral", {"n_per_class": 100, "classes": 3}, lambda d, k: mlp([d, 100, k], "relu", l2=1e-3, l2_bias=True),
+            "spiral", {"n_per_class": 100, "classes": 3}, lambda shape, k: mlp([*shape, 100, k], "relu", l2=1e-3, l2_bias=True),
             "sgd", 1.0, 300, 32,
         ),
         TrainPreset(
             "001-regression", "note 001: one hidden sigmoid layer, RSS, full-batch gradient descent on a noisy curve",
-            "regression_1d", {"n": 200}, lambda d, k: mlp([d, 20, k], "sigmoid", "squared_error", "sum"),
+            "regression_1d", {"n": 200}, lambda shape, k: mlp([*shape, 20, k], "sigmoid", "squared_error", "sum"),
             "sgd", 2e-3, 2000, None,
         ),
         TrainPreset(
             "001-classification", "note 001: one hidden sigmoid layer, softmax classification on concentric circles",
-            "circles", {"n": 400}, lambda d, k: mlp([d, 20, k], "sigmoid"), "adam", 1e-2, 200, 32,
+            "circles", {"n": 400}, lambda shape, k: mlp([*shape, 20, k], "sigmoid"), "adam", 1e-2, 200, 32,
         ),
         TrainPreset(
             "002-tanh", "note 002: tanh network of depth 3 (the layer recursion), softmax CE on two moons",
-            "moons", {"n": 400}, lambda d, k: mlp([d, 16, 16, 16, k], "tanh"), "sgd", 0.1, 200, 32,
+            "moons", {"n": 400}, lambda shape, k: mlp([*shape, 16, 16, 16, k], "tanh"), "sgd", 0.1, 200, 32,
+        ),
+        TrainPreset(
+            "cnn", "note 003's CNN finished: conv-pool-conv-pool-dense on the 8x8x1 digit images",
+            "digits", {"images": True},
+            lambda shape, k: sequential(shape, [
+                Conv2D(16, 3, padding="SAME", activation="relu"), MaxPool2D(2),
+                Conv2D(32, 3, padding="SAME", activation="relu"), MaxPool2D(2),
+                Flatten(), Dense(64, "relu"), Dense(k)], l2=1e-4),
+            "adam", 2e-3, 30, 64,
         ),
         TrainPreset(
             "003-regression", "note 003: three-layer ReLU regression with MSE on a 4-D, 2-output problem",
-            "regression", {"n": 600, "d": 4, "outputs": 2}, lambda d, k: mlp([d, 32, 32, k], "relu", "squared_error"),
+            "regression", {"n": 600, "d": 4, "outputs": 2}, lambda shape, k: mlp([*shape, 32, 32, k], "relu", "squared_error"),
             "adam", 3e-3, 200, 32,
         ),
     )

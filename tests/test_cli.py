@@ -119,3 +119,12 @@ def test_train_bad_data_file(tmp_path, capsys):
     three.write_text("a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 3}\n" for i in range(40)))
     assert cli.main(["train", "--data", str(three), "--loss", "sigmoid_cross_entropy", "--epochs", "2", "--out", str(tmp_path), "--quiet"]) == 2
     assert "targets must lie in [0.0, 1.0]" in capsys.readouterr().err
+
+
+def test_train_cnn_preset_reaches_98_percent_on_digit_images(tmp_path):
+    """Note 003's CNN, finished: >= 98% test accuracy on the 8x8x1 digits."""
+    assert cli.main(["train", "--preset", "cnn", "--out", str(tmp_path), "--quiet"]) == 0
+    m = _metrics(tmp_path)
+    assert m["final"]["test"]["accuracy"] >= 0.98
+    assert m["network"].startswith("Conv2D > MaxPool2D > Conv2D > MaxPool2D > Flatten > Dense > Dense")
+    assert cli.main(["train", "--preset", "cnn", "--hidden", "4", "--out", str(tmp_path), "--quiet"]) == 2
