@@ -116,3 +116,21 @@ def test_conv_check_goes_red_on_an_unflipped_kernel(monkeypatch):
     finally:
         monkeypatch.undo()
         jax.clear_caches()
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu", "sigmoid"])
+def test_activation_layer(name):
+    from jaxnet.layers import Activation
+
+    _check([Conv2D(2, 3, 2, "SAME"), Activation(name)], 5, 3)
+
+
+def test_eager_matches_jit_and_float32():
+    net = jaxnet.sequential((6, 6, 3), [Conv2D(4, 3, 2, "SAME", "relu"), MaxPool2D(2, 1), Flatten(), Dense(3)])
+    params, x, y = verify.random_problem(net, seed=2, n=3)
+    eager = jaxnet.manual_grads(params, net, x, y)
+    assert_grads_close(eager, jax.jit(jaxnet.manual_grads)(params, net, x, y), 1e-12, "jit")
+    p32, x32 = jax.tree.map(lambda a: a.astype(jnp.float32), (params, x))
+    mine = jax.jit(jaxnet.manual_grads)(p32, net, x32, y)
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(mine))
+    assert_grads_close(mine, jax.jit(jax.grad(jaxnet.loss))(p32, net, x32, y), 1e-5, "jax.grad (float32)")
