@@ -40,6 +40,8 @@ def _data(args, preset, classification: bool):
     from . import data
 
     if args.data:
+        if preset.dataset_kwargs.get("images"):
+            raise ValueError(f"--data gives flat feature rows; the image preset {preset.name!r} cannot take them")
         x, y = data.load_file(args.data, args.target)
         if classification:
             if not np.all(np.equal(np.round(y), y)):

@@ -326,14 +326,18 @@ class MaxPool2D(_Pool):
         return dx, {}
 
     def kink_distance(self, residuals):
-        """Per example, the smallest gap between a window's maximum and its runner-up (0 at a tie)."""
+        """Per example, the smallest gap between a window's maximum and its runner-up (0 at a tie).
+
+        Ties at exactly 0 are not counted: they come from inactive ReLU-family units, which stay
+        at 0 under small perturbations (the preceding layer's own kink distance guards them)."""
         x, y = residuals
         gap = jnp.full(y.shape, jnp.inf, y.dtype)
         taken = jnp.zeros(y.shape, bool)
         for _, xs in self._offsets(x, *y.shape[1:3]):
             first = (xs == y) & ~taken
             taken = taken | first
-            gap = jnp.minimum(gap, jnp.where(first, jnp.inf, y - xs))
+            flat_zero = (xs == 0) & (y == 0)
+            gap = jnp.minimum(gap, jnp.where(first | flat_zero, jnp.inf, y - xs))
         return jnp.min(gap, axis=(1, 2, 3))
 
 
@@ -348,10 +352,10 @@ class AvgPool2D(_Pool):
     def fwd(self, params, x):
         (kh, kw), (sh, sw) = self.window, self.strides
         y = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1), "VALID") / (kh * kw)
-        return y, (x.shape,)
+        return y, (jnp.zeros((*x.shape, 0), x.dtype),)  # an empty array that carries x's shape
 
     def bwd(self, params, residuals, dy):
-        (shape,) = residuals
+        shape = residuals[0].shape[:-1]
         kh, kw = self.window
         dx = jnp.zeros(shape, dy.dtype)
         share = dy / (kh * kw)
@@ -360,7 +364,7 @@ class AvgPool2D(_Pool):
         return dx, {}
 
     def kink_distance(self, residuals):
-        return jnp.full(residuals[0][:1], jnp.inf)
+        return jnp.full(residuals[0].shape[:1], jnp.inf, residuals[0].dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,14 +384,14 @@ class Flatten:
         return (int(np.prod(in_shape)),)
 
     def fwd(self, params, x):
-        return x.reshape(x.shape[0], -1), (x.shape,)  # [batch, H, W, c] -> [batch, H W c]
+        # [batch, H, W, c] -> [batch, H W c]; the residual is an empty array carrying x's shape
+        return x.reshape(x.shape[0], -1), (jnp.zeros((*x.shape, 0), x.dtype),)
 
     def bwd(self, params, residuals, dy):
-        (shape,) = residuals
-        return dy.reshape(shape), {}  # [batch, H W c] -> [batch, H, W, c]
+        return dy.reshape(residuals[0].shape[:-1]), {}  # [batch, H W c] -> [batch, H, W, c]
 
     def kink_distance(self, residuals):
-        return jnp.full(residuals[0][:1], jnp.inf)
+        return jnp.full(residuals[0].shape[:1], jnp.inf, residuals[0].dtype)
 
 
 @dataclasses.dataclass(frozen=True)

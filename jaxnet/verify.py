@@ -59,18 +59,21 @@ def leaf_errors(grads, reference, floor: float = 1e-3) -> list[LeafError]:
     return errors
 
 
-def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256):
+def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256, jit: bool = False):
     """Central differences ``(f(p + eps e_j) − f(p − eps e_j)) / 2 eps`` for every element.
 
     Evaluated in chunks of ``chunk`` unit perturbations, each chunk one vmapped call of
     ``f`` over ``2 chunk`` parameter vectors (the last chunk padded with zero
     perturbations, so every call has the same batch shape and reuses compiled kernels).
-    A network with a few thousand parameters costs a handful of batched calls. Use float64.
+    With ``jit=True`` that batched call is compiled once and fed each chunk's perturbations
+    as an argument (memory: ``2 chunk × n`` numbers at a time). Use float64.
     """
     flat, unravel = ravel_pytree(params)
     n = flat.size
     chunk = max(1, int(chunk))
     batched = jax.vmap(lambda delta: f(unravel(flat + delta)))  # [2 chunk, n] -> [2 chunk]
+    if jit:
+        batched = jax.jit(batched)
     out = []
     for start in range(0, n, chunk):
         count = min(chunk, n - start)
@@ -178,7 +181,7 @@ def check_network(name, net, params, x, y) -> list[CheckRow]:
     auto = jax.jit(jax.grad(_network.loss))(params, net, x, y)
     up = lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
     params64, x64, y64 = jax.tree.map(up, (params, x, y))
-    fd = jax.jit(lambda p: finite_difference_grads(lambda q: _network.loss(q, net, x64, y64), p))(params64)
+    fd = finite_difference_grads(lambda q: _network.loss(q, net, x64, y64), params64, jit=True)
     auto_tol, fd_tol = TOLERANCES[jnp.dtype(dtype).name]
     return [
         CheckRow(name, a.path, tuple(np.shape(g)), a, f, auto_tol, fd_tol)

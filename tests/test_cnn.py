@@ -134,3 +134,34 @@ def test_eager_matches_jit_and_float32():
     mine = jax.jit(jaxnet.manual_grads)(p32, net, x32, y)
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(mine))
     assert_grads_close(mine, jax.jit(jax.grad(jaxnet.loss))(p32, net, x32, y), 1e-5, "jax.grad (float32)")
+
+
+@pytest.mark.parametrize(
+    "layer,shape",
+    [
+        (Conv2D(2, (2, 3), (2, 1), "VALID", "tanh"), (7, 6, 2)),  # rectangular kernel and strides, non-square image
+        (Conv2D(2, 2, 3, "SAME", "tanh"), (7, 5, 1)),  # stride larger than the kernel
+        (Conv2D(2, 2, 3, "VALID", "tanh"), (8, 7, 1)),  # rows no window covers
+        (Conv2D(2, 3, 1, ((3, 0), (0, 2)), "tanh"), (5, 6, 2)),  # top padding >= kernel
+        (MaxPool2D((2, 3), (3, 2)), (7, 8, 2)),  # windows that do not tile the input
+    ],
+)
+def test_conv_and_pool_geometry(layer, shape):
+    net = jaxnet.sequential(shape, [layer, Flatten(), Dense(3)], l2=0.01)
+    params, x, y = verify.random_problem(net, seed=0, n=2)
+    mine, ref, fd = _manual_autodiff_fd(params, net, x, y)
+    assert_grads_close(mine, ref, 1e-10, "jax.grad")
+    assert_grads_close(mine, fd, 1e-6, "finite differences")
+
+
+def test_the_cnn_preset_can_be_checked():
+    """random_problem works on the shipped CNN (dead ReLU windows tie at 0 harmlessly), and
+    the residuals of parameter-free layers are arrays that cross jit boundaries."""
+    from jaxnet.presets import TRAIN_PRESETS
+
+    net = TRAIN_PRESETS["cnn"].build((8, 8, 1), 10)
+    params, x, y = verify.random_problem(net, seed=0, n=2)
+    assert np.all(verify.kink_distance(params, net, x) > 1e-3)
+    flatten = Flatten()
+    y2, res = jax.jit(flatten.fwd)({}, x)
+    assert jax.jit(flatten.bwd)({}, res, y2)[0].shape == x.shape
