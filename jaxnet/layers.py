@@ -262,22 +262,29 @@ class Conv2D:
         return jnp.min(jnp.abs(z), axis=(1, 2, 3))
 
 
-class _Pool:
-    """Shared pooling geometry: VALID windows of ``window`` with ``strides`` (default: window)."""
+class _ParameterFree:
+    """Layers without parameters: ``{}`` in the params list, nothing for L2, no kinks."""
 
     weight_names = ()
     bias_names = ()
-
-    def __post_init__(self):
-        kind = type(self).__name__
-        object.__setattr__(self, "window", _pair(self.window, f"{kind}.window"))
-        object.__setattr__(self, "strides", _pair(self.window if self.strides is None else self.strides, f"{kind}.strides"))
 
     def param_shapes(self, in_shape):
         return {}
 
     def init(self, key, in_shape, dtype):
         return {}
+
+    def kink_distance(self, residuals):
+        return jnp.full(residuals[0].shape[:1], jnp.inf, residuals[0].dtype)
+
+
+class _Pool(_ParameterFree):
+    """Shared pooling geometry: VALID windows of ``window`` with ``strides`` (default: window)."""
+
+    def __post_init__(self):
+        kind = type(self).__name__
+        object.__setattr__(self, "window", _pair(self.window, f"{kind}.window"))
+        object.__setattr__(self, "strides", _pair(self.window if self.strides is None else self.strides, f"{kind}.strides"))
 
     def output_shape(self, in_shape):
         kind = type(self).__name__
@@ -363,22 +370,10 @@ class AvgPool2D(_Pool):
             dx = dx.at[index].add(share)
         return dx, {}
 
-    def kink_distance(self, residuals):
-        return jnp.full(residuals[0].shape[:1], jnp.inf, residuals[0].dtype)
-
 
 @dataclasses.dataclass(frozen=True)
-class Flatten:
+class Flatten(_ParameterFree):
     """``[batch, H, W, c]`` -> ``[batch, H W c]`` (row-major); backward reshapes back."""
-
-    weight_names = ()
-    bias_names = ()
-
-    def param_shapes(self, in_shape):
-        return {}
-
-    def init(self, key, in_shape, dtype):
-        return {}
 
     def output_shape(self, in_shape):
         return (int(np.prod(in_shape)),)
@@ -390,27 +385,15 @@ class Flatten:
     def bwd(self, params, residuals, dy):
         return dy.reshape(residuals[0].shape[:-1]), {}  # [batch, H W c] -> [batch, H, W, c]
 
-    def kink_distance(self, residuals):
-        return jnp.full(residuals[0].shape[:1], jnp.inf, residuals[0].dtype)
-
 
 @dataclasses.dataclass(frozen=True)
-class Activation:
+class Activation(_ParameterFree):
     """An activation on its own: ``a = g(z)``, backward ``dz = da ∘ g'(z)``. No parameters."""
 
     name: str
 
-    weight_names = ()
-    bias_names = ()
-
     def __post_init__(self):
         get_activation(self.name)
-
-    def param_shapes(self, in_shape):
-        return {}
-
-    def init(self, key, in_shape, dtype):
-        return {}
 
     def output_shape(self, in_shape):
         return tuple(in_shape)
