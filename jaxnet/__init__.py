@@ -1,6 +1,9 @@
 """jaxnet: neural networks on JAX with hand-derived gradients, checked against autodiff."""
 
 from .activations import ACTIVATIONS as ACTIVATIONS
+from .gradcheck import GradReport as GradReport
+from .gradcheck import assert_grads_match as assert_grads_match
+from .gradcheck import check_grads as check_grads
 from .layers import Activation as Activation
 from .layers import AvgPool2D as AvgPool2D
 from .layers import Conv2D as Conv2D
