@@ -18,7 +18,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxnet
 from jaxnet.layers import Conv2D, Dense, Flatten, MaxPool2D

@@ -87,11 +87,10 @@ def _network(args, preset, shape, k, loss_name):
 
 def _train(args) -> int:
     import jax
-    import numpy as np
     from tqdm import tqdm
 
     from . import checkpoint, plots
-    from .network import init_params, mlp
+    from .network import init_params
     from .presets import TRAIN_PRESETS
     from .train import TrainingDiverged, evaluate, fit
 

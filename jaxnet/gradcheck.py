@@ -105,17 +105,19 @@ def _compare(witness, yours, reference, rtol, floor=1e-3):
     return out
 
 
-def _directional(witness, loss64, yours, params64, directions, rtol, eps, key, fd_max_elements):
-    """Per leaf: full finite differences for small leaves, random directions for big ones."""
+def _finite_differences(loss64, params64, directions, eps, key, fd_max_elements):
+    """Float64 finite differences, computed once for every witness that compares with them.
+
+    Returns the full gradient when every leaf is small; otherwise, per leaf, the probe
+    directions ``vs [m, *leaf.shape]`` (unit vectors: every element of a small leaf, random
+    ones for a big leaf) and the directional derivatives ``[m]``.
+    """
     leaves, treedef = jax.tree.flatten(params64)
-    mine = [np.asarray(g, np.float64) for g in jax.tree.leaves(yours)]
-    full = finite_difference_grads(loss64, params64, eps, jit=True) if all(a.size <= fd_max_elements for a in leaves) else None
-    if full is not None:
-        return _compare(witness, yours, full, rtol)
-    out = []
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params64)[0]]
+    if all(a.size <= fd_max_elements for a in leaves):
+        return finite_difference_grads(loss64, params64, eps, jit=True)
     values = jax.jit(jax.vmap(lambda flat_leaves: loss64(jax.tree.unflatten(treedef, flat_leaves))))
-    for i, (leaf, g, name) in enumerate(zip(leaves, mine, paths)):
+    probes = []
+    for i, leaf in enumerate(leaves):
         if leaf.size <= fd_max_elements:  # every element of this leaf: unit directions
             vs = np.eye(leaf.size).reshape(leaf.size, *leaf.shape)
         else:
@@ -124,14 +126,28 @@ def _directional(witness, loss64, yours, params64, directions, rtol, eps, key, f
         batch = [jnp.broadcast_to(a, (2 * len(vs), *a.shape)) for a in leaves]
         batch[i] = leaf[None] + eps * jnp.asarray(np.concatenate([vs, -vs]))
         f = np.asarray(values(batch))
-        fd = (f[: len(vs)] - f[len(vs):]) / (2 * eps)  # [directions]
-        yours_d = np.tensordot(vs, g, axes=leaf.ndim) if leaf.ndim else vs * g
-        diff = np.abs(yours_d - fd)
-        rel = diff / np.maximum(np.abs(fd), 1e-3 * max(np.max(np.abs(fd)), np.finfo(np.float64).tiny))
+        probes.append((vs, (f[: len(vs)] - f[len(vs):]) / (2 * eps), leaf.size > fd_max_elements))
+    return _Probes(probes)
+
+
+class _Probes(list):
+    """Per-leaf ``(directions, directional derivatives, random?)``, as opposed to a full gradient."""
+
+
+def _against_fd(witness, grads, fd, rtol):
+    """Compare ``grads`` with the output of :func:`_finite_differences`."""
+    if not isinstance(fd, _Probes):
+        return _compare(witness, grads, fd, rtol)
+    out = []
+    for (path, g), (vs, d, random) in zip(jax.tree_util.tree_flatten_with_path(grads)[0], fd):
+        g = np.asarray(g, np.float64)
+        yours_d = np.tensordot(vs, g, axes=g.ndim)  # [m]: ⟨g, v⟩ per probe
+        diff = np.abs(yours_d - d)
+        rel = diff / np.maximum(np.abs(d), 1e-3 * max(np.max(np.abs(d)), np.finfo(np.float64).tiny))
         k = int(np.argmax(rel))
-        label = f"dir {k}" if leaf.size > fd_max_elements else str(tuple(int(i) for i in np.unravel_index(k, leaf.shape)))
-        out.append(LeafReport(witness, name, leaf.shape, float(diff.max()), float(rel.max()), label,
-                              float(yours_d[k]), float(fd[k]), float(np.mean(rel > rtol)), rtol))
+        label = f"dir {k}" if random else str(tuple(int(i) for i in np.unravel_index(k, g.shape)))
+        out.append(LeafReport(witness, jax.tree_util.keystr(path), g.shape, float(diff.max()), float(rel.max()),
+                              label, float(yours_d[k]), float(d[k]), float(np.mean(rel > rtol)), rtol))
     return out
 
 
@@ -166,10 +182,9 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, eps=1e
         params64 = jax.tree.map(up, params)
         args64 = jax.tree.map(up, args)
         loss64 = lambda p: loss_fn(p, *args64)
-        key = jax.random.key(seed)
-        leaves += _directional("finite diff", loss64, yours, params64, directions, fd_rtol, eps, key, fd_max_elements)
-        ref64 = jax.grad(loss_fn)(params64, *args64)
-        leaves += _directional("ref vs finite diff", loss64, ref64, params64, directions, DEFAULT_RTOL["float64"][1], eps, key, fd_max_elements)
+        fd = _finite_differences(loss64, params64, directions, eps, jax.random.key(seed), fd_max_elements)
+        leaves += _against_fd("finite diff", yours, fd, fd_rtol)
+        leaves += _against_fd("ref vs finite diff", jax.grad(loss_fn)(params64, *args64), fd, DEFAULT_RTOL["float64"][1])
     return GradReport(tuple(leaves))
 
 

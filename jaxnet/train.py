@@ -15,7 +15,6 @@ descent (note 001) is ``batch_size = N``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable
 
 import chex

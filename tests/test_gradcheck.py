@@ -1,6 +1,5 @@
 """jaxnet.check_grads: a report as data that names the wrong leaf, element and witness."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
