@@ -12,12 +12,57 @@ import jax.numpy as jnp
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
 
-def _check(args) -> int:
-    from .verify import check_notes
+_NETWORK_FLAGS = ("preset", "hidden", "activation", "loss", "reduction", "l2", "l2_bias", "data", "target")
 
-    report, ok = check_notes(jnp.dtype(args.dtype), seed=args.seed, batch=args.batch)
+
+def _check(args) -> int:
+    """Without network flags: every network of the notes on random problems. With them: that
+    network (as ``jaxnet train`` would build it) with random params (nonzero biases) on the
+    first ``--batch`` training examples of its data."""
+    import jax
+
+    dtype = jnp.dtype(args.dtype)
+    with jax.enable_x64(True):  # float64 when asked for; scoped to the check
+        return _check_in_x64(args, dtype)
+
+
+def _check_in_x64(args, dtype) -> int:
+    import numpy as np
+
+    from .gradcheck import check_grads, check_per_example
+    from .network import loss, manual_grads
+    from .verify import check_notes, draw_params
+
+    if all(getattr(args, name) is None for name in _NETWORK_FLAGS):
+        report, ok = check_notes(dtype, seed=args.seed, batch=args.batch, kinks=args.kinks, per_example=args.per_example)
+        print(report)
+        return 0 if ok else 1
+    args.preset = args.preset or "digits"
+    try:
+        preset, split, net = _problem(args)
+    except ValueError as e:
+        print(f"jaxnet check: {e}", file=sys.stderr)
+        return 2
+    params = draw_params(net, np.random.default_rng(args.seed), dtype)
+    n = min(args.batch, len(split.x_train))
+    x, y = jnp.asarray(split.x_train[:n], dtype), jnp.asarray(split.y_train[:n])
+    print(f"jaxnet check: {net}; random params (seed {args.seed}, nonzero biases), the first {n} training "
+          f"examples of {args.data or preset.dataset}, {dtype.name}")
+    try:
+        report = check_grads(lambda p, x, y: loss(p, net, x, y), lambda p, x, y: manual_grads(p, net, x, y),
+                             params, x, y, net=net, kinks=args.kinks, seed=args.seed)
+    except ValueError as e:
+        print(f"jaxnet check: {e}", file=sys.stderr)
+        return 2
     print(report)
-    return 0 if ok else 1
+    failures = report.failures()
+    if args.per_example:
+        per_example = check_per_example(params, net, x, y)
+        print(per_example)
+        failures += per_example.failures()
+    print("all leaves agree" if not failures else "MISMATCH in " + ", ".join(
+        sorted({f"{r.path} ({r.witness})" for r in failures})))
+    return 0 if not failures else 1
 
 
 def _optimizer(name: str, lr: float):
@@ -85,34 +130,37 @@ def _network(args, preset, shape, k, loss_name):
     )
 
 
+def _problem(args):
+    """``(preset, split, net)`` for the flags shared by ``train`` and ``check``; ``ValueError`` on bad data or flags."""
+    from .presets import TRAIN_PRESETS
+
+    preset = TRAIN_PRESETS[args.preset]
+    # the preset's loss, read off the network it builds for a stand-in input shape
+    preset_loss = preset.build((8, 8, 1) if _is_image_preset(preset) else (2,), 2).loss
+    loss_name = args.loss or preset_loss
+    split = _data(args, preset, loss_name == "softmax_cross_entropy")
+    shape = split.x_train.shape[1:]
+    if loss_name == "softmax_cross_entropy":
+        k = int(max(split.y_train.max(), split.y_val.max(initial=0), split.y_test.max(initial=0))) + 1
+    else:
+        k = 1 if split.y_train.ndim == 1 else split.y_train.shape[1]
+    return preset, split, _network(args, preset, shape, k, loss_name)
+
+
 def _train(args) -> int:
     import jax
     from tqdm import tqdm
 
     from . import checkpoint, plots
     from .network import init_params
-    from .presets import TRAIN_PRESETS
     from .train import TrainingDiverged, evaluate, fit
 
-    preset = TRAIN_PRESETS[args.preset]
-    # the preset's loss, read off the network it builds for a stand-in input shape
-    preset_loss = preset.build((8, 8, 1) if _is_image_preset(preset) else (2,), 2).loss
-    loss_name = args.loss or preset_loss
     try:
-        split = _data(args, preset, loss_name == "softmax_cross_entropy")
+        preset, split, net = _problem(args)
     except ValueError as e:
         print(f"jaxnet train: {e}", file=sys.stderr)
         return 2
     shape = split.x_train.shape[1:]
-    if loss_name == "softmax_cross_entropy":
-        k = int(max(split.y_train.max(), split.y_val.max(initial=0), split.y_test.max(initial=0))) + 1
-    else:
-        k = 1 if split.y_train.ndim == 1 else split.y_train.shape[1]
-    try:
-        net = _network(args, preset, shape, k, loss_name)
-    except ValueError as e:
-        print(f"jaxnet train: {e}", file=sys.stderr)
-        return 2
     d = shape[0] if len(shape) == 1 else None
     opt_name = args.optimizer or preset.optimizer
     lr = args.lr if args.lr is not None else preset.learning_rate
@@ -146,14 +194,15 @@ def _train(args) -> int:
           f"{epochs} epochs, {args.grads} gradients, device {jax.devices()[0].platform}")
 
     if args.check:
-        from .verify import check_network, format_table
+        from .gradcheck import check_grads
+        from .network import loss, manual_grads
 
-        with jax.enable_x64(True):
-            n = min(64, len(split.x_train))
-            p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-            rows = check_network(args.preset, net, p64, jnp.asarray(split.x_train[:n]), jnp.asarray(split.y_train[:n]))
-        print(format_table(rows))
-        if not all(r.ok for r in rows):
+        n = min(64, len(split.x_train))
+        report = check_grads(lambda p, x, y: loss(p, net, x, y), lambda p, x, y: manual_grads(p, net, x, y),
+                             params, jnp.asarray(split.x_train[:n]), jnp.asarray(split.y_train[:n]), net=net,
+                             kinks="nudge")  # zero initial biases put units exactly at kinks on zero pixels
+        print(report)
+        if not report.ok:
             print("jaxnet train: the gradient check failed; not training", file=sys.stderr)
             return 1
 
@@ -246,26 +295,37 @@ def _activations(text):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxnet", description="Neural networks with hand-derived gradients on JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser(
-        "check",
-        help="check the hand-derived gradients of every network of the notes against autodiff and finite differences",
-    )
-    check.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="working dtype (default float64)")
-    check.add_argument("--seed", type=int, default=0, help="seed of the random params and data")
-    check.add_argument("--batch", type=int, default=16, help="batch size of the random data")
-    check.set_defaults(run=_check)
-
     from .presets import TRAIN_PRESETS
 
-    train = sub.add_parser("train", help="train a network of the notes (or your own data) with hand-derived gradients")
-    train.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="digits",
+    def network_flags(p, default_preset):
+        p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default=default_preset,
                        help="; ".join(f"{p.name}: {p.description}" for p in TRAIN_PRESETS.values()))
-    train.add_argument("--hidden", type=_csv_ints, help="hidden layer sizes, e.g. 128,64 (input and output sizes come from the data; '' for none)")
-    train.add_argument("--activation", type=_activations, help="one activation, or one per hidden layer (comma-separated)")
-    train.add_argument("--loss", choices=["softmax_cross_entropy", "sigmoid_cross_entropy", "squared_error"])
-    train.add_argument("--reduction", choices=["mean", "sum"])
-    train.add_argument("--l2", type=float, help="L2 strength (l2/2 sum W^2)")
-    train.add_argument("--l2-bias", dest="l2_bias", action=argparse.BooleanOptionalAction, default=None, help="penalise biases too")
+        p.add_argument("--hidden", type=_csv_ints, help="hidden layer sizes, e.g. 128,64 (input and output sizes come from the data; '' for none)")
+        p.add_argument("--activation", type=_activations, help="one activation, or one per hidden layer (comma-separated)")
+        p.add_argument("--loss", choices=["softmax_cross_entropy", "sigmoid_cross_entropy", "squared_error"])
+        p.add_argument("--reduction", choices=["mean", "sum"])
+        p.add_argument("--l2", type=float, help="L2 strength (l2/2 sum W^2)")
+        p.add_argument("--l2-bias", dest="l2_bias", action=argparse.BooleanOptionalAction, default=None, help="penalise biases too")
+        p.add_argument("--data", help="your data: .npz (x, y), .npy (last column = target) or .csv")
+        p.add_argument("--target", help="CSV: the name of the target column (default: the last column)")
+
+    check = sub.add_parser(
+        "check",
+        help="check hand-derived gradients against autodiff and finite differences: every network of the notes, "
+             "or the network that the train flags describe",
+    )
+    network_flags(check, None)
+    check.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="working dtype (default float64)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the random params (and data)")
+    check.add_argument("--batch", type=int, default=16, help="number of examples")
+    check.add_argument("--kinks", choices=["exclude", "nudge", "count"], default="exclude",
+                       help="examples within 1e-4 of a ReLU kink or a max-pool tie: excluded (default), nudged, or only counted")
+    check.add_argument("--per-example", dest="per_example", action="store_true",
+                       help="also check per-example gradients and their norms against vmap(jax.grad)")
+    check.set_defaults(run=_check)
+
+    train = sub.add_parser("train", help="train a network of the notes (or your own data) with hand-derived gradients")
+    network_flags(train, "digits")
     train.add_argument("--optimizer", choices=OPTIMIZERS)
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--epochs", type=int)
@@ -275,8 +335,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--check", action="store_true", help="verify the gradients against autodiff and finite differences first")
     train.add_argument("--check-every", dest="check_every", type=int, default=0, help="in-training gradient spot check every N steps")
     train.add_argument("--patience", type=int, help="early stopping on the validation loss")
-    train.add_argument("--data", help="your data: .npz (x, y), .npy (last column = target) or .csv")
-    train.add_argument("--target", help="CSV: the name of the target column (default: the last column)")
     train.add_argument("--out", help="output folder (default runs/PRESET)")
     train.add_argument("--resume", help="a checkpoint.npz to continue from")
     train.add_argument("--save-every", dest="save_every", type=int, default=0, help="checkpoint every N epochs (default: epochs/20)")

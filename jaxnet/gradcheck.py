@@ -9,7 +9,21 @@ witnesses and returns a :class:`GradReport` (data; ``str(report)`` is a table):
    ``fd_max_elements`` entries, else ``directions`` random unit directions per leaf
    (O(1) loss evaluations per direction);
 3. and, so that a failure can be blamed, ``jax.grad`` in float64 against the same finite
-   differences (the reference's own consistency).
+   differences, and forward mode (``jax.jvp`` of the loss along random directions) against
+   reverse mode (``⟨jax.grad, v⟩``): the reference's own consistency.
+
+Second order: Hessian-vector products through your gradient (``jvp`` of ``grad_fn`` along a
+random direction ``v``) against ``jax.hessian``'s, i.e. forward-over-reverse ``H v`` of the
+loss, in float64: a gradient that is right at this point but wrong as a function (a
+``stop_gradient`` where a dependence was dropped) fails here.
+
+Kinks: given ``net=`` (a :class:`jaxnet.Network`; ``args`` start with ``x``), the checker
+counts the pre-activations within ``kink_margin`` of a ReLU-family kink and the pooling
+windows whose top two entries are that close, and excludes (default) or nudges the examples
+that have any, saying which and how many in ``report.notes``.
+
+:func:`check_per_example` checks per-example gradients and their norms against
+``vmap(jax.grad)``.
 
 Relative error of an element: ``|yours − reference| / max(|reference|, floor · R)`` with
 ``R`` the largest reference entry of the whole gradient and ``floor = 1e-3``: relative to the
@@ -20,6 +34,7 @@ the gradient's scale (finite differences leave rounding noise around exact zeros
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -55,9 +70,13 @@ class LeafReport:
 
 @dataclasses.dataclass(frozen=True)
 class GradReport:
-    """Every leaf against every witness; ``ok`` when all pass. ``str()`` gives a table."""
+    """Every leaf against every witness; ``ok`` when all pass. ``str()`` gives a table.
+
+    ``notes``: what the checker did besides comparing (kinks found and excluded or nudged,
+    witnesses skipped and why), printed under the table."""
 
     leaves: tuple
+    notes: tuple = ()
 
     @property
     def ok(self) -> bool:
@@ -75,7 +94,8 @@ class GradReport:
         ]
         widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
         line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-        return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
+        table = [line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
+        return "\n".join(table + [f"note: {n}" for n in self.notes])
 
 
 def _compare(witness, yours, reference, rtol, floor=1e-3):
@@ -105,7 +125,7 @@ def _compare(witness, yours, reference, rtol, floor=1e-3):
     return out
 
 
-def _finite_differences(loss64, params64, directions, eps, key, fd_max_elements):
+def _finite_differences(loss64, params64, directions, eps, seed, fd_max_elements):
     """Float64 finite differences, computed once for every witness that compares with them.
 
     Returns the full gradient when every leaf is small; otherwise, per leaf, the probe
@@ -121,8 +141,7 @@ def _finite_differences(loss64, params64, directions, eps, key, fd_max_elements)
         if leaf.size <= fd_max_elements:  # every element of this leaf: unit directions
             vs = np.eye(leaf.size).reshape(leaf.size, *leaf.shape)
         else:
-            vs = np.array(jax.random.normal(jax.random.fold_in(key, i), (directions, *leaf.shape), jnp.float64))
-            vs /= np.linalg.norm(vs.reshape(len(vs), -1), axis=1).reshape(-1, *([1] * leaf.ndim))
+            vs = _unit_directions((seed, i), directions, leaf.shape)
         batch = [jnp.broadcast_to(a, (2 * len(vs), *a.shape)) for a in leaves]
         batch[i] = leaf[None] + eps * jnp.asarray(np.concatenate([vs, -vs]))
         f = np.asarray(values(batch))
@@ -142,17 +161,158 @@ def _against_fd(witness, grads, fd, rtol):
     for (path, g), (vs, d, random) in zip(jax.tree_util.tree_flatten_with_path(grads)[0], fd):
         g = np.asarray(g, np.float64)
         yours_d = np.tensordot(vs, g, axes=g.ndim)  # [m]: ⟨g, v⟩ per probe
-        diff = np.abs(yours_d - d)
-        rel = diff / np.maximum(np.abs(d), 1e-3 * max(np.max(np.abs(d)), np.finfo(np.float64).tiny))
-        k = int(np.argmax(rel))
-        label = f"dir {k}" if random else str(tuple(int(i) for i in np.unravel_index(k, g.shape)))
-        out.append(LeafReport(witness, jax.tree_util.keystr(path), g.shape, float(diff.max()), float(rel.max()),
-                              label, float(yours_d[k]), float(d[k]), float(np.mean(rel > rtol)), rtol))
+        out.append(_directional_row(witness, jax.tree_util.keystr(path), g.shape, yours_d, d, rtol,
+                                    None if random else g.shape))
     return out
 
 
+def _directional_row(witness, path, shape, yours_d, ref_d, rtol, unit_shape=None):
+    """One leaf's directional derivatives ``[m]`` against the reference's; the worst is named
+    ``dir k``, or by element index when the directions are the unit vectors of ``unit_shape``."""
+    diff = np.abs(yours_d - ref_d)
+    rel = diff / np.maximum(np.abs(ref_d), 1e-3 * max(np.max(np.abs(ref_d)), np.finfo(np.float64).tiny))
+    rel = np.where(np.isfinite(yours_d), rel, np.inf)
+    k = int(np.argmax(rel))
+    label = f"dir {k}" if unit_shape is None else str(tuple(int(i) for i in np.unravel_index(k, unit_shape)))
+    return LeafReport(witness, path, tuple(shape), float(diff.max()), float(rel.max()), label,
+                      float(yours_d[k]), float(ref_d[k]), float(np.mean(rel > rtol)), rtol)
+
+
+def _unit_directions(seed, m, shape):
+    """``m`` random unit vectors of ``shape``: [m, *shape] (float64 NumPy; ``seed`` a tuple of ints)."""
+    vs = np.random.default_rng(seed).normal(size=(m, *shape))
+    return vs / np.linalg.norm(vs.reshape(m, -1), axis=1).reshape(-1, *([1] * len(shape)))
+
+
+def _forward_vs_reverse(loss64, params64, grads64, directions, seed, rtol):
+    """Forward mode against reverse mode for the reference: per leaf, ``jvp(loss)(p; v)`` vs
+    ``⟨jax.grad(loss)(p), v⟩`` along ``directions`` random unit directions of that leaf."""
+    leaves, treedef = jax.tree.flatten(params64)
+    along = jax.jit(jax.vmap(lambda tangents: jax.jvp(loss64, (params64,), (jax.tree.unflatten(treedef, tangents),))[1]))
+    out = []
+    for i, ((path, g), leaf) in enumerate(zip(jax.tree_util.tree_flatten_with_path(grads64)[0], leaves)):
+        vs = _unit_directions((seed, i), directions, leaf.shape)  # [m, *leaf.shape]
+        tangents = [jnp.zeros((directions, *a.shape), a.dtype) for a in leaves]
+        tangents[i] = jnp.asarray(vs)
+        forward = np.asarray(along(tangents))  # [m]
+        reverse = np.tensordot(vs, np.asarray(g, np.float64), axes=leaf.ndim)  # [m]
+        out.append(_directional_row("jvp vs jax.grad", jax.tree_util.keystr(path), leaf.shape, reverse, forward, rtol))
+    return out
+
+
+def _hessian_vector(grad_fn, loss_fn, params64, args64, directions, seed, rtol):
+    """``H v`` through your gradient (``jvp`` of ``grad_fn``) against ``jax.hessian``'s
+    (forward-over-reverse) along ``directions`` random unit directions ``v`` of the whole
+    tree; the rows compare stacked ``[m, *leaf.shape]`` products."""
+    leaves, treedef = jax.tree.flatten(params64)
+    flat = _unit_directions(seed, directions, (sum(a.size for a in leaves),))  # [m, n]
+    splits = np.cumsum([a.size for a in leaves])[:-1]
+    vs = jax.tree.unflatten(treedef, [jnp.asarray(c.reshape(directions, *a.shape))
+                                      for c, a in zip(np.split(flat, splits, axis=1), leaves)])
+    yours = jax.jit(jax.vmap(lambda v: jax.jvp(lambda p: grad_fn(p, *args64), (params64,), (v,))[1]))(vs)
+    reference = jax.jit(jax.vmap(lambda v: jax.jvp(jax.grad(lambda p: loss_fn(p, *args64)), (params64,), (v,))[1]))(vs)
+    return _compare("hessian-vector", yours, reference, rtol)
+
+
+@dataclasses.dataclass(frozen=True)
+class KinkCount:
+    """Places within ``margin`` of a kink in a jaxnet network's forward pass."""
+
+    margin: float
+    elements: int  # pre-activations near a ReLU-family kink + pooling windows near a tie
+    examples: int  # examples with at least one
+    batch: int
+
+
+@jax.jit
+def _kink_gaps(params, net, x):
+    """Every layer's ``kink_gaps`` on ``x``: a list of [batch, m_l]."""
+    from . import network as _network
+
+    _, residuals = _network._forward(params, net, x)
+    return [layer.kink_gaps(r) for layer, r in zip(net.layers, residuals)]
+
+
+def count_kinks(params, net, x, margin: float = 1e-3) -> tuple[KinkCount, np.ndarray]:
+    """Count kinks within ``margin`` in ``net``'s forward pass on ``x`` ([batch, ...]) using
+    the layers' ``kink_gaps``; also return the ``[batch]`` mask of examples that have one."""
+    from . import network as _network
+
+    x, _, _ = _network._prepare(params, net, x)
+    near = np.zeros(x.shape[0], bool)
+    elements = 0
+    for gaps in _kink_gaps(params, net, x):
+        close = np.asarray(gaps) <= margin  # [batch, m]
+        elements += int(close.sum())
+        near |= close.any(axis=1)
+    return KinkCount(float(margin), elements, int(near.sum()), int(x.shape[0])), near
+
+
+def _handle_kinks(params, net, args, kinks, margin, seed):
+    """Exclude or nudge the examples near kinks; return ``(args, notes)``."""
+    if kinks not in ("exclude", "nudge", "count"):
+        raise ValueError(f"kinks must be 'exclude', 'nudge' or 'count', got {kinks!r}")
+    if not args:
+        raise ValueError("net= needs the inputs x as the first argument after params")
+    x = np.asarray(args[0])
+    if x.shape == tuple(net.input_shape):  # one example
+        args = (x[None], *(np.asarray(a)[None] for a in args[1:2]), *args[2:])
+        x = args[0]
+    found, near = count_kinks(params, net, x, margin)
+    batch = x.shape[0]
+    what = (f"{found.elements} pre-activation(s)/pooling window(s) within {margin:g} of a kink "
+            f"in {found.examples} of {batch} example(s)")
+    if found.examples == 0 or kinks == "count":
+        return args, [what + ("" if found.examples == 0 else "; counted only, not excluded")]
+    batched = lambda a: np.ndim(a) >= 1 and np.shape(a)[0] == batch
+    if kinks == "exclude":
+        keep = ~near
+        if not keep.any():
+            raise ValueError(f"every example has a kink within {margin:g} ({what}); nudge them instead (kinks='nudge', jaxnet check --kinks nudge) or use other inputs")
+        args = tuple(jnp.asarray(np.asarray(a)[keep]) if batched(a) else a for a in args)
+        return args, [what + f"; those {found.examples} excluded, checked on the other {int(keep.sum())}"]
+    rng = np.random.default_rng(seed)
+    x = np.array(x)
+    step = 10 * margin
+    for attempt in range(100):
+        x[near] += step * rng.normal(size=x[near].shape)
+        _, near = count_kinks(params, net, jnp.asarray(x, args[0].dtype), margin)
+        if not near.any():
+            break
+        if attempt % 10 == 9:
+            step *= 2
+    else:
+        raise ValueError(f"could not nudge the inputs away from kinks ({what}); use kinks='exclude'")
+    args = (jnp.asarray(x, args[0].dtype), *args[1:])
+    return args, [what + f"; their inputs nudged by N(0, ({step:g})²) steps until every kink is {margin:g} away"]
+
+
+_NOT_TRACEABLE = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+                  jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_grad(loss_fn):
+    """``jax.jit(jax.grad(loss_fn))``, kept so that checks of one loss share compilations."""
+    return jax.jit(jax.grad(loss_fn))
+
+
+def _maybe_jit(fn):
+    """``fn`` compiled, or run as it is when it cannot be traced (NumPy code, Python control flow)."""
+    compiled = jax.jit(fn)
+
+    def call(*args):
+        try:
+            return compiled(*args)
+        except _NOT_TRACEABLE:
+            return fn(*args)
+
+    return call
+
+
 def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, eps=1e-6, fd_max_elements=256,
-                directions=4, seed=0) -> GradReport:
+                directions=4, hvp_directions=1, hvp_rtol=None, net=None, kinks="exclude", kink_margin=None,
+                seed=0) -> GradReport:
     """Check ``grad_fn(params, *args)`` (your gradient of ``loss_fn(params, *args)``).
 
     Args:
@@ -163,29 +323,91 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, eps=1e
       eps: finite-difference step (float64).
       fd_max_elements: leaves up to this size get every element differenced, bigger ones
         ``directions`` random unit directions.
-      seed: of the random directions.
+      directions: also the number of forward-mode directions per leaf.
+      hvp_directions: random directions for the Hessian-vector check (0: skip it; it is
+        skipped with a note when ``grad_fn`` cannot be traced, e.g. NumPy code).
+      hvp_rtol: its tolerance (default: the finite-difference one).
+      net: a :class:`jaxnet.Network` whose inputs are ``args[0]``: turns on kink handling.
+      kinks: ``"exclude"`` the examples near a kink (every batch-first argument is sliced),
+        ``"nudge"`` their inputs until no kink is within the margin, or only ``"count"``.
+      kink_margin: distance counted as near (default ``100 · eps``: a finite-difference
+        step moves a pre-activation by about ``eps`` times the size of its inputs, ~10 ``eps``
+        for standardised data).
+      seed: of the random directions and nudges.
 
     Returns:
-      a :class:`GradReport`; witnesses ``jax.grad``, ``finite diff`` (yours) and
-      ``ref vs finite diff`` (``jax.grad`` in float64, to tell your bug from a bad reference).
+      a :class:`GradReport`; witnesses ``jax.grad``, ``finite diff`` (yours), then the
+      reference's own consistency: ``ref vs finite diff`` (``jax.grad`` in float64) and
+      ``jvp vs jax.grad`` (forward vs reverse mode), and ``hessian-vector``.
     """
+    notes = []
+    if net is not None:
+        margin = 100 * eps if kink_margin is None else float(kink_margin)
+        args, notes = _handle_kinks(params, net, args, kinks, margin, seed)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     default_rtol, default_fd = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])
     rtol = default_rtol if rtol is None else rtol
     fd_rtol = default_fd if fd_rtol is None else fd_rtol
     with jax.default_matmul_precision("highest"):
-        yours = grad_fn(params, *args)
-        reference = jax.grad(loss_fn)(params, *args)
+        yours = _maybe_jit(grad_fn)(params, *args)
+        reference = _compiled_grad(loss_fn)(params, *args)
     leaves = _compare("jax.grad", yours, reference, rtol)
     with jax.enable_x64(True):
         up = lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
         params64 = jax.tree.map(up, params)
         args64 = jax.tree.map(up, args)
         loss64 = lambda p: loss_fn(p, *args64)
-        fd = _finite_differences(loss64, params64, directions, eps, jax.random.key(seed), fd_max_elements)
+        fd = _finite_differences(loss64, params64, directions, eps, (seed, 0), fd_max_elements)
         leaves += _against_fd("finite diff", yours, fd, fd_rtol)
-        leaves += _against_fd("ref vs finite diff", jax.grad(loss_fn)(params64, *args64), fd, DEFAULT_RTOL["float64"][1])
-    return GradReport(tuple(leaves))
+        grads64 = _compiled_grad(loss_fn)(params64, *args64)
+        leaves += _against_fd("ref vs finite diff", grads64, fd, DEFAULT_RTOL["float64"][1])
+        leaves += _forward_vs_reverse(loss64, params64, grads64, directions, (seed, 1),
+                                      DEFAULT_RTOL["float64"][0])
+        if hvp_directions:
+            try:
+                leaves += _hessian_vector(grad_fn, loss_fn, params64, args64, hvp_directions,
+                                          (seed, 2), fd_rtol if hvp_rtol is None else hvp_rtol)
+            except _NOT_TRACEABLE as e:
+                notes.append(f"hessian-vector check skipped: grad_fn cannot be differentiated by JAX ({type(e).__name__})")
+    return GradReport(tuple(leaves), tuple(notes))
+
+
+def check_per_example(params, net, x, y, rtol=None) -> GradReport:
+    """Per-example gradients and norms of :mod:`jaxnet.per_example` against ``vmap(jax.grad)``.
+
+    Witnesses: ``per-example`` (every ``g_i = ∂ℓ_i/∂params`` from the hand-derived backward
+    pass vs ``jax.vmap(jax.grad)`` of each example's own loss), ``norms`` (``||g_i||`` from
+    the layers' closed forms vs the norms of those vmapped gradients), and ``r Σ g_i + L2``
+    (the weighted sum plus the L2 term vs ``jax.grad`` of the batch loss), in the params'
+    dtype with matmul precision "highest". Tolerance: ``rtol`` or the dtype's default
+    against ``jax.grad``.
+    """
+    from . import network as _network
+    from . import per_example as _pe
+
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    rtol = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])[0] if rtol is None else rtol
+    _network.check_inputs(params, net, x, y)
+    single = _pe._per_example_net(net)
+    with jax.default_matmul_precision("highest"):
+        mine = jax.jit(_pe.per_example_grads)(params, net, x, y)  # leaves [batch, *shape]
+        reference = jax.jit(jax.vmap(jax.grad(_network.loss), (None, None, 0, 0)))(params, single, x, y)
+        norms = jax.jit(_pe.per_example_grad_norms)(params, net, x, y)  # [batch]
+        batch_grads = jax.jit(jax.grad(_network.loss))(params, net, x, y)
+    n = jnp.shape(x)[0]
+    ref_norms = np.sqrt(sum(np.sum(np.asarray(g, np.float64).reshape(n, -1) ** 2, axis=1) for g in jax.tree.leaves(reference)))
+    r = 1.0 / n if net.reduction == "mean" else 1.0
+    summed = [
+        {name: r * np.sum(np.asarray(g, np.float64), axis=0)
+         + (net.l2 * np.asarray(params[i][name], np.float64) if name in names else 0.0)
+         for name, g in layer.items()}
+        for i, (layer, names) in enumerate(zip(mine, _network._penalised(net)))
+    ]
+    return GradReport(tuple(
+        _compare("per-example", mine, reference, rtol)
+        + _compare("norms", {"norms": np.asarray(norms)}, {"norms": ref_norms}, rtol)
+        + _compare("r Σ g_i + L2", type(params)(summed), batch_grads, rtol)
+    ))
 
 
 def assert_grads_match(loss_fn, grad_fn, params, *args, **kwargs) -> GradReport:

@@ -12,9 +12,14 @@ outside it, in the params pytree. Every layer kind implements
 - ``weight_names`` / ``bias_names``: which parameter leaves L2 penalises
   (biases only with ``l2_bias=True``); a weight's fan-in is the product of all
   but its last axis;
-- ``kink_distance(residuals) -> [batch]``: per example, how far the forward pass
-  came from a point where the layer's derivative jumps (``inf`` for smooth layers),
-  so that verification can draw inputs that finite differences can trust.
+- ``kink_gaps(residuals) -> [batch, m]``: per example, for each of ``m`` places where the
+  layer's derivative can jump (a ReLU pre-activation, a pooling window), how far the
+  forward pass came from the jump (``m = 0`` for smooth layers); ``kink_distance(residuals)
+  -> [batch]`` is its minimum (``inf`` when ``m = 0``), so that verification can draw
+  inputs that finite differences can trust, and the checker can count and exclude the rest;
+- ``grad_sq_norms(params, residuals, dy) -> [batch]``: ``||∂ℓ_i/∂params||²`` of every
+  example's own gradient, computed from ``dy`` without materialising per-example gradients
+  where a cheaper exact formula exists (``0`` for parameter-free layers).
 
 :func:`jaxnet.forward` and :func:`jaxnet.manual_grads` run one loop over these,
 whatever the layer kinds.
@@ -43,6 +48,18 @@ def positive_int(value, what: str) -> int:
     if number <= 0:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return number
+
+
+def _activation_gaps(activation, z):
+    """|z| per unit, flattened to [batch, m], when the activation has a kink at 0; else [batch, 0]."""
+    if not get_activation(activation).kink:
+        return jnp.zeros((z.shape[0], 0), z.dtype)
+    return jnp.abs(z).reshape(z.shape[0], -1)
+
+
+def _min_gap(gaps):
+    """[batch, m] -> [batch]: the nearest kink per example (inf when there is none)."""
+    return jnp.min(gaps, axis=1, initial=jnp.inf)
 
 
 _INITS = {
@@ -116,12 +133,24 @@ class Dense:
         dx = dz @ params["W"].T  # [batch, n_out] @ [n_out, n_in] -> [batch, n_in]
         return dx, {"W": dW, "b": db}
 
+    def kink_gaps(self, residuals):
+        """|z| of every unit when g has a kink at 0 ([batch, n_out]), else [batch, 0]."""
+        return _activation_gaps(self.activation, residuals[1])
+
     def kink_distance(self, residuals):
-        """Per example, min |z| over units when g has a kink at 0, else inf: [batch]."""
-        _, z, _ = residuals
-        if not get_activation(self.activation).kink:
-            return jnp.full(z.shape[:1], jnp.inf, z.dtype)
-        return jnp.min(jnp.abs(z), axis=1)
+        return _min_gap(self.kink_gaps(residuals))
+
+    def grad_sq_norms(self, params, residuals, da):
+        """Per example ``||x_i||² ||δ_i||² + ||δ_i||²``: [batch].
+
+        The example's own gradient is the outer product ``∂ℓ_i/∂W = x_iᵀ δ_i`` (rank one), so
+        ``||x_iᵀ δ_i||²_F = ||x_i||² ||δ_i||²``; and ``∂ℓ_i/∂b = δ_i``.
+        """
+        g = get_activation(self.activation)
+        x, z, a = residuals
+        dz = da * g.deriv(z, a)  # δ: [batch, n_out]
+        dz2 = jnp.sum(dz * dz, axis=1)  # [batch]
+        return jnp.sum(x * x, axis=1) * dz2 + dz2
 
 
 # --- convolution and pooling (NHWC inputs, HWIO kernels) -------------------------------------
@@ -255,11 +284,40 @@ class Conv2D:
         )  # [batch, H, W, c_in]
         return dx, {"W": dW, "b": db}
 
+    def kink_gaps(self, residuals):
+        return _activation_gaps(self.activation, residuals[1])
+
     def kink_distance(self, residuals):
-        _, z, _ = residuals
-        if not get_activation(self.activation).kink:
-            return jnp.full(z.shape[:1], jnp.inf, z.dtype)
-        return jnp.min(jnp.abs(z), axis=(1, 2, 3))
+        return _min_gap(self.kink_gaps(residuals))
+
+    def grad_sq_norms(self, params, residuals, da):
+        """Per example ``||∂ℓ_i/∂W||² + ||∂ℓ_i/∂b||²``: [batch], exactly, per-example kernels never stored whole.
+
+        With ``U_i``: [T, P] the example's input patches (one row per output position t,
+        ``P = kh kw c_in``) and ``Δ_i``: [T, c_out] its δ, the kernel gradient is ``U_iᵀ Δ_i``
+        (reshaped to HWIO) and
+        ``||U_iᵀ Δ_i||²_F = Σ_{t,s} (U_i U_iᵀ)_{ts} (Δ_i Δ_iᵀ)_{ts}``.
+        The Gram form costs T² (P + c_out) per example and keeps [batch, T, T]; forming
+        ``U_iᵀ Δ_i`` costs T P c_out and keeps [batch, P, c_out]: whichever keeps less is used
+        (the norm does not depend on how the patch features are ordered). ``∂ℓ_i/∂b = Σ_t Δ_i``.
+        """
+        g = get_activation(self.activation)
+        x, z, a = residuals
+        dz = da * g.deriv(z, a)  # δ: [batch, H', W', c_out]
+        n, ho, wo, c_out = dz.shape
+        patches = jax.lax.conv_general_dilated_patches(
+            x, self.kernel_size, self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )  # [batch, H', W', P]
+        u = patches.reshape(n, ho * wo, -1)  # U: [batch, T, P]
+        d = dz.reshape(n, ho * wo, c_out)  # Δ: [batch, T, c_out]
+        t, p = u.shape[1:]
+        if t * t < p * c_out:
+            kernel = jnp.einsum("nts,nts->n", u @ u.transpose(0, 2, 1), d @ d.transpose(0, 2, 1))  # [batch, T, T] ∘ [batch, T, T]
+        else:
+            gw = u.transpose(0, 2, 1) @ d  # [batch, P, T] @ [batch, T, c_out] -> [batch, P, c_out]
+            kernel = jnp.sum(gw * gw, axis=(1, 2))
+        db = jnp.sum(d, axis=1)  # [batch, c_out]
+        return kernel + jnp.sum(db * db, axis=1)
 
 
 class _ParameterFree:
@@ -274,8 +332,14 @@ class _ParameterFree:
     def init(self, key, in_shape, dtype):
         return {}
 
+    def kink_gaps(self, residuals):
+        return jnp.zeros((residuals[0].shape[0], 0), residuals[0].dtype)
+
     def kink_distance(self, residuals):
-        return jnp.full(residuals[0].shape[:1], jnp.inf, residuals[0].dtype)
+        return _min_gap(self.kink_gaps(residuals))
+
+    def grad_sq_norms(self, params, residuals, dy):
+        return jnp.zeros(dy.shape[:1], dy.dtype)
 
 
 class _Pool(_ParameterFree):
@@ -332,20 +396,19 @@ class MaxPool2D(_Pool):
             dx = dx.at[index].add(jnp.where(first, dy, 0.0))
         return dx, {}
 
-    def kink_distance(self, residuals):
-        """Per example, the smallest gap between a window's maximum and its runner-up (0 at a tie).
+    def kink_gaps(self, residuals):
+        """Per window, the gap between its maximum and the nearest other entry below it: [batch, H' W' c].
 
-        Ties at exactly 0 are not counted: they come from inactive ReLU-family units, which stay
-        at 0 under small perturbations (the preceding layer's own kink distance guards them)."""
+        Exact ties are not counted. In a network they come from identical computations (windows
+        over identical input patches, e.g. a constant image background, or inactive ReLU units at
+        0) that stay tied when the parameters move, so the parameter gradient does not jump there
+        (and the tie rule decides where δ goes, which a check should see). A near tie
+        (0 < gap ≤ margin) is what a finite-difference step can cross."""
         x, y = residuals
         gap = jnp.full(y.shape, jnp.inf, y.dtype)
-        taken = jnp.zeros(y.shape, bool)
         for _, xs in self._offsets(x, *y.shape[1:3]):
-            first = (xs == y) & ~taken
-            taken = taken | first
-            flat_zero = (xs == 0) & (y == 0)
-            gap = jnp.minimum(gap, jnp.where(first | flat_zero, jnp.inf, y - xs))
-        return jnp.min(gap, axis=(1, 2, 3))
+            gap = jnp.minimum(gap, jnp.where(xs == y, jnp.inf, y - xs))
+        return gap.reshape(gap.shape[0], -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,8 +469,5 @@ class Activation(_ParameterFree):
         z, a = residuals
         return da * get_activation(self.name).deriv(z, a), {}
 
-    def kink_distance(self, residuals):
-        z, _ = residuals
-        if not get_activation(self.name).kink:
-            return jnp.full(z.shape[:1], jnp.inf, z.dtype)
-        return jnp.min(jnp.abs(z).reshape(z.shape[0], -1), axis=1)
+    def kink_gaps(self, residuals):
+        return _activation_gaps(self.name, residuals[0])

@@ -21,7 +21,7 @@ from .layers import Dense, positive_int
 from .losses import REDUCTIONS, _is_concrete, get_loss
 
 
-_LAYER_PROTOCOL = ("param_shapes", "output_shape", "init", "fwd", "bwd", "kink_distance")
+_LAYER_PROTOCOL = ("param_shapes", "output_shape", "init", "fwd", "bwd", "kink_gaps", "kink_distance", "grad_sq_norms")
 
 
 @jax.tree_util.register_static

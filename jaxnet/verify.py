@@ -148,88 +148,27 @@ def kink_distance(params, net, x) -> np.ndarray:
     return distance
 
 
-@dataclasses.dataclass(frozen=True)
-class CheckRow:
-    """One leaf of one network: manual gradient vs jax.grad and vs finite differences."""
-
-    network: str
-    leaf: str
-    shape: tuple
-    autodiff: LeafError
-    finite_diff: LeafError
-    autodiff_tol: float
-    finite_diff_tol: float
-
-    @property
-    def ok(self) -> bool:
-        return self.autodiff.max_rel <= self.autodiff_tol and self.finite_diff.max_rel <= self.finite_diff_tol
-
-
-TOLERANCES = {"float64": (1e-10, 1e-6), "float32": (1e-5, 1e-4)}
-"""(vs jax.grad, vs float64 finite differences) tolerances on ``max_rel`` by working dtype."""
-
-
-def check_network(name, net, params, x, y) -> list[CheckRow]:
-    """Compare ``manual_grads`` with ``jax.grad(loss)`` in the params' dtype and with central
-    finite differences of the loss in float64 (inputs upcast). Needs x64 enabled
-    (``with jax.enable_x64(True): ...``)."""
-    if jnp.zeros((), jnp.float64).dtype != jnp.float64:
-        raise RuntimeError("check_network needs float64: run it under `with jax.enable_x64(True):`")
-    dtype = jnp.result_type(jax.tree.leaves(params)[0])
-    _network.check_inputs(params, net, x, y)  # the value checks that jit skips
-    grads = jax.jit(_network.manual_grads)(params, net, x, y)
-    auto = jax.jit(jax.grad(_network.loss))(params, net, x, y)
-    up = lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
-    params64, x64, y64 = jax.tree.map(up, (params, x, y))
-    fd = finite_difference_grads(lambda q: _network.loss(q, net, x64, y64), params64, jit=True)
-    auto_tol, fd_tol = TOLERANCES[jnp.dtype(dtype).name]
-    return [
-        CheckRow(name, a.path, tuple(np.shape(g)), a, f, auto_tol, fd_tol)
-        for a, f, g in zip(leaf_errors(grads, auto), leaf_errors(grads, fd), jax.tree.leaves(grads))
-    ]
-
-
-def format_table(rows: list[CheckRow]) -> str:
-    """A plain-text table of :class:`CheckRow` s."""
-    header = ("network", "leaf", "shape", "max|manual-jax.grad|", "rel", "rel vs finite diff", "ok")
-    body = [
-        (
-            r.network,
-            r.leaf,
-            "x".join(map(str, r.shape)),
-            f"{r.autodiff.max_abs:.2e}",
-            f"{r.autodiff.max_rel:.2e}",
-            f"{r.finite_diff.max_rel:.2e}",
-            "ok" if r.ok else "FAIL",
-        )
-        for r in rows
-    ]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
-
-
-def check_notes(dtype=jnp.float64, seed: int = 0, batch: int = 16) -> tuple[str, bool]:
-    """Check every network of the notes (:data:`jaxnet.presets.NOTE_NETWORKS`) on a random
-    problem; return the printed report and whether every leaf agreed. Enables x64 for the
-    duration of the call only."""
+def check_notes(dtype=jnp.float64, seed: int = 0, batch: int = 16, kinks: str = "exclude",
+                per_example: bool = False) -> tuple[str, bool]:
+    """Check ``manual_grads`` of every network of the notes (:data:`jaxnet.presets.NOTE_NETWORKS`)
+    with :func:`jaxnet.check_grads` on a random problem (params with nonzero biases, inputs
+    drawn away from kinks); with ``per_example``, also :func:`jaxnet.gradcheck.check_per_example`.
+    Return the printed report and whether every leaf agreed."""
+    from .gradcheck import check_grads, check_per_example
     from .presets import NOTE_NETWORKS
 
-    rows = []
-    with jax.enable_x64(True):
-        for i, preset in enumerate(NOTE_NETWORKS):
-            params, x, y = random_problem(preset.net, seed=seed + i, n=batch, dtype=dtype)
-            rows += check_network(preset.name, preset.net, params, x, y)
-    bad = [r for r in rows if not r.ok]
-    lines = [
-        f"manual_grads vs jax.grad ({jnp.dtype(dtype).name}) and vs central finite differences (float64), "
-        f"batch {batch}, seed {seed}; rel = max|diff| / max|reference| per leaf",
-        "",
-        format_table(rows),
-        "",
-        *(f"  {p.name}: {p.net}  ({p.description})" for p in NOTE_NETWORKS),
-        "",
-        f"{len(rows) - len(bad)}/{len(rows)} leaves agree"
-        + (f"; MISMATCH in {', '.join(sorted({r.network + r.leaf for r in bad}))}" if bad else ""),
-    ]
-    return "\n".join(lines), not bad
+    lines, failures = [], []
+    for i, preset in enumerate(NOTE_NETWORKS):
+        net = preset.net
+        with jax.enable_x64(True):  # for a float64 working dtype; scoped to the check
+            params, x, y = random_problem(net, seed=seed + i, n=batch, dtype=dtype)
+            reports = [check_grads(lambda p, x, y: _network.loss(p, net, x, y),
+                                   lambda p, x, y: _network.manual_grads(p, net, x, y),
+                                   params, x, y, net=net, kinks=kinks, seed=seed)]
+            if per_example:
+                reports.append(check_per_example(params, net, x, y))
+        lines += [f"== {preset.name}: {net}  ({preset.description})", *map(str, reports), ""]
+        failures += [f"{preset.name}{r.path} ({r.witness})" for report in reports for r in report.failures()]
+    lines.insert(0, f"manual_grads of the notes' networks, {jnp.dtype(dtype).name}, batch {batch}, seed {seed}\n")
+    lines.append("every leaf agrees with every witness" if not failures else f"MISMATCH in {', '.join(sorted(set(failures)))}")
+    return "\n".join(lines), not failures

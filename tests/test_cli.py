@@ -14,15 +14,28 @@ def test_check_passes_and_prints_the_table(capsys):
     assert cli.main(["check", "--batch", "4", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     for preset in NOTE_NETWORKS:
-        assert re.search(rf"^{preset.name} +\[0\]\['W'\] .* ok$", out, re.M)
+        assert f"== {preset.name}: {preset.net}" in out
     n_leaves = sum(2 * len(p.net.layers) for p in NOTE_NETWORKS)
-    assert f"{n_leaves}/{n_leaves} leaves agree" in out
-    assert "FAIL" not in out
+    witnesses = ("jax.grad", "finite diff", "ref vs finite diff", "jvp vs jax.grad", "hessian-vector")
+    assert len(re.findall(rf"^({'|'.join(witnesses)}) +\[\d\]\['[Wb]'\] .* ok$", out, re.M)) == 5 * n_leaves
+    assert out.rstrip().endswith("every leaf agrees with every witness") and "FAIL" not in out
 
 
 def test_check_float32(capsys):
     assert cli.main(["check", "--dtype", "float32", "--batch", "4"]) == 0
-    assert "manual_grads vs jax.grad (float32)" in capsys.readouterr().out
+    assert "manual_grads of the notes' networks, float32" in capsys.readouterr().out
+
+
+def test_check_a_described_network_with_per_example_grads(capsys):
+    """The train flags describe the network; random params with nonzero biases, real data."""
+    args = ["check", "--preset", "000-spiral", "--hidden", "6", "--activation", "relu", "--l2", "0.01", "--batch", "8"]
+    assert cli.main(args + ["--per-example", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "2-6-3 relu, softmax_cross_entropy (mean), l2=0.01" in out and "float32" in out
+    assert re.search(r"^norms +\['norms'\] +8 .* ok$", out, re.M) and "note: " in out
+    assert out.rstrip().endswith("all leaves agree")
+    assert cli.main(["check", "--preset", "000-spiral", "--data", "no-such-file.csv"]) == 2
+    assert "no-such-file.csv" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry_point():
@@ -75,7 +88,7 @@ def test_train_check_resume_and_plots(tmp_path, capsys):
     args = ["train", "--preset", "000-spiral", "--out", str(tmp_path), "--quiet", "--batch-size", "0"]
     assert cli.main(args + ["--epochs", "3", "--check"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^000-spiral +\[0\]\['W'\] .* ok$", out, re.M)  # the --check table
+    assert re.search(r"^jax.grad +\[0\]\['W'\] .* ok$", out, re.M)  # the --check table
     assert (tmp_path / "decision_boundary.png").exists()
     assert cli.main(args + ["--epochs", "5", "--resume", str(tmp_path / "checkpoint.npz")]) == 0
     resumed = _metrics(tmp_path)

@@ -1,11 +1,12 @@
 """jaxnet.check_grads: a report as data that names the wrong leaf, element and witness."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxnet
-from jaxnet import verify
+from jaxnet import gradcheck, verify
 
 NET = jaxnet.mlp([3, 40, 3], "tanh", l2=0.1)
 
@@ -23,8 +24,8 @@ def _grads(p, x, y):
 def test_right_gradient_passes(dtype, fd_max_elements):
     params, x, y = verify.random_problem(NET, seed=0, n=5, dtype=dtype)
     report = jaxnet.assert_grads_match(_loss, _grads, params, x, y, fd_max_elements=fd_max_elements)
-    assert report.ok and {r.witness for r in report.leaves} == {"jax.grad", "finite diff", "ref vs finite diff"}
-    assert len(report.leaves) == 3 * 4
+    witnesses = ["jax.grad", "finite diff", "ref vs finite diff", "jvp vs jax.grad", "hessian-vector"]
+    assert report.ok and [r.witness for r in report.leaves] == [w for w in witnesses for _ in range(4)]
     assert "ok" in str(report) and "FAIL" not in str(report)
 
 
@@ -38,11 +39,11 @@ def test_one_wrong_element_is_located():
 
     report = jaxnet.check_grads(_loss, wrong, params, x, y)
     bad = report.failures()
-    assert {r.path for r in bad} == {"[1]['W']"} and {r.witness for r in bad} == {"jax.grad", "finite diff"}
+    assert {r.path for r in bad} == {"[1]['W']"} and {r.witness for r in bad} == {"jax.grad", "finite diff", "hessian-vector"}
     autodiff = next(r for r in bad if r.witness == "jax.grad")
     assert autodiff.worst == "(7, 2)" and autodiff.frac_bad == pytest.approx(1 / 120)
     assert autodiff.yours == pytest.approx(1.5 * autodiff.reference)
-    with pytest.raises(AssertionError, match=r"gradient mismatch in \[1\]\['W'\] \(finite diff\), \[1\]\['W'\] \(jax.grad\)"):
+    with pytest.raises(AssertionError, match=r"gradient mismatch in \[1\]\['W'\] \(finite diff\), \[1\]\['W'\] \(hessian-vector\), \[1\]\['W'\] \(jax.grad\)"):
         jaxnet.assert_grads_match(_loss, wrong, params, x, y)
 
 
@@ -63,3 +64,85 @@ def test_a_user_written_layer():
     forgot = lambda p, x: {"W": x.T @ jnp.ones((4, 2))}  # dropped the derivative of tanh
     assert jaxnet.check_grads(loss, right, w, x).ok
     assert not jaxnet.check_grads(loss, forgot, w, x).ok
+
+
+RELU = jaxnet.mlp([3, 8, 3], "relu")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_kinks_are_counted_and_excluded_or_nudged(dtype):
+    """Zero biases and all-zero input rows put every hidden ReLU exactly at its kink: finite
+    differences of b0 then see half a slope. Counted only, that fails; excluded or nudged, it passes."""
+    params = jaxnet.init_params(jax.random.key(0), RELU, dtype)  # zero biases
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)), dtype).at[:2].set(0.0)
+    y = jnp.arange(6) % 3
+    run = lambda kinks: jaxnet.check_grads(
+        lambda p, x, y: jaxnet.loss(p, RELU, x, y), lambda p, x, y: jaxnet.manual_grads(p, RELU, x, y),
+        params, x, y, net=RELU, kinks=kinks, hvp_directions=0)
+    counted = run("count")
+    assert {(r.path, r.witness) for r in counted.failures()} >= {("[0]['b']", "finite diff")}
+    assert counted.notes == ("16 pre-activation(s)/pooling window(s) within 0.0001 of a kink in 2 of 6 example(s); "
+                             "counted only, not excluded",)
+    excluded = run("exclude")
+    assert excluded.ok and "those 2 excluded, checked on the other 4" in excluded.notes[0]
+    nudged = run("nudge")
+    assert nudged.ok and "their inputs nudged" in nudged.notes[0] and "note: 16 pre-activation" in str(nudged)
+    with pytest.raises(ValueError, match="every example has a kink"):
+        jaxnet.check_grads(lambda p, x, y: jaxnet.loss(p, RELU, x, y), lambda p, x, y: jaxnet.manual_grads(p, RELU, x, y),
+                           params, x[:2], y[:2], net=RELU)
+    with pytest.raises(ValueError, match="kinks must be"):
+        jaxnet.check_grads(jaxnet.loss, jaxnet.manual_grads, params, x, y, net=RELU, kinks="skip")
+
+
+def test_count_kinks_sees_relu_and_max_pool_near_ties():
+    net = jaxnet.sequential((2, 2, 1), [jaxnet.Activation("relu"), jaxnet.MaxPool2D(2), jaxnet.Flatten(), jaxnet.Dense(2)])
+    params = jaxnet.init_params(jax.random.key(0), net, jnp.float64)
+    x = jnp.asarray([[[1.0, 3.0], [2.99999, -1e-5]], [[1.0, 3.0], [3.0, 0.5]]])[..., None]  # [2, 2, 2, 1]
+    found, near = gradcheck.count_kinks(params, net, x, margin=1e-4)
+    # example 0: the ReLU input −1e-5 and the near tie 3 vs 2.99999; example 1: an exact tie, not a kink
+    assert (found.elements, found.examples, list(near)) == (2, 1, [True, False])
+
+
+def _tanh_loss(p, x):
+    return jnp.sum(jnp.tanh(x @ p["W"]) ** 2)
+
+
+def _tanh_grads(p, x, frozen=False):
+    """d/dW Σ tanh(xW)² = xᵀ (2 a (1 − a²)); frozen: the same numbers, but the derivative factor
+    (1 − a²) is taken as a constant, so the gradient is right here and wrong as a function."""
+    a = jnp.tanh(x @ p["W"])
+    slope = 1 - (jax.lax.stop_gradient(a) if frozen else a) ** 2
+    return {"W": x.T @ (2 * a * slope)}
+
+
+def test_hessian_vector_products_catch_a_second_order_mistake():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)))
+    w = {"W": jnp.asarray(np.random.default_rng(1).normal(size=(3, 2)))}
+    assert jaxnet.check_grads(_tanh_loss, _tanh_grads, w, x).ok
+    report = jaxnet.check_grads(_tanh_loss, lambda p, x: _tanh_grads(p, x, frozen=True), w, x, hvp_directions=3)
+    assert [(r.witness, r.path) for r in report.failures()] == [("hessian-vector", "['W']")]
+    assert report.failures()[0].shape == (3, 3, 2)  # three directions, stacked
+
+
+def test_a_numpy_gradient_is_checked_and_the_hessian_check_skipped_with_a_note():
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    w = {"W": np.random.default_rng(1).normal(size=(3, 2))}
+
+    def numpy_grads(p, x):
+        a = np.tanh(np.asarray(x) @ np.asarray(p["W"]))
+        return {"W": np.asarray(x).T @ (2 * a * (1 - a**2))}
+
+    report = jaxnet.check_grads(_tanh_loss, numpy_grads, w, x)
+    assert report.ok and "hessian-vector check skipped" in report.notes[0]
+    assert not any(r.witness == "hessian-vector" for r in report.leaves)
+
+
+def test_forward_vs_reverse_goes_red_on_an_inconsistent_reference():
+    params = {"W": jnp.asarray(np.random.default_rng(1).normal(size=(3, 2)))}
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)))
+    loss = lambda p: _tanh_loss(p, x)
+    right = jax.grad(loss)(params)
+    assert all(r.ok for r in gradcheck._forward_vs_reverse(loss, params, right, 4, (0, 1), 1e-10))
+    bent = {"W": right["W"].at[0, 1].add(1e-6)}
+    rows = gradcheck._forward_vs_reverse(loss, params, bent, 4, (0, 1), 1e-10)
+    assert [r.ok for r in rows] == [False] and rows[0].witness == "jvp vs jax.grad"

@@ -139,8 +139,15 @@ def test_cli_check_goes_red(monkeypatch, capsys):
     _drop_derivative(monkeypatch, "tanh")
     assert cli.main(["check", "--batch", "4"]) == 1
     out = capsys.readouterr().out
-    assert "FAIL" in out and "MISMATCH in 002-deep-tanh" in out
-    assert re.search(r"^000-relu-softmax-l2 +\[0\]\['W'\] .* ok$", out, re.M)  # the others stay ok
+    assert "FAIL" in out and "MISMATCH in 002-deep-tanh[0]['W'] (finite diff)" in out
+    sections = dict(re.findall(r"^== ([\w-]+):(.*?)(?=^== |\Z)", out, re.M | re.S))
+    assert "FAIL" in sections["002-deep-tanh"] and "FAIL" not in sections["000-relu-softmax-l2"]  # the others stay ok
+
+
+def test_cli_check_of_a_described_network_goes_red(monkeypatch, capsys):
+    _drop_derivative(monkeypatch, "relu")
+    assert cli.main(["check", "--preset", "000-spiral", "--hidden", "6", "--batch", "8"]) == 1
+    assert "MISMATCH in [0]['W'] (finite diff)" in capsys.readouterr().out
 
 
 def test_float32_check_goes_red(monkeypatch):
