@@ -4,6 +4,8 @@ from .activations import ACTIVATIONS as ACTIVATIONS
 from .gradcheck import GradReport as GradReport
 from .gradcheck import assert_grads_match as assert_grads_match
 from .gradcheck import check_grads as check_grads
+from .gradcheck import check_per_example as check_per_example
+from .gradcheck import count_kinks as count_kinks
 from .layers import Activation as Activation
 from .layers import AvgPool2D as AvgPool2D
 from .layers import Conv2D as Conv2D
@@ -23,5 +25,7 @@ from .network import predict as predict
 from .network import sequential as sequential
 from .network import unfold_biases as unfold_biases
 from .network import value_and_manual_grads as value_and_manual_grads
+from .per_example import per_example_grad_norms as per_example_grad_norms
+from .per_example import per_example_grads as per_example_grads
 
 __version__ = "0.1.0"

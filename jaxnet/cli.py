@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--kinks", choices=["exclude", "nudge", "count"], default="exclude",
                        help="examples within 1e-4 of a ReLU kink or a max-pool tie: excluded (default), nudged, or only counted")
     check.add_argument("--per-example", dest="per_example", action="store_true",
-                       help="also check per-example gradients and their norms against vmap(jax.grad)")
+                       help="also check per-example gradients and their norms against vmapped autodiff")
     check.set_defaults(run=_check)
 
     train = sub.add_parser("train", help="train a network of the notes (or your own data) with hand-derived gradients")

@@ -68,8 +68,19 @@ _INITS = {
 }
 
 
+class _Activated:
+    """Layers that apply their ``activation`` to pre-activations ``z`` kept as ``residuals[1]``."""
+
+    def kink_gaps(self, residuals):
+        """|z| of every unit when the activation has a kink at 0 ([batch, m]), else [batch, 0]."""
+        return _activation_gaps(self.activation, residuals[1])
+
+    def kink_distance(self, residuals):
+        return _min_gap(self.kink_gaps(residuals))
+
+
 @dataclasses.dataclass(frozen=True)
-class Dense:
+class Dense(_Activated):
     """Fully connected layer with its activation: ``a = g(x W + b)``.
 
     Parameters ``{"W": [n_in, n_out], "b": [n_out]}`` (row-vector convention).
@@ -133,13 +144,6 @@ class Dense:
         dx = dz @ params["W"].T  # [batch, n_out] @ [n_out, n_in] -> [batch, n_in]
         return dx, {"W": dW, "b": db}
 
-    def kink_gaps(self, residuals):
-        """|z| of every unit when g has a kink at 0 ([batch, n_out]), else [batch, 0]."""
-        return _activation_gaps(self.activation, residuals[1])
-
-    def kink_distance(self, residuals):
-        return _min_gap(self.kink_gaps(residuals))
-
     def grad_sq_norms(self, params, residuals, da):
         """Per example ``||x_i||² ||δ_i||² + ||δ_i||²``: [batch].
 
@@ -185,7 +189,7 @@ def _image(in_shape, kind):
 
 
 @dataclasses.dataclass(frozen=True)
-class Conv2D:
+class Conv2D(_Activated):
     """2-D convolution with bias and activation: ``a = g(z)``, ``z = x ⋆ W + b``.
 
     Parameters ``{"W": [kh, kw, c_in, c_out] (HWIO), "b": [c_out]}``; inputs
@@ -251,6 +255,16 @@ class Conv2D:
         a = g.fn(z)
         return a, (x, z, a)
 
+    def _kernel_grad(self, x, dz):
+        """Σ_{n,i,j} x_pad[n, s i + p, s j + q, c] δ[n,i,j,o]: [kh, kw, c_in, c_out].
+
+        lhs x as [c_in (batch), H, W, batch (features)], rhs δ as [batch (in), H', W', c_out (out)],
+        the stride as rhs dilation -> [kh + r, kw + r', c_in, c_out], cropped to the kernel."""
+        kh, kw = self.kernel_size
+        return jax.lax.conv_general_dilated(
+            x, dz, (1, 1), self._pads(x.shape[1:]), rhs_dilation=self.strides, dimension_numbers=("CHWN", "IHWO", "HWNC")
+        )[:kh, :kw]
+
     def bwd(self, params, residuals, da):
         """δ = da ∘ g'(z): [batch, H', W', c_out].
 
@@ -267,11 +281,7 @@ class Conv2D:
         db = jnp.sum(dz, axis=(0, 1, 2))  # [c_out]
         pads = self._pads(x.shape[1:])
         kh, kw = self.kernel_size
-        # dW: lhs x as [c_in (batch), H, W, batch (features)], rhs δ as [batch (in), H', W', c_out (out)],
-        # the stride as rhs dilation -> [kh + r, kw + r', c_in, c_out], cropped to the kernel
-        dW = jax.lax.conv_general_dilated(
-            x, dz, (1, 1), pads, rhs_dilation=self.strides, dimension_numbers=("CHWN", "IHWO", "HWNC")
-        )[:kh, :kw]  # [kh, kw, c_in, c_out]
+        dW = self._kernel_grad(x, dz)  # [kh, kw, c_in, c_out]
         # dx: δ with the stride as lhs dilation, full padding, kernel flipped and transposed
         h, w = x.shape[1:3]
         ho, wo = dz.shape[1:3]
@@ -284,39 +294,35 @@ class Conv2D:
         )  # [batch, H, W, c_in]
         return dx, {"W": dW, "b": db}
 
-    def kink_gaps(self, residuals):
-        return _activation_gaps(self.activation, residuals[1])
-
-    def kink_distance(self, residuals):
-        return _min_gap(self.kink_gaps(residuals))
-
     def grad_sq_norms(self, params, residuals, da):
-        """Per example ``||∂ℓ_i/∂W||² + ||∂ℓ_i/∂b||²``: [batch], exactly, per-example kernels never stored whole.
+        """Per example ``||∂ℓ_i/∂W||² + ||∂ℓ_i/∂b||²``: [batch], exactly.
 
-        With ``U_i``: [T, P] the example's input patches (one row per output position t,
-        ``P = kh kw c_in``) and ``Δ_i``: [T, c_out] its δ, the kernel gradient is ``U_iᵀ Δ_i``
-        (reshaped to HWIO) and
+        The example's kernel gradient is ``U_iᵀ Δ_i`` (reshaped to HWIO), with ``U_i``: [T, P]
+        its input patches (one row per output position t, ``P = kh kw c_in``) and ``Δ_i``:
+        [T, c_out] its δ, so
         ``||U_iᵀ Δ_i||²_F = Σ_{t,s} (U_i U_iᵀ)_{ts} (Δ_i Δ_iᵀ)_{ts}``.
-        The Gram form costs T² (P + c_out) per example and keeps [batch, T, T]; forming
-        ``U_iᵀ Δ_i`` costs T P c_out and keeps [batch, P, c_out]: whichever keeps less is used
-        (the norm does not depend on how the patch features are ordered). ``∂ℓ_i/∂b = Σ_t Δ_i``.
+        When ``T² < P c_out`` (few output positions, a big kernel) that Gram form is used and
+        keeps [batch, T, T]; otherwise each example's kernel gradient is formed by the layer's
+        own kernel-gradient correlation, mapped over the examples, and keeps
+        [batch, kh, kw, c_in, c_out] — one layer's per-example gradients, never the whole tree.
+        ``∂ℓ_i/∂b = Σ_t Δ_i``.
         """
         g = get_activation(self.activation)
         x, z, a = residuals
         dz = da * g.deriv(z, a)  # δ: [batch, H', W', c_out]
         n, ho, wo, c_out = dz.shape
-        patches = jax.lax.conv_general_dilated_patches(
-            x, self.kernel_size, self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )  # [batch, H', W', P]
-        u = patches.reshape(n, ho * wo, -1)  # U: [batch, T, P]
-        d = dz.reshape(n, ho * wo, c_out)  # Δ: [batch, T, c_out]
-        t, p = u.shape[1:]
+        t, p = ho * wo, self.kernel_size[0] * self.kernel_size[1] * x.shape[-1]
         if t * t < p * c_out:
+            patches = jax.lax.conv_general_dilated_patches(
+                x, self.kernel_size, self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )  # [batch, H', W', P] (feature order differs from HWIO; the norm does not care)
+            u = patches.reshape(n, t, p)  # U: [batch, T, P]
+            d = dz.reshape(n, t, c_out)  # Δ: [batch, T, c_out]
             kernel = jnp.einsum("nts,nts->n", u @ u.transpose(0, 2, 1), d @ d.transpose(0, 2, 1))  # [batch, T, T] ∘ [batch, T, T]
         else:
-            gw = u.transpose(0, 2, 1) @ d  # [batch, P, T] @ [batch, T, c_out] -> [batch, P, c_out]
-            kernel = jnp.sum(gw * gw, axis=(1, 2))
-        db = jnp.sum(d, axis=1)  # [batch, c_out]
+            gw = jax.vmap(lambda xi, di: self._kernel_grad(xi[None], di[None]))(x, dz)  # [batch, kh, kw, c_in, c_out]
+            kernel = jnp.sum(gw * gw, axis=(1, 2, 3, 4))
+        db = jnp.sum(dz, axis=(1, 2))  # [batch, c_out]
         return kernel + jnp.sum(db * db, axis=1)
 
 
