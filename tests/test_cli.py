@@ -67,6 +67,17 @@ def test_readme_training_example_runs():
     assert eval(result.stdout.strip())["accuracy"] >= 0.97
 
 
+def test_readme_checker_example_runs():
+    """The README's user-written layer checks out: every witness, every leaf, ok."""
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("```python\n")[3].split("```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(re.findall(r"^[a-z. -]+\['[Wb]'\] .* ok$", result.stdout, re.M)) == 10 and "FAIL" not in result.stdout
+
+
 def _metrics(folder):
     import json
 
