@@ -27,8 +27,6 @@ import numpy as np
 
 import jaxnet
 
-jax.config.update("jax_enable_x64", True)
-
 
 @dataclasses.dataclass(frozen=True)
 class Check:
@@ -378,7 +376,8 @@ def audit_003():
 
 
 def audit():
-    """Run every note's audit: (checks, steps, eq. (10) comparison)."""
+    """Run every note's audit: (checks, steps, eq. (10) comparison). Switches x64 on."""
+    jax.config.update("jax_enable_x64", True)
     checks, steps = [], []
     for run in (audit_000, audit_001, audit_002):
         c, s = run()

@@ -87,6 +87,7 @@ def make_epoch(
     grads: str = "manual",
     check_every: int = 0,
     max_traces: int | None = None,
+    loop: str = "auto",
 ):
     """A jitted epoch ``(params, opt_state, step, key, x, y) -> (params, opt_state, step, losses, gaps)``.
 
@@ -97,6 +98,12 @@ def make_epoch(
     the gradient used with a jvp directional derivative along a random direction and
     records the relative gap (``gaps [steps]``, 0 where not checked). With
     ``max_traces``, tracing the epoch more often than that raises (``chex.assert_max_traces``).
+
+    ``loop``: ``"scan"`` (the whole epoch one compiled call), ``"python"`` (a jitted step per
+    batch, called from Python: the same permutation and steps, equal up to float rounding), or ``"auto"``:
+    ``"python"`` for networks with convolutions on the CPU, where XLA runs convolutions
+    inside a loop body several times slower than outside one (jax-ml/jax#12868; measured
+    in ``experiments/results/benchmark.md``), ``"scan"`` otherwise.
     """
     _check_net(net)
     if not (isinstance(batch_size, int) and 0 < batch_size <= n):
@@ -104,31 +111,60 @@ def make_epoch(
     vg = value_and_grads_fn(grads)
     steps = n // batch_size
 
-    def epoch(params, opt_state, step, key, x, y):
+    def order_of(key):
+        """The epoch's batches ``[steps, batch]`` (a permutation, the remainder dropped) and the spot-check key."""
         k_perm, k_check = jax.random.split(key)
-        order = jax.random.permutation(k_perm, n)[: steps * batch_size].reshape(steps, batch_size)
+        return jax.random.permutation(k_perm, n)[: steps * batch_size].reshape(steps, batch_size), k_check
 
-        def body(carry, idx):  # idx: [batch]
-            params, opt_state, step = carry
-            xb, yb = x[idx], y[idx]  # gathered on the device
-            value, g = vg(params, net, xb, yb)
-            if check_every:
-                gap = jax.lax.cond(
-                    step % check_every == 0,
-                    lambda: _directional_gap(params, net, xb, yb, g, jax.random.fold_in(k_check, step)),
-                    lambda: jnp.zeros((), value.dtype),
-                )
-            else:
-                gap = jnp.zeros((), value.dtype)
-            updates, opt_state = optimizer.update(g, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, step + 1), (value, gap)
+    def body(carry, idx, k_check, x, y):  # idx: [batch]
+        params, opt_state, step = carry
+        xb, yb = x[idx], y[idx]  # gathered on the device
+        value, g = vg(params, net, xb, yb)
+        if check_every:
+            gap = jax.lax.cond(
+                step % check_every == 0,
+                lambda: _directional_gap(params, net, xb, yb, g, jax.random.fold_in(k_check, step)),
+                lambda: jnp.zeros((), value.dtype),
+            )
+        else:
+            gap = jnp.zeros((), value.dtype)
+        updates, opt_state = optimizer.update(g, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, step + 1), (value, gap)
 
-        (params, opt_state, step), (losses, gaps) = jax.lax.scan(body, (params, opt_state, step), order)
-        return params, opt_state, step, losses, gaps
+    if loop == "auto":
+        loop = "python" if _has_conv(net) and jax.default_backend() == "cpu" else "scan"
+    if loop == "scan":
 
-    if max_traces is not None:
-        epoch = chex.assert_max_traces(epoch, n=max_traces)
-    return jax.jit(epoch, donate_argnums=(0, 1))
+        def epoch(params, opt_state, step, key, x, y):
+            order, k_check = order_of(key)
+            (params, opt_state, step), (losses, gaps) = jax.lax.scan(
+                lambda carry, idx: body(carry, idx, k_check, x, y), (params, opt_state, step), order)
+            return params, opt_state, step, losses, gaps
+
+        if max_traces is not None:
+            epoch = chex.assert_max_traces(epoch, n=max_traces)
+        return jax.jit(epoch, donate_argnums=(0, 1))
+    if loop != "python":
+        raise ValueError(f"loop must be 'auto', 'scan' or 'python', got {loop!r}")
+    batches = jax.jit(order_of)
+    one_step = jax.jit(body if max_traces is None else chex.assert_max_traces(body, n=max_traces), donate_argnums=(0,))
+
+    def python_epoch(params, opt_state, step, key, x, y):
+        order, k_check = batches(key)
+        carry, outs = (params, opt_state, jnp.asarray(step)), []
+        for i in range(steps):
+            carry, out = one_step(carry, order[i], k_check, x, y)
+            outs.append(out)
+        losses, gaps = (jnp.stack(v) for v in zip(*outs))
+        return (*carry, losses, gaps)
+
+    return python_epoch
+
+
+def _has_conv(net):
+    from .layers import Conv2D
+
+    return any(isinstance(layer, Conv2D) for layer in net.layers)
 
 
 # --- metrics --------------------------------------------------------------------------------

@@ -22,8 +22,10 @@ def test_check_passes_and_prints_the_table(capsys):
 
 
 def test_check_float32(capsys):
-    assert cli.main(["check", "--dtype", "float32", "--batch", "4"]) == 0
-    assert "manual_grads of the notes' networks, float32" in capsys.readouterr().out
+    assert cli.main(["check", "--dtype", "float32", "--preset", "002-tanh", "--hidden", "4", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "2-4-2 tanh" in out and "float32" in out and out.rstrip().endswith("all leaves agree")
+    assert re.search(r"^jax.grad +\[0\]\['W'\] +2x4 .* 1e-04 .* ok$", out, re.M)  # float32 tolerance
 
 
 def test_check_a_described_network_with_per_example_grads(capsys):

@@ -131,3 +131,27 @@ def test_resume_is_bitwise_identical(tmp_path):
     rest = train.fit(NET, ck.params, X, Y, opt, 4, 16, ck.key, opt_state=ck.opt_state, start_epoch=ck.epoch, start_step=ck.step)
     chex.assert_trees_all_equal(full.params, rest.params)
     assert rest.step == full.step and rest.history["train_loss"] == full.history["train_loss"][2:]
+
+
+CNN = jaxnet.sequential((4, 4, 1), [jaxnet.Conv2D(2, 3, padding="SAME", activation="tanh"), jaxnet.Flatten(), jaxnet.Dense(3)])
+
+
+@pytest.mark.parametrize("net", [NET, CNN], ids=["mlp", "cnn"])
+def test_python_loop_epoch_equals_the_scan(net):
+    """loop="python" (the default for convolutions on the CPU) runs the scan's steps one jitted call each."""
+    x = np.random.default_rng(0).normal(size=(60, *net.input_shape))
+    params = jaxnet.init_params(jax.random.key(0), net, jnp.float64)
+    opt = optax.adam(1e-2)
+    out = {}
+    for loop in ("scan", "python"):
+        chex.clear_trace_counter()  # chex counts traces per function definition, across make_epoch calls
+        run_epoch = train.make_epoch(net, opt, 16, 60, check_every=2, max_traces=1, loop=loop)
+        p, s, step = jax.tree.map(jnp.array, params), opt.init(params), 0
+        for epoch in range(2):
+            p, s, step, losses, gaps = run_epoch(p, s, step, jax.random.key(epoch), jnp.asarray(x), jnp.asarray(Y))
+        out[loop] = (p, losses, gaps, int(step))
+    assert out["scan"][3] == out["python"][3] == 6
+    chex.assert_trees_all_close(out["scan"][:2], out["python"][:2], rtol=1e-12)
+    assert np.count_nonzero(np.asarray(out["python"][2])) == np.count_nonzero(np.asarray(out["scan"][2])) > 0
+    with pytest.raises(ValueError, match="loop must be"):
+        train.make_epoch(net, opt, 16, 60, loop="while")
