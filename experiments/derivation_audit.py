@@ -130,15 +130,16 @@ def audit_000():
     versions = [
         ("§3 as printed", "1(y_i − k) read as 1(y_i = k); h · df summed over the batch", {}),
         ("§3 as printed, indicator literal", "1(y_i − k) = 1 where y_i ≠ k", {"literal_indicator": True}),
-        ("§3 + Θ(h) of §2", "as printed, with dh ∘ Θ(h)", {"heaviside": True}),
-        ("corrected: §3 + Θ(h) + 1/N", "df = (p − 1(y_i = k)) / N, dh ∘ Θ(h)", {"heaviside": True, "per_n": True}),
+        ("§3 + Θ(h) of §2, summed", "dh ∘ Θ(h); h · df summed over the batch (one matrix product)", {"heaviside": True}),
+        ("§3 + Θ(h) of §2, averaged", "dh ∘ Θ(h); the per-example terms ∂L_i/∂w averaged over the batch",
+         {"heaviside": True, "per_n": True}),
     ]
     checks = [_check("000", net, v, r, against, loss, lambda w, x, y, kw=kw: relu_softmax_l2_grads(w, x, y, alpha, **kw), w, x, y)
               for v, r, kw in versions]
     lr = 1e-2
     steps = [Step("000", f"steepest descent w − {lr} dw, {name}", "L (§2)", float(loss(w, x, y)),
                   float(loss(jax.tree.map(lambda a, g: a - lr * g, w, relu_softmax_l2_grads(w, x, y, alpha, **kw)), x, y)))
-             for name, kw in [("dw as printed", {}), ("dw corrected", {"heaviside": True, "per_n": True})]]
+             for name, kw in [("dw as printed, summed", {}), ("dw with Θ(h), averaged", {"heaviside": True, "per_n": True})]]
     return checks, steps
 
 
@@ -192,9 +193,9 @@ def audit_001():
     lr = 1e-3
     stepped = jax.tree.map(lambda a, g: a - lr * g, params, sigmoid_rss_grads(params, x, y))
     steps = [
-        Step("001", f"β_new = β_old − γ Σ_i ∂L/∂β (γ = {lr})", "Σ(y − f)² (RSS)",
+        Step("001", f"β, α ← β, α − γ Σ_i ∂L/∂(β, α) (γ = {lr})", "Σ(y − f)² (RSS)",
              float(sigmoid_rss_loss(params, x, y)), float(sigmoid_rss_loss(stepped, x, y))),
-        Step("001", f"β_new = β_old − γ Σ_i ∂L/∂β (γ = {lr})", "Σ(y − f) (as printed)",
+        Step("001", f"β, α ← β, α − γ Σ_i ∂L/∂(β, α) (γ = {lr})", "Σ(y − f) (as printed)",
              float(sigmoid_rss_loss_as_printed(params, x, y)), float(sigmoid_rss_loss_as_printed(stepped, x, y))),
     ]
     return checks, steps
@@ -420,9 +421,10 @@ def markdown(checks, steps, conv) -> str:
         "",
         "- **000** §3 drops the ReLU derivative: `dh = df · w2` then `dw1 = x · dh` has no Θ(h), though §2 lists "
         "∂g/∂h = Θ(h) (and says it \"turns off the derivative when h is positive\"; it turns it off where h is "
-        "negative). The terms are per example (∂L_i/∂w) while L = L_d/N: summed over a batch by matrix "
-        "multiplication they miss the 1/N (α w is right as is). `1(y_i − k)` is a typo for `1(y_i = k)`: read "
-        "literally, every leaf fails.",
+        "negative). With Θ(h) restored the terms are right as per-example terms ∂L_i/∂w averaged over the batch "
+        "(L = L_d/N + L_r); coded \"entirely with matrix multiplication\" as one product summed over the batch, "
+        "as the note announces, they need the 1/N. `1(y_i − k)` is a typo for `1(y_i = k)`: read literally, every "
+        "leaf fails.",
         "- **001** prints the RSS without its square, L = ΣΣ(y − f); its derivatives (−2(y − f)…) are those of the "
         "squared RSS, which they match; against the printed loss they fail. A step of the printed update rule "
         "lowers the squared RSS (here it also lowers the printed sum, but that sum is unbounded below, so it is "
@@ -431,10 +433,11 @@ def markdown(checks, steps, conv) -> str:
         "same way\"); `jaxnet check` covers the 001-sigmoid-softmax network.",
         "- **002** eq. (6) has the wrong index: ∂ŷ_i/∂a_j = ŷ_i(δ_ij − ŷ_j), not ŷ_i(δ_ij − ŷ_i). Composed "
         "literally, (5)·(6) is not (7); every leaf fails. Eq. (7) itself, and the recursion (11)–(12), are right. "
-        "(Two equations carry the number 12.)",
+        "(Two equations carry the number 12.) The note prints no update rule.",
         "- **003** eq. (3) adds the gradient (`p + μ ∂J/∂p`), so a step raises J; descent subtracts it. In the list "
-        "of ∂h/∂p, ∂h/∂W2 ends in a2 where Table 3 (∂z2/∂W2 = a1) has a1: W2 fails. Eqs. (5)–(7) drop eq. (4)'s "
-        "2/N (δ^(4) = h − y), so every leaf is off by the factor N/2. Eq. (11) has the sign of its second term "
+        "of ∂h/∂p, ∂h/∂W2 ends in a2 where Table 3 (∂z2/∂W2 = a1) has a1: W2 fails. Eqs. (5)–(7) leave out eq. (4)'s "
+        "2/N (δ^(4) = h − y): as ∂J/∂p every leaf is off by the factor N/2, a constant that a step size μ can absorb "
+        "(the direction is right). Eq. (11) has the sign of its second term "
         "wrong (and eq. (12) writes log(h) for y = 0): minimising it as printed pushes every output towards 1, and "
         "a descent step on it raises the true cross-entropy.",
     ]

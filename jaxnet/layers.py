@@ -265,6 +265,12 @@ class Conv2D(_Activated):
             x, dz, (1, 1), self._pads(x.shape[1:]), rhs_dilation=self.strides, dimension_numbers=("CHWN", "IHWO", "HWNC")
         )[:kh, :kw]
 
+    def _gram_norms(self, in_shape) -> bool:
+        """Whether :meth:`grad_sq_norms` uses the Gram form for per-example inputs ``in_shape``."""
+        ho, wo, c_out = self.output_shape(in_shape)
+        t, p = ho * wo, self.kernel_size[0] * self.kernel_size[1] * in_shape[-1]
+        return t * t + t * p < p * c_out
+
     def bwd(self, params, residuals, da):
         """δ = da ∘ g'(z): [batch, H', W', c_out].
 
@@ -301,10 +307,11 @@ class Conv2D(_Activated):
         its input patches (one row per output position t, ``P = kh kw c_in``) and ``Δ_i``:
         [T, c_out] its δ, so
         ``||U_iᵀ Δ_i||²_F = Σ_{t,s} (U_i U_iᵀ)_{ts} (Δ_i Δ_iᵀ)_{ts}``.
-        When ``T² < P c_out`` (few output positions, a big kernel) that Gram form is used and
-        keeps [batch, T, T]; otherwise each example's kernel gradient is formed by the layer's
-        own kernel-gradient correlation, mapped over the examples, and keeps
-        [batch, kh, kw, c_in, c_out] — one layer's per-example gradients, never the whole tree.
+        When it keeps less per example (``T² + T P < P c_out``: few output positions, a big
+        kernel) that Gram form is used, keeping the patches [batch, T, P] and [batch, T, T];
+        otherwise each example's kernel gradient is formed by the layer's own kernel-gradient
+        correlation, mapped over the examples, keeping [batch, kh, kw, c_in, c_out] — one
+        layer's per-example gradients, never the whole tree.
         ``∂ℓ_i/∂b = Σ_t Δ_i``.
         """
         g = get_activation(self.activation)
@@ -312,7 +319,7 @@ class Conv2D(_Activated):
         dz = da * g.deriv(z, a)  # δ: [batch, H', W', c_out]
         n, ho, wo, c_out = dz.shape
         t, p = ho * wo, self.kernel_size[0] * self.kernel_size[1] * x.shape[-1]
-        if t * t < p * c_out:
+        if self._gram_norms(x.shape[1:]):
             patches = jax.lax.conv_general_dilated_patches(
                 x, self.kernel_size, self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
             )  # [batch, H', W', P] (feature order differs from HWIO; the norm does not care)

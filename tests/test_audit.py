@@ -23,8 +23,8 @@ def audit():
 EXPECTED = {  # (note, formulas, against) -> leaves that fail against jax.grad and finite differences
     ("000", "§3 as printed", "L = L_d/N + α/2 Σw² (§2)"): {"w1", "w2"},
     ("000", "§3 as printed, indicator literal", "L = L_d/N + α/2 Σw² (§2)"): {"w1", "w2"},
-    ("000", "§3 + Θ(h) of §2", "L = L_d/N + α/2 Σw² (§2)"): {"w1", "w2"},
-    ("000", "corrected: §3 + Θ(h) + 1/N", "L = L_d/N + α/2 Σw² (§2)"): set(),
+    ("000", "§3 + Θ(h) of §2, summed", "L = L_d/N + α/2 Σw² (§2)"): {"w1", "w2"},
+    ("000", "§3 + Θ(h) of §2, averaged", "L = L_d/N + α/2 Σw² (§2)"): set(),
     ("001", "∂L/∂β, ∂L/∂α as printed", "the RSS as printed, Σ(y − f)"): {"alpha", "beta"},
     ("001", "∂L/∂β, ∂L/∂α as printed", "the RSS squared, Σ(y − f)²"): set(),
     ("002", "(5)·(6) composed as printed, then (11), (12)", "Err, eq. (3)"): {f"{k}[{i}]" for k in "Wb" for i in range(4)},

@@ -36,6 +36,8 @@ def test_check_a_described_network_with_per_example_grads(capsys):
     assert "2-6-3 relu, softmax_cross_entropy (mean), l2=0.01" in out and "float32" in out
     assert re.search(r"^norms +\['norms'\] +8 .* ok$", out, re.M) and "note: " in out
     assert out.rstrip().endswith("all leaves agree")
+    assert cli.main(["check", "--preset", "digits", "--batch", "64"]) == 0  # real data, a bigger batch
+    assert capsys.readouterr().out.rstrip().endswith("all leaves agree")
     assert cli.main(["check", "--preset", "000-spiral", "--data", "no-such-file.csv"]) == 2
     assert "no-such-file.csv" in capsys.readouterr().err
 

@@ -146,3 +146,85 @@ def test_forward_vs_reverse_goes_red_on_an_inconsistent_reference():
     bent = {"W": right["W"].at[0, 1].add(1e-6)}
     rows = gradcheck._forward_vs_reverse(loss, params, bent, 4, (0, 1), 1e-10)
     assert [r.ok for r in rows] == [False] and rows[0].witness == "jvp vs jax.grad"
+
+
+def test_finite_differences_allow_for_their_own_round_off():
+    """Near an optimum (all |g| ≤ 1e-4) a fixed step cannot resolve the gradient to 1e-6; the
+    allowance 100 ε |L| / eps keeps a right gradient passing, while a wrong one still fails."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 5)), rng.normal(size=40)
+    w_star = np.linalg.lstsq(a, b, rcond=None)[0]
+    params = {"w": jnp.asarray(w_star + 1e-5 * rng.normal(size=5))}
+    loss = lambda p, a, b: jnp.sum((a @ p["w"] - b) ** 2)
+    right = lambda p, a, b: {"w": 2 * a.T @ (a @ p["w"] - b)}
+    report = jaxnet.check_grads(loss, right, params, jnp.asarray(a), jnp.asarray(b))
+    assert report.ok, str(report)
+    assert not jaxnet.check_grads(loss, lambda p, a, b: {"w": 1.5 * right(p, a, b)["w"]}, params, jnp.asarray(a), jnp.asarray(b)).ok
+
+
+def test_a_zero_gradient_leaf_beside_a_big_leaf_passes():
+    """The floor of the error's denominator is the whole gradient's scale, also for probed leaves."""
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(6, 30)))
+    params = {"W": jnp.asarray(rng.normal(size=(30, 20)) / 5), "c": jnp.asarray(rng.normal(size=20))}
+    loss = lambda p, x: jnp.sum(jax.nn.log_softmax(x @ p["W"] + p["c"][None] * 0.0 + 0.0, axis=1)[:, 0])
+    grads = lambda p, x: {"W": x.T @ (jax.nn.one_hot(jnp.zeros(6, int), 20) - jax.nn.softmax(x @ p["W"], axis=1)),
+                          "c": jnp.zeros(20)}
+    assert jaxnet.check_grads(loss, grads, params, x, fd_max_elements=64).ok
+
+
+def test_losses_the_checker_cannot_compile_or_run_forward_mode_on():
+    """A Python int used as a shape, a string argument, and a custom_vjp in the loss."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)))
+    w = {"W": jnp.asarray(np.random.default_rng(1).normal(size=(3, 2)))}
+
+    def loss(p, x, k, mode):
+        assert mode == "sum"
+        return jnp.sum(jax.nn.one_hot(jnp.arange(4) % k, k) * jnp.tanh(x @ p["W"]))
+
+    def grads(p, x, k, mode):
+        return {"W": x.T @ (jax.nn.one_hot(jnp.arange(4) % k, k) * (1 - jnp.tanh(x @ p["W"]) ** 2))}
+
+    assert jaxnet.check_grads(loss, grads, w, x, 2, "sum").ok
+
+    @jax.custom_vjp
+    def square(v):
+        return v**2
+
+    square.defvjp(lambda v: (v**2, v), lambda v, g: (2 * v * g,))
+    report = jaxnet.check_grads(lambda p, x: jnp.sum(square(x @ p["W"])), lambda p, x: {"W": x.T @ (2 * (x @ p["W"]))}, w, x)
+    assert report.ok and any("forward-vs-reverse check skipped" in n for n in report.notes)
+
+
+def test_kinks_with_a_single_example_integer_inputs_and_extra_arguments():
+    params = jaxnet.init_params(jax.random.key(0), RELU, jnp.float64)
+    loss = lambda p, x, y, w: jaxnet.loss(p, RELU, x, y) * w[0]
+    grads = lambda p, x, y, w: jax.tree.map(lambda g: g * w[0], jaxnet.manual_grads(p, RELU, x, y))
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 3))).at[0].set(0.0)  # example 0 at every kink
+    weights = jnp.asarray([2.0, 1.0, 1.0])  # as long as the batch, but not batch-first data: never sliced
+    report = jaxnet.check_grads(loss, grads, params, x, jnp.arange(3), weights, net=RELU)
+    assert report.ok and "those 1 excluded" in report.notes[0]
+    one = jaxnet.check_grads(lambda p, x, y: jaxnet.loss(p, RELU, x, y), lambda p, x, y: jaxnet.manual_grads(p, RELU, x, y),
+                             params, x[1], 1, net=RELU)  # a single example goes to your functions as it is
+    assert one.ok
+    with pytest.raises(ValueError, match="must be floating point"):
+        jaxnet.check_grads(jaxnet.loss, jaxnet.manual_grads, params, jnp.zeros((2, 3), int), jnp.arange(2), net=RELU, kinks="nudge")
+
+
+def test_shape_mistakes_are_reported_not_raised():
+    """A bias gradient left per example ([batch, n] instead of [n]) is a failing row naming the shapes."""
+    params, x, y = verify.random_problem(NET, seed=5, n=5)
+
+    def unsummed(p, x, y):
+        g = _grads(p, x, y)
+        g[1]["b"] = jnp.broadcast_to(g[1]["b"] / 5, (5, 3))
+        return g
+
+    report = jaxnet.check_grads(_loss, unsummed, params, x, y, hvp_directions=0)
+    bad = {(r.path, r.witness): r.worst for r in report.failures()}
+    assert bad == {("[1]['b']", "jax.grad"): "shape (5, 3) != (3,)", ("[1]['b']", "finite diff"): "shape (5, 3) != (3,)"}
+
+
+def test_check_per_example_takes_a_single_example():
+    params, x, y = verify.random_problem(NET, seed=6, n=2)
+    assert gradcheck.check_per_example(params, NET, x[0], y[0]).ok

@@ -13,10 +13,10 @@ from jaxnet.per_example import per_example_grad_norms, per_example_grads
 NETS = {
     "mlp-relu-mean-l2": jaxnet.mlp([4, 7, 5, 3], "relu", l2=0.1, l2_bias=True),
     "mlp-tanh-sum-sigmoid": jaxnet.mlp([3, 6, 2], "tanh", "sigmoid_cross_entropy", "sum"),
-    # conv 1 (T = 64 > P c_out = 54) forms the per-example kernels; conv 2 (T = 4, T² = 16 < 72) uses Gram matrices
+    # conv 1 (T = 64, P = 18, c_out = 3) forms the per-example kernels; conv 2 (T = 4, P = 18, c_out = 16) uses Gram matrices
     "cnn-both-conv-paths": jaxnet.sequential((8, 8, 2), [
         Conv2D(3, 3, padding="SAME", activation="relu"), jaxnet.MaxPool2D(2),
-        Conv2D(4, (2, 3), strides=2, padding=((1, 0), (0, 2)), activation="tanh"), jaxnet.Flatten(), Dense(3)], l2=0.01),
+        Conv2D(16, (2, 3), strides=2, padding=((1, 0), (0, 2)), activation="tanh"), jaxnet.Flatten(), Dense(3)], l2=0.01),
     "cnn-avgpool-mse": jaxnet.sequential((6, 6, 1), [
         Conv2D(5, 3, activation="elu"), jaxnet.AvgPool2D(2), jaxnet.Flatten(), Dense(2)], loss="squared_error"),
 }
@@ -33,13 +33,17 @@ def test_per_example_grads_norms_and_sum(name, dtype):
     assert {r.witness for r in report.leaves} == {"per-example", "norms", "r Σ g_i + L2"}
 
 
-def test_which_conv_norm_path_runs():
+def test_both_conv_norm_paths_run(monkeypatch):
+    """The network above takes the per-example-kernel path in its first conv and the Gram path in its second."""
     net = NETS["cnn-both-conv-paths"]
     shapes = net.layer_input_shapes
-    first, second = net.layers[0], net.layers[2]
-    t1 = np.prod(first.output_shape(shapes[0])[:2])
-    t2 = np.prod(second.output_shape(shapes[2])[:2])
-    assert t1 * t1 >= 3 * 3 * 2 * 3 and t2 * t2 < 2 * 3 * 3 * 4
+    assert [net.layers[i]._gram_norms(shapes[i]) for i in (0, 2)] == [False, True]
+    calls = []
+    patches = jax.lax.conv_general_dilated_patches
+    monkeypatch.setattr(jax.lax, "conv_general_dilated_patches", lambda *a, **k: calls.append(a[0].shape) or patches(*a, **k))
+    params, x, y = verify.random_problem(net, seed=4, n=3)
+    per_example_grad_norms(params, net, x, y)  # eager: the patch extraction runs once, for the second conv
+    assert calls == [(3, 4, 4, 3)]
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
