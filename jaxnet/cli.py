@@ -191,7 +191,8 @@ def _train(args) -> int:
     ckpt_path = os.path.join(out, "checkpoint.npz")
     print(f"jaxnet train: {net}; {len(split.x_train)}/{len(split.x_val)}/{len(split.x_test)} train/val/test; "
           f"{opt_name} lr={lr:g}, batch {batch}, "
-          f"{epochs} epochs, {args.grads} gradients, device {jax.devices()[0].platform}")
+          f"{epochs} epochs, {args.grads} gradients, device {jax.devices()[0].platform}"
+          + (f" x {args.devices} (data-parallel)" if args.devices and args.devices > 1 else ""))
 
     if args.check:
         from .gradcheck import check_grads
@@ -228,7 +229,7 @@ def _train(args) -> int:
             net, params, split.x_train, split.y_train, optimizer, epochs, batch, key_train, grads=args.grads,
             val=(split.x_val, split.y_val) if len(split.x_val) else None, patience=args.patience,
             check_every=args.check_every, opt_state=opt_state, start_epoch=start_epoch, start_step=start_step,
-            on_epoch=on_epoch,
+            on_epoch=on_epoch, devices=args.devices,
         )
     except TrainingDiverged as e:
         bar.close()
@@ -335,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--check", action="store_true", help="verify the gradients against autodiff and finite differences first")
     train.add_argument("--check-every", dest="check_every", type=int, default=0, help="in-training gradient spot check every N steps")
     train.add_argument("--patience", type=int, help="early stopping on the validation loss")
+    train.add_argument("--devices", type=int, help="data-parallel over this many local devices (must divide the batch size)")
     train.add_argument("--out", help="output folder (default runs/PRESET)")
     train.add_argument("--resume", help="a checkpoint.npz to continue from")
     train.add_argument("--save-every", dest="save_every", type=int, default=0, help="checkpoint every N epochs (default: epochs/20)")
@@ -348,9 +350,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "batch", 1) < 1:
         parser.error("--batch must be a positive integer")
-    for name in ("epochs", "patience", "check_every", "batch_size", "save_every"):
+    for name in ("epochs", "patience", "check_every", "batch_size", "save_every", "devices"):
         value = getattr(args, name, None)
-        if value is not None and value < 0 or (name in ("epochs", "patience") and value == 0):
+        if value is not None and value < 0 or (name in ("epochs", "patience", "devices") and value == 0):
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
     return args.run(args)
 

@@ -88,6 +88,7 @@ def make_epoch(
     check_every: int = 0,
     max_traces: int | None = None,
     loop: str = "auto",
+    devices: int | None = None,
 ):
     """A jitted epoch ``(params, opt_state, step, key, x, y) -> (params, opt_state, step, losses, gaps)``.
 
@@ -104,12 +105,20 @@ def make_epoch(
     ``"python"`` for networks with convolutions on the CPU, where XLA runs convolutions
     inside a loop body several times slower than outside one (jax-ml/jax#12868; measured
     in ``experiments/results/benchmark.md``), ``"scan"`` otherwise.
+
+    ``devices = N``: data-parallel over the first N local devices (see :func:`data_parallel`):
+    each step's batch is sharded over a 1-D mesh, params and optimizer state stay replicated,
+    and the gradient function is used as it is — XLA partitions the batch sums (``xᵀ δ``,
+    ``Σ δ``) into per-device partial sums and an all-reduce, so the loss and its gradient are
+    those of the global batch (a mean over all ``batch_size`` examples, not a mean of means).
+    Place params, optimizer state and data with :func:`replicate` first (``fit`` does).
     """
     _check_net(net)
     if not (isinstance(batch_size, int) and 0 < batch_size <= n):
         raise ValueError(f"batch_size must be an integer in [1, {n}] (the training set size), got {batch_size!r}")
     vg = value_and_grads_fn(grads)
     steps = n // batch_size
+    shard = data_parallel(devices, batch_size)
 
     def order_of(key):
         """The epoch's batches ``[steps, batch]`` (a permutation, the remainder dropped) and the spot-check key."""
@@ -118,7 +127,7 @@ def make_epoch(
 
     def body(carry, idx, k_check, x, y):  # idx: [batch]
         params, opt_state, step = carry
-        xb, yb = x[idx], y[idx]  # gathered on the device
+        xb, yb = shard(x[idx]), shard(y[idx])  # gathered on the device; split over the mesh with devices=N
         value, g = vg(params, net, xb, yb)
         if check_every:
             gap = jax.lax.cond(
@@ -159,6 +168,44 @@ def make_epoch(
         return (*carry, losses, gaps)
 
     return python_epoch
+
+
+def data_parallel(devices: int | None, batch_size: int):
+    """``x -> x`` constrained to be split along its batch axis over a 1-D mesh of the first
+    ``devices`` devices (identity for ``None`` or 1). ``ValueError`` when ``devices`` exceeds
+    the devices present or does not divide ``batch_size``. With several processes
+    (``jax.distributed.initialize``) the devices are those of all processes."""
+    if devices is None or devices == 1:
+        return lambda a: a
+    mesh = _mesh(devices)
+    if batch_size % devices:
+        raise ValueError(f"devices={devices} must divide the batch size {batch_size} (each device takes an equal share)")
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    return lambda a: jax.lax.with_sharding_constraint(a, sharding)
+
+
+def _mesh(devices):
+    present = jax.devices()  # every process's devices (the local ones in a single process)
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"devices must be a positive integer, got {devices!r}")
+    if devices > len(present):
+        raise ValueError(f"devices={devices}, but only {len(present)} {present[0].platform} device(s) are present")
+    return jax.sharding.Mesh(np.array(present[:devices]), ("data",))
+
+
+def replicate(tree, devices: int | None):
+    """``tree``'s arrays on each of the first ``devices`` devices (a replicated ``NamedSharding``);
+    unchanged for ``None`` or 1. Built with ``jax.make_array_from_callback`` from the full
+    value, which every process must hold (as ``fit``'s callers do with their data)."""
+    if devices is None or devices == 1:
+        return tree
+    sharding = jax.sharding.NamedSharding(_mesh(devices), jax.sharding.PartitionSpec())
+
+    def put(a):
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
 
 
 def _has_conv(net):
@@ -244,6 +291,7 @@ def fit(
     start_step: int = 0,
     on_epoch: Callable | None = None,
     max_traces: int | None = None,
+    devices: int | None = None,
 ) -> FitResult:
     """Train for ``epochs - start_epoch`` epochs (each one jitted call) and record metrics.
 
@@ -263,6 +311,8 @@ def fit(
       on_epoch: called as ``on_epoch(epoch, params, opt_state, step, metrics)`` after each epoch;
         ``params``/``opt_state`` are donated to the next epoch, so copy what you keep.
       max_traces: fail if the epoch function is traced more often (see :func:`make_epoch`).
+      devices: train data-parallel over this many local devices (see :func:`make_epoch`);
+        the result equals single-device training up to float rounding.
 
     Raises:
       TrainingDiverged: when a step's loss is not finite.
@@ -273,9 +323,10 @@ def fit(
     if patience is not None and val is None:
         raise ValueError("patience needs a validation set (val=...)")
     x, y = jnp.asarray(x, jax.tree.leaves(params)[0].dtype), jnp.asarray(y)
-    run_epoch = make_epoch(net, optimizer, batch_size, len(x), grads, check_every, max_traces)
+    run_epoch = make_epoch(net, optimizer, batch_size, len(x), grads, check_every, max_traces, devices=devices)
     params = jax.tree.map(jnp.array, params)  # copies: the epoch donates its inputs
     opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state)
+    params, opt_state, x, y = replicate((params, opt_state, x, y), devices)
     step = jnp.asarray(start_step, jnp.int32)
     history: dict = {}
     best = None  # (val loss, params copy, epoch) with patience

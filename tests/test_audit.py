@@ -9,6 +9,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # the whole audit, ~15 s: run by .ci/run after the main suite
 
 
 @pytest.fixture(scope="module")

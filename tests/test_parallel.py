@@ -1,0 +1,86 @@
+"""Data-parallel training (issue 7): 1 vs 4 CPU devices give the same params, in a subprocess
+with XLA_FLAGS=--xla_force_host_platform_device_count=4 (the flag must be set before jax starts)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import jaxnet
+from jaxnet import train
+
+SCRIPT = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np, optax
+    import jaxnet
+    from jaxnet import data, train
+
+    x, y = data.spiral(40, 3, seed=0)  # 120 examples
+    images = np.random.default_rng(0).normal(size=(120, 6, 6, 1)).astype(np.float32)
+    nets = {
+        "mlp": (jaxnet.mlp([2, 16, 3], "relu", l2=1e-3), x),
+        "cnn": (jaxnet.sequential((6, 6, 1), [jaxnet.Conv2D(4, 3, padding="SAME", activation="relu"), jaxnet.MaxPool2D(2),
+                                              jaxnet.Flatten(), jaxnet.Dense(3)]), images),
+    }
+    out = {"devices": len(jax.devices())}
+    for name, (net, inputs) in nets.items():
+        for grads in ("manual", "autodiff"):
+            runs = {d: train.fit(net, jaxnet.init_params(jax.random.key(0), net), inputs, y, optax.adam(1e-2), 3, 24,
+                                 jax.random.key(1), grads=grads, devices=d) for d in (1, 4)}
+            gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(runs[1].params), jax.tree.leaves(runs[4].params)))
+            out[f"{name}-{grads}"] = {"param_gap": gap, "loss": runs[4].history["train_loss"],
+                                      "sharding": str(runs[4].params[0]["W"].sharding)}
+    # the step's compiled program splits the batch: partial sums combined by an all-reduce
+    net = nets["mlp"][0]
+    step_epoch = train.make_epoch(net, optax.sgd(0.1), 24, 120, devices=4)
+    p, s, xs, ys = train.replicate((jaxnet.init_params(jax.random.key(0), net), optax.sgd(0.1).init(jaxnet.init_params(jax.random.key(0), net)),
+                                    jnp.asarray(x, jnp.float32), jnp.asarray(y)), 4)
+    hlo = step_epoch.lower(p, s, 0, jax.random.key(0), xs, ys).compile().as_text()
+    out["all_reduce"] = "all-reduce" in hlo
+    errors = []
+    for kwargs in ({"batch_size": 25, "devices": 4}, {"batch_size": 24, "devices": 8}):
+        try:
+            train.fit(net, jaxnet.init_params(jax.random.key(0), net), x, y, optax.sgd(0.1), 1, kwargs["batch_size"],
+                      jax.random.key(0), devices=kwargs["devices"])
+        except ValueError as e:
+            errors.append(str(e))
+    out["errors"] = errors
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_four_devices_train_like_one():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4 and out["all_reduce"]
+    for name in ("mlp-manual", "mlp-autodiff", "cnn-manual", "cnn-autodiff"):
+        assert out[name]["param_gap"] < 1e-5, (name, out[name])
+        assert "NamedSharding" in out[name]["sharding"] and out[name]["loss"][-1] < out[name]["loss"][0]
+    assert out["errors"] == ["devices=4 must divide the batch size 25 (each device takes an equal share)",
+                             "devices=8, but only 4 cpu device(s) are present"]
+
+
+def test_devices_errors_in_this_process():
+    """Here (one CPU device unless XLA_FLAGS says otherwise) asking for more is a clear error."""
+    net = jaxnet.mlp([2, 4, 3])
+    with pytest.raises(ValueError, match=r"devices=64, but only \d+ cpu device\(s\) are present"):
+        train.make_epoch(net, train.sgd(0.1), 64, 128, devices=64)
+    with pytest.raises(ValueError, match="devices must be a positive integer"):
+        train.make_epoch(net, train.sgd(0.1), 64, 128, devices=0)
+    assert train.replicate({"a": 1}, 1) == {"a": 1} and train.replicate({"a": 1}, None) == {"a": 1}
+
+
+def test_cli_devices_flag_errors_clearly(tmp_path, capsys):
+    from jaxnet import cli
+
+    args = ["train", "--preset", "000-spiral", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
+    assert cli.main(args + ["--devices", "64"]) == 2
+    assert "devices=64, but only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(args + ["--devices", "0"])
