@@ -1,5 +1,8 @@
 """jaxnet: neural networks on JAX with hand-derived gradients, checked against autodiff."""
 
+from . import sweep as sweep
+from . import train as train
+
 from .activations import ACTIVATIONS as ACTIVATIONS
 from .gradcheck import GradReport as GradReport
 from .gradcheck import assert_grads_match as assert_grads_match

@@ -147,6 +147,83 @@ def _problem(args):
     return preset, split, _network(args, preset, shape, k, loss_name)
 
 
+def _sweep_spec(text):
+    """``"lr=1e-3,1e-2 l2=0,1e-4 momentum=0,0.9 hidden=16;32,32"`` -> {name: [values]}."""
+    spec = {}
+    for item in text.split():
+        name, _, values = item.partition("=")
+        if name not in ("lr", "l2", "momentum", "hidden") or not values:
+            raise argparse.ArgumentTypeError(f"--sweep: expected name=v1,v2,... with name in lr, l2, momentum, hidden; got {item!r}")
+        try:
+            spec[name] = ([_csv_ints(v) for v in values.split(";")] if name == "hidden"
+                          else [float(v) for v in values.split(",")])
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"--sweep: bad values in {item!r}") from None
+    return spec
+
+
+def _run_sweep(args, preset, split, net) -> int:
+    """``--seeds`` / ``--sweep``: every combination trained side by side (jaxnet.sweep)."""
+    import dataclasses
+
+    from . import sweep
+    from .network import mlp
+
+    spec = args.sweep or {}
+    opt_name = args.optimizer or preset.optimizer
+    if opt_name not in sweep.OPTIMIZERS:
+        print(f"jaxnet train: sweeps support the optimizers {', '.join(sweep.OPTIMIZERS)}, not {opt_name!r}", file=sys.stderr)
+        return 2
+    nets = [net]
+    if "hidden" in spec:
+        if not all(hasattr(layer, "activation") and type(layer).__name__ == "Dense" for layer in net.layers):
+            print(f"jaxnet train: --sweep hidden= applies to MLP presets, not {preset.name!r}", file=sys.stderr)
+            return 2
+        act = net.layers[0].activation if len(net.layers) > 1 else "relu"
+        nets = [dataclasses.replace(mlp([net.sizes[0], *h, net.sizes[-1]], act), loss=net.loss, reduction=net.reduction,
+                                    l2=net.l2, l2_bias=net.l2_bias) for h in spec["hidden"]]
+    lr = args.lr if args.lr is not None else preset.learning_rate
+    momentum = spec.get("momentum", [0.9 if opt_name == "momentum" else 0.0])
+    replicas = sweep.grid(nets, seeds=range(args.seed, args.seed + (args.seeds or 1)), lr=spec.get("lr", [lr]),
+                          l2=spec.get("l2", [None]), momentum=momentum)
+    epochs = args.epochs or preset.epochs
+    batch = args.batch_size if args.batch_size is not None else (preset.batch_size or len(split.x_train))
+    batch = len(split.x_train) if batch == 0 else min(batch, len(split.x_train))
+    out = args.out or os.path.join("runs", args.preset + "-sweep")
+    os.makedirs(out, exist_ok=True)
+    print(f"jaxnet train: sweep of {len(replicas)} replicas ({len({r.net for r in replicas})} network group(s)), "
+          f"{opt_name}, batch {batch}, {epochs} epochs, {args.grads} gradients")
+    try:
+        result = sweep.run(replicas, split.x_train, split.y_train, opt_name, epochs, batch, grads=args.grads,
+                           val=(split.x_val, split.y_val) if len(split.x_val) else None)
+    except ValueError as e:
+        print(f"jaxnet train: {e}", file=sys.stderr)
+        return 2
+    summary = sweep.summary(result)
+    metric = summary["metric"]
+    shown = [k for k in sorted(result.history[0]) if k.startswith(("train_", "val_"))]
+    print("\n" + "  ".join(["replica", "network", "seed", "config"] + shown))
+    for i, (r, h) in enumerate(zip(result.replicas, result.history)):
+        print("  ".join([str(i), str(r.net.sizes), str(r.seed), r.label()] + [f"{h[k][-1]:.4f}" for k in shown]))
+    print("\nmean ± std over seeds:")
+    for row in summary["configs"]:
+        print(f"  {row['network']} | {row['config']} ({row['seeds']} seeds): "
+              + ", ".join(f"{k} {m:.4f} ± {sd:.4f}" for k, (m, sd) in row["final"].items() if k in shown))
+    best = summary["best"]
+    print(f"\nbest by mean {metric}: {best['network']} | {best['config']} ({best['final'][metric][0]:.4f})")
+    with open(os.path.join(out, "sweep.json"), "w") as f:
+        json.dump(_finite({"optimizer": opt_name, "epochs": epochs, "batch_size": batch, "grads": args.grads,
+                           "replicas": [{"network": str(r.net), "seed": r.seed, "lr": r.lr, "l2": r.l2_value,
+                                         "momentum": r.momentum, "final": fin, "history": h}
+                                        for r, fin, h in zip(result.replicas, result.final, result.history)],
+                           "summary": summary}), f, indent=1)
+    from . import plots
+
+    plots.sweep_curves(result, os.path.join(out, "sweep.png"))
+    print(f"wrote {out}/sweep.json and sweep.png")
+    return 0
+
+
 def _train(args) -> int:
     import jax
     from tqdm import tqdm
@@ -162,6 +239,8 @@ def _train(args) -> int:
         return 2
     shape = split.x_train.shape[1:]
     d = shape[0] if len(shape) == 1 else None
+    if args.seeds or args.sweep:
+        return _run_sweep(args, preset, split, net)
     opt_name = args.optimizer or preset.optimizer
     lr = args.lr if args.lr is not None else preset.learning_rate
     optimizer = _optimizer(opt_name, lr)
@@ -336,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--check", action="store_true", help="verify the gradients against autodiff and finite differences first")
     train.add_argument("--check-every", dest="check_every", type=int, default=0, help="in-training gradient spot check every N steps")
     train.add_argument("--patience", type=int, help="early stopping on the validation loss")
+    train.add_argument("--seeds", type=int, help="train this many seeds (seed, seed+1, ...) side by side (a sweep)")
+    train.add_argument("--sweep", type=_sweep_spec,
+                       help='a grid trained side by side, e.g. "lr=1e-3,1e-2 l2=0,1e-4 momentum=0,0.9 hidden=16;32,32"')
     train.add_argument("--devices", type=int, help="data-parallel over this many local devices (must divide the batch size)")
     train.add_argument("--out", help="output folder (default runs/PRESET)")
     train.add_argument("--resume", help="a checkpoint.npz to continue from")
@@ -350,9 +432,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "batch", 1) < 1:
         parser.error("--batch must be a positive integer")
-    for name in ("epochs", "patience", "check_every", "batch_size", "save_every", "devices"):
+    for name in ("epochs", "patience", "check_every", "batch_size", "save_every", "devices", "seeds"):
         value = getattr(args, name, None)
-        if value is not None and value < 0 or (name in ("epochs", "patience", "devices") and value == 0):
+        if value is not None and value < 0 or (name in ("epochs", "patience", "devices", "seeds") and value == 0):
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
     return args.run(args)
 

@@ -56,3 +56,25 @@ def regression_fit(params, net, x, y, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def sweep_curves(result, path: str, metric: str = "train_loss") -> None:
+    """Every configuration's ``metric`` per epoch: the mean over its seeds, and a band of ± one std."""
+    configs: dict = {}
+    for r, h in zip(result.replicas, result.history):
+        configs.setdefault(f"{r.net.sizes} {r.label()}", []).append(h[metric])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, curves in configs.items():
+        c = np.asarray(curves)  # [seeds, epochs]
+        mean, std = c.mean(axis=0), c.std(axis=0)
+        epochs = np.arange(1, c.shape[1] + 1)
+        line, = ax.plot(epochs, mean, label=f"{label} ({len(c)} seeds)")
+        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    if np.all(np.asarray([v for cs in configs.values() for v in np.ravel(cs)]) > 0):
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -5,7 +5,8 @@ default) or from ``jax.value_and_grad(jaxnet.loss)`` (``grads="autodiff"``), so 
 be compared step for step. Every optimizer is an ``optax.GradientTransformation``;
 :func:`sgd` is the notes' rule ``p ← p − γ ∂L/∂p`` written here.
 
-An epoch is one jitted call: the data stays on the device, a permutation drawn from the
+An epoch is one jitted call (a jitted call per step for convolutional networks on the CPU,
+see :func:`make_epoch`): the data stays on the device, a permutation drawn from the
 epoch's key orders it, and ``lax.scan`` runs the mini-batch steps. The last partial batch
 is **dropped** (``N mod B`` examples, different ones every epoch since the permutation is
 redrawn), so every step has the same shape and nothing is retraced; full-batch gradient
@@ -160,7 +161,7 @@ def make_epoch(
 
     def python_epoch(params, opt_state, step, key, x, y):
         order, k_check = batches(key)
-        carry, outs = (params, opt_state, jnp.asarray(step)), []
+        carry, outs = (params, opt_state, jnp.array(step, jnp.int32)), []  # a copy: the caller's step is not donated
         for i in range(steps):
             carry, out = one_step(carry, order[i], k_check, x, y)
             outs.append(out)
@@ -293,7 +294,7 @@ def fit(
     max_traces: int | None = None,
     devices: int | None = None,
 ) -> FitResult:
-    """Train for ``epochs - start_epoch`` epochs (each one jitted call) and record metrics.
+    """Train for ``epochs - start_epoch`` epochs (see :func:`make_epoch`) and record metrics.
 
     Args:
       net, params: the network and its initial params (not modified).

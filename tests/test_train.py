@@ -155,3 +155,9 @@ def test_python_loop_epoch_equals_the_scan(net):
     assert np.count_nonzero(np.asarray(out["python"][2])) == np.count_nonzero(np.asarray(out["scan"][2])) > 0
     with pytest.raises(ValueError, match="loop must be"):
         train.make_epoch(net, opt, 16, 60, loop="while")
+    auto = train.make_epoch(net, opt, 16, 60)  # on the CPU: a Python loop exactly for convolutional nets
+    assert (getattr(auto, "__name__", "") == "python_epoch") == (net is CNN)
+    step = jnp.asarray(0)
+    p = jax.tree.map(jnp.array, params)
+    auto(p, opt.init(p), step, jax.random.key(0), jnp.asarray(x), jnp.asarray(Y))
+    assert int(step) == 0  # the caller's step array is not donated

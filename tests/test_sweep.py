@@ -1,0 +1,68 @@
+"""Sweeps (issue 8): every replica equals its configuration trained alone with fit."""
+
+import dataclasses
+
+import chex
+import jax
+import numpy as np
+import optax
+import pytest
+
+import jaxnet
+from jaxnet import data, sweep, train
+
+NET = jaxnet.mlp([2, 8, 3], "tanh")
+X, Y = data.spiral(20, 3, seed=0)  # 60 examples
+
+
+def _alone(replica, optimizer, epochs, batch, grads):
+    key_init, key_train = jax.random.split(jax.random.key(replica.seed))
+    net = dataclasses.replace(replica.net, l2=replica.l2_value)
+    opt = optax.adam(replica.lr) if optimizer == "adam" else optax.sgd(replica.lr, momentum=replica.momentum or None)
+    return train.fit(net, jaxnet.init_params(key_init, net), X, Y, opt, epochs, batch, key_train, grads=grads)
+
+
+@pytest.mark.parametrize("optimizer,grads", [("sgd", "manual"), ("adam", "autodiff")])
+def test_each_replica_equals_its_configuration_trained_alone(optimizer, grads):
+    replicas = sweep.grid(NET, seeds=(0, 1), lr=(0.05, 0.2), l2=(0.0, 1e-2),
+                          momentum=(0.0, 0.9) if optimizer == "sgd" else (0.0,))
+    result = sweep.run(replicas, X, Y, optimizer, 3, 16, grads=grads, val=(X[:20], Y[:20]))
+    assert len(result.params) == len(replicas) == (16 if optimizer == "sgd" else 8)
+    for i in (0, 5, len(replicas) - 1):  # a few, each against its own fit
+        alone = _alone(replicas[i], optimizer, 3, 16, grads)
+        chex.assert_trees_all_close(result.params[i], alone.params, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(result.history[i]["train_loss"], alone.history["train_loss"], rtol=2e-5)
+
+
+def test_groups_chunks_summary_and_memory_errors():
+    nets = [NET, jaxnet.mlp([2, 4, 3], "relu")]
+    replicas = sweep.grid(nets, seeds=(0, 1, 2), lr=(0.1, 0.3))
+    whole = sweep.run(replicas, X, Y, "sgd", 2, 20)
+    one_replica = sweep.estimate_bytes(NET, 20, 60, 1, "sgd")
+    chunked = sweep.run(replicas, X, Y, "sgd", 2, 20, max_bytes=2 * one_replica)  # two replicas at a time
+    chex.assert_trees_all_close(whole.params, chunked.params, rtol=1e-6)
+    s = sweep.summary(whole)
+    assert s["metric"] == "train_loss" and len(s["configs"]) == 4 and all(c["seeds"] == 3 for c in s["configs"])
+    assert s["best"]["final"]["train_loss"][0] == min(c["final"]["train_loss"][0] for c in s["configs"])
+    with pytest.raises(ValueError, match="one replica of .* needs about"):
+        sweep.run(replicas, X, Y, "sgd", 1, 20, max_bytes=100)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        sweep.run(replicas, X, Y, "rmsprop", 1, 20)
+
+
+def test_cli_seeds_and_sweep(tmp_path, capsys):
+    import json
+
+    from jaxnet import cli
+
+    args = ["train", "--preset", "000-spiral", "--epochs", "3", "--out", str(tmp_path), "--seeds", "2",
+            "--sweep", "lr=0.1,1 hidden=8;4,4"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "sweep of 8 replicas (2 network group(s))" in out and "mean ± std over seeds:" in out and "best by mean val_loss" in out
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(saved["replicas"]) == 8 and saved["summary"]["metric"] == "val_loss" and (tmp_path / "sweep.png").exists()
+    assert {r["network"].split(" ")[0] for r in saved["replicas"]} == {"2-8-3", "2-4-4-3"}
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--sweep", "batch=1,2"])
+    assert cli.main(["train", "--preset", "cnn", "--seeds", "2", "--optimizer", "adamw", "--out", str(tmp_path)]) == 2
