@@ -325,7 +325,7 @@ def _train(args) -> int:
     save(result.params, result.opt_state, result.epoch, result.step)  # after early stopping: the best params
     summary = {
         "network": str(net), "config": config, "epochs": result.epoch, "steps": result.step,
-        "stopped_early": result.stopped_early, "final": final, "history": history,
+        "stopped_early": result.stopped_early, "final": final, "history": history, "devices": args.devices or 1,
         **({"worst_grad_gap": result.worst_gap} if args.check_every else {}),
     }
     with open(os.path.join(out, "metrics.json"), "w") as f:

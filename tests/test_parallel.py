@@ -40,6 +40,12 @@ SCRIPT = textwrap.dedent("""
                                     jnp.asarray(x, jnp.float32), jnp.asarray(y)), 4)
     hlo = step_epoch.lower(p, s, 0, jax.random.key(0), xs, ys).compile().as_text()
     out["all_reduce"] = "all-reduce" in hlo
+    cnn = nets["cnn"][0]  # the CNN's steps too (on the CPU its epochs run as a Python loop of this same body)
+    cnn_epoch = train.make_epoch(cnn, optax.sgd(0.1), 24, 120, devices=4, loop="scan")
+    pc = train.replicate(jaxnet.init_params(jax.random.key(0), cnn), 4)
+    hlo = cnn_epoch.lower(pc, train.replicate(optax.sgd(0.1).init(pc), 4), 0, jax.random.key(0),
+                          *train.replicate((jnp.asarray(images), jnp.asarray(y)), 4)).compile().as_text()
+    out["cnn_all_reduce"] = "all-reduce" in hlo
     errors = []
     for kwargs in ({"batch_size": 25, "devices": 4}, {"batch_size": 24, "devices": 8}):
         try:
@@ -58,7 +64,7 @@ def test_four_devices_train_like_one():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["devices"] == 4 and out["all_reduce"]
+    assert out["devices"] == 4 and out["all_reduce"] and out["cnn_all_reduce"]
     for name in ("mlp-manual", "mlp-autodiff", "cnn-manual", "cnn-autodiff"):
         assert out[name]["param_gap"] < 1e-5, (name, out[name])
         assert "NamedSharding" in out[name]["sharding"] and out[name]["loss"][-1] < out[name]["loss"][0]
