@@ -54,7 +54,7 @@ def mlp_grads(params, x, y, mistake=None):
     dW2 = a1.T @ df + l2 * params["W2"]  # [4, N] @ [N, 4]
     if mistake == "wrong sign":
         dW2 = -a1.T @ df + l2 * params["W2"]
-    db2 = jnp.mean(df, axis=0) if mistake == "bias not summed over the batch" else jnp.sum(df, axis=0)
+    db2 = df if mistake == "bias not summed over the batch" else jnp.sum(df, axis=0)  # left [N, 4]: a shape mistake
     da1 = df @ (params["W2"] if mistake == "transposed weight" else params["W2"].T)  # [N, 4] @ [4, 4]
     dz1 = da1 if mistake == "dropped activation derivative" else da1 * (1 - a1**2)
     dW1 = x.T @ dz1 + l2 * params["W1"]  # [3, N] @ [N, 4]
