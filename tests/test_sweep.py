@@ -22,7 +22,7 @@ def _alone(replica, optimizer, epochs, batch, grads):
     return train.fit(net, jaxnet.init_params(key_init, net), X, Y, opt, epochs, batch, key_train, grads=grads)
 
 
-@pytest.mark.parametrize("optimizer,grads", [("sgd", "manual"), ("adam", "autodiff")])
+@pytest.mark.parametrize("optimizer,grads", [("sgd", "manual"), pytest.param("adam", "autodiff", marks=pytest.mark.slow)])
 def test_each_replica_equals_its_configuration_trained_alone(optimizer, grads):
     replicas = sweep.grid(NET, seeds=(0, 1), lr=(0.05, 0.2), l2=(0.0, 1e-2),
                           momentum=(0.0, 0.9) if optimizer == "sgd" else (0.0,))
@@ -50,6 +50,7 @@ def test_groups_chunks_summary_and_memory_errors():
         sweep.run(replicas, X, Y, "rmsprop", 1, 20)
 
 
+@pytest.mark.slow
 def test_cli_seeds_and_sweep(tmp_path, capsys):
     import json
 
