@@ -93,10 +93,12 @@ def bench(replicas, repeats):
         l2 = jnp.zeros(len(rs))
         sr = {"p": params, "s": state}
 
-        seeds = jnp.stack([jax.random.key(r.seed) for r in rs])
+        seeds = sorted({r.seed for r in rs})
+        keys = jnp.stack([jax.random.split(jax.random.key(s))[1] for s in seeds])
+        which = jnp.asarray([seeds.index(r.seed) for r in rs])
 
-        def run_sweep(epoch, sr=sr, group=group, l2=l2, seeds=seeds):
-            sr["p"], sr["s"], losses = group(sr["p"], sr["s"], sweep._epoch_keys(seeds, epoch), l2, xd, yd)
+        def run_sweep(epoch, sr=sr, group=group, l2=l2, keys=keys, which=which):
+            sr["p"], sr["s"], losses = group(sr["p"], sr["s"], sweep._epoch_keys(keys, epoch), which, l2, xd, yd)
             return losses
 
         epochs_per_block = max(1, 200 // steps) if batch == n else 5
@@ -111,7 +113,7 @@ def bench(replicas, repeats):
                 jax.block_until_ready(out)
                 times[label].append((time.perf_counter() - start) / epochs_per_block)
         per_epoch = {k: statistics.median(v) for k, v in times.items()}
-        shuffle = jax.jit(jax.vmap(lambda k: jax.random.permutation(jax.random.split(k)[0], n)))  # the sweep's shuffles
+        shuffle = jax.jit(jax.vmap(lambda k: train.permutation(jax.random.split(k)[0], n)))  # the sweep's shuffles, one per seed
         keys = sweep._epoch_keys(seeds, 1)
         jax.block_until_ready(shuffle(keys))
         start = time.perf_counter()

@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.extend import core as jex_core
 
 from .network import Network, init_params
-from .train import _metrics, epoch_key, value_and_grads_fn
+from .train import _metrics, epoch_key, permutation, value_and_grads_fn
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -100,23 +101,117 @@ class SweepResult:
 
 
 def _group_epoch(net, optimizer, batch_size, n, grads):
-    """A jitted epoch for R replicas of one network: vmapped over params, optimizer state, key, l2."""
+    """A jitted epoch for R replicas of one network.
+
+    ``(params [R, ...], opt_state [R, ...], keys [S], which [R], l2 [R], x, y) -> (params,
+    opt_state, losses [R, steps])``: replica ``r`` shuffles with ``keys[which[r]]`` (replicas with
+    the same seed share one shuffle, drawn once), then one ``lax.scan`` over the steps runs every
+    replica's gradient and update under ``vmap``. The vmapped gradient goes through
+    :func:`_small_contractions`."""
     vg = value_and_grads_fn(grads)
     steps = n // batch_size
 
-    def one(params, opt_state, key, l2, x, y):
-        order = jax.random.permutation(jax.random.split(key)[0], n)[: steps * batch_size].reshape(steps, batch_size)
+    def order_of(key):  # as make_epoch draws it from the epoch's key: [steps, batch]
+        return permutation(jax.random.split(key)[0], n)[: steps * batch_size].reshape(steps, batch_size)
 
-        def body(carry, idx):
+    grads_all = _small_contractions(jax.vmap(lambda p, idx, l2, x, y: vg(p, net, x[idx], y[idx], l2),
+                                             in_axes=(0, 0, 0, None, None)))
+
+    def epoch(params, opt_state, keys, which, l2, x, y):
+        orders = jnp.swapaxes(jax.vmap(order_of)(keys)[which], 0, 1)  # [steps, R, batch]
+
+        def body(carry, idx):  # idx: [R, batch]
             params, opt_state = carry
-            value, g = vg(params, net, x[idx], y[idx], l2)
-            updates, opt_state = optimizer.update(g, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
+            value, g = grads_all(params, idx, l2, x, y)  # [R], [R, ...]
+            updates, opt_state = jax.vmap(optimizer.update)(g, opt_state, params)
+            return (jax.vmap(optax.apply_updates)(params, updates), opt_state), value
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), order)
-        return params, opt_state, losses
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), orders)
+        return params, opt_state, losses.T
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None, None)), donate_argnums=(0, 1))
+    return jax.jit(epoch, donate_argnums=(0, 1))
+
+
+# --- small contractions under vmap ----------------------------------------------------------
+
+_SMALL = 8  # a contraction or output size up to this is "small"
+
+
+def _small_contractions(fun):
+    """``fun`` with its small batched matrix products written as fused elementwise sums.
+
+    Under ``vmap`` over replicas, every matrix product of a layer (``x W``, ``xᵀ δ``, ``δ Wᵀ``)
+    becomes a batched ``dot_general`` ``[R, M, K] × [R, K, N] -> [R, M, N]``. For the notes'
+    small networks one side is tiny (``K = 2`` inputs, ``N = 3`` classes), and XLA:CPU runs such
+    products far below its matmul rate, one small product per replica (measured in
+    ``experiments/results/sweep_benchmark.md``). This evaluates ``fun``'s jaxpr and replaces each
+    batched product with a small side by the same sum written elementwise, which XLA fuses:
+
+    - contraction size ``K ≤ 8``: ``Σ_k lhs[..., :, k, None] · rhs[..., None, k, :]``,
+      unrolled over k;
+    - otherwise, when ``min(M, N) ≤ 8``: one broadcast multiply ``[R, K, M, N]`` reduced over
+      K, the larger of M and N innermost.
+
+    The values are those of the products up to the order of float summation; every other
+    operation, unbatched products and products with no small side are left as they are.
+    """
+
+    def wrapped(*args):
+        closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(*args)
+        outs = _eval_jaxpr(closed.jaxpr, closed.consts, jax.tree.leaves(args))
+        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+    return wrapped
+
+
+def _eval_jaxpr(jaxpr, consts, args):
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jex_core.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        small = _small_dot(eqn, *ins) if eqn.primitive is jex_core.primitives.dot_general_p else None
+        if small is not None:
+            outs = [small]
+        elif eqn.primitive is jex_core.primitives.jit_p:  # inline jitted helpers (jnp functions)
+            outs = _eval_jaxpr(eqn.params["jaxpr"].jaxpr, eqn.params["jaxpr"].consts, ins)
+        else:
+            bound = eqn.primitive.get_bind_params(eqn.params)  # params (older JAX: (subfuns, params))
+            subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
+            with eqn.ctx.manager:
+                outs = eqn.primitive.bind(*subfuns, *ins, **params)
+            outs = outs if eqn.primitive.multiple_results else [outs]
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _small_dot(eqn, lhs, rhs):
+    """The elementwise form of a small batched ``dot_general`` (see :func:`_small_contractions`), or None."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    if not lb or len(lc) != 1 or not all(jnp.issubdtype(a.dtype, jnp.floating) for a in (lhs, rhs)):
+        return None
+    lf = [d for d in range(lhs.ndim) if d not in (*lc, *lb)]
+    rf = [d for d in range(rhs.ndim) if d not in (*rc, *rb)]
+    if len(lf) != 1 or len(rf) != 1:
+        return None
+    k, m, n = lhs.shape[lc[0]], lhs.shape[lf[0]], rhs.shape[rf[0]]
+    a = jnp.transpose(lhs, (*lb, lf[0], lc[0]))  # [batch..., M, K]
+    b = jnp.transpose(rhs, (*rb, rc[0], rf[0]))  # [batch..., K, N]
+    if k <= _SMALL:
+        out = sum(a[..., :, i, None] * b[..., None, i, :] for i in range(k))  # [batch..., M, N]
+    elif min(m, n) <= _SMALL:
+        at = jnp.swapaxes(a, -1, -2)  # [batch..., K, M]
+        if n >= m:
+            out = jnp.sum(at[..., :, :, None] * b[..., :, None, :], axis=-3)  # [batch..., M, N]
+        else:
+            out = jnp.swapaxes(jnp.sum(b[..., :, :, None] * at[..., :, None, :], axis=-3), -1, -2)
+    else:
+        return None
+    return out.astype(eqn.outvars[0].aval.dtype)
 
 
 def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str = "manual", val=None,
@@ -160,6 +255,7 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         chunks += [(net, members[i:i + per]) for i in range(0, len(members), per)]
     out_params, history, final = [None] * len(replicas), [None] * len(replicas), [None] * len(replicas)
     opt = _optimizer(optimizer)
+    splits = [("train", (x, y))] + ([("val", (jnp.asarray(val[0], x.dtype), jnp.asarray(val[1])))] if val is not None else [])
     for g, (net, members) in enumerate(chunks):
         rs = [replicas[i] for i in members]
         keys = [jax.random.split(jax.random.key(r.seed)) for r in rs]  # (key_init, key_train) as fit's callers do
@@ -168,13 +264,15 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         opt_state = jax.vmap(lambda p, h: optax.inject_hyperparams(_inner(optimizer))(**h).init(p))(params, hyper)
         l2 = jnp.asarray([r.l2_value for r in rs], x.dtype)
         epoch_fn = _group_epoch(net, opt, batch_size, n, grads)
-        train_keys = jnp.stack([k[1] for k in keys])  # [R] keys
+        seeds = sorted({r.seed for r in rs})  # replicas with one seed share its shuffles
+        train_keys = jnp.stack([jax.random.split(jax.random.key(s))[1] for s in seeds])  # [S] keys
+        which = jnp.asarray([seeds.index(r.seed) for r in rs])  # [R]
         metrics = jax.jit(jax.vmap(lambda p, l2, x, y: _metrics_l2(p, net, x, y, l2), in_axes=(0, 0, None, None)))
         hist = [dict() for _ in rs]
         for epoch in range(1, epochs + 1):
-            params, opt_state, losses = epoch_fn(params, opt_state, _epoch_keys(train_keys, epoch), l2, x, y)
-            for split, (xs, ys) in (("train", (x, y)), *((("val", val),) if val is not None else ())):
-                m = jax.device_get(metrics(params, l2, jnp.asarray(xs, x.dtype), jnp.asarray(ys)))
+            params, opt_state, _ = epoch_fn(params, opt_state, _epoch_keys(train_keys, epoch), which, l2, x, y)
+            for split, (xs, ys) in splits:
+                m = jax.device_get(metrics(params, l2, xs, ys))
                 for k, values in m.items():
                     for j in range(len(rs)):
                         hist[j].setdefault(f"{split}_{k}", []).append(float(values[j]))
@@ -192,7 +290,7 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
 
 @jax.jit
 def _epoch_keys(keys, epoch):
-    """Every replica's key for ``epoch``, as ``fit`` derives it: [R]."""
+    """Every seed's key for ``epoch``, as ``fit`` derives it: [S]."""
     return jax.vmap(lambda k: epoch_key(k, epoch))(keys)
 
 

@@ -16,6 +16,7 @@ descent (note 001) is ``batch_size = N``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import chex
@@ -67,6 +68,46 @@ def make_step(net: Network, optimizer: optax.GradientTransformation, grads: str 
         return optax.apply_updates(params, updates), opt_state, value
 
     return jax.jit(step, donate_argnums=(0, 1))
+
+
+def permutation(key, n: int) -> jax.Array:
+    """``jax.random.permutation(key, n)``, the same values, computed with cheaper sorts.
+
+    JAX draws 32-bit random keys ``u`` (one round per ``3 ln n / ln(2³² − 1)``, rounded up) and
+    stably sorts ``arange(n)`` by them: a key-value sort, which XLA:CPU runs through a general
+    comparator (about 35 µs for n = 300, 2.8 ms for 64 such shuffles under ``vmap``). Here each
+    stable sort by ``u`` is an LSD radix sort of two or three passes; each pass sorts one
+    ``int32`` array whose high bits are a digit of ``u`` and whose low ``m = ⌈log₂ n⌉`` bits are
+    the position, so equal digits keep their order (stable) and the position comes back out of
+    the sorted value. Sorting plain integers takes XLA:CPU's fast path; the result is the same
+    permutation bit for bit (tested against ``jax.random.permutation``).
+    """
+    order = jnp.arange(n)
+    if n <= 1:
+        return order
+    if n > 2**30:  # no room for a digit beside the position in 32 bits
+        return jax.random.permutation(key, n)
+    rounds = math.ceil(3 * math.log(n) / math.log(2**32 - 1))  # as jax.random.permutation draws them
+    for _ in range(rounds):
+        key, subkey = jax.random.split(key)
+        order = order[_stable_argsort_u32(jax.random.bits(subkey, (n,), jnp.uint32))]
+    return order
+
+
+def _stable_argsort_u32(u):
+    """Indices that stably sort ``u`` ([n] uint32, 2 ≤ n ≤ 2³⁰): LSD radix passes of int32 sorts."""
+    n = u.shape[0]
+    m = math.ceil(math.log2(n))  # bits of a position
+    digit_bits = 32 - m
+    position = jnp.arange(n, dtype=jnp.uint32)
+    perm = jnp.arange(n, dtype=jnp.int32)  # the order after the passes so far
+    for low in range(0, 32, digit_bits):  # least significant digit first
+        digit = (u[perm] >> low) & jnp.uint32((1 << min(digit_bits, 32 - low)) - 1)
+        packed = (digit << m) | position  # [n]: digit in the high bits, position in the low m bits
+        flipped = jax.lax.bitcast_convert_type(packed ^ jnp.uint32(1 << 31), jnp.int32)  # unsigned order as signed
+        ranked = jax.lax.bitcast_convert_type(jax.lax.sort(flipped), jnp.uint32) & jnp.uint32((1 << m) - 1)
+        perm = perm[ranked.astype(jnp.int32)]
+    return perm
 
 
 def _directional_gap(params, net, x, y, g, key):
@@ -124,7 +165,7 @@ def make_epoch(
     def order_of(key):
         """The epoch's batches ``[steps, batch]`` (a permutation, the remainder dropped) and the spot-check key."""
         k_perm, k_check = jax.random.split(key)
-        return jax.random.permutation(k_perm, n)[: steps * batch_size].reshape(steps, batch_size), k_check
+        return permutation(k_perm, n)[: steps * batch_size].reshape(steps, batch_size), k_check
 
     def body(carry, idx, k_check, x, y):  # idx: [batch]
         params, opt_state, step = carry

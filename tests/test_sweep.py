@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from jax.extend import core as jex_core
 
 import jaxnet
 from jaxnet import data, sweep, train
@@ -67,3 +68,40 @@ def test_cli_seeds_and_sweep(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--sweep", "batch=1,2"])
     assert cli.main(["train", "--preset", "cnn", "--seeds", "2", "--optimizer", "adamw", "--out", str(tmp_path)]) == 2
+
+
+def _dots(jaxpr):
+    """dot_general equations in a jaxpr, nested jaxprs included."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # a ClosedJaxpr's Jaxpr
+    return sum((eqn.primitive.name == "dot_general") + sum(_dots(sub) for sub in jex_core.jaxprs_in_params(eqn.params))
+               for eqn in jaxpr.eqns)
+
+
+@pytest.mark.parametrize("spec,lhs_shape,rhs_shape,rewritten", [
+    ("rmk,rkn->rmn", (4, 5, 2), (4, 2, 7), True),  # K = 2: unrolled outer products
+    ("rbm,rbn->rmn", (4, 32, 20), (4, 32, 3), True),  # a weight gradient xᵀ δ with N = 3
+    ("rbm,rmn->rbn", (4, 12, 20), (4, 20, 3), True),  # x W with N = 3
+    ("rbn,rmn->rbm", (4, 12, 3), (4, 20, 3), True),  # δ Wᵀ, K = 3
+    ("qrkm,qrkn->qrmn", (2, 3, 16, 4), (2, 3, 16, 9), True),  # two batch axes
+    ("rmk,rkn->rmn", (4, 12, 16), (4, 16, 20), False),  # no small side: left a dot
+    ("mk,kn->mn", (5, 2), (2, 3), False),  # unbatched: left a dot
+])
+def test_small_contractions_equal_the_products(spec, lhs_shape, rhs_shape, rewritten):
+    k1, k2 = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(k1, lhs_shape, np.float64)
+    b = jax.random.normal(k2, rhs_shape, np.float64)
+    f = jax.jit(lambda a, b: {"out": jax.numpy.einsum(spec, a, b) + 1.0})  # a jitted helper inside, as jnp.einsum is
+    g = sweep._small_contractions(f)
+    np.testing.assert_allclose(g(a, b)["out"], f(a, b)["out"], rtol=1e-12)
+    assert (_dots(jax.make_jaxpr(g)(a, b)) == 0) == rewritten
+
+
+def test_the_notes_small_network_trains_without_batched_dots():
+    net = jaxnet.mlp([2, 100, 3], "relu", l2=1e-3)
+    params = jax.tree.map(lambda *a: np.stack(a), *[jaxnet.init_params(jax.random.key(s), net, np.float64) for s in range(3)])
+    idx = np.arange(3 * 16).reshape(3, 16) % len(X)
+    x, y = jax.numpy.asarray(X, np.float64), jax.numpy.asarray(Y)
+    plain = jax.vmap(lambda p, i: jaxnet.value_and_manual_grads(p, net, x[i], y[i]))
+    rewritten = sweep._small_contractions(plain)
+    assert _dots(jax.make_jaxpr(plain)(params, idx)) == 6 and _dots(jax.make_jaxpr(rewritten)(params, idx)) == 0
+    chex.assert_trees_all_close(rewritten(params, idx), plain(params, idx), rtol=1e-12)

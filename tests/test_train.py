@@ -161,3 +161,18 @@ def test_python_loop_epoch_equals_the_scan(net):
     p = jax.tree.map(jnp.array, params)
     auto(p, opt.init(p), step, jax.random.key(0), jnp.asarray(x), jnp.asarray(Y))
     assert int(step) == 0  # the caller's step array is not donated
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 300, 1625, 1626, 1797])  # 1626: the first n with two sort rounds
+def test_permutation_is_jax_random_permutation(n):
+    keys = jax.random.split(jax.random.key(n), 3)
+    ours = jax.jit(jax.vmap(lambda k: train.permutation(k, n)))(keys)
+    theirs = jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
+    assert ours.dtype == theirs.dtype
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_stable_argsort_keeps_ties_in_order():
+    u = jnp.array([5, 3, 5, 3, 1, 5, 0, 2**32 - 1, 2**32 - 1, 3, 2**31, 2**31 - 1], jnp.uint32)
+    np.testing.assert_array_equal(train._stable_argsort_u32(u), np.argsort(np.asarray(u), kind="stable"))
+    np.testing.assert_array_equal(train._stable_argsort_u32(u[:2]), [1, 0])
