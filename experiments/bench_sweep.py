@@ -114,11 +114,11 @@ def bench(replicas, repeats):
                 times[label].append((time.perf_counter() - start) / epochs_per_block)
         per_epoch = {k: statistics.median(v) for k, v in times.items()}
         shuffle = jax.jit(jax.vmap(lambda k: train.permutation(jax.random.split(k)[0], n)))  # the sweep's shuffles, one per seed
-        keys = sweep._epoch_keys(seeds, 1)
-        jax.block_until_ready(shuffle(keys))
+        epoch_keys = sweep._epoch_keys(keys, 1)
+        jax.block_until_ready(shuffle(epoch_keys))
         start = time.perf_counter()
         for _ in range(20):
-            out = shuffle(keys)
+            out = shuffle(epoch_keys)
         jax.block_until_ready(out)
         shuffle_s = (time.perf_counter() - start) / 20
         single_rate = steps / per_epoch["one run"]
