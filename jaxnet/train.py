@@ -131,6 +131,7 @@ def make_epoch(
     max_traces: int | None = None,
     loop: str = "auto",
     devices: int | None = None,
+    donate: bool = True,
 ):
     """A jitted epoch ``(params, opt_state, step, key, x, y) -> (params, opt_state, step, losses, gaps)``.
 
@@ -154,6 +155,10 @@ def make_epoch(
     ``Σ δ``) into per-device partial sums and an all-reduce, so the loss and its gradient are
     those of the global batch (a mean over all ``batch_size`` examples, not a mean of means).
     Place params, optimizer state and data with :func:`replicate` first (``fit`` does).
+
+    ``donate``: the epoch reuses the buffers of the ``params`` and ``opt_state`` passed in (do
+    not use those arrays afterwards); ``False`` leaves them valid, as ``fit`` keeps them to
+    return the last good state when training diverges.
     """
     _check_net(net)
     if not (isinstance(batch_size, int) and 0 < batch_size <= n):
@@ -194,11 +199,12 @@ def make_epoch(
 
         if max_traces is not None:
             epoch = chex.assert_max_traces(epoch, n=max_traces)
-        return jax.jit(epoch, donate_argnums=(0, 1))
+        return jax.jit(epoch, donate_argnums=(0, 1) if donate else ())
     if loop != "python":
         raise ValueError(f"loop must be 'auto', 'scan' or 'python', got {loop!r}")
     batches = jax.jit(order_of)
-    one_step = jax.jit(body if max_traces is None else chex.assert_max_traces(body, n=max_traces), donate_argnums=(0,))
+    one_step = jax.jit(body if max_traces is None else chex.assert_max_traces(body, n=max_traces),
+                       donate_argnums=(0,) if donate else ())
 
     def python_epoch(params, opt_state, step, key, x, y):
         order, k_check = batches(key)
@@ -287,6 +293,25 @@ def evaluate(params, net: Network, x, y) -> dict:
     return {k: float(v) for k, v in _metrics(params, net, jnp.asarray(x), jnp.asarray(y)).items()}
 
 
+@jax.jit
+def _epoch_report(params, net, losses, gaps, x, y, val):
+    """What ``fit`` checks and records after an epoch, computed in one call: whether the step
+    losses ``[steps]`` are finite (and the first that is not), their mean, the largest spot-check
+    gap, whether every parameter is finite, and the metrics on the training and validation sets."""
+    finite = jnp.isfinite(losses)
+    report = {
+        "losses_finite": jnp.all(finite),
+        "first_bad": jnp.argmin(finite),
+        "mean_loss": jnp.mean(losses),
+        "max_gap": jnp.max(gaps),
+        "params_finite": jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(params)])),
+        "train": _metrics(params, net, x, y),
+    }
+    if val is not None:
+        report["val"] = _metrics(params, net, *val)
+    return report
+
+
 # --- the training loop ----------------------------------------------------------------------
 
 
@@ -350,8 +375,8 @@ def fit(
         and return the best params (the count starts afresh on a resumed run).
       check_every: in-training gradient spot check every k steps (0: off).
       opt_state, start_epoch, start_step: to resume from a checkpoint.
-      on_epoch: called as ``on_epoch(epoch, params, opt_state, step, metrics)`` after each epoch;
-        ``params``/``opt_state`` are donated to the next epoch, so copy what you keep.
+      on_epoch: called as ``on_epoch(epoch, params, opt_state, step, metrics)`` after each epoch
+        (the arrays stay valid: ``fit`` does not donate them).
       max_traces: fail if the epoch function is traced more often (see :func:`make_epoch`).
       devices: train data-parallel over this many local devices (see :func:`make_epoch`);
         the result equals single-device training up to float rounding.
@@ -365,37 +390,37 @@ def fit(
     if patience is not None and val is None:
         raise ValueError("patience needs a validation set (val=...)")
     x, y = jnp.asarray(x, jax.tree.leaves(params)[0].dtype), jnp.asarray(y)
-    run_epoch = make_epoch(net, optimizer, batch_size, len(x), grads, check_every, max_traces, devices=devices)
-    params = jax.tree.map(jnp.array, params)  # copies: the epoch donates its inputs
-    opt_state = optimizer.init(params) if opt_state is None else jax.tree.map(jnp.array, opt_state)
+    val = None if val is None else (jnp.asarray(val[0], x.dtype), jnp.asarray(val[1]))
+    # not donated: the params going into an epoch stay valid as the last good state
+    run_epoch = make_epoch(net, optimizer, batch_size, len(x), grads, check_every, max_traces, devices=devices, donate=False)
+    params = jax.tree.map(jnp.asarray, params)
+    opt_state = optimizer.init(params) if opt_state is None else opt_state
     params, opt_state, x, y = replicate((params, opt_state, x, y), devices)
     step = jnp.asarray(start_step, jnp.int32)
     history: dict = {}
-    best = None  # (val loss, params copy, epoch) with patience
+    best = None  # (val loss, params, epoch) with patience
     worst_gap, stopped, epoch = 0.0, False, start_epoch
     for epoch in range(start_epoch + 1, epochs + 1):
-        last_good = jax.tree.map(jnp.array, (params, opt_state))  # copies: the epoch donates its inputs
-        params, opt_state, step, losses, gaps = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y)
-        losses = np.asarray(losses)
-        if not np.all(np.isfinite(losses)):  # a step's loss (before its update) is not finite
-            first = int(np.argmax(~np.isfinite(losses)))
-            raise TrainingDiverged(epoch, int(step) - len(losses) + first + 1, *last_good)
-        worst_gap = max(worst_gap, float(np.max(gaps)))
-        metrics = {f"train_{k}": v for k, v in evaluate(params, net, x, y).items()}
-        if not (np.isfinite(metrics["train_loss"]) and all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(params))):
-            raise TrainingDiverged(epoch, int(step), *last_good)  # the epoch's last update blew up
-        metrics["train_step_loss"] = float(losses.mean())
-        if val is not None:
-            metrics.update({f"val_{k}": v for k, v in evaluate(params, net, *val).items()})
+        new_params, new_state, new_step, losses, gaps = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y)
+        report = jax.device_get(_epoch_report(new_params, net, losses, gaps, x, y, val))  # one transfer per epoch
+        if not report["losses_finite"]:  # a step's loss (before its update) is not finite
+            raise TrainingDiverged(epoch, int(step) + int(report["first_bad"]) + 1, params, opt_state)
+        metrics = {f"train_{k}": float(v) for k, v in report["train"].items()}
+        if not (np.isfinite(metrics["train_loss"]) and report["params_finite"]):
+            raise TrainingDiverged(epoch, int(new_step), params, opt_state)  # the epoch's last update blew up
+        params, opt_state, step = new_params, new_state, new_step
+        worst_gap = max(worst_gap, float(report["max_gap"]))
+        metrics["train_step_loss"] = float(report["mean_loss"])
+        metrics.update({f"val_{k}": float(v) for k, v in report.get("val", {}).items()})
         if check_every:
-            metrics["grad_gap"] = float(np.max(gaps))
+            metrics["grad_gap"] = float(report["max_gap"])
         for k, v in metrics.items():
             history.setdefault(k, []).append(v)
         if on_epoch is not None:
             on_epoch(epoch, params, opt_state, int(step), metrics)
         if patience is not None:
             if best is None or metrics["val_loss"] < best[0]:
-                best = (metrics["val_loss"], jax.tree.map(jnp.array, params), epoch)
+                best = (metrics["val_loss"], params, epoch)
             elif epoch - best[2] >= patience:
                 stopped = True
                 params = best[1]
