@@ -101,13 +101,14 @@ class SweepResult:
 
 
 def _group_epoch(net, optimizer, batch_size, n, grads):
-    """A jitted epoch for R replicas of one network.
+    """A jitted epoch for R replicas of one network, with their metrics after it.
 
-    ``(params [R, ...], opt_state [R, ...], keys [S], which [R], l2 [R], x, y) -> (params,
-    opt_state, losses [R, steps])``: replica ``r`` shuffles with ``keys[which[r]]`` (replicas with
-    the same seed share one shuffle, drawn once), then one ``lax.scan`` over the steps runs every
-    replica's gradient and update under ``vmap``. The vmapped gradient goes through
-    :func:`_small_contractions`."""
+    ``(params [R, ...], opt_state [R, ...], keys [S], epoch, which [R], l2 [R], x, y, evals)
+    -> (params, opt_state, losses [R, steps], metrics)``: replica ``r`` shuffles with
+    ``fold_in(keys[which[r]], epoch)``, as ``fit`` does (replicas with the same seed share one
+    shuffle, drawn once); one ``lax.scan`` over the steps runs every replica's gradient and
+    update under ``vmap``; ``metrics`` has, per ``(x, y)`` of ``evals``, each metric ``[R]``.
+    The vmapped gradient and metrics go through :func:`_small_contractions`."""
     vg = value_and_grads_fn(grads)
     steps = n // batch_size
 
@@ -116,8 +117,11 @@ def _group_epoch(net, optimizer, batch_size, n, grads):
 
     grads_all = _small_contractions(jax.vmap(lambda p, idx, l2, x, y: vg(p, net, x[idx], y[idx], l2),
                                              in_axes=(0, 0, 0, None, None)))
+    metrics_all = _small_contractions(jax.vmap(lambda p, l2, x, y: _metrics_l2(p, net, x, y, l2),
+                                               in_axes=(0, 0, None, None)))
 
-    def epoch(params, opt_state, keys, which, l2, x, y):
+    def epoch_fn(params, opt_state, keys, epoch, which, l2, x, y, evals):
+        keys = jax.vmap(lambda k: epoch_key(k, epoch))(keys)
         orders = jnp.swapaxes(jax.vmap(order_of)(keys)[which], 0, 1)  # [steps, R, batch]
 
         def body(carry, idx):  # idx: [R, batch]
@@ -127,9 +131,9 @@ def _group_epoch(net, optimizer, batch_size, n, grads):
             return (jax.vmap(optax.apply_updates)(params, updates), opt_state), value
 
         (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), orders)
-        return params, opt_state, losses.T
+        return params, opt_state, losses.T, [metrics_all(params, l2, xs, ys) for xs, ys in evals]
 
-    return jax.jit(epoch, donate_argnums=(0, 1))
+    return jax.jit(epoch_fn, donate_argnums=(0, 1))
 
 
 # --- small contractions under vmap ----------------------------------------------------------
@@ -149,8 +153,9 @@ def _small_contractions(fun):
 
     - contraction size ``K ≤ 8``: ``Σ_k lhs[..., :, k, None] · rhs[..., None, k, :]``,
       unrolled over k;
-    - otherwise, when ``min(M, N) ≤ 8``: one broadcast multiply ``[R, K, M, N]`` reduced over
-      K, the larger of M and N innermost.
+    - a weight gradient ``aᵀ δ`` (K the outer, example axis of both ``a`` and ``δ``) with
+      ``min(M, N) ≤ 8``: one broadcast multiply ``[R, K, M, N]`` reduced over K, the larger of
+      M and N innermost.
 
     The values are those of the products up to the order of float summation; every other
     operation, unbatched products and products with no small side are left as they are.
@@ -172,9 +177,15 @@ def _eval_jaxpr(jaxpr, consts, args):
 
     env.update(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
+    transposed = {}  # var -> (the array it is a transpose of, the permutation)
     for eqn in jaxpr.eqns:
         ins = [read(v) for v in eqn.invars]
-        small = _small_dot(eqn, *ins) if eqn.primitive is jex_core.primitives.dot_general_p else None
+        if eqn.primitive is jex_core.primitives.dot_general_p:
+            small = _small_dot(eqn, *(transposed.get(v, (a, tuple(range(a.ndim)))) for v, a in zip(eqn.invars, ins)))
+        else:
+            small = None
+        if eqn.primitive.name == "transpose":
+            transposed[eqn.outvars[0]] = (ins[0], tuple(eqn.params["permutation"]))
         if small is not None:
             outs = [small]
         elif eqn.primitive is jex_core.primitives.jit_p:  # inline jitted helpers (jnp functions)
@@ -190,10 +201,15 @@ def _eval_jaxpr(jaxpr, consts, args):
 
 
 def _small_dot(eqn, lhs, rhs):
-    """The elementwise form of a small batched ``dot_general`` (see :func:`_small_contractions`), or None."""
+    """The elementwise form of a small batched ``dot_general`` (see :func:`_small_contractions`), or None.
+
+    ``lhs``, ``rhs``: ``(array, perm)``, the operand being ``transpose(array, perm)`` (``x.T`` in
+    ``xᵀ δ``), so that the layout of ``array`` decides the form."""
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    (lhs, lperm), (rhs, rperm) = lhs, rhs
     if not lb or len(lc) != 1 or not all(jnp.issubdtype(a.dtype, jnp.floating) for a in (lhs, rhs)):
         return None
+    lc, lb, rc, rb = ([perm[d] for d in dims] for perm, dims in ((lperm, lc), (lperm, lb), (rperm, rc), (rperm, rb)))
     lf = [d for d in range(lhs.ndim) if d not in (*lc, *lb)]
     rf = [d for d in range(rhs.ndim) if d not in (*rc, *rb)]
     if len(lf) != 1 or len(rf) != 1:
@@ -203,7 +219,7 @@ def _small_dot(eqn, lhs, rhs):
     b = jnp.transpose(rhs, (*rb, rc[0], rf[0]))  # [batch..., K, N]
     if k <= _SMALL:
         out = sum(a[..., :, i, None] * b[..., None, i, :] for i in range(k))  # [batch..., M, N]
-    elif min(m, n) <= _SMALL:
+    elif min(m, n) <= _SMALL and lc[0] < lf[0] and rc[0] < rf[0]:  # aᵀ δ: K is the outer axis of both
         at = jnp.swapaxes(a, -1, -2)  # [batch..., K, M]
         if n >= m:
             out = jnp.sum(at[..., :, :, None] * b[..., :, None, :], axis=-3)  # [batch..., M, N]
@@ -267,15 +283,14 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         seeds = sorted({r.seed for r in rs})  # replicas with one seed share its shuffles
         train_keys = jnp.stack([jax.random.split(jax.random.key(s))[1] for s in seeds])  # [S] keys
         which = jnp.asarray([seeds.index(r.seed) for r in rs])  # [R]
-        metrics = jax.jit(jax.vmap(lambda p, l2, x, y: _metrics_l2(p, net, x, y, l2), in_axes=(0, 0, None, None)))
         hist = [dict() for _ in rs]
         for epoch in range(1, epochs + 1):
-            params, opt_state, _ = epoch_fn(params, opt_state, _epoch_keys(train_keys, epoch), which, l2, x, y)
-            for split, (xs, ys) in splits:
-                m = jax.device_get(metrics(params, l2, xs, ys))
+            params, opt_state, _, ms = epoch_fn(params, opt_state, train_keys, epoch, which, l2, x, y,
+                                                [data for _, data in splits])
+            for (split, _), m in zip(splits, jax.device_get(ms)):
                 for k, values in m.items():
-                    for j in range(len(rs)):
-                        hist[j].setdefault(f"{split}_{k}", []).append(float(values[j]))
+                    for h, value in zip(hist, values.tolist()):
+                        h.setdefault(f"{split}_{k}", []).append(float(value))
             if on_epoch is not None:
                 on_epoch(g, epoch, [h["train_loss"][-1] for h in hist])
         for j, i in enumerate(members):
@@ -286,12 +301,6 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
                 split, name = k.split("_", 1)
                 final[i][split][name] = v[-1]
     return SweepResult(list(replicas), out_params, history, final)
-
-
-@jax.jit
-def _epoch_keys(keys, epoch):
-    """Every seed's key for ``epoch``, as ``fit`` derives it: [S]."""
-    return jax.vmap(lambda k: epoch_key(k, epoch))(keys)
 
 
 def _inner(optimizer):

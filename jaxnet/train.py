@@ -187,8 +187,7 @@ def make_epoch(
         updates, opt_state = optimizer.update(g, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, step + 1), (value, gap)
 
-    if loop == "auto":
-        loop = "python" if _has_conv(net) and jax.default_backend() == "cpu" else "scan"
+    loop = _resolve_loop(net, loop)
     if loop == "scan":
 
         def epoch(params, opt_state, step, key, x, y):
@@ -254,6 +253,13 @@ def replicate(tree, devices: int | None):
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree.map(put, tree)
+
+
+def _resolve_loop(net, loop):
+    """``make_epoch``'s ``loop``, with ``"auto"`` decided."""
+    if loop == "auto":
+        return "python" if _has_conv(net) and jax.default_backend() == "cpu" else "scan"
+    return loop
 
 
 def _has_conv(net):
@@ -392,7 +398,15 @@ def fit(
     x, y = jnp.asarray(x, jax.tree.leaves(params)[0].dtype), jnp.asarray(y)
     val = None if val is None else (jnp.asarray(val[0], x.dtype), jnp.asarray(val[1]))
     # not donated: the params going into an epoch stay valid as the last good state
-    run_epoch = make_epoch(net, optimizer, batch_size, len(x), grads, check_every, max_traces, devices=devices, donate=False)
+    loop = _resolve_loop(net, "auto")
+    run_epoch = make_epoch(net, optimizer, batch_size, len(x), grads, check_every, max_traces, loop, devices, donate=False)
+
+    def epoch_and_report(params, opt_state, step, key, epoch, x, y, val):
+        out = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y)
+        return out, _epoch_report(out[0], net, *out[3:], x, y, val)
+
+    if loop == "scan":  # one call per epoch
+        epoch_and_report = jax.jit(epoch_and_report)
     params = jax.tree.map(jnp.asarray, params)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     params, opt_state, x, y = replicate((params, opt_state, x, y), devices)
@@ -401,8 +415,8 @@ def fit(
     best = None  # (val loss, params, epoch) with patience
     worst_gap, stopped, epoch = 0.0, False, start_epoch
     for epoch in range(start_epoch + 1, epochs + 1):
-        new_params, new_state, new_step, losses, gaps = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y)
-        report = jax.device_get(_epoch_report(new_params, net, losses, gaps, x, y, val))  # one transfer per epoch
+        (new_params, new_state, new_step, _, _), report = epoch_and_report(params, opt_state, step, key, epoch, x, y, val)
+        report = jax.device_get(report)  # one transfer per epoch
         if not report["losses_finite"]:  # a step's loss (before its update) is not finite
             raise TrainingDiverged(epoch, int(step) + int(report["first_bad"]) + 1, params, opt_state)
         metrics = {f"train_{k}": float(v) for k, v in report["train"].items()}

@@ -77,20 +77,26 @@ def _dots(jaxpr):
                for eqn in jaxpr.eqns)
 
 
-@pytest.mark.parametrize("spec,lhs_shape,rhs_shape,rewritten", [
-    ("rmk,rkn->rmn", (4, 5, 2), (4, 2, 7), True),  # K = 2: unrolled outer products
-    ("rbm,rbn->rmn", (4, 32, 20), (4, 32, 3), True),  # a weight gradient xᵀ δ with N = 3
-    ("rbm,rmn->rbn", (4, 12, 20), (4, 20, 3), True),  # x W with N = 3
-    ("rbn,rmn->rbm", (4, 12, 3), (4, 20, 3), True),  # δ Wᵀ, K = 3
-    ("qrkm,qrkn->qrmn", (2, 3, 16, 4), (2, 3, 16, 9), True),  # two batch axes
-    ("rmk,rkn->rmn", (4, 12, 16), (4, 16, 20), False),  # no small side: left a dot
-    ("mk,kn->mn", (5, 2), (2, 3), False),  # unbatched: left a dot
-])
-def test_small_contractions_equal_the_products(spec, lhs_shape, rhs_shape, rewritten):
+_mT = jax.numpy.matrix_transpose
+_PRODUCTS = {  # name: (function, lhs shape, rhs shape, rewritten)
+    "x W, 2 inputs": (lambda a, b: a @ b, (4, 5, 2), (4, 2, 7), True),  # K = 2: unrolled outer products
+    "δ Wᵀ, 3 outputs": (lambda a, b: a @ _mT(b), (4, 12, 3), (4, 20, 3), True),  # K = 3
+    "xᵀ δ, 3 outputs": (lambda a, b: _mT(a) @ b, (4, 32, 20), (4, 32, 3), True),  # the example axis outer in both
+    "δᵀ x, 3 outputs": (lambda a, b: jax.numpy.einsum("rbn,rbm->rnm", a, b), (4, 32, 3), (4, 32, 20), True),
+    "xᵀ δ, two batch axes": (lambda a, b: _mT(a) @ b, (2, 3, 16, 4), (2, 3, 16, 9), True),
+    "x W, 3 outputs": (lambda a, b: a @ b, (4, 12, 20), (4, 20, 3), False),  # K inner in x: left a product
+    "no small side": (lambda a, b: a @ b, (4, 12, 16), (4, 16, 20), False),
+    "unbatched": (lambda a, b: a @ b, (5, 2), (2, 3), False),
+}
+
+
+@pytest.mark.parametrize("name", list(_PRODUCTS))
+def test_small_contractions_equal_the_products(name):
+    product, lhs_shape, rhs_shape, rewritten = _PRODUCTS[name]
     k1, k2 = jax.random.split(jax.random.key(0))
     a = jax.random.normal(k1, lhs_shape, np.float64)
     b = jax.random.normal(k2, rhs_shape, np.float64)
-    f = jax.jit(lambda a, b: {"out": jax.numpy.einsum(spec, a, b) + 1.0})  # a jitted helper inside, as jnp.einsum is
+    f = jax.jit(lambda a, b: {"out": product(a, b) + 1.0})  # the product inside a jitted helper, as in jnp functions
     g = sweep._small_contractions(f)
     np.testing.assert_allclose(jax.jit(g)(a, b)["out"], f(a, b)["out"], rtol=1e-12)
     assert (_dots(jax.make_jaxpr(g)(a, b)) == 0) == rewritten
@@ -103,5 +109,6 @@ def test_the_notes_small_network_trains_without_batched_dots():
     x, y = jax.numpy.asarray(X, np.float64), jax.numpy.asarray(Y)
     plain = jax.vmap(lambda p, i: jaxnet.value_and_manual_grads(p, net, x[i], y[i]))
     rewritten = sweep._small_contractions(plain)
-    assert _dots(jax.make_jaxpr(plain)(params, idx)) == 6 and _dots(jax.make_jaxpr(rewritten)(params, idx)) == 0
+    # six products; x W into the 3 outputs and the unused δ W₁ᵀ (K = 20, inner in δ) stay products
+    assert _dots(jax.make_jaxpr(plain)(params, idx)) == 6 and _dots(jax.make_jaxpr(rewritten)(params, idx)) == 2
     chex.assert_trees_all_close(jax.jit(rewritten)(params, idx), jax.jit(plain)(params, idx), rtol=1e-12)
