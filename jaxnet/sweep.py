@@ -22,7 +22,7 @@ import optax
 from jax.extend import core as jex_core
 
 from .network import Network, init_params
-from .train import _metrics, epoch_key, permutation, value_and_grads_fn
+from .train import _mesh, _metrics, epoch_key, permutation, value_and_grads_fn
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -231,7 +231,7 @@ def _small_dot(eqn, lhs, rhs):
 
 
 def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str = "manual", val=None,
-        max_bytes: int | None = None, on_epoch=None, dtype=jnp.float32) -> SweepResult:
+        max_bytes: int | None = None, on_epoch=None, dtype=jnp.float32, devices: int | None = None) -> SweepResult:
     """Train every replica; groups of one network side by side (see the module docstring).
 
     Args:
@@ -244,6 +244,12 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         replica that does not fit is a ``ValueError`` before anything runs.
       on_epoch: called as ``on_epoch(group_index, epoch, train_losses [R])``.
       dtype: of the params (``init_params``'s default, as ``fit``'s callers use) and the data.
+      devices: split each group's replicas over this many local devices (a 1-D mesh over the
+        replica axis; data replicated). Replicas are independent, so no device waits on another:
+        several GPUs, or the CPU cores made into devices with
+        ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` set before JAX starts. A group
+        whose size the device count does not divide is padded with copies of its last replica,
+        whose results are dropped.
 
     Returns:
       a :class:`SweepResult` in the order of ``replicas``.
@@ -252,7 +258,10 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         raise ValueError("replicas: nothing to train")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    mesh = _mesh(devices or 1)
     budget = _device_memory() if max_bytes is None else int(max_bytes)
+    if max_bytes is None and jax.devices()[0].platform != "cpu":  # CPU devices share the host's memory
+        budget *= mesh.size
     x, y = jnp.asarray(x, dtype), jnp.asarray(y)
     n = len(x)
     if not (isinstance(batch_size, int) and 0 < batch_size <= n):
@@ -268,21 +277,30 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
                              f"more than the budget {budget / 2**20:.0f} MiB")
         per = max(1, int((budget - estimate_bytes(net, batch_size, n, 0, optimizer, x.dtype))
                          // (one - estimate_bytes(net, batch_size, n, 0, optimizer, x.dtype))))
+        per = max(mesh.size, per - per % mesh.size)  # whole rows of devices
         chunks += [(net, members[i:i + per]) for i in range(0, len(members), per)]
     out_params, history, final = [None] * len(replicas), [None] * len(replicas), [None] * len(replicas)
     opt = _optimizer(optimizer)
     splits = [("train", (x, y))] + ([("val", (jnp.asarray(val[0], x.dtype), jnp.asarray(val[1])))] if val is not None else [])
+    spread = _spread(mesh)
+    x, y = spread(x, replicated=True), spread(y, replicated=True)
+    splits = [(name, spread(data, replicated=True)) for name, data in splits]
+    epoch_fns: dict = {}  # one compiled epoch per network (and chunk size)
     for g, (net, members) in enumerate(chunks):
         rs = [replicas[i] for i in members]
-        keys = [jax.random.split(jax.random.key(r.seed)) for r in rs]  # (key_init, key_train) as fit's callers do
+        padded = rs + [rs[-1]] * (-len(rs) % mesh.size)  # a multiple of the device count
+        keys = [jax.random.split(jax.random.key(r.seed)) for r in padded]  # (key_init, key_train) as fit's callers do
         params = jax.tree.map(lambda *a: jnp.stack(a), *[init_params(k[0], net, x.dtype) for k in keys])
-        hyper = _hyper(optimizer, rs, x.dtype)
+        hyper = _hyper(optimizer, padded, x.dtype)
         opt_state = jax.vmap(lambda p, h: optax.inject_hyperparams(_inner(optimizer))(**h).init(p))(params, hyper)
-        l2 = jnp.asarray([r.l2_value for r in rs], x.dtype)
-        epoch_fn = _group_epoch(net, opt, batch_size, n, grads)
-        seeds = sorted({r.seed for r in rs})  # replicas with one seed share its shuffles
-        train_keys = jnp.stack([jax.random.split(jax.random.key(s))[1] for s in seeds])  # [S] keys
-        which = jnp.asarray([seeds.index(r.seed) for r in rs])  # [R]
+        l2 = jnp.asarray([r.l2_value for r in padded], x.dtype)
+        if net not in epoch_fns:
+            epoch_fns[net] = _group_epoch(net, opt, batch_size, n, grads)
+        epoch_fn = epoch_fns[net]
+        seeds = sorted({r.seed for r in padded})  # replicas with one seed share its shuffles
+        train_keys = spread(jnp.stack([jax.random.split(jax.random.key(s))[1] for s in seeds]), replicated=True)  # [S]
+        which = jnp.asarray([seeds.index(r.seed) for r in padded])  # [R]
+        params, opt_state, l2, which = spread((params, opt_state, l2, which))
         hist = [dict() for _ in rs]
         for epoch in range(1, epochs + 1):
             params, opt_state, _, ms = epoch_fn(params, opt_state, train_keys, epoch, which, l2, x, y,
@@ -301,6 +319,18 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
                 split, name = k.split("_", 1)
                 final[i][split][name] = v[-1]
     return SweepResult(list(replicas), out_params, history, final)
+
+
+def _spread(mesh):
+    """``tree -> tree`` placed on ``mesh``: split along the leading (replica) axis, or replicated."""
+    if mesh.size == 1:
+        return lambda tree, replicated=False: tree
+
+    def place(tree, replicated=False):
+        spec = jax.sharding.PartitionSpec() if replicated else jax.sharding.PartitionSpec(mesh.axis_names[0])
+        return jax.device_put(tree, jax.sharding.NamedSharding(mesh, spec))
+
+    return place
 
 
 def _inner(optimizer):

@@ -1,5 +1,6 @@
-"""Data-parallel training (issue 7): 1 vs 4 CPU devices give the same params, in a subprocess
-with XLA_FLAGS=--xla_force_host_platform_device_count=4 (the flag must be set before jax starts)."""
+"""Data-parallel training (issue 7) and replica-parallel sweeps (issue 8): 1 vs 4 CPU devices give
+the same params, in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 (the flag
+must be set before jax starts)."""
 
 import json
 import os
@@ -7,10 +8,11 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import jaxnet
-from jaxnet import train
+from jaxnet import sweep, train
 
 SCRIPT = textwrap.dedent("""
     import json
@@ -54,6 +56,22 @@ SCRIPT = textwrap.dedent("""
         except ValueError as e:
             errors.append(str(e))
     out["errors"] = errors
+    from jaxnet import sweep  # replicas split over the devices: 6 replicas padded to 8
+    replicas = sweep.grid(jaxnet.mlp([2, 16, 3], "relu"), seeds=(0, 1, 2), lr=(0.1, 0.3))
+    one, four = (sweep.run(replicas, x, y, "sgd", 3, 24, val=(x[:30], y[:30]), devices=d) for d in (None, 4))
+    out["sweep_gap"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)))
+    out["sweep_history_gap"] = max(abs(a - b) for h1, h4 in zip(one.history, four.history) for k in h1 for a, b in zip(h1[k], h4[k]))
+    out["sweep_rows"] = len(four.params)
+    mesh = train._mesh(4)  # independent replicas: the compiled sweep epoch has no collectives
+    spread = sweep._spread(mesh)
+    net = replicas[0].net
+    params = jax.tree.map(lambda *a: jnp.stack(a), *[jaxnet.init_params(jax.random.key(i), net) for i in range(4)])
+    state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, {"learning_rate": jnp.ones(4), "momentum": jnp.zeros(4)})
+    xs, ys, keys = spread((jnp.asarray(x, jnp.float32), jnp.asarray(y), jax.random.split(jax.random.key(0), 4)), replicated=True)
+    args = (*spread((params, state)), keys, 1, *spread((jnp.arange(4), jnp.zeros(4))), xs, ys, [(xs, ys)])
+    hlo = sweep._group_epoch(net, sweep._optimizer("sgd"), 24, 120, "manual").lower(*args).compile().as_text()
+    out["sweep_collectives"] = [c for c in ("all-reduce", "all-gather", "all-to-all", "collective-permute") if c in hlo]
+    out["sweep_sharding"] = str(args[0][0]["W"].sharding)
     print(json.dumps(out))
 """)
 
@@ -70,6 +88,8 @@ def test_four_devices_train_like_one():
         assert "NamedSharding" in out[name]["sharding"] and out[name]["loss"][-1] < out[name]["loss"][0]
     assert out["errors"] == ["devices=4 must divide the batch size 25 (each device takes an equal share)",
                              "devices=8, but only 4 cpu device(s) are present"]
+    assert out["sweep_rows"] == 6 and out["sweep_gap"] < 1e-5 and out["sweep_history_gap"] < 1e-5
+    assert out["sweep_collectives"] == [] and "P('data',)" in out["sweep_sharding"]
 
 
 def test_devices_errors_in_this_process():
@@ -77,6 +97,8 @@ def test_devices_errors_in_this_process():
     net = jaxnet.mlp([2, 4, 3])
     with pytest.raises(ValueError, match=r"devices=64, but only \d+ cpu device\(s\) are present"):
         train.make_epoch(net, train.sgd(0.1), 64, 128, devices=64)
+    with pytest.raises(ValueError, match=r"devices=64, but only \d+ cpu device\(s\) are present"):
+        sweep.run(sweep.grid(net), np.zeros((8, 2)), np.zeros(8, int), "sgd", 1, 8, devices=64)
     with pytest.raises(ValueError, match="devices must be a positive integer"):
         train.make_epoch(net, train.sgd(0.1), 64, 128, devices=0)
     assert train.replicate({"a": 1}, 1) == {"a": 1} and train.replicate({"a": 1}, None) == {"a": 1}
