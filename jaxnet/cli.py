@@ -192,10 +192,11 @@ def _run_sweep(args, preset, split, net) -> int:
     out = args.out or os.path.join("runs", args.preset + "-sweep")
     os.makedirs(out, exist_ok=True)
     print(f"jaxnet train: sweep of {len(replicas)} replicas ({len({r.net for r in replicas})} network group(s)), "
-          f"{opt_name}, batch {batch}, {epochs} epochs, {args.grads} gradients")
+          f"{opt_name}, batch {batch}, {epochs} epochs, {args.grads} gradients"
+          + (f", replicas split over {args.devices} devices" if args.devices and args.devices > 1 else ""))
     try:
         result = sweep.run(replicas, split.x_train, split.y_train, opt_name, epochs, batch, grads=args.grads,
-                           val=(split.x_val, split.y_val) if len(split.x_val) else None)
+                           val=(split.x_val, split.y_val) if len(split.x_val) else None, devices=args.devices)
     except ValueError as e:
         print(f"jaxnet train: {e}", file=sys.stderr)
         return 2
@@ -418,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seeds", type=int, help="train this many seeds (seed, seed+1, ...) side by side (a sweep)")
     train.add_argument("--sweep", type=_sweep_spec,
                        help='a grid trained side by side, e.g. "lr=1e-3,1e-2 l2=0,1e-4 momentum=0,0.9 hidden=16;32,32"')
-    train.add_argument("--devices", type=int, help="data-parallel over this many local devices (must divide the batch size)")
+    train.add_argument("--devices", type=int, help="data-parallel over this many local devices (must divide the batch size); "
+                       "with --seeds/--sweep, the replicas are split over them")
     train.add_argument("--out", help="output folder (default runs/PRESET)")
     train.add_argument("--resume", help="a checkpoint.npz to continue from")
     train.add_argument("--save-every", dest="save_every", type=int, default=0, help="checkpoint every N epochs (default: epochs/20)")
