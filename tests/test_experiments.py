@@ -66,3 +66,13 @@ def test_benchmark_runs_quick(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
     assert "| MLP 2-100-3, N = 300 full batch |" in text and "## Targets" in text
+
+
+@pytest.mark.slow
+def test_sweep_benchmark_runs_quick(tmp_path):
+    out = tmp_path / "sweep.md"
+    result = subprocess.run([sys.executable, str(EXPERIMENTS / "bench_sweep.py"), "--quick", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = out.read_text()
+    assert "(2 XLA devices)" in text and "| sweep, 2 devices |" in text and "## 3. A whole study" in text
