@@ -10,7 +10,8 @@ seed sweep over a small grid). Three measures per network, all in this one proce
    all R (no metrics), on one device and split over ``--cpu-devices`` devices; medians of
    interleaved repeats after warm-up;
 2. end to end, steady state: ``jaxnet.train.fit`` of one replica against ``jaxnet.sweep.run`` of
-   all R, both with their per-epoch metrics; compilation cancels out of ``(t(3E) − t(E)) / 2E``;
+   all R, both with their per-epoch metrics: the median time between consecutive ``on_epoch``
+   calls, the first (compiling) epoch left out;
 3. a whole study: R configurations × the preset's epochs, wall clock with compilation: R ``fit``
    calls one after another (each compiles its own optimizer's epoch) against one ``sweep.run``.
 
@@ -128,27 +129,28 @@ def epochs_only(name, net, x, y, batch, lrs, replicas, repeats, devices):
 
 
 def end_to_end(name, net, x, y, batch, lrs, replicas, repeats, devices, quick):
-    """Measure 2: fit vs sweep.run, seconds per epoch with per-epoch metrics, compilation excluded."""
+    """Measure 2: fit vs sweep.run, seconds per epoch with per-epoch metrics, compilation excluded:
+    the median gap between consecutive ``on_epoch`` calls after the first epoch, over repeats."""
     rs = _replicas(net, replicas, lrs)
-    steps = len(x) // batch
-    fit_epochs = 3 if quick else max(3, 600 // steps) if steps < 100 else 3
-    sweep_epochs = 2 if quick else max(2, 60 // steps) if len(x) <= 300 else 2
+    epochs = 4 if quick else 60 if len(x) // batch < 100 and len(x) <= 300 else 6
 
-    def fit(e):
-        start = time.perf_counter()
-        train.fit(net, jaxnet.init_params(jax.random.key(0), net), x, y, optax.sgd(lrs[0]), e, batch, jax.random.key(1))
-        return time.perf_counter() - start
+    def timed(train_once):
+        stamps = []
+        train_once(lambda *_: stamps.append(time.perf_counter()))
+        return list(np.diff(stamps))  # epoch 2 on: the first epoch's call compiled
 
-    def the_sweep(e):
-        start = time.perf_counter()
-        sweep.run(rs, x, y, "sgd", e, batch, devices=devices)
-        return time.perf_counter() - start
+    def fit(on_epoch):
+        train.fit(net, jaxnet.init_params(jax.random.key(0), net), x, y, optax.sgd(lrs[0]), epochs, batch,
+                  jax.random.key(1), on_epoch=on_epoch)
 
-    out = {"fit": [], "sweep.run": []}
+    def the_sweep(on_epoch):
+        sweep.run(rs, x, y, "sgd", epochs, batch, devices=devices, on_epoch=on_epoch)
+
+    gaps = {"fit": [], "sweep.run": []}
     for _ in range(max(1, repeats // 2)):
-        out["fit"].append((fit(3 * fit_epochs) - fit(fit_epochs)) / (2 * fit_epochs))
-        out["sweep.run"].append((the_sweep(3 * sweep_epochs) - the_sweep(sweep_epochs)) / (2 * sweep_epochs))
-    per_epoch = {k: statistics.median(v) for k, v in out.items()}
+        gaps["fit"] += timed(fit)
+        gaps["sweep.run"] += timed(the_sweep)
+    per_epoch = {k: statistics.median(v) for k, v in gaps.items()}
     print("end to end:", name, {k: f"{1e3 * v:.3f} ms/epoch" for k, v in per_epoch.items()})
     return per_epoch
 
@@ -196,8 +198,8 @@ def markdown(rows, args, devices):
         "",
         f"## 2. End to end, steady state: `fit` of one run vs `sweep.run` of all ({devices} devices)",
         "",
-        "Both record the training-set metrics after every epoch; compilation cancels out of (t(3E) − t(E)) / 2E; "
-        f"medians of {max(1, args.repeats // 2)} repeats.",
+        "Both record the training-set metrics after every epoch. Seconds per epoch: the median time between "
+        f"consecutive epochs' `on_epoch` calls (the first epoch, which compiles, left out), over {max(1, args.repeats // 2)} runs.",
         "",
         "| network | fit ms/epoch | fit model-steps/s | sweep.run ms/epoch | sweep.run model-steps/s | sweep / one run |",
         "|---|---|---|---|---|---|",

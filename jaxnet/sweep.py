@@ -1,12 +1,18 @@
 """Sweeps: many seeds and hyperparameters trained side by side in one compiled program.
 
 Replicas that share a network are one *group*: their params, optimizer states, PRNG keys and
-scalar hyperparameters (learning rate, L2, momentum) get a leading replica axis and the whole
-epoch — each replica's own shuffle, every step, every update — runs under ``jax.vmap`` inside
-one ``lax.scan``. Groups with different networks run one after another. Replica ``r`` with
-seed ``s`` is trained exactly as ``fit`` trains that configuration alone from
+scalar hyperparameters (learning rate, L2, momentum) get a leading replica axis, and each epoch
+— every replica's shuffle, every step, every update, the metrics after it — is one jitted call:
+one ``lax.scan`` over the steps whose body runs all replicas under ``jax.vmap``. Groups with
+different networks run one after another. Replica ``r`` with seed ``s`` is trained exactly as
+``fit`` trains that configuration alone from
 ``key_init, key_train = jax.random.split(jax.random.key(s))``: the same initial params, the same
 batches, the same updates (equal up to float rounding).
+
+What keeps the small networks of the notes fast: replicas with the same seed share their
+shuffles (drawn once per seed and epoch); the vmapped gradient's tiny batched products are
+written as fused elementwise sums (:func:`_small_contractions`); and ``devices=N`` splits the
+replicas over N devices (independent replicas: no communication).
 """
 
 from __future__ import annotations
