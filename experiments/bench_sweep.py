@@ -108,20 +108,20 @@ def epochs_only(name, net, x, y, batch, lrs, replicas, repeats, devices):
     rs = _replicas(net, replicas, lrs)
     seeds = sorted({r.seed for r in rs})
     runs = {"one run": run_single}
-    for d in sorted({1, devices}):
+    for d, small in sorted({(1, False), (1, True), (devices, True)}):
         spread = sweep._spread(train._mesh(d))
         params = jax.tree.map(lambda *a: jnp.stack(a), *[jaxnet.init_params(jax.random.key(r.seed), net) for r in rs])
         state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, sweep._hyper("sgd", rs, jnp.float32))
         params, state, l2, which = spread((params, state, jnp.zeros(len(rs)), jnp.asarray([seeds.index(r.seed) for r in rs])))
         keys, xs, ys = spread((jnp.stack([jax.random.key(s) for s in seeds]), xd, yd), replicated=True)
-        group = sweep._group_epoch(net, sweep._optimizer("sgd"), batch, n, "manual")
+        group = sweep._group_epoch(net, sweep._optimizer("sgd"), batch, n, "manual", small_contractions=small)
         st = {"p": params, "s": state}
 
         def run_sweep(epoch, st=st, group=group, keys=keys, which=which, l2=l2, xs=xs, ys=ys):
             st["p"], st["s"], losses, _ = group(st["p"], st["s"], keys, epoch, which, l2, xs, ys, [])
             return losses
 
-        runs[f"sweep on {d}"] = run_sweep
+        runs[f"sweep on {d}" + ("" if small else ", batched products")] = run_sweep
     calls = max(1, 100 // (n // batch)) if n // batch < 10 else 3
     per_epoch = _interleaved(runs, repeats, calls)
     print("epochs only:", name, {k: f"{1e3 * v:.3f} ms" for k, v in per_epoch.items()})
@@ -170,7 +170,19 @@ def study(name, net, x, y, batch, lrs, replicas, epochs, devices):
     return fits, swept
 
 
-def markdown(rows, args, devices):
+def shuffles(repeats, n=300, keys=16):
+    """Seconds for ``keys`` shuffles of ``n`` (one epoch of a 64-replica sweep of 16 seeds):
+    ``jax.random.permutation`` vs ``train.permutation``, and whether they are equal."""
+    ks = jax.random.split(jax.random.key(0), keys)
+    fns = {name: jax.jit(jax.vmap(lambda k, f=f: f(k, n)))
+           for name, f in (("jax.random.permutation", jax.random.permutation), ("train.permutation", train.permutation))}
+    equal = bool(jnp.all(fns["jax.random.permutation"](ks) == fns["train.permutation"](ks)))
+    times = _interleaved({name: (lambda i, f=f: f(ks)) for name, f in fns.items()}, repeats, 20)
+    print("shuffles:", {k: f"{1e3 * v:.3f} ms" for k, v in times.items()}, "equal" if equal else "DIFFERENT")
+    return times, equal
+
+
+def markdown(rows, shuffle, args, devices):
     r = args.replicas
     lines = [
         "# Sweep benchmark: R replicas in one program vs one run",
@@ -184,17 +196,25 @@ def markdown(rows, args, devices):
         "",
         "## 1. Training epochs only: `make_epoch` of one run vs the sweep's epoch of all replicas",
         "",
-        "Medians of interleaved repeats after warm-up; no per-epoch metrics.",
+        "Medians of interleaved repeats after warm-up; no per-epoch metrics. The column \"XLA's batched products\" "
+        "is the sweep without its small-contraction rewrite (`_group_epoch(..., small_contractions=False)`).",
         "",
-        f"| network | steps per epoch | one run model-steps/s | sweep, 1 device | sweep / one run | sweep, {devices} devices "
-        "| sweep / one run |",
-        "|---|---|---|---|---|---|---|",
+        "| network | steps per epoch | one run model-steps/s | sweep, 1 device, XLA's batched products | sweep, 1 device "
+        f"| sweep / one run | sweep, {devices} devices | sweep / one run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, steps, ep, _, _ in rows:
         one = steps / ep["one run"]
-        s1, sd = r * steps / ep["sweep on 1"], r * steps / ep[f"sweep on {devices}"]
-        lines.append(f"| {name} | {steps} | {one:,.0f} | {s1:,.0f} | {s1 / one:.1f}× | {sd:,.0f} | {sd / one:.1f}× |")
+        s0, s1 = r * steps / ep["sweep on 1, batched products"], r * steps / ep["sweep on 1"]
+        sd = r * steps / ep[f"sweep on {devices}"]
+        lines.append(f"| {name} | {steps} | {one:,.0f} | {s0:,.0f} | {s1:,.0f} | {s1 / one:.1f}× | {sd:,.0f} | {sd / one:.1f}× |")
+    times, equal = shuffle
     lines += [
+        "",
+        "Shuffles of one sweep epoch at 2-100-3 (16 seeds, n = 300): `jax.random.permutation` "
+        f"{1e3 * times['jax.random.permutation']:.3f} ms, `train.permutation` {1e3 * times['train.permutation']:.3f} ms "
+        f"({times['jax.random.permutation'] / times['train.permutation']:.1f}× faster; "
+        f"{'the same permutations' if equal else 'DIFFERENT permutations'}).",
         "",
         f"## 2. End to end, steady state: `fit` of one run vs `sweep.run` of all ({devices} devices)",
         "",
@@ -216,36 +236,42 @@ def markdown(rows, args, devices):
     ]
     for name, _, _, _, (epochs, fits, swept) in rows:
         lines.append(f"| {name} | {epochs} | {fits:.1f} | {swept:.1f} | {fits / swept:.1f}× |")
-    lines += ["", "## Notes", "", NOTES.strip()]
+    lines += ["", "## Notes", "", notes(rows, r, devices)]
     return "\n".join(lines) + "\n"
 
 
-NOTES = """
-The issue aimed at ≥ 20× the single run's aggregate model-steps/s at 2-100-3. Where that stands on
-this machine, in the tables' terms:
+def notes(rows, r, devices):
+    """The notes, with the figures taken from this run's rows (the first is 2-100-3, batch 32)."""
+    _, steps, ep, e2e, (epochs, fits, swept) = rows[0]
+    one = steps / ep["one run"]
+    s0, s1, sd = (r * steps / ep[k] for k in ("sweep on 1, batched products", "sweep on 1", f"sweep on {devices}"))
+    macs = 32 * 2 * 100 + 32 * 100 * 3 + 100 * 32 * 3 + 32 * 3 * 100 + 2 * 32 * 100  # forward 2, backward 3 products
+    end_to_end = (r * steps / e2e["sweep.run"]) / (steps / e2e["fit"])
+    text = f"""
+The issue aimed at ≥ 20× the single run's aggregate model-steps/s at 2-100-3. On this machine:
 
-- **Throughput (tables 1 and 2) misses it.** A 2-100-3 step of one run is bound by per-step overhead
-  (tens of µs for ~83 kFLOP). The sweep removes that overhead, but then meets XLA:CPU's code for tiny
-  per-replica products: 64 replicas × 41.6 k multiply-adds per step run at about 10 G multiply-adds/s
-  per core, some 4–5 µs per replica-step, against ~100 G/s for large matrix products. What got the
-  sweep there (`jaxnet/sweep.py`): batched `dot_general`s with a side ≤ 8 (`x W` with 2 inputs,
-  `δ Wᵀ` with 3 outputs, the weight gradients `aᵀ δ`) are rewritten as fused elementwise sums, about
-  2× faster than XLA:CPU's batched products (a jaxpr rewrite, `_small_contractions`); shuffles come
-  from `train.permutation` (the same permutation as `jax.random.permutation`, from plain integer
-  sorts, 3× faster) and are drawn once per seed; metrics are computed inside the epoch's call.
-  Splitting the replicas over the two cores (`devices=2`) doubles the sweep; one run cannot use the
-  second core (its steps are sequential).
-- **The baseline got faster in the same change.** `fit` used to spend ~3 ms of bookkeeping per epoch
-  (metrics and finiteness checks as separate transfers, copies of the last good state); it now makes
-  one call and one transfer per epoch, ~10× faster on these small networks. The previous version of
-  this table measured 17.7× end to end against that slower `fit`.
-- **A whole study (table 3) is where the sweep pays most**: each `fit` call compiles its own epoch
-  (a new optimizer closure), while the sweep compiles once per network.
-- **At 784-256-256-10** one run already keeps a core at matrix-product rate: there is nothing to
-  share, and the sweep's gain comes only from the second core.
-- Not measured on a GPU (none was lent), where the per-step overhead of one run is larger and the
-  64 replicas' products fill the device far better.
+- **Steady-state throughput misses it**: {s1 / one:.1f}× on one device and {sd / one:.1f}× with the
+  replicas split over {devices} devices (table 1), {end_to_end:.1f}× end to end (table 2). One run's step is
+  bound by per-step overhead ({1e6 / one:.0f} µs for {macs / 1e3:.1f} k multiply-adds). The sweep removes that
+  overhead but then runs at XLA:CPU's speed for tiny per-replica products: {1e6 / s1:.1f} µs per replica-step on
+  one device, about {macs * s1 / 1e9:.0f} G multiply-adds/s.
+- What the sweep does about it (`jaxnet/sweep.py`): batched products with a side ≤ 8 (`x W` with 2
+  inputs, `δ Wᵀ` with 3 outputs, the weight gradients `aᵀ δ`) are rewritten from the jaxpr into fused
+  elementwise sums, {s1 / s0:.1f}× the throughput of XLA's batched products (table 1); shuffles use
+  `train.permutation` and are drawn once per seed; metrics are computed inside the epoch's call;
+  `devices=N` splits the replicas over devices ({sd / s1:.1f}× from the second device here; one run
+  has no replicas to split).
+- **The baseline got faster in the same change**: `fit` now makes one call and one transfer per epoch.
+  The previous version of this file (commit 4d676af) measured `fit` at 2,816 model-steps/s at 2-100-3,
+  batch 32, and the sweep at 17.7× that; table 2 has `fit` at {steps / e2e['fit']:,.0f}.
+- **A whole study (table 3) is where the sweep pays most** ({fits / swept:.1f}× for {r} configurations
+  × {epochs} epochs): every `fit` call compiles its own epoch (a new optimizer), the sweep compiles
+  once per network.
+- **At 784-256-256-10** one run already goes at 99% of the measured matrix-product rate
+  (`experiments/results/benchmark.md`): the sweep has no overhead to remove.
+- Not measured on a GPU (none was lent to this work).
 """
+    return text.strip()
 
 
 def main(argv=None):
@@ -266,7 +292,7 @@ def main(argv=None):
         ep = epochs_only(*problem, args.repeats, devices)
         e2e = end_to_end(*problem, args.repeats, devices, args.quick)
         rows.append((name, len(x) // batch, ep, e2e, (epochs, *study(*problem, epochs, devices))))
-    text = markdown(rows, args, devices)
+    text = markdown(rows, shuffles(args.repeats), args, devices)
     with open(args.out, "w") as f:
         f.write(text)
     print(text)

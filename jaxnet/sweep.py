@@ -106,7 +106,7 @@ class SweepResult:
     final: list  # per replica, {"train": metrics, "val": metrics}
 
 
-def _group_epoch(net, optimizer, batch_size, n, grads):
+def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=True):
     """A jitted epoch for R replicas of one network, with their metrics after it.
 
     ``(params [R, ...], opt_state [R, ...], keys [S], epoch, which [R], l2 [R], x, y, evals)
@@ -114,16 +114,18 @@ def _group_epoch(net, optimizer, batch_size, n, grads):
     ``fold_in(keys[which[r]], epoch)``, as ``fit`` does (replicas with the same seed share one
     shuffle, drawn once); one ``lax.scan`` over the steps runs every replica's gradient and
     update under ``vmap``; ``metrics`` has, per ``(x, y)`` of ``evals``, each metric ``[R]``.
-    The vmapped gradient and metrics go through :func:`_small_contractions`."""
+    The vmapped gradient and metrics go through :func:`_small_contractions` (``False``: left as
+    they are, to measure the difference)."""
     vg = value_and_grads_fn(grads)
+    rewrite = _small_contractions if small_contractions else (lambda fun: fun)
     steps = n // batch_size
 
     def order_of(key):  # as make_epoch draws it from the epoch's key: [steps, batch]
         return permutation(jax.random.split(key)[0], n)[: steps * batch_size].reshape(steps, batch_size)
 
-    grads_all = _small_contractions(jax.vmap(lambda p, idx, l2, x, y: vg(p, net, x[idx], y[idx], l2),
+    grads_all = rewrite(jax.vmap(lambda p, idx, l2, x, y: vg(p, net, x[idx], y[idx], l2),
                                              in_axes=(0, 0, 0, None, None)))
-    metrics_all = _small_contractions(jax.vmap(lambda p, l2, x, y: _metrics_l2(p, net, x, y, l2),
+    metrics_all = rewrite(jax.vmap(lambda p, l2, x, y: _metrics_l2(p, net, x, y, l2),
                                                in_axes=(0, 0, None, None)))
 
     def epoch_fn(params, opt_state, keys, epoch, which, l2, x, y, evals):
