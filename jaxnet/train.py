@@ -75,9 +75,9 @@ def permutation(key, n: int) -> jax.Array:
 
     JAX draws 32-bit random keys ``u`` (one round per ``3 ln n / ln(2³² − 1)``, rounded up) and
     stably sorts ``arange(n)`` by them: a key-value sort, which XLA:CPU runs through a general
-    comparator (about 35 µs for n = 300, 2.8 ms for 64 such shuffles under ``vmap``). Here each
-    stable sort by ``u`` is an LSD radix sort of two or three passes; each pass sorts one
-    ``int32`` array whose high bits are a digit of ``u`` and whose low ``m = ⌈log₂ n⌉`` bits are
+    comparator (``experiments/results/sweep_benchmark.md`` times both ways). Here each stable
+    sort by ``u`` is an LSD radix sort of two or three passes; each pass sorts one ``int32``
+    array whose high bits are a digit of ``u`` and whose low ``m = ⌈log₂ n⌉`` bits are
     the position, so equal digits keep their order (stable) and the position comes back out of
     the sorted value. Sorting plain integers takes XLA:CPU's fast path; the result is the same
     permutation bit for bit (tested against ``jax.random.permutation``).
