@@ -165,7 +165,8 @@ def _small_contractions(fun):
       ``min(M, N) ≤ 8``: one broadcast multiply ``[R, K, M, N]`` reduced over K, the larger of
       M and N innermost.
 
-    The values are those of the products up to the order of float summation; every other
+    The values are those of the products up to the order of float summation (only float32 and
+    float64 products whose output has the operands' dtype are rewritten); every other
     operation, unbatched products and products with no small side are left as they are.
     """
 
@@ -215,7 +216,9 @@ def _small_dot(eqn, lhs, rhs):
     ``xᵀ δ``), so that the layout of ``array`` decides the form."""
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     (lhs, lperm), (rhs, rperm) = lhs, rhs
-    if not lb or len(lc) != 1 or not all(jnp.issubdtype(a.dtype, jnp.floating) for a in (lhs, rhs)):
+    out_dtype = eqn.outvars[0].aval.dtype
+    if not lb or len(lc) != 1 or not all(a.dtype == out_dtype for a in (lhs, rhs)) \
+            or out_dtype not in (jnp.float32, jnp.float64):  # no mixed or low-precision accumulation
         return None
     lc, lb, rc, rb = ([perm[d] for d in dims] for perm, dims in ((lperm, lc), (lperm, lb), (rperm, rc), (rperm, rb)))
     lf = [d for d in range(lhs.ndim) if d not in (*lc, *lb)]
@@ -223,6 +226,8 @@ def _small_dot(eqn, lhs, rhs):
     if len(lf) != 1 or len(rf) != 1:
         return None
     k, m, n = lhs.shape[lc[0]], lhs.shape[lf[0]], rhs.shape[rf[0]]
+    if k == 0:
+        return None
     a = jnp.transpose(lhs, (*lb, lf[0], lc[0]))  # [batch..., M, K]
     b = jnp.transpose(rhs, (*rb, rc[0], rf[0]))  # [batch..., K, N]
     if k <= _SMALL:
@@ -235,7 +240,7 @@ def _small_dot(eqn, lhs, rhs):
             out = jnp.swapaxes(jnp.sum(b[..., :, :, None] * at[..., :, None, :], axis=-3), -1, -2)
     else:
         return None
-    return out.astype(eqn.outvars[0].aval.dtype)
+    return out
 
 
 def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str = "manual", val=None,
@@ -247,9 +252,11 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
       x, y: training data (shared by all replicas); ``val``: optional ``(x, y)``.
       optimizer: ``"sgd"`` (``momentum`` per replica), ``"momentum"`` (the same, for the CLI's
         naming) or ``"adam"``; the learning rate comes from each replica.
-      max_bytes: memory budget of a group (default: the device's memory); a group whose
-        :func:`estimate_bytes` exceeds it runs in chunks of replicas that fit, and a single
-        replica that does not fit is a ``ValueError`` before anything runs.
+      max_bytes: memory budget of each device (default: the device's memory; with several CPU
+        devices, the host's memory divided among them); a group whose :func:`estimate_bytes`
+        exceeds it runs in chunks of replicas that fit (each device holds the data and its share
+        of the chunk), and a single replica that does not fit is a ``ValueError`` before
+        anything runs.
       on_epoch: called as ``on_epoch(group_index, epoch, train_losses [R])``.
       dtype: of the params (``init_params``'s default, as ``fit``'s callers use) and the data.
       devices: split each group's replicas over this many local devices (a 1-D mesh over the
@@ -266,10 +273,11 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         raise ValueError("replicas: nothing to train")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    mesh = _mesh(devices or 1)
-    budget = _device_memory() if max_bytes is None else int(max_bytes)
-    if max_bytes is None and jax.devices()[0].platform != "cpu":  # CPU devices share the host's memory
-        budget *= mesh.size
+    mesh = _mesh(1 if devices is None else devices)
+    if max_bytes is not None:
+        budget = int(max_bytes)
+    else:  # per device; CPU devices share the host's memory
+        budget = _device_memory() // (mesh.size if jax.devices()[0].platform == "cpu" else 1)
     x, y = jnp.asarray(x, dtype), jnp.asarray(y)
     n = len(x)
     if not (isinstance(batch_size, int) and 0 < batch_size <= n):
@@ -283,9 +291,8 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         if one > budget:
             raise ValueError(f"one replica of {net} needs about {one / 2**20:.0f} MiB (estimated from shapes), "
                              f"more than the budget {budget / 2**20:.0f} MiB")
-        per = max(1, int((budget - estimate_bytes(net, batch_size, n, 0, optimizer, x.dtype))
-                         // (one - estimate_bytes(net, batch_size, n, 0, optimizer, x.dtype))))
-        per = max(mesh.size, per - per % mesh.size)  # whole rows of devices
+        data = estimate_bytes(net, batch_size, n, 0, optimizer, x.dtype)  # on every device
+        per = mesh.size * max(1, int((budget - data) // (one - data)))  # replicas per chunk, over all devices
         chunks += [(net, members[i:i + per]) for i in range(0, len(members), per)]
     out_params, history, final = [None] * len(replicas), [None] * len(replicas), [None] * len(replicas)
     opt = _optimizer(optimizer)

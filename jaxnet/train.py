@@ -75,17 +75,18 @@ def permutation(key, n: int) -> jax.Array:
 
     JAX draws 32-bit random keys ``u`` (one round per ``3 ln n / ln(2³² − 1)``, rounded up) and
     stably sorts ``arange(n)`` by them: a key-value sort, which XLA:CPU runs through a general
-    comparator (``experiments/results/sweep_benchmark.md`` times both ways). Here each stable
-    sort by ``u`` is an LSD radix sort of two or three passes; each pass sorts one ``int32``
-    array whose high bits are a digit of ``u`` and whose low ``m = ⌈log₂ n⌉`` bits are
+    comparator (``experiments/results/sweep_benchmark.md`` times both ways). Here, for
+    n ≤ 2¹⁶, each stable sort by ``u`` is an LSD radix sort of two passes; each pass sorts one
+    ``int32`` array whose high bits are a digit of ``u`` and whose low ``m = ⌈log₂ n⌉`` bits are
     the position, so equal digits keep their order (stable) and the position comes back out of
     the sorted value. Sorting plain integers takes XLA:CPU's fast path; the result is the same
-    permutation bit for bit (tested against ``jax.random.permutation``).
+    permutation bit for bit (tested against ``jax.random.permutation``). Larger n use
+    ``jax.random.permutation`` itself.
     """
     order = jnp.arange(n)
     if n <= 1:
         return order
-    if n > 2**30:  # no room for a digit beside the position in 32 bits
+    if n > 2**16:  # positions of more than 16 bits leave digits too short for two passes
         return jax.random.permutation(key, n)
     rounds = math.ceil(3 * math.log(n) / math.log(2**32 - 1))  # as jax.random.permutation draws them
     for _ in range(rounds):
@@ -95,7 +96,8 @@ def permutation(key, n: int) -> jax.Array:
 
 
 def _stable_argsort_u32(u):
-    """Indices that stably sort ``u`` ([n] uint32, 2 ≤ n ≤ 2³⁰): LSD radix passes of int32 sorts."""
+    """Indices that stably sort ``u`` ([n] uint32, 2 ≤ n ≤ 2³⁰): ⌈32 / (32 − ⌈log₂ n⌉)⌉ LSD radix
+    passes of int32 sorts (two for n ≤ 2¹⁶)."""
     n = u.shape[0]
     m = math.ceil(math.log2(n))  # bits of a position
     digit_bits = 32 - m
@@ -300,10 +302,11 @@ def evaluate(params, net: Network, x, y) -> dict:
 
 
 @jax.jit
-def _epoch_report(params, net, losses, gaps, x, y, val):
+def _epoch_report(params, step, net, losses, gaps, x, y, val):
     """What ``fit`` checks and records after an epoch, computed in one call: whether the step
     losses ``[steps]`` are finite (and the first that is not), their mean, the largest spot-check
-    gap, whether every parameter is finite, and the metrics on the training and validation sets."""
+    gap, whether every parameter is finite, the step counter, and the metrics on the training and
+    validation sets."""
     finite = jnp.isfinite(losses)
     report = {
         "losses_finite": jnp.all(finite),
@@ -311,6 +314,7 @@ def _epoch_report(params, net, losses, gaps, x, y, val):
         "mean_loss": jnp.mean(losses),
         "max_gap": jnp.max(gaps),
         "params_finite": jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(params)])),
+        "step": step,
         "train": _metrics(params, net, x, y),
     }
     if val is not None:
@@ -403,7 +407,7 @@ def fit(
 
     def epoch_and_report(params, opt_state, step, key, epoch, x, y, val):
         out = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y)
-        return out, _epoch_report(out[0], net, *out[3:], x, y, val)
+        return out, _epoch_report(out[0], out[2], net, *out[3:], x, y, val)
 
     if loop == "scan":  # one call per epoch
         epoch_and_report = jax.jit(epoch_and_report)
@@ -421,7 +425,7 @@ def fit(
             raise TrainingDiverged(epoch, int(step) + int(report["first_bad"]) + 1, params, opt_state)
         metrics = {f"train_{k}": float(v) for k, v in report["train"].items()}
         if not (np.isfinite(metrics["train_loss"]) and report["params_finite"]):
-            raise TrainingDiverged(epoch, int(new_step), params, opt_state)  # the epoch's last update blew up
+            raise TrainingDiverged(epoch, int(report["step"]), params, opt_state)  # the epoch's last update blew up
         params, opt_state, step = new_params, new_state, new_step
         worst_gap = max(worst_gap, float(report["max_gap"]))
         metrics["train_step_loss"] = float(report["mean_loss"])
@@ -431,7 +435,7 @@ def fit(
         for k, v in metrics.items():
             history.setdefault(k, []).append(v)
         if on_epoch is not None:
-            on_epoch(epoch, params, opt_state, int(step), metrics)
+            on_epoch(epoch, params, opt_state, int(report["step"]), metrics)
         if patience is not None:
             if best is None or metrics["val_loss"] < best[0]:
                 best = (metrics["val_loss"], params, epoch)

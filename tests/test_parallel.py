@@ -62,6 +62,16 @@ SCRIPT = textwrap.dedent("""
     out["sweep_gap"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)))
     out["sweep_history_gap"] = max(abs(a - b) for h1, h4 in zip(one.history, four.history) for k in h1 for a, b in zip(h1[k], h4[k]))
     out["sweep_rows"] = len(four.params)
+    one_replica = sweep.estimate_bytes(replicas[0].net, 24, 120, 1, "sgd")  # a budget of one replica per device
+    groups = []
+    chunked = sweep.run(replicas, x, y, "sgd", 3, 24, val=(x[:30], y[:30]), devices=4, max_bytes=one_replica,
+                        on_epoch=lambda g, e, losses: groups.append((g, len(losses))))
+    out["chunk_sizes"] = sorted(set(groups))
+    out["chunked_gap"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(chunked.params)))
+    import tempfile
+    from jaxnet import cli
+    out["cli_rc"] = cli.main(["train", "--preset", "000-spiral", "--epochs", "1", "--seeds", "3", "--devices", "4",
+                              "--out", tempfile.mkdtemp()])
     mesh = train._mesh(4)  # independent replicas: the compiled sweep epoch has no collectives
     spread = sweep._spread(mesh)
     net = replicas[0].net
@@ -89,6 +99,8 @@ def test_four_devices_train_like_one():
     assert out["errors"] == ["devices=4 must divide the batch size 25 (each device takes an equal share)",
                              "devices=8, but only 4 cpu device(s) are present"]
     assert out["sweep_rows"] == 6 and out["sweep_gap"] < 1e-5 and out["sweep_history_gap"] < 1e-5
+    assert out["chunk_sizes"] == [[0, 4], [1, 2]] and out["chunked_gap"] < 1e-5  # 4 replicas (one per device), then 2
+    assert out["cli_rc"] == 0
     assert out["sweep_collectives"] == [] and "P('data',)" in out["sweep_sharding"]
 
 

@@ -84,6 +84,8 @@ _PRODUCTS = {  # name: (function, lhs shape, rhs shape, rewritten)
     "xᵀ δ, 3 outputs": (lambda a, b: _mT(a) @ b, (4, 32, 20), (4, 32, 3), True),  # the example axis outer in both
     "δᵀ x, 3 outputs": (lambda a, b: jax.numpy.einsum("rbn,rbm->rnm", a, b), (4, 32, 3), (4, 32, 20), True),
     "xᵀ δ, two batch axes": (lambda a, b: _mT(a) @ b, (2, 3, 16, 4), (2, 3, 16, 9), True),
+    "batch axis not leading": (lambda a, b: jax.numpy.einsum("mrk,krn->rmn", a, b), (5, 4, 2), (2, 4, 7), True),
+    "xᵀ δ, batch axis last": (lambda a, b: jax.numpy.einsum("bmr,bnr->rmn", a, b), (32, 20, 4), (32, 3, 4), True),
     "x W, 3 outputs": (lambda a, b: a @ b, (4, 12, 20), (4, 20, 3), False),  # K inner in x: left a product
     "no small side": (lambda a, b: a @ b, (4, 12, 16), (4, 16, 20), False),
     "unbatched": (lambda a, b: a @ b, (5, 2), (2, 3), False),
@@ -92,6 +94,7 @@ _PRODUCTS = {  # name: (function, lhs shape, rhs shape, rewritten)
 
 @pytest.mark.parametrize("name", list(_PRODUCTS))
 def test_small_contractions_equal_the_products(name):
+    """Each product written elementwise equals XLA's (float64), or is left a product."""
     product, lhs_shape, rhs_shape, rewritten = _PRODUCTS[name]
     k1, k2 = jax.random.split(jax.random.key(0))
     a = jax.random.normal(k1, lhs_shape, np.float64)
@@ -102,7 +105,13 @@ def test_small_contractions_equal_the_products(name):
     assert (_dots(jax.make_jaxpr(g)(a, b)) == 0) == rewritten
 
 
-def test_the_notes_small_network_trains_without_batched_dots():
+def test_mixed_precision_products_are_left_alone():
+    a = jax.numpy.ones((4, 5, 3), jax.numpy.bfloat16)
+    f = lambda a, b: jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))), preferred_element_type=np.float32)  # noqa: E731
+    assert _dots(jax.make_jaxpr(sweep._small_contractions(f))(a, a.mT)) == 1
+
+
+def test_the_notes_small_network_has_its_small_products_rewritten():
     net = jaxnet.mlp([2, 20, 3], "relu", l2=1e-3)  # 2 inputs, 3 classes: every product has a small side
     params = jax.tree.map(lambda *a: np.stack(a), *[jaxnet.init_params(jax.random.key(s), net, np.float64) for s in range(3)])
     idx = np.arange(3 * 16).reshape(3, 16) % len(X)

@@ -163,7 +163,7 @@ def test_python_loop_epoch_equals_the_scan(net):
     assert int(step) == 0  # the caller's step array is not donated
 
 
-@pytest.mark.parametrize("n", [0, 1, 3, 300, 1626])  # 1626: the first n with two sort rounds
+@pytest.mark.parametrize("n", [0, 1, 2, 300, 1024, 1626, 65536])  # 1626: two sort rounds; 2¹⁶: 16-bit positions
 def test_permutation_is_jax_random_permutation(n):
     keys = jax.random.split(jax.random.key(n), 3)
     ours = jax.jit(jax.vmap(lambda k: train.permutation(k, n)))(keys)
