@@ -296,10 +296,11 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         chunks += [(net, members[i:i + per]) for i in range(0, len(members), per)]
     out_params, history, final = [None] * len(replicas), [None] * len(replicas), [None] * len(replicas)
     opt = _optimizer(optimizer)
-    splits = [("train", (x, y))] + ([("val", (jnp.asarray(val[0], x.dtype), jnp.asarray(val[1])))] if val is not None else [])
     spread = _spread(mesh)
-    x, y = spread(x, replicated=True), spread(y, replicated=True)
-    splits = [(name, spread(data, replicated=True)) for name, data in splits]
+    x, y = spread((x, y), replicated=True)
+    splits = [("train", (x, y))]
+    if val is not None:
+        splits.append(("val", spread((jnp.asarray(val[0], x.dtype), jnp.asarray(val[1])), replicated=True)))
     epoch_fns: dict = {}  # one compiled epoch per network (and chunk size)
     for g, (net, members) in enumerate(chunks):
         rs = [replicas[i] for i in members]
