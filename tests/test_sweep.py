@@ -70,11 +70,15 @@ def test_cli_seeds_and_sweep(tmp_path, capsys):
     assert cli.main(["train", "--preset", "cnn", "--seeds", "2", "--optimizer", "adamw", "--out", str(tmp_path)]) == 2
 
 
-def _dots(jaxpr):
-    """dot_general equations in a jaxpr, nested jaxprs included."""
+def _eqns(jaxpr, *names):
+    """Equations of these primitives in a jaxpr, nested jaxprs included."""
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # a ClosedJaxpr's Jaxpr
-    return sum((eqn.primitive.name == "dot_general") + sum(_dots(sub) for sub in jex_core.jaxprs_in_params(eqn.params))
+    return sum((eqn.primitive.name in names) + sum(_eqns(sub, *names) for sub in jex_core.jaxprs_in_params(eqn.params))
                for eqn in jaxpr.eqns)
+
+
+def _dots(jaxpr):
+    return _eqns(jaxpr, "dot_general")
 
 
 _mT = jax.numpy.matrix_transpose
@@ -111,6 +115,41 @@ def test_mixed_precision_products_are_left_alone():
     assert _dots(jax.make_jaxpr(sweep._small_contractions(f))(a, a.mT)) == 1
 
 
+_REDUCTIONS = {  # name: (function, operand shape, dtype, rewritten)
+    "max over 3 classes": (lambda a: jax.numpy.max(a, -1), (4, 5, 3), np.float64, True),  # softmax
+    "sum over 3 classes": (lambda a: jax.numpy.sum(a, -1), (4, 5, 3), np.float64, True),
+    "min over 2 × 3, minor axis included": (lambda a: jax.numpy.min(a, (1, 2)), (4, 2, 3), np.float64, True),
+    "max over an outer 2 × 4": (lambda a: jax.numpy.max(a, (0, 2)), (2, 3, 4, 5), np.float64, True),
+    "float32 sum over 7": (lambda a: jax.numpy.sum(a, 1), (4, 7, 5), np.float32, True),
+    "sum over 9": (lambda a: jax.numpy.sum(a, 1), (4, 9, 5), np.float64, False),
+    "sum over a batch of 32": (lambda a: jax.numpy.sum(a, 1), (4, 32, 7), np.float64, False),
+    "integer sum": (lambda a: jax.numpy.sum(a, -1), (4, 5, 3), np.int32, False),
+    "nothing to reduce": (lambda a: jax.numpy.sum(a, 1), (4, 0, 3), np.float64, False),
+}
+
+
+@pytest.mark.parametrize("name", list(_REDUCTIONS))
+def test_small_reductions_equal_the_reductions(name):
+    """Each small reduction written as pairwise elementwise operations equals XLA's, or is left alone."""
+    reduce, shape, dtype, rewritten = _REDUCTIONS[name]
+    a = (jax.random.normal(jax.random.key(1), shape, np.float64) * 10).astype(dtype)
+    f = jax.jit(lambda a: reduce(a) * 2)  # inside a jitted helper, as in jnp functions
+    g = sweep._small_contractions(f)
+    tol = {"rtol": 1e-12} if dtype == np.float64 else {"rtol": 1e-6, "atol": 1e-5}  # float32: sums of ~±30
+    np.testing.assert_allclose(jax.jit(g)(a), f(a), **tol)
+    assert (_eqns(jax.make_jaxpr(g)(a), "reduce_sum", "reduce_max", "reduce_min") == 0) == rewritten
+
+
+@pytest.mark.parametrize("reduce", [jax.numpy.max, jax.numpy.min, jax.numpy.sum])
+def test_small_reductions_propagate_nans(reduce):
+    a = np.arange(4 * 7 * 3, dtype=np.float64).reshape(4, 7, 3)
+    a[1, 6, 0] = a[2, 0, 2] = np.nan  # the last of an odd pairing, and the first
+    g = jax.jit(sweep._small_contractions(lambda a: (reduce(a, -1), reduce(a, 1))))
+    for got, want in zip(g(a), (reduce(a, -1), reduce(a, 1))):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
 def test_the_notes_small_network_has_its_small_products_rewritten():
     net = jaxnet.mlp([2, 20, 3], "relu", l2=1e-3)  # 2 inputs, 3 classes: every product has a small side
     params = jax.tree.map(lambda *a: np.stack(a), *[jaxnet.init_params(jax.random.key(s), net, np.float64) for s in range(3)])
@@ -120,4 +159,9 @@ def test_the_notes_small_network_has_its_small_products_rewritten():
     rewritten = sweep._small_contractions(plain)
     # six products; x W into the 3 outputs and the unused δ W₁ᵀ (K = 20, inner in δ) stay products
     assert _dots(jax.make_jaxpr(plain)(params, idx)) == 6 and _dots(jax.make_jaxpr(rewritten)(params, idx)) == 2
+    # the softmaxes' max and sum over 3 classes (of the loss and of its delta) are unrolled; the
+    # loss's mean, the L2 sums, the bias gradients over 16 examples stay reductions, and the two
+    # weight gradients' broadcast sums are new ones
+    reductions = [_eqns(jax.make_jaxpr(f)(params, idx), "reduce_sum", "reduce_max") for f in (plain, rewritten)]
+    assert reductions == [9, 7]
     chex.assert_trees_all_close(jax.jit(rewritten)(params, idx), jax.jit(plain)(params, idx), rtol=1e-12)
