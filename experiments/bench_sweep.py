@@ -197,7 +197,8 @@ def markdown(rows, shuffle, args, devices):
         "## 1. Training epochs only: `make_epoch` of one run vs the sweep's epoch of all replicas",
         "",
         "Medians of interleaved repeats after warm-up; no per-epoch metrics. The column \"XLA's batched products\" "
-        "is the sweep without its small-contraction rewrite (`_group_epoch(..., small_contractions=False)`).",
+        "is the sweep without its jaxpr rewrite of small products and reductions "
+        "(`_group_epoch(..., small_contractions=False)`).",
         "",
         "| network | steps per epoch | one run model-steps/s | sweep, 1 device, XLA's batched products | sweep, 1 device "
         f"| sweep / one run | sweep, {devices} devices | sweep / one run |",
@@ -257,8 +258,9 @@ The issue aimed at ≥ 20× the single run's aggregate model-steps/s at 2-100-3.
   overhead but then runs at XLA:CPU's speed for tiny per-replica products: {1e6 / s1:.1f} µs per replica-step on
   one device, about {macs * s1 / 1e9:.0f} G multiply-adds/s.
 - What the sweep does about it (`jaxnet/sweep.py`): batched products with a side ≤ 8 (`x W` with 2
-  inputs, `δ Wᵀ` with 3 outputs, the weight gradients `aᵀ δ`) are rewritten from the jaxpr into fused
-  elementwise sums, {s1 / s0:.1f}× the throughput of XLA's batched products (table 1); shuffles use
+  inputs, `δ Wᵀ` with 3 outputs, the weight gradients `aᵀ δ`) and float reductions over ≤ 8 elements
+  (the softmax's max and sum over 3 classes) are rewritten from the jaxpr into fused elementwise
+  code, {s1 / s0:.1f}× the throughput of XLA's batched products and reductions (table 1); shuffles use
   `train.permutation` and are drawn once per seed; metrics are computed inside the epoch's call;
   `devices=N` splits the replicas over devices ({sd / s1:.1f}× from the second device here; one run
   has no replicas to split).
