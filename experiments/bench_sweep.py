@@ -108,20 +108,21 @@ def epochs_only(name, net, x, y, batch, lrs, replicas, repeats, devices):
     rs = _replicas(net, replicas, lrs)
     seeds = sorted({r.seed for r in rs})
     runs = {"one run": run_single}
-    for d, small in sorted({(1, False), (1, True), (devices, True)}):
+    for d, small, reductions in sorted({(1, False, False), (1, True, False), (1, True, True), (devices, True, True)}):
         spread = sweep._spread(train._mesh(d))
         params = jax.tree.map(lambda *a: jnp.stack(a), *[jaxnet.init_params(jax.random.key(r.seed), net) for r in rs])
         state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, sweep._hyper("sgd", rs, jnp.float32))
         params, state, l2, which = spread((params, state, jnp.full(len(rs), net.l2, jnp.float32), jnp.asarray([seeds.index(r.seed) for r in rs])))  # the net's L2, as the one run
         keys, xs, ys = spread((jnp.stack([jax.random.key(s) for s in seeds]), xd, yd), replicated=True)
-        group = sweep._group_epoch(net, sweep._optimizer("sgd"), batch, n, "manual", small_contractions=small)
+        group = sweep._group_epoch(net, sweep._optimizer("sgd"), batch, n, "manual", small_contractions=small,
+                                   small_reductions=reductions)
         st = {"p": params, "s": state}
 
         def run_sweep(epoch, st=st, group=group, keys=keys, which=which, l2=l2, xs=xs, ys=ys):
             st["p"], st["s"], losses, _ = group(st["p"], st["s"], keys, epoch, which, l2, xs, ys, [])
             return losses
 
-        runs[f"sweep on {d}" + ("" if small else ", batched products")] = run_sweep
+        runs[f"sweep on {d}" + ("" if reductions else ", products only" if small else ", batched products")] = run_sweep
     calls = max(1, 100 // (n // batch)) if n // batch < 10 else 3
     per_epoch = _interleaved(runs, repeats, calls)
     print("epochs only:", name, {k: f"{1e3 * v:.3f} ms" for k, v in per_epoch.items()})
@@ -196,19 +197,20 @@ def markdown(rows, shuffle, args, devices):
         "",
         "## 1. Training epochs only: `make_epoch` of one run vs the sweep's epoch of all replicas",
         "",
-        "Medians of interleaved repeats after warm-up; no per-epoch metrics. The column \"XLA's batched products\" "
-        "is the sweep without its jaxpr rewrite of small products and reductions "
-        "(`_group_epoch(..., small_contractions=False)`).",
+        "Medians of interleaved repeats after warm-up; no per-epoch metrics. The sweep on 1 device three ways: "
+        "\"no rewrite\" leaves XLA its batched products and reductions (`_group_epoch(..., small_contractions=False)`), "
+        "\"products\" rewrites the small products only (`small_reductions=False`), the next column both.",
         "",
-        "| network | steps per epoch | one run model-steps/s | sweep, 1 device, XLA's batched products | sweep, 1 device "
-        f"| sweep / one run | sweep, {devices} devices | sweep / one run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network | steps per epoch | one run model-steps/s | sweep, 1 device, no rewrite | products | "
+        f"products and reductions | sweep / one run | sweep, {devices} devices | sweep / one run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, steps, ep, _, _ in rows:
         one = steps / ep["one run"]
-        s0, s1 = r * steps / ep["sweep on 1, batched products"], r * steps / ep["sweep on 1"]
+        s0, sp, s1 = (r * steps / ep[f"sweep on 1{k}"] for k in (", batched products", ", products only", ""))
         sd = r * steps / ep[f"sweep on {devices}"]
-        lines.append(f"| {name} | {steps} | {one:,.0f} | {s0:,.0f} | {s1:,.0f} | {s1 / one:.1f}× | {sd:,.0f} | {sd / one:.1f}× |")
+        lines.append(f"| {name} | {steps} | {one:,.0f} | {s0:,.0f} | {sp:,.0f} | {s1:,.0f} | {s1 / one:.1f}× "
+                     f"| {sd:,.0f} | {sd / one:.1f}× |")
     times, equal = shuffle
     lines += [
         "",
@@ -245,7 +247,8 @@ def notes(rows, r, devices):
     """The notes, with the figures taken from this run's rows (the first is 2-100-3, batch 32)."""
     _, steps, ep, e2e, (epochs, fits, swept) = rows[0]
     one = steps / ep["one run"]
-    s0, s1, sd = (r * steps / ep[k] for k in ("sweep on 1, batched products", "sweep on 1", f"sweep on {devices}"))
+    s0, sp, s1, sd = (r * steps / ep[k] for k in ("sweep on 1, batched products", "sweep on 1, products only",
+                                                    "sweep on 1", f"sweep on {devices}"))
     macs = 32 * 2 * 100 + 32 * 100 * 3 + 100 * 32 * 3 + 32 * 3 * 100 + 2 * 32 * 100  # forward 2, backward 3 products
     end_to_end = (r * steps / e2e["sweep.run"]) / (steps / e2e["fit"])
     text = f"""
@@ -259,14 +262,16 @@ The issue aimed at ≥ 20× the single run's aggregate model-steps/s at 2-100-3.
   one device, about {macs * s1 / 1e9:.0f} G multiply-adds/s.
 - What the sweep does about it (`jaxnet/sweep.py`): batched products with a side ≤ 8 (`x W` with 2
   inputs, `δ Wᵀ` with 3 outputs, the weight gradients `aᵀ δ`) and float reductions over ≤ 8 elements
-  (the softmax's max and sum over 3 classes) are rewritten from the jaxpr into fused elementwise
-  code, {s1 / s0:.1f}× the throughput of XLA's batched products and reductions (table 1); shuffles use
+  with ≥ 1024 outputs (the softmax's max and sum over 3 classes) are rewritten from the jaxpr into fused elementwise
+  code: {sp / s0:.1f}× the throughput of XLA's batched products from the products, {s1 / sp:.2f}× more from
+  the reductions, {s1 / s0:.1f}× in all (table 1); shuffles use
   `train.permutation` and are drawn once per seed; metrics are computed inside the epoch's call;
   `devices=N` splits the replicas over devices ({sd / s1:.1f}× from the second device here; one run
   has no replicas to split).
-- **The baseline got faster in the same change**: `fit` now makes one call and one transfer per epoch.
-  The previous version of this file (commit 4d676af) measured `fit` at 2,816 model-steps/s at 2-100-3,
-  batch 32, and the sweep at 17.7× that; table 2 has `fit` at {steps / e2e['fit']:,.0f}.
+- **The baseline got faster in an earlier change**: the version of this file at commit 4d676af,
+  before `fit` was made to one call and one transfer per epoch, measured `fit` at 2,816
+  model-steps/s at 2-100-3, batch 32, and the sweep at 17.7× that; table 2 has `fit` at
+  {steps / e2e['fit']:,.0f}.
 - **A whole study (table 3) is where the sweep pays most** ({fits / swept:.1f}× for {r} configurations
   × {epochs} epochs): every `fit` call compiles its own epoch (a new optimizer), the sweep compiles
   once per network.
