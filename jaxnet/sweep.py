@@ -266,16 +266,21 @@ def _small_reduce(eqn, x):
 
     ``x``: the operand, ``[...]``. The reduced elements are taken as slices
     ``[extent, rest...]`` and combined pairwise with ``+`` / ``max`` / ``min``: NaNs propagate
-    as in the reduction, and a sum starts from +0.0 as XLA's does (a sum of -0.0s is +0.0).
-    Only reductions with at least ``_MIN_REDUCED_OUT`` outputs: unrolled, the sweep's epoch at
-    2-100-3, batch 32 ran 14% faster with 64 replicas (softmaxes of 2,048 rows) and 13% slower
-    with 8 (256 rows) on 2 CPU cores."""
+    as in ``lax.max`` / ``lax.min`` and NumPy (XLA:CPU's own max and min reductions of a few
+    thousand rows drop them in jax 0.10.2), and a sum starts from +0.0 as XLA's does (a sum of
+    -0.0s is +0.0). Only reductions with at least ``_MIN_REDUCED_OUT`` outputs: the softmaxes
+    of 64 replicas × 32 examples run faster unrolled (``experiments/results/sweep_benchmark.md``,
+    table 1: "products and reductions" against "products"), those of 8 replicas (256 rows)
+    measured slower. A reduced axis sharded over an explicit mesh, or an explicit output
+    sharding, is left to the reduction (slicing a sharded axis is not allowed there)."""
     aval = eqn.invars[0].aval  # shape and dtype (x may be a Python scalar literal)
     axes = tuple(int(a) for a in eqn.params["axes"])
     extent = int(np.prod([aval.shape[a] for a in axes]))
+    spec = getattr(getattr(aval, "sharding", None), "spec", None) or ()
     if not (1 < extent <= _SMALL and aval.size // extent >= _MIN_REDUCED_OUT
             and aval.dtype in (jnp.float32, jnp.float64)
-            and eqn.params.get("out_sharding") is None):  # an explicit output sharding: left to the reduction
+            and eqn.params.get("out_sharding") is None
+            and all(a >= len(spec) or spec[a] is None for a in axes)):
         return None
     rest = [d for d in range(aval.ndim) if d not in axes]
     flat = jnp.transpose(x, (*axes, *rest)).reshape(extent, *(aval.shape[d] for d in rest))  # [extent, rest...]

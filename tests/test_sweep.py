@@ -125,6 +125,7 @@ _REDUCTIONS = {  # name: (function, operand shape, dtype, rewritten); ≥ 1024 o
     "sum over 9": (lambda a: jax.numpy.sum(a, 1), (32, 9, 32), np.float64, False),
     "sum over a batch of 32": (lambda a: jax.numpy.sum(a, 1), (4, 32, 256), np.float64, False),
     "1023 outputs": (lambda a: jax.numpy.sum(a, -1), (31, 33, 3), np.float64, False),
+    "1023 outputs of 2 × 3": (lambda a: jax.numpy.max(a, (1, 2)), (1023, 2, 3), np.float64, False),
     "integer sum": (lambda a: jax.numpy.sum(a, -1), (64, 16, 3), np.int32, False),
     "bfloat16 max": (lambda a: jax.numpy.max(a, -1), (64, 16, 3), jax.numpy.bfloat16, False),
     "one element": (lambda a: jax.numpy.sum(a, 1), (64, 1, 16), np.float64, False),
@@ -148,8 +149,8 @@ def test_small_reductions_equal_the_reductions(name):
 
 @pytest.mark.parametrize("name", ["max", "min", "sum"])
 def test_small_reductions_propagate_nans(name):
-    """As NumPy's reductions do. (XLA:CPU's own max and min over 3 elements drop the NaN at this
-    size in jax 0.10.2; the unrolled ones keep it.)"""
+    """As NumPy's reductions do. (XLA:CPU's own max and min reductions of this size drop the
+    NaNs in jax 0.10.2; the unrolled ones keep them.)"""
     a = np.arange(512 * 7 * 3, dtype=np.float64).reshape(512, 7, 3)  # ≥ 1024 outputs either way
     a[1, 6, 0] = a[2, 0, 2] = np.nan  # the last of an odd pairing, and the first
     reduce = getattr(jax.numpy, name)
@@ -164,6 +165,22 @@ def test_small_sums_of_negative_zeros_are_positive_zero_as_in_xla():
     got = jax.jit(sweep._small_contractions(lambda a: jax.numpy.sum(a, -1)))(a)  # 1024 sums
     np.testing.assert_array_equal(np.signbit(got), np.signbit(jax.jit(lambda a: jax.numpy.sum(a, -1))(a)))
     np.testing.assert_array_equal(got, np.tile([0.0, 0.0, 0.0, -2.0], 256))
+
+
+def test_sharded_reductions_are_left_alone():
+    """An explicit output sharding, or a reduced axis sharded over an explicit mesh (1 device here)."""
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+    mesh = jax.make_mesh((1,), ("r",), axis_types=(AxisType.Explicit,))
+    with jax.set_mesh(mesh):
+        rows = jax.device_put(np.ones((1024, 3)), NamedSharding(mesh, P("r", None)))  # 1024 rows over "r"
+        cols = jax.device_put(np.ones((8, 1024)), NamedSharding(mesh, P("r", None)))  # 8 rows over "r"
+        for f, a, left in [(lambda a: jax.lax.reduce_sum(a, (1,), out_sharding=P("r")), rows, True),
+                           (lambda a: jax.numpy.max(a, 0), cols, True),  # the sharded axis reduced
+                           (lambda a: jax.numpy.sum(a, 1), rows, False)]:  # the sharded axis kept: rewritten
+            g = sweep._small_contractions(f)
+            assert (_eqns(jax.make_jaxpr(g)(a), "reduce_sum", "reduce_max") == 1) == left
+            np.testing.assert_allclose(jax.jit(g)(a), jax.jit(f)(a))
 
 
 def test_a_reduction_of_a_python_scalar_is_left_alone():
