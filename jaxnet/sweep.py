@@ -128,9 +128,9 @@ def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=True, 
         return permutation(jax.random.split(key)[0], n)[: steps * batch_size].reshape(steps, batch_size)
 
     grads_all = rewrite(jax.vmap(lambda p, idx, l2, x, y: vg(p, net, x[idx], y[idx], l2),
-                                             in_axes=(0, 0, 0, None, None)))
+                                 in_axes=(0, 0, 0, None, None)))
     metrics_all = rewrite(jax.vmap(lambda p, l2, x, y: _metrics_l2(p, net, x, y, l2),
-                                               in_axes=(0, 0, None, None)))
+                                   in_axes=(0, 0, None, None)))
 
     def epoch_fn(params, opt_state, keys, epoch, which, l2, x, y, evals):
         keys = jax.vmap(lambda k: epoch_key(k, epoch))(keys)
@@ -152,6 +152,7 @@ def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=True, 
 
 _SMALL = 8  # a contraction, output size or reduction up to this is "small"
 _MIN_REDUCED_OUT = 1024  # a small reduction with fewer outputs is left alone (slower unrolled: see _small_reduce)
+_FLOATS = (jnp.float32, jnp.float64)  # the dtypes rewritten (no low-precision accumulation)
 
 
 def _small_contractions(fun, reductions=True):
@@ -233,7 +234,7 @@ def _small_dot(eqn, lhs, rhs):
     (lhs, lperm), (rhs, rperm) = lhs, rhs
     out_dtype = eqn.outvars[0].aval.dtype
     if not lb or len(lc) != 1 or not all(a.dtype == out_dtype for a in (lhs, rhs)) \
-            or out_dtype not in (jnp.float32, jnp.float64):  # no mixed or low-precision accumulation
+            or out_dtype not in _FLOATS:  # no mixed or low-precision accumulation
         return None
     lc, lb, rc, rb = ([perm[d] for d in dims] for perm, dims in ((lperm, lc), (lperm, lb), (rperm, rc), (rperm, rb)))
     lf = [d for d in range(lhs.ndim) if d not in (*lc, *lb)]
@@ -278,7 +279,7 @@ def _small_reduce(eqn, x):
     extent = int(np.prod([aval.shape[a] for a in axes]))
     spec = getattr(getattr(aval, "sharding", None), "spec", None) or ()
     if not (1 < extent <= _SMALL and aval.size // extent >= _MIN_REDUCED_OUT
-            and aval.dtype in (jnp.float32, jnp.float64)
+            and aval.dtype in _FLOATS
             and eqn.params.get("out_sharding") is None
             and all(a >= len(spec) or spec[a] is None for a in axes)):
         return None
