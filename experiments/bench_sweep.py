@@ -1,7 +1,7 @@
 """Benchmark: a sweep of R replicas in one compiled program against one run, side by side.
 
     python experiments/bench_sweep.py [--replicas 64] [--repeats 5] [--cpu-devices 2] [--quick]
-                                      [--out experiments/results/sweep_benchmark.md]
+                                      [--no-study] [--out experiments/results/sweep_benchmark.md]
 
 Float32, plain SGD, hand-derived gradients; the R replicas are R/4 seeds × 4 learning rates (a
 seed sweep over a small grid). Three measures per network, all in this one process:
@@ -13,7 +13,8 @@ seed sweep over a small grid). Three measures per network, all in this one proce
    all R, both with their per-epoch metrics: the median time between consecutive ``on_epoch``
    calls, the first (compiling) epoch left out;
 3. a whole study: R configurations × the preset's epochs, wall clock with compilation: R ``fit``
-   calls one after another (each compiles its own optimizer's epoch) against one ``sweep.run``.
+   calls one after another (each compiles its own optimizer's epoch) against one ``sweep.run``
+   (``--no-study`` leaves it out: it is the slow part, minutes of compilation on a GPU).
 
 Aggregate model-steps/s = replicas × steps / seconds. ``--cpu-devices N`` sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts, so that the CPU's
@@ -188,9 +189,9 @@ def markdown(rows, shuffle, args, devices):
     lines = [
         "# Sweep benchmark: R replicas in one program vs one run",
         "",
-        f"`python experiments/bench_sweep.py --replicas {r} --repeats {args.repeats} --cpu-devices {args.cpu_devices}` "
-        f"on {datetime.date.today()}: {jax.devices()[0].platform}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPU cores ({len(jax.devices())} XLA devices), jax {jax.__version__}. Float32, plain SGD, "
+        f"`python experiments/bench_sweep.py --replicas {r} --repeats {args.repeats} --cpu-devices {args.cpu_devices}"
+        f"{' --no-study' if args.no_study else ''}` on {datetime.date.today()}: {_where()}, jax {jax.__version__}. "
+        "Float32, plain SGD, "
         f"hand-derived gradients; the {r} replicas are {max(1, r // 4)} seeds × 4 learning rates "
         f"({SPIRAL_LRS} at 2-100-3, {BIG_LRS} at 784-256-256-10). "
         "Model-steps/s = replicas × steps / seconds.",
@@ -230,56 +231,76 @@ def markdown(rows, shuffle, args, devices):
     for name, steps, _, e2e, _ in rows:
         a, b = steps / e2e["fit"], r * steps / e2e["sweep.run"]
         lines.append(f"| {name} | {1e3 * e2e['fit']:.2f} | {a:,.0f} | {1e3 * e2e['sweep.run']:.2f} | {b:,.0f} | {b / a:.1f}× |")
-    lines += [
-        "",
-        f"## 3. A whole study: {r} configurations, wall clock with compilation ({devices} devices for the sweep)",
-        "",
-        f"| network | epochs | {r} `fit` calls one after another, s | one `sweep.run`, s | speed-up |",
-        "|---|---|---|---|---|",
-    ]
-    for name, _, _, _, (epochs, fits, swept) in rows:
-        lines.append(f"| {name} | {epochs} | {fits:.1f} | {swept:.1f} | {fits / swept:.1f}× |")
+    if not args.no_study:
+        lines += [
+            "",
+            f"## 3. A whole study: {r} configurations, wall clock with compilation ({devices} devices for the sweep)",
+            "",
+            f"| network | epochs | {r} `fit` calls one after another, s | one `sweep.run`, s | speed-up |",
+            "|---|---|---|---|---|",
+        ]
+        for name, _, _, _, (epochs, fits, swept) in rows:
+            lines.append(f"| {name} | {epochs} | {fits:.1f} | {swept:.1f} | {fits / swept:.1f}× |")
     lines += ["", "## Notes", "", notes(rows, r, devices)]
     return "\n".join(lines) + "\n"
 
 
+def _where():
+    """The machine, in words: the platform, its device kind and count, the CPU cores."""
+    d = jax.devices()
+    if d[0].platform == "cpu":
+        return f"cpu, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores ({len(d)} XLA devices)"
+    return f"{d[0].platform}, {len(d)} × {d[0].device_kind}, {os.cpu_count()} CPU cores"
+
+
 def notes(rows, r, devices):
     """The notes, with the figures taken from this run's rows (the first is 2-100-3, batch 32)."""
-    _, steps, ep, e2e, (epochs, fits, swept) = rows[0]
+    _, steps, ep, e2e, whole = rows[0]
     one = steps / ep["one run"]
     s0, sp, s1, sd = (r * steps / ep[k] for k in ("sweep on 1, batched products", "sweep on 1, products only",
                                                     "sweep on 1", f"sweep on {devices}"))
     macs = 32 * 2 * 100 + 32 * 100 * 3 + 100 * 32 * 3 + 32 * 3 * 100 + 2 * 32 * 100  # forward 2, backward 3 products
     end_to_end = (r * steps / e2e["sweep.run"]) / (steps / e2e["fit"])
-    text = f"""
-The issue aimed at ≥ 20× the single run's aggregate model-steps/s at 2-100-3. On this machine:
-
-- **Steady-state throughput {'meets' if min(sd / one, end_to_end) >= 20 else 'misses'} it**: {s1 / one:.1f}× on one device and {sd / one:.1f}× with the
-  replicas split over {devices} devices (table 1; the one run uses one device), {end_to_end:.1f}× end to end
-  (table 2). One run's step is
-  bound by per-step overhead ({1e6 / one:.0f} µs for {macs / 1e3:.1f} k multiply-adds). The sweep removes that
-  overhead but then runs at XLA:CPU's speed for tiny per-replica products: {1e6 / s1:.1f} µs per replica-step on
-  one device, about {macs * s1 / 1e9:.0f} G multiply-adds/s.
-- What the sweep does about it (`jaxnet/sweep.py`): batched products with a side ≤ 8 (`x W` with 2
-  inputs, `δ Wᵀ` with 3 outputs, the weight gradients `aᵀ δ`) and float reductions over ≤ 8 elements
-  with ≥ 1024 outputs (the softmax's max and sum over 3 classes) are rewritten from the jaxpr into fused elementwise
-  code: {sp / s0:.1f}× the throughput of XLA's batched products from the products, {s1 / sp:.2f}× more from
-  the reductions, {s1 / s0:.1f}× in all (table 1); shuffles use
-  `train.permutation` and are drawn once per seed; metrics are computed inside the epoch's call;
-  `devices=N` splits the replicas over devices ({sd / s1:.1f}× from the second device here; one run
-  has no replicas to split).
-- **The baseline got faster in an earlier change**: the version of this file at commit 4d676af,
-  before `fit` was made to one call and one transfer per epoch, measured `fit` at 2,816
-  model-steps/s at 2-100-3, batch 32, and the sweep at 17.7× that; table 2 has `fit` at
-  {steps / e2e['fit']:,.0f}.
-- **A whole study (table 3) is where the sweep pays most** ({fits / swept:.1f}× for {r} configurations
-  × {epochs} epochs): every `fit` call compiles its own epoch (a new optimizer), the sweep compiles
-  once per network.
-- **At 784-256-256-10** one run already goes at 99% of the measured matrix-product rate
-  (`experiments/results/benchmark.md`): the sweep has no overhead to remove.
-- {'Measured on ' + jax.devices()[0].device_kind if jax.devices()[0].platform != 'cpu' else 'Not measured on a GPU'}.
-"""
-    return text.strip()
+    cpu = jax.devices()[0].platform == "cpu"
+    split = f" and {sd / one:.1f}× with the replicas split over {devices} devices" if devices > 1 else ""
+    bullets = [
+        f"**Steady-state throughput {'meets' if max(sd / one, end_to_end) >= 20 else 'misses'} it**: "
+        f"{s1 / one:.1f}× on one device{split} (table 1; the one run uses one device), {end_to_end:.1f}× end to end "
+        f"(table 2). One run's step is bound by per-step overhead ({1e6 / one:.0f} µs for {macs / 1e3:.1f} k "
+        f"multiply-adds). The sweep shares that overhead among the replicas: {1e6 / s1:.2f} µs per replica-step on "
+        f"one device, about {macs * s1 / 1e9:.0f} G multiply-adds/s.",
+        "What the sweep does about it (`jaxnet/sweep.py`): batched products with a side ≤ 8 (`x W` with 2 "
+        "inputs, `δ Wᵀ` with 3 outputs, the weight gradients `aᵀ δ`) and float reductions over ≤ 8 elements "
+        "with ≥ 1024 outputs (the softmax's max and sum over 3 classes) are rewritten from the jaxpr into fused "
+        f"elementwise code: {sp / s0:.2f}× the throughput of XLA's batched products from the products, {s1 / sp:.2f}× "
+        f"more from the reductions, {s1 / s0:.2f}× in all (table 1); shuffles use `train.permutation` and are drawn "
+        "once per seed; metrics are computed inside the epoch's call"
+        + (f"; `devices=N` splits the replicas over devices ({sd / s1:.1f}× from the second device here; one run "
+           "has no replicas to split)." if devices > 1 else "."),
+    ]
+    if cpu:
+        bullets.append(
+            "**The baseline got faster in an earlier change**: the version of this file at commit 4d676af, "
+            "before `fit` was made to one call and one transfer per epoch, measured `fit` at 2,816 "
+            "model-steps/s at 2-100-3, batch 32, and the sweep at 17.7× that; table 2 has `fit` at "
+            f"{steps / e2e['fit']:,.0f}.")
+    if whole is not None:
+        epochs, fits, swept = whole
+        bullets.append(
+            f"**A whole study (table 3) is where the sweep pays most** ({fits / swept:.1f}× for {r} configurations "
+            f"× {epochs} epochs): every `fit` call compiles its own epoch (a new optimizer), the sweep compiles "
+            "once per network.")
+    big = [row for row in rows if row[0].startswith("784")]
+    if cpu:
+        bullets.append("**At 784-256-256-10** one run already goes at 99% of the measured matrix-product rate "
+                       "(`experiments/results/benchmark.md`): the sweep has no overhead to remove.")
+    elif big:
+        _, bsteps, bep, _, _ = big[0]
+        bullets.append(f"**At 784-256-256-10** the sweep's epoch gives {bep['one run'] * r / bep['sweep on 1']:.1f}× "
+                       "the one run's model-steps/s (table 1).")
+    bullets.append("Measured on " + _where() if not cpu else "Not measured on a GPU.")
+    text = "The issue aimed at ≥ 20× the single run's aggregate model-steps/s at 2-100-3. On this machine:\n\n"
+    return text + "\n".join("- " + b for b in bullets)
 
 
 def main(argv=None):
@@ -289,6 +310,7 @@ def main(argv=None):
     parser.add_argument("--cpu-devices", dest="cpu_devices", type=int, default=2,
                         help="CPU cores made into XLA devices for the sweep (set before JAX starts)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 8 replicas, few repeats and epochs")
+    parser.add_argument("--no-study", dest="no_study", action="store_true", help="leave out measure 3 (a whole study)")
     parser.add_argument("--out", help="default: experiments/results/sweep_benchmark.md (with --quick: print only)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -299,7 +321,8 @@ def main(argv=None):
         problem = (name, net, x, y, batch, lrs, args.replicas)
         ep = epochs_only(*problem, args.repeats, devices)
         e2e = end_to_end(*problem, args.repeats, devices, args.quick)
-        rows.append((name, len(x) // batch, ep, e2e, (epochs, *study(*problem, epochs, devices))))
+        whole = None if args.no_study else (epochs, *study(*problem, epochs, devices))
+        rows.append((name, len(x) // batch, ep, e2e, whole))
     text = markdown(rows, shuffles(args.repeats), args, devices)
     out = args.out or (None if args.quick else os.path.join(os.path.dirname(__file__), "results", "sweep_benchmark.md"))
     if out is not None:
