@@ -157,7 +157,7 @@ def _finite_differences(loss64, params64, directions, eps, seed, fd_max_elements
         if leaf.size <= fd_max_elements:  # every element of this leaf: unit directions
             vs = np.eye(leaf.size).reshape(leaf.size, *leaf.shape)
         else:
-            vs = _unit_directions((seed, i), directions, leaf.shape)
+            vs = _unit_directions((*seed, i), directions, leaf.shape)
         values = jax.jit(jax.vmap(
             lambda li, others, i=i: loss64(jax.tree.unflatten(treedef, [*others[:i], li, *others[i:]])), in_axes=(0, None)))
         perturbed = leaf[None] + eps * jnp.asarray(np.concatenate([vs, -vs]))  # [2m, *leaf.shape]
@@ -189,7 +189,8 @@ def _against_fd(witness, grads, fd, rtol, atol):
 
 
 def _unit_directions(seed, m, shape):
-    """``m`` random unit vectors of ``shape``: [m, *shape] (float64 NumPy; ``seed`` a tuple of ints)."""
+    """``m`` random unit vectors of ``shape``: [m, *shape] (float64 NumPy; ``seed`` a flat tuple of ints:
+    NumPy 2.5 refuses nested ones)."""
     vs = np.random.default_rng(seed).normal(size=(m, *shape))
     return vs / np.linalg.norm(vs.reshape(m, -1), axis=1).reshape(-1, *([1] * len(shape)))
 
@@ -202,7 +203,7 @@ def _forward_vs_reverse(loss64, params64, grads64, directions, seed, rtol):
     along = jax.jit(jax.vmap(lambda tangents: jax.jvp(loss64, (params64,), (jax.tree.unflatten(treedef, tangents),))[1]))
     pairs = []
     for i, ((path, g), leaf) in enumerate(zip(jax.tree_util.tree_flatten_with_path(grads64)[0], leaves)):
-        vs = _unit_directions((seed, i), directions, leaf.shape)  # [m, *leaf.shape]
+        vs = _unit_directions((*seed, i), directions, leaf.shape)  # [m, *leaf.shape]
         tangents = [jnp.zeros((directions, *a.shape), a.dtype) for a in leaves]
         tangents[i] = jnp.asarray(vs)
         forward = np.asarray(along(tangents))  # [m]

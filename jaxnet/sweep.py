@@ -106,7 +106,7 @@ class SweepResult:
     final: list  # per replica, {"train": metrics, "val": metrics}
 
 
-def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=True, small_reductions=True):
+def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, small_reductions=True):
     """A jitted epoch for R replicas of one network, with their metrics after it.
 
     ``(params [R, ...], opt_state [R, ...], keys [S], epoch, which [R], l2 [R], x, y, evals)
@@ -116,7 +116,12 @@ def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=True, 
     update under ``vmap``; ``metrics`` has, per ``(x, y)`` of ``evals``, each metric ``[R]``.
     The vmapped gradient and metrics go through :func:`_small_contractions` (``False``: left as
     they are; ``small_reductions=False``: products rewritten, reductions not — to measure each
-    part)."""
+    part). ``None``: on the CPU only. On a GPU XLA's batched products are as fast (H200, 2-100-3:
+    0.95× with the rewrite, ``experiments/results/sweep_benchmark_gpu.md``), and they keep the
+    replicas' products the same as ``fit``'s (float32 products on a GPU may run in TF32, the
+    elementwise form does not)."""
+    if small_contractions is None:
+        small_contractions = jax.default_backend() == "cpu"
     vg = value_and_grads_fn(grads)
 
     def rewrite(fun):

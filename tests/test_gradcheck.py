@@ -29,6 +29,21 @@ def test_right_gradient_passes(dtype, fd_max_elements):
     assert "ok" in str(report) and "FAIL" not in str(report)
 
 
+def test_random_directions_take_flat_seeds_as_numpy_2_5_requires(monkeypatch):
+    """NumPy 2.5's SeedSequence refuses nested sequences such as ``((seed, 0), i)``."""
+    default_rng = np.random.default_rng
+
+    def flat_only(seed=None):
+        if isinstance(seed, (tuple, list)) and any(isinstance(s, (tuple, list)) for s in seed):
+            raise TypeError("SeedSequence does not accept nested sequences.")
+        return default_rng(seed)
+
+    monkeypatch.setattr(np.random, "default_rng", flat_only)
+    params, x, y = verify.random_problem(NET, seed=0, n=5)
+    report = jaxnet.assert_grads_match(_loss, _grads, params, x, y, fd_max_elements=16)  # random directions
+    assert {r.witness for r in report.leaves} >= {"finite diff", "jvp vs jax.grad"} and not report.notes
+
+
 def test_one_wrong_element_is_located():
     params, x, y = verify.random_problem(NET, seed=1, n=5)
 

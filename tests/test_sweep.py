@@ -203,3 +203,20 @@ def test_the_notes_small_network_has_its_small_products_rewritten():
     reductions = [_eqns(jax.make_jaxpr(f)(params, idx), "reduce_sum", "reduce_max") for f in (plain, rewritten)]
     assert reductions == [9, 7]
     chex.assert_trees_all_close(jax.jit(rewritten)(params, idx), jax.jit(plain)(params, idx), rtol=1e-12)
+
+
+
+@pytest.mark.parametrize("backend,rewritten", [("cpu", True), ("gpu", False)])
+def test_the_rewrite_is_on_by_default_on_the_cpu_only(monkeypatch, backend, rewritten):
+    """On a GPU XLA's batched products are as fast, and they keep fit's products (TF32 or not)."""
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    net, r = jaxnet.mlp([2, 8, 3], "relu"), 2
+    params = jax.tree.map(lambda *a: np.stack(a), *[jaxnet.init_params(jax.random.key(s), net) for s in range(r)])
+    state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(
+        params, {"learning_rate": np.ones(r, np.float32), "momentum": np.zeros(r, np.float32)})
+    keys = jax.random.split(jax.random.key(0), r)
+    args = (params, state, keys, 1, np.arange(r), np.zeros(r, np.float32), X.astype(np.float32), Y, [])
+    epoch = sweep._group_epoch(net, sweep._optimizer("sgd"), 20, len(X), "manual")
+    dots = _dots(jax.make_jaxpr(epoch)(*args))
+    # the step's six products (forward 2, backward 4 with the unused δ₁ W₁ᵀ) all have a side ≤ 8
+    assert dots == (0 if rewritten else 6)
