@@ -109,7 +109,9 @@ def epochs_only(name, net, x, y, batch, lrs, replicas, repeats, devices):
     rs = _replicas(net, replicas, lrs)
     seeds = sorted({r.seed for r in rs})
     runs = {"one run": run_single}
-    for d, small, reductions in sorted({(1, False, False), (1, True, False), (1, True, True), (devices, True, True)}):
+    variants = {"sweep on 1, batched products": (1, False, False), "sweep on 1, products only": (1, True, False),
+                "sweep on 1": (1, True, True), "sweep as run": (devices, None, True)}  # None: sweep.run's default
+    for label, (d, small, reductions) in variants.items():
         spread = sweep._spread(train._mesh(d))
         params = jax.tree.map(lambda *a: jnp.stack(a), *[jaxnet.init_params(jax.random.key(r.seed), net) for r in rs])
         state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, sweep._hyper("sgd", rs, jnp.float32))
@@ -123,7 +125,7 @@ def epochs_only(name, net, x, y, batch, lrs, replicas, repeats, devices):
             st["p"], st["s"], losses, _ = group(st["p"], st["s"], keys, epoch, which, l2, xs, ys, [])
             return losses
 
-        runs[f"sweep on {d}" + ("" if reductions else ", products only" if small else ", batched products")] = run_sweep
+        runs[label] = run_sweep
     calls = max(1, 100 // (n // batch)) if n // batch < 10 else 3
     per_epoch = _interleaved(runs, repeats, calls)
     print("epochs only:", name, {k: f"{1e3 * v:.3f} ms" for k, v in per_epoch.items()})
@@ -200,18 +202,19 @@ def markdown(rows, shuffle, args, devices):
         "",
         "Medians of interleaved repeats after warm-up; no per-epoch metrics. The sweep on 1 device three ways: "
         "\"no rewrite\" leaves XLA its batched products and reductions (`_group_epoch(..., small_contractions=False)`), "
-        "\"products\" rewrites the small products only (`small_reductions=False`), the next column both.",
+        "\"products\" rewrites the small products only (`small_reductions=False`), the next column both. "
+        f"\"As run\": as `sweep.run(..., devices={devices})` runs it (the rewrite on the CPU only), on {devices} device(s); "
+        "the one run uses one.",
         "",
         "| network | steps per epoch | one run model-steps/s | sweep, 1 device, no rewrite | products | "
-        f"products and reductions | sweep / one run | sweep, {devices} devices | sweep / one run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"products and reductions | as run, {devices} device(s) | sweep / one run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, steps, ep, _, _ in rows:
         one = steps / ep["one run"]
         s0, sp, s1 = (r * steps / ep[f"sweep on 1{k}"] for k in (", batched products", ", products only", ""))
-        sd = r * steps / ep[f"sweep on {devices}"]
-        lines.append(f"| {name} | {steps} | {one:,.0f} | {s0:,.0f} | {sp:,.0f} | {s1:,.0f} | {s1 / one:.1f}× "
-                     f"| {sd:,.0f} | {sd / one:.1f}× |")
+        sd = r * steps / ep["sweep as run"]
+        lines.append(f"| {name} | {steps} | {one:,.0f} | {s0:,.0f} | {sp:,.0f} | {s1:,.0f} | {sd:,.0f} | {sd / one:.1f}× |")
     times, equal = shuffle
     lines += [
         "",
@@ -258,23 +261,29 @@ def notes(rows, r, devices):
     _, steps, ep, e2e, whole = rows[0]
     one = steps / ep["one run"]
     s0, sp, s1, sd = (r * steps / ep[k] for k in ("sweep on 1, batched products", "sweep on 1, products only",
-                                                    "sweep on 1", f"sweep on {devices}"))
+                                                    "sweep on 1", "sweep as run"))
     macs = 32 * 2 * 100 + 32 * 100 * 3 + 100 * 32 * 3 + 32 * 3 * 100 + 2 * 32 * 100  # forward 2, backward 3 products
     end_to_end = (r * steps / e2e["sweep.run"]) / (steps / e2e["fit"])
     cpu = jax.devices()[0].platform == "cpu"
+    one_device = s1 if cpu else sd  # sweep.run's default on one device (on a GPU: no rewrite)
     split = f" and {sd / one:.1f}× with the replicas split over {devices} devices" if devices > 1 else ""
+    rewrite = ("batched products with a side ≤ 8 (`x W` with 2 inputs, `δ Wᵀ` with 3 outputs, the weight gradients "
+               "`aᵀ δ`) and float reductions over ≤ 8 elements with ≥ 1024 outputs (the softmax's max and sum over 3 "
+               "classes) are rewritten from the jaxpr into fused elementwise code")
+    effect = (f"{sp / s0:.2f}× the throughput of XLA's batched products from the products, {s1 / sp:.2f}× more from "
+              f"the reductions, {s1 / s0:.2f}× in all (table 1)")
     bullets = [
         f"**Steady-state throughput {'meets' if max(sd / one, end_to_end) >= 20 else 'misses'} it**: "
-        f"{s1 / one:.1f}× on one device{split} (table 1; the one run uses one device), {end_to_end:.1f}× end to end "
-        f"(table 2). One run's step is bound by per-step overhead ({1e6 / one:.0f} µs for {macs / 1e3:.1f} k "
-        f"multiply-adds). The sweep shares that overhead among the replicas: {1e6 / s1:.2f} µs per replica-step on "
-        f"one device, about {macs * s1 / 1e9:.0f} G multiply-adds/s.",
-        "What the sweep does about it (`jaxnet/sweep.py`): batched products with a side ≤ 8 (`x W` with 2 "
-        "inputs, `δ Wᵀ` with 3 outputs, the weight gradients `aᵀ δ`) and float reductions over ≤ 8 elements "
-        "with ≥ 1024 outputs (the softmax's max and sum over 3 classes) are rewritten from the jaxpr into fused "
-        f"elementwise code: {sp / s0:.2f}× the throughput of XLA's batched products from the products, {s1 / sp:.2f}× "
-        f"more from the reductions, {s1 / s0:.2f}× in all (table 1); shuffles use `train.permutation` and are drawn "
-        "once per seed; metrics are computed inside the epoch's call"
+        f"{one_device / one:.1f}× on one device{split} (table 1; the one run uses one device), {end_to_end:.1f}× end "
+        f"to end (table 2). One run's step is bound by per-step overhead ({1e6 / one:.0f} µs for {macs / 1e3:.1f} k "
+        f"multiply-adds). The sweep shares that overhead among the replicas: {1e6 / one_device:.2f} µs per "
+        f"replica-step on one device, about {macs * one_device / 1e9:.0f} G multiply-adds/s.",
+        (f"What the sweep does about it (`jaxnet/sweep.py`): {rewrite}: {effect}. " if cpu else
+         "On the CPU the sweep's small products and reductions are rewritten into fused elementwise code "
+         f"(`jaxnet/sweep.py`); on a GPU that is off by default: here the rewrite gives {effect}, "
+         "and XLA's batched products keep the replicas' products the same as `fit`'s (float32 products may run in "
+         "TF32 on a GPU, the elementwise form does not). ")
+        + "Shuffles use `train.permutation` and are drawn once per seed; metrics are computed inside the epoch's call"
         + (f"; `devices=N` splits the replicas over devices ({sd / s1:.1f}× from the second device here; one run "
            "has no replicas to split)." if devices > 1 else "."),
     ]
@@ -296,7 +305,7 @@ def notes(rows, r, devices):
                        "(`experiments/results/benchmark.md`): the sweep has no overhead to remove.")
     elif big:
         _, bsteps, bep, _, _ = big[0]
-        bullets.append(f"**At 784-256-256-10** the sweep's epoch gives {bep['one run'] * r / bep['sweep on 1']:.1f}× "
+        bullets.append(f"**At 784-256-256-10** the sweep's epoch gives {bep['one run'] * r / bep['sweep as run']:.1f}× "
                        "the one run's model-steps/s (table 1).")
     bullets.append("Measured on " + _where() if not cpu else "Not measured on a GPU.")
     text = "The issue aimed at ≥ 20× the single run's aggregate model-steps/s at 2-100-3. On this machine:\n\n"
