@@ -117,9 +117,9 @@ def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, 
     The vmapped gradient and metrics go through :func:`_small_contractions` (``False``: left as
     they are; ``small_reductions=False``: products rewritten, reductions not — to measure each
     part). ``None``: on the CPU only. On a GPU XLA's batched products are as fast (H200, 2-100-3:
-    0.95× with the rewrite, ``experiments/results/sweep_benchmark_gpu.md``), and they keep the
-    replicas' products the same as ``fit``'s (float32 products on a GPU may run in TF32, the
-    elementwise form does not)."""
+    0.95× and 0.99× with the rewrite in two runs, ``experiments/results/sweep_benchmark_gpu.md``),
+    and they keep the replicas' products the same as ``fit``'s (float32 products on a GPU may run
+    in TF32, the elementwise form does not)."""
     if small_contractions is None:
         small_contractions = jax.default_backend() == "cpu"
     vg = value_and_grads_fn(grads)
