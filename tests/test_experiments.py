@@ -75,4 +75,4 @@ def test_sweep_benchmark_runs_quick(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
-    assert "(2 XLA devices)" in text and "| sweep, 2 devices |" in text and "## 3. A whole study" in text
+    assert "(2 XLA devices)" in text and "| as run, 2 device(s) |" in text and "## 3. A whole study" in text
