@@ -12,6 +12,7 @@ out=${1:?usage: bash experiments/gpu_check.sh OUTDIR}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>&1 | tee "$out/env.txt"
+python3 -m pip list 2>/dev/null | grep -iE "^(jax\S*|nvidia-\S*|optax|chex|numpy) " | tee -a "$out/env.txt"
 python3 -c "import sys, jax, optax, chex, numpy; print(sys.version.split()[0], 'jax', jax.__version__, 'optax', optax.__version__, 'chex', chex.__version__, 'numpy', numpy.__version__, jax.devices())" 2>&1 | tee -a "$out/env.txt"
 timeout "${BENCH_S:-240}" python3 experiments/bench_sweep.py --no-study --cpu-devices 1 \
     --out "$out/sweep_benchmark_gpu.md" 2>&1 | tee "$out/bench.log"

@@ -10,8 +10,8 @@ different networks run one after another. Replica ``r`` with seed ``s`` is train
 batches, the same updates (equal up to float rounding).
 
 What keeps the small networks of the notes fast: replicas with the same seed share their
-shuffles (drawn once per seed and epoch); the vmapped gradient's tiny batched products and
-short reductions are written as fused elementwise code (:func:`_small_contractions`); and
+shuffles (drawn once per seed and epoch); on the CPU, the vmapped gradient's tiny batched
+products and short reductions are written as fused elementwise code (:func:`_small_contractions`); and
 ``devices=N`` splits the replicas over N devices (independent replicas: no communication).
 """
 
@@ -116,10 +116,11 @@ def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, 
     update under ``vmap``; ``metrics`` has, per ``(x, y)`` of ``evals``, each metric ``[R]``.
     The vmapped gradient and metrics go through :func:`_small_contractions` (``False``: left as
     they are; ``small_reductions=False``: products rewritten, reductions not — to measure each
-    part). ``None``: on the CPU only. On a GPU XLA's batched products are as fast (H200, 2-100-3:
-    0.95× and 0.99× with the rewrite in two runs, ``experiments/results/sweep_benchmark_gpu.md``),
-    and they keep the replicas' products the same as ``fit``'s (float32 products on a GPU may run
-    in TF32, the elementwise form does not)."""
+    part). ``None``: on the CPU only. On a GPU the rewrite gained nothing (H200: 0.95–1.10× over
+    the rows of two runs of ``experiments/bench_sweep.py``; the committed
+    ``experiments/results/sweep_benchmark_gpu.md`` is the second), and without it the replicas'
+    products are computed as ``fit``'s are: float32 products on a GPU may run in TF32, the
+    elementwise form is exact float32 (2.2e-4 from ``fit`` after 3 epochs with it, 5e-7 without)."""
     if small_contractions is None:
         small_contractions = jax.default_backend() == "cpu"
     vg = value_and_grads_fn(grads)

@@ -108,9 +108,9 @@ def test_four_devices_train_like_one():
 def test_devices_errors_in_this_process():
     """Here (one CPU device unless XLA_FLAGS says otherwise, or the GPUs) asking for more is a clear error."""
     net = jaxnet.mlp([2, 4, 3])
-    with pytest.raises(ValueError, match=rf"devices=64, but only \d+ {jax.default_backend()} device\(s\) are present"):
+    with pytest.raises(ValueError, match=rf"devices=64, but only \d+ {jax.devices()[0].platform} device\(s\) are present"):
         train.make_epoch(net, train.sgd(0.1), 64, 128, devices=64)
-    with pytest.raises(ValueError, match=rf"devices=64, but only \d+ {jax.default_backend()} device\(s\) are present"):
+    with pytest.raises(ValueError, match=rf"devices=64, but only \d+ {jax.devices()[0].platform} device\(s\) are present"):
         sweep.run(sweep.grid(net), np.zeros((8, 2)), np.zeros(8, int), "sgd", 1, 8, devices=64)
     with pytest.raises(ValueError, match="devices must be a positive integer"):
         train.make_epoch(net, train.sgd(0.1), 64, 128, devices=0)

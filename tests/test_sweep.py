@@ -41,7 +41,7 @@ def test_groups_chunks_summary_and_memory_errors():
     whole = sweep.run(replicas, X, Y, "sgd", 2, 20)
     one_replica = sweep.estimate_bytes(NET, 20, 60, 1, "sgd")
     chunked = sweep.run(replicas, X, Y, "sgd", 2, 20, max_bytes=2 * one_replica)  # two replicas at a time
-    # float rounding: a GPU's batched products of 6 and of 2 replicas round differently (5e-6 on an H200)
+    # float rounding: 5e-6 apart on an H200 (likely its batched products of 6 and of 2 replicas rounding differently)
     chex.assert_trees_all_close(whole.params, chunked.params, rtol=2e-5, atol=1e-6)
     s = sweep.summary(whole)
     assert s["metric"] == "train_loss" and len(s["configs"]) == 4 and all(c["seeds"] == 3 for c in s["configs"])
