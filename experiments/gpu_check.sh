@@ -5,7 +5,8 @@
 #   bash experiments/gpu_check.sh OUTDIR
 #
 # 1. the sweep benchmark (issue 8) without the whole-study measure: OUTDIR/sweep_benchmark_gpu.md;
-# 2. the test suite on the GPU (float64 checks included): OUTDIR/tests.log, OUTDIR/junit.xml.
+# 2. the default (non-slow) test selection on the GPU, float64 checks included: OUTDIR/tests.log,
+#    OUTDIR/junit.xml.
 # Each step has its own time limit so that one slow step cannot take the others' time.
 set -u
 out=${1:?usage: bash experiments/gpu_check.sh OUTDIR}
