@@ -306,7 +306,7 @@ def notes(rows, r, devices):
         bullets.append("**At 784-256-256-10** one run already goes at 99% of the measured matrix-product rate "
                        "(`experiments/results/benchmark.md`): the sweep has no overhead to remove.")
     elif big:
-        _, bsteps, bep, _, _ = big[0]
+        bep = big[0][2]
         bullets.append(f"**At 784-256-256-10** the sweep's epoch gives {bep['one run'] * r / bep['sweep as run']:.1f}× "
                        "the one run's model-steps/s (table 1).")
     bullets.append("Measured on " + _where() + "." if not cpu else

@@ -135,7 +135,7 @@ def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, 
 
     grads_all = rewrite(jax.vmap(lambda p, idx, l2, x, y: vg(p, net, x[idx], y[idx], l2),
                                  in_axes=(0, 0, 0, None, None)))
-    metrics_all = rewrite(jax.vmap(lambda p, l2, x, y: _metrics_l2(p, net, x, y, l2),
+    metrics_all = rewrite(jax.vmap(lambda p, l2, x, y: _metrics(p, net, x, y, l2),
                                    in_axes=(0, 0, None, None)))
 
     def epoch_fn(params, opt_state, keys, epoch, which, l2, x, y, evals):
@@ -412,15 +412,6 @@ def _spread(mesh):
 
 def _inner(optimizer):
     return optax.adam if optimizer == "adam" else optax.sgd
-
-
-def _metrics_l2(params, net, x, y, l2):
-    """``jaxnet.train`` metrics with the replica's own L2 in the loss."""
-    m = _metrics(params, net, x, y)
-    from .network import loss
-
-    m["loss"] = loss(params, net, x, y, l2)
-    return m
 
 
 def summary(result: SweepResult, metric: str = "val_loss") -> dict:

@@ -276,9 +276,10 @@ def _has_conv(net):
 
 
 @jax.jit
-def _metrics(params, net, x, y):
+def _metrics(params, net, x, y, l2=None):
+    """``evaluate``'s metrics as arrays; ``l2``: the penalty in the loss (None: the net's own)."""
     out = forward(params, net, x)  # [N, K]
-    metrics = {"loss": loss(params, net, x, y)}
+    metrics = {"loss": loss(params, net, x, y, l2)}
     if net.loss == "softmax_cross_entropy":
         labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
         metrics["accuracy"] = jnp.mean(jnp.argmax(out, axis=-1) == labels)
