@@ -3,7 +3,8 @@
 ``check_grads(loss_fn, grad_fn, params, *args)`` compares the user's ``grad_fn`` with two
 witnesses and returns a :class:`GradReport` (data; ``str(report)`` is a table):
 
-1. ``jax.grad(loss_fn)`` in the working dtype, with matmul precision "highest";
+1. ``jax.grad(loss_fn)`` in the working dtype, with matmul precision "highest" (in float64 on
+   the CPU device by default, exact on every backend; see ``reference_device``);
 2. central finite differences of ``loss_fn`` in float64 (params and floating args upcast,
    x64 enabled only for the duration of the check): every element for leaves of at most
    ``fd_max_elements`` entries, else ``directions`` random unit directions per leaf
@@ -11,6 +12,12 @@ witnesses and returns a :class:`GradReport` (data; ``str(report)`` is a table):
 3. and, so that a failure can be blamed, ``jax.grad`` in float64 against the same finite
    differences, and forward mode (``jax.jvp`` of the loss along random directions) against
    reverse mode (``⟨jax.grad, v⟩``): the reference's own consistency.
+
+Where: your gradient runs where your arrays are (the working device). Every float64
+reference — finite differences, ``jax.grad`` in float64, its jvp, ``jax.hessian``'s product —
+runs on :func:`jaxnet.verify.reference_device` (the CPU device by default: a GPU's float64
+``jax.grad`` of a strided convolution was measured 2.4e-10 off, beyond the 1e-10 bar); a float32
+``jax.grad`` witness stays on the working device. ``report.notes`` says which devices.
 
 Second order: Hessian-vector products through your gradient (``jvp`` of ``grad_fn`` along a
 random direction ``v``) against ``jax.hessian``'s, i.e. forward-over-reverse ``H v`` of the
@@ -39,7 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .verify import finite_difference_grads
+from .verify import device_name, finite_difference_grads, on_device, to_device, working_device
+from .verify import reference_device as device_for  # the name reference_device is check_grads' argument
 
 DEFAULT_RTOL = {  # (vs jax.grad in the working dtype, vs float64 finite differences)
     "float64": (1e-10, 1e-6),
@@ -104,16 +112,27 @@ def _row(witness, path, shape, yours, reference, rtol, scale, atol=0.0, label=No
     """One leaf: ``yours``/``reference`` flat ``[m]`` values (elements or directional derivatives).
 
     ``rel = max(|yours − reference| − atol, 0) / max(|reference|, scale)``; an entry is out of
-    tolerance when ``rel > rtol``. ``label(k)`` names entry k (default: its index in ``shape``)."""
-    diff = np.abs(yours - reference)
-    rel = np.maximum(diff - atol, 0.0) / np.maximum(np.abs(reference), max(scale, np.finfo(np.float64).tiny))
-    rel = np.where(np.isfinite(yours), rel, np.inf)
+    tolerance when ``rel > rtol``, and always when either value is NaN or infinite (its ``rel``
+    and ``max abs`` are then inf: a NaN reference proves nothing). ``label(k)`` names entry k
+    (default: its index in ``shape``)."""
+    finite = np.isfinite(yours) & np.isfinite(reference)
+    floor = max(scale if np.isfinite(scale) else 0.0, np.finfo(np.float64).tiny)
+    with np.errstate(invalid="ignore"):  # inf − inf, inf / inf: replaced by inf below
+        diff = np.where(finite, np.abs(yours - reference), np.inf)
+        rel = np.where(finite, np.maximum(diff - atol, 0.0) / np.maximum(np.abs(reference), floor), np.inf)
     if rel.size == 0:
         return LeafReport(witness, path, tuple(shape), 0.0, 0.0, "-", 0.0, 0.0, 0.0, rtol)
     k = int(np.argmax(rel))
     name = label(k) if label else str(tuple(int(i) for i in np.unravel_index(k, shape)))
     return LeafReport(witness, path, tuple(shape), float(diff.max()), float(rel.max()), name,
                       float(yours[k]), float(reference[k]), float(np.mean(rel > rtol)), rtol)
+
+
+def _largest(a):
+    """``max |a|`` over the finite entries of ``a`` (0 when none): the scale of a reference, which
+    NaN or inf entries (themselves failures, see :func:`_row`) must not turn into NaN."""
+    a = np.abs(np.asarray(a, np.float64))
+    return float(np.max(a, where=np.isfinite(a), initial=0.0))
 
 
 def _shape_mismatch(witness, path, yours_shape, shape, rtol):
@@ -130,7 +149,7 @@ def _compare(witness, yours, reference, rtol, atol=0.0):
     if treedef != ref_def:
         raise ValueError(f"your gradient's tree {treedef} differs from the reference's {ref_def}")
     refs = [np.asarray(r, np.float64) for r in ref_leaves]
-    scale = _FLOOR * max((float(np.max(np.abs(r), initial=0.0)) for r in refs), default=0.0)
+    scale = _FLOOR * max((_largest(r) for r in refs), default=0.0)
     out = []
     for (path, g), r in zip(paths_yours, refs):
         g, name = np.asarray(g, np.float64), jax.tree_util.keystr(path)
@@ -175,7 +194,7 @@ def _against_fd(witness, grads, fd, rtol, atol):
     the largest finite difference of the whole gradient)."""
     if not isinstance(fd, _Probes):
         return _compare(witness, grads, fd, rtol, atol)
-    scale = _FLOOR * max(float(np.max(np.abs(d), initial=0.0)) for _, d, _ in fd)
+    scale = _FLOOR * max(_largest(d) for _, d, _ in fd)
     out = []
     for (path, g), (vs, d, random) in zip(jax.tree_util.tree_flatten_with_path(grads)[0], fd):
         g, name, shape = np.asarray(g, np.float64), jax.tree_util.keystr(path), vs.shape[1:]
@@ -214,17 +233,22 @@ def _forward_vs_reverse(loss64, params64, grads64, directions, seed, rtol):
             for path, shape, rev, fwd in pairs]
 
 
-def _hessian_vector(grad_fn, loss_fn, params64, args64, directions, seed, rtol):
+def _hessian_vector(grad_fn, loss_fn, params64, args64, directions, seed, rtol, devices):
     """``H v`` through your gradient (``jvp`` of ``grad_fn``) against ``jax.hessian``'s
     (forward-over-reverse) along ``directions`` random unit directions ``v`` of the whole
-    tree; the rows compare stacked ``[m, *leaf.shape]`` products."""
+    tree; the rows compare stacked ``[m, *leaf.shape]`` products. ``devices``: where each
+    side runs, ``(yours, reference)``."""
     leaves, treedef = jax.tree.flatten(params64)
     flat = _unit_directions(seed, directions, (sum(a.size for a in leaves),))  # [m, n]
     splits = np.cumsum([a.size for a in leaves])[:-1]
     vs = jax.tree.unflatten(treedef, [jnp.asarray(c.reshape(directions, *a.shape))
                                       for c, a in zip(np.split(flat, splits, axis=1), leaves)])
-    yours = jax.jit(jax.vmap(lambda v: jax.jvp(lambda p: grad_fn(p, *args64), (params64,), (v,))[1]))(vs)
-    reference = jax.jit(jax.vmap(lambda v: jax.jvp(jax.grad(lambda p: loss_fn(p, *args64)), (params64,), (v,))[1]))(vs)
+
+    def products(gradient, p, v, *a):  # [m, *leaf.shape] per leaf: jvp of gradient(·, *a) at p along each v
+        return jax.jit(jax.vmap(lambda t: jax.jvp(lambda q: gradient(q, *a), (p,), (t,))[1]))(v)
+
+    yours = on_device(lambda *pa: products(grad_fn, *pa), params64, vs, *args64, device=devices[0])
+    reference = on_device(lambda *pa: products(jax.grad(loss_fn), *pa), params64, vs, *args64, device=devices[1])
     return _compare("hessian-vector", yours, reference, rtol)
 
 
@@ -345,7 +369,7 @@ def _up(a):
 
 def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_atol=None, eps=1e-6,
                 fd_max_elements=256, directions=4, hvp_directions=1, hvp_rtol=None, net=None, kinks="exclude",
-                kink_margin=None, seed=0) -> GradReport:
+                kink_margin=None, seed=0, reference_device="default") -> GradReport:
     """Check ``grad_fn(params, *args)`` (your gradient of ``loss_fn(params, *args)``).
 
     Args:
@@ -371,6 +395,14 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
         step moves a pre-activation by about ``eps`` times the size of its inputs, ~10 ``eps``
         for standardised data).
       seed: of the random directions and nudges.
+      reference_device: where the references are computed (:func:`jaxnet.verify.reference_device`):
+        ``"default"``: every float64 reference (finite differences, ``jax.grad`` in float64, its
+        jvp and Hessian-vector products) on the CPU device, exact on every backend — a GPU's
+        float64 ``jax.grad`` can be off by more than the 1e-10 bar — and a ``jax.grad`` witness
+        in float32 on the working device (it checks your float32 gradient at 1e-4, far above
+        any backend's float32 rounding); ``"same"``: all on the working device (what the
+        checker did before); a ``jax.Device``: all there. Your gradient always runs on the
+        working device, the device of ``params``. ``report.notes`` ends with where each ran.
 
     Returns:
       a :class:`GradReport`; witnesses ``jax.grad``, ``finite diff`` (yours), then the
@@ -385,34 +417,73 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
     default_rtol, default_fd = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])
     rtol = default_rtol if rtol is None else rtol
     fd_rtol = default_fd if fd_rtol is None else fd_rtol
+    working = working_device(params)
+    devices = (working, *(device_for(d, reference_device, params) for d in (dtype, jnp.float64)))
+    options = dict(rtol=rtol, fd_rtol=fd_rtol, fd_atol=fd_atol, eps=eps, fd_max_elements=fd_max_elements,
+                   directions=directions, hvp_directions=hvp_directions, hvp_rtol=hvp_rtol, seed=seed)
+    try:
+        leaves, more = _witnesses(loss_fn, grad_fn, params, args, devices, **options)
+    except ValueError as e:  # the functions close over arrays committed to the working device
+        if "incompatible devices" not in str(e) or devices == (working,) * 3:
+            raise
+        leaves, more = _witnesses(loss_fn, grad_fn, params, args, (working,) * 3, **options)
+        more.append(f"the references could not run on {device_name(devices[2])}: your functions use arrays "
+                    f"committed to another device (jax.device_put), so they ran on {device_name(working)}")
+        devices = (working,) * 3
+    notes += more
+    notes.append(_where(dtype, *devices))
+    return GradReport(tuple(leaves), tuple(notes))
+
+
+def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, eps, fd_max_elements, directions,
+               hvp_directions, hvp_rtol, seed):
+    """:func:`check_grads`' rows and notes, with your gradient on ``devices[0]``, the ``jax.grad``
+    witness on ``devices[1]`` and the float64 references on ``devices[2]``."""
+    working, ref, ref64 = devices
+    notes = []
     with jax.default_matmul_precision("highest"):
         yours = _maybe_jit(grad_fn)(params, *args)
-        reference = _maybe_jit(_grad_of(loss_fn))(params, *args)
+    reference = on_device(_maybe_jit(_grad_of(loss_fn)), params, *args, device=ref)
     leaves = _compare("jax.grad", yours, reference, rtol)
     with jax.enable_x64(True):
         params64 = jax.tree.map(_up, params)
         args64 = jax.tree.map(_up, args)
-        loss64 = lambda p: loss_fn(p, *args64)
-        fd = _finite_differences(loss64, params64, directions, eps, (seed, 0), fd_max_elements)
-        if fd_atol is None:
-            fd_atol = 100 * np.finfo(np.float64).eps * abs(float(loss64(params64))) / eps
-        leaves += _against_fd("finite diff", yours, fd, fd_rtol, fd_atol)
-        grads64 = _maybe_jit(_grad_of(loss_fn))(params64, *args64)
-        leaves += _against_fd("ref vs finite diff", grads64, fd, DEFAULT_RTOL["float64"][1], fd_atol)
-        try:
-            leaves += _forward_vs_reverse(loss64, params64, grads64, directions, (seed, 1), DEFAULT_RTOL["float64"][0])
-        except TypeError as e:  # e.g. a custom_vjp in the loss has no forward mode
-            notes.append(f"forward-vs-reverse check skipped: the loss has no forward mode ({str(e).splitlines()[0][:80]})")
+        with jax.default_device(ref64), jax.default_matmul_precision("highest"):  # every float64 reference below runs on ref64
+            p64, a64 = to_device((params64, args64), ref64)
+            loss64 = lambda p: loss_fn(p, *a64)
+            fd = _finite_differences(loss64, p64, directions, eps, (seed, 0), fd_max_elements)
+            if fd_atol is None:
+                fd_atol = 100 * np.finfo(np.float64).eps * abs(float(loss64(p64))) / eps
+            grads64 = on_device(_maybe_jit(_grad_of(loss_fn)), p64, *a64, device=ref64)
+            leaves += _against_fd("finite diff", yours, fd, fd_rtol, fd_atol)
+            leaves += _against_fd("ref vs finite diff", grads64, fd, DEFAULT_RTOL["float64"][1], fd_atol)
+            try:
+                leaves += _forward_vs_reverse(loss64, p64, grads64, directions, (seed, 1), DEFAULT_RTOL["float64"][0])
+            except TypeError as e:  # e.g. a custom_vjp in the loss has no forward mode
+                notes.append(f"forward-vs-reverse check skipped: the loss has no forward mode ({str(e).splitlines()[0][:80]})")
         if hvp_directions:
             try:
                 leaves += _hessian_vector(grad_fn, loss_fn, params64, args64, hvp_directions,
-                                          (seed, 2), fd_rtol if hvp_rtol is None else hvp_rtol)
+                                          (seed, 2), fd_rtol if hvp_rtol is None else hvp_rtol, (working, ref64))
             except _NOT_TRACEABLE as e:
                 notes.append(f"hessian-vector check skipped: grad_fn cannot be differentiated by JAX ({type(e).__name__})")
-    return GradReport(tuple(leaves), tuple(notes))
+    return leaves, notes
 
 
-def check_per_example(params, net, x, y, rtol=None) -> GradReport:
+def _where(dtype, working, ref, ref64):
+    """The note saying where each side ran, e.g. ``"references computed on cpu:0 (jax.grad in
+    float64, finite differences, jvp, H v); your gradient on cuda:0 (NVIDIA H200)"``."""
+    name = jnp.dtype(dtype).name
+    if name == "float64" or ref == ref64:
+        refs = f"references computed on {device_name(ref64)} (jax.grad in {name}, finite differences"
+        refs += ", jvp, H v)" if name == "float64" else ", jax.grad, jvp, H v in float64)"
+    else:
+        refs = (f"jax.grad ({name}, matmul precision highest) computed on {device_name(ref)}; float64 references "
+                f"(finite differences, jax.grad, jvp, H v) on {device_name(ref64)}")
+    return f"{refs}; your gradient on {device_name(working)}"
+
+
+def check_per_example(params, net, x, y, rtol=None, reference_device="default") -> GradReport:
     """Per-example gradients and norms of :mod:`jaxnet.per_example` against ``vmap(jax.grad)``.
 
     Witnesses: ``per-example`` (every ``g_i = ∂ℓ_i/∂params`` from the hand-derived backward
@@ -420,7 +491,10 @@ def check_per_example(params, net, x, y, rtol=None) -> GradReport:
     the layers' closed forms vs the norms of those vmapped gradients), and ``r Σ g_i + L2``
     (the weighted sum plus the L2 term vs ``jax.grad`` of the batch loss), in the params'
     dtype with matmul precision "highest". Tolerance: ``rtol`` or the dtype's default
-    against ``jax.grad``.
+    against ``jax.grad``. The hand-derived side runs on the working device (that of
+    ``params``), the ``jax.grad`` references on ``reference_device`` (as in
+    :func:`check_grads`: the CPU device in float64 by default, the working device in float32);
+    ``report.notes`` says which.
     """
     from . import network as _network
     from . import per_example as _pe
@@ -430,11 +504,12 @@ def check_per_example(params, net, x, y, rtol=None) -> GradReport:
     _network.check_inputs(params, net, x, y)
     x, y, _ = _network._prepare(params, net, x, y)  # a single example becomes a batch of one
     single = _pe._per_example_net(net)
+    working, ref = working_device(params), device_for(dtype, reference_device, params)
     with jax.default_matmul_precision("highest"):
         mine = jax.jit(_pe.per_example_grads)(params, net, x, y)  # leaves [batch, *shape]
-        reference = jax.jit(jax.vmap(jax.grad(_network.loss), (None, None, 0, 0)))(params, single, x, y)
         norms = jax.jit(_pe.per_example_grad_norms)(params, net, x, y)  # [batch]
-        batch_grads = jax.jit(jax.grad(_network.loss))(params, net, x, y)
+    reference = on_device(jax.jit(jax.vmap(jax.grad(_network.loss), (None, None, 0, 0))), params, single, x, y, device=ref)
+    batch_grads = on_device(jax.jit(jax.grad(_network.loss)), params, net, x, y, device=ref)
     n = jnp.shape(x)[0]
     ref_norms = np.sqrt(sum(np.sum(np.asarray(g, np.float64).reshape(n, -1) ** 2, axis=1) for g in jax.tree.leaves(reference)))
     r = 1.0 / n if net.reduction == "mean" else 1.0
@@ -448,7 +523,8 @@ def check_per_example(params, net, x, y, rtol=None) -> GradReport:
         _compare("per-example", mine, reference, rtol)
         + _compare("norms", {"norms": np.asarray(norms)}, {"norms": ref_norms}, rtol)
         + _compare("r Σ g_i + L2", type(params)(summed), batch_grads, rtol)
-    ))
+    ), (f"jax.grad references ({jnp.dtype(dtype).name}) computed on {device_name(ref)}; "
+        f"hand-derived ones on {device_name(working)}",))
 
 
 def assert_grads_match(loss_fn, grad_fn, params, *args, **kwargs) -> GradReport:

@@ -113,12 +113,18 @@ def _stable_argsort_u32(u):
 
 
 def _directional_gap(params, net, x, y, g, key):
-    """|D_v L − ⟨g, v⟩| / max(|D_v L|, |⟨g, v⟩|) for a random direction v (one jvp)."""
+    """|D_v L − ⟨g, v⟩| / max(|D_v L|, |⟨g, v⟩|) for a random direction v (one jvp).
+
+    ``g`` is the gradient training uses, as training computed it (at its matmul precision);
+    the reference ``D_v L`` and the product ``⟨g, v⟩`` are traced under matmul precision
+    "highest", so the gap measures ``g``'s own error and means the same on a GPU that runs
+    float32 products in TF32 as on a CPU (there a TF32-rounded ``g`` still shows as such)."""
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
     v = jax.tree.unflatten(treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
-    _, directional = jax.jvp(lambda p: loss(p, net, x, y), (params,), (v,))
-    inner = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v)))
+    with jax.default_matmul_precision("highest"):  # applies when traced: the jvp's and vdot's products
+        _, directional = jax.jvp(lambda p: loss(p, net, x, y), (params,), (v,))
+        inner = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v)))
     scale = jnp.maximum(jnp.maximum(jnp.abs(directional), jnp.abs(inner)), jnp.finfo(directional.dtype).tiny)
     return jnp.abs(directional - inner) / scale
 
@@ -142,16 +148,19 @@ def make_epoch(
     remainder is dropped) and returns the per-step losses ``[steps]``. With
     ``check_every = k > 0`` every k-th step (counted globally by ``step``) also compares
     the gradient used with a jvp directional derivative along a random direction and
-    records the relative gap (``gaps [steps]``, 0 where not checked; in float32 on a GPU that
-    runs products in TF32, JAX's default there, a right derivation shows gaps near 1e-3
-    unless training runs under ``jax.default_matmul_precision("highest")``). With
+    records the relative gap (``gaps [steps]``, 0 where not checked). The reference side runs
+    at matmul precision "highest" (see :func:`_directional_gap`), so a gap is the error of the
+    gradient training uses: in float32 on a GPU that runs products in TF32 (JAX's default
+    there) that gradient carries TF32 rounding — gaps near 1e-3 were measured on an H200 when
+    the reference ran in TF32 too — unless training runs under
+    ``jax.default_matmul_precision("highest")``. With
     ``max_traces``, tracing the epoch more often than that raises (``chex.assert_max_traces``).
 
     ``loop``: ``"scan"`` (the whole epoch one compiled call), ``"python"`` (a jitted step per
     batch, called from Python: the same permutation and steps, equal up to float rounding), or ``"auto"``:
     ``"python"`` for networks with convolutions on the CPU, where XLA runs convolutions
-    inside a loop body several times slower than outside one (jax-ml/jax#12868; measured
-    in ``experiments/results/benchmark.md``), ``"scan"`` otherwise.
+    inside a loop body several times slower than outside one (jax-ml/jax#12868; the scan
+    columns of ``git show 7bc3a65:experiments/results/benchmark.md``), ``"scan"`` otherwise.
 
     ``devices = N``: data-parallel over the first N local devices (see :func:`data_parallel`):
     each step's batch is sharded over a 1-D mesh, params and optimizer state stay replicated,

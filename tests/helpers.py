@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax.numpy as jnp
@@ -71,5 +72,54 @@ def assert_grads_close(grads, reference, rtol, what="reference"):
     return errors
 
 
+def autodiff_grads(params, net, x, y, jit=False):
+    """The autodiff reference ``jax.grad(jaxnet.loss)``: in float64 on the CPU device, exact on
+    every backend (a GPU's float64 ``jax.grad`` of a strided conv was 2e-10 off), in float32
+    on the working device; matmul precision "highest" (see :func:`jaxnet.verify.reference_grads`)."""
+    return verify.reference_grads(jaxnet.loss, params, net, x, y, jit=jit)
+
+
 def fd_grads(params, net, x, y, eps=1e-6):
     return finite_difference_grads(lambda p: jaxnet.loss(p, net, x, y), params, eps)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputProbe:
+    """A test-only layer on jaxnet's layer protocol: ``a = x ∘ W + b``, with ``W`` and ``b`` of the
+    per-example input's shape (``x``: [batch, *in_shape]).
+
+    ``∂L/∂b = Σ_batch da`` and ``∂L/∂W = Σ_batch x ∘ da``, ``∂L/∂x = da ∘ W``: placed first in a
+    network, it makes the input gradient ``dx`` of the next layer visible element by element in
+    its own parameter gradients (a network's first layer has its ``dx`` thrown away, so a wrong
+    input gradient of that layer would go unseen). Elementwise, so it costs little to compile."""
+
+    weight_names = ("W",)
+    bias_names = ("b",)
+
+    def param_shapes(self, in_shape):
+        return {"W": tuple(in_shape), "b": tuple(in_shape)}
+
+    def output_shape(self, in_shape):
+        return tuple(in_shape)
+
+    def init(self, key, in_shape, dtype):
+        return {"W": jnp.ones(in_shape, dtype), "b": jnp.zeros(in_shape, dtype)}
+
+    def fwd(self, params, x):
+        return x * params["W"][None] + params["b"][None], (x,)  # [batch, *in_shape]
+
+    def bwd(self, params, residuals, da):
+        (x,) = residuals
+        return da * params["W"][None], {"W": jnp.sum(x * da, axis=0), "b": jnp.sum(da, axis=0)}
+
+    def kink_gaps(self, residuals):
+        return jnp.zeros((residuals[0].shape[0], 0), residuals[0].dtype)  # smooth: no kinks
+
+    def kink_distance(self, residuals):
+        return jnp.full((residuals[0].shape[0],), jnp.inf, residuals[0].dtype)
+
+    def grad_sq_norms(self, params, residuals, da):
+        """Per example ``||x_i ∘ da_i||² + ||da_i||²``: [batch]."""
+        (x,) = residuals
+        axes = tuple(range(1, x.ndim))
+        return jnp.sum((x * da) ** 2, axis=axes) + jnp.sum(da**2, axis=axes)

@@ -46,7 +46,7 @@ def test_jit_traces_once_per_network():
         step(params, net, x, y)
     step(params, make_net("softmax_labels", 1, "tanh"), x, y)  # an equal description: cache hit
     step(params, make_net("softmax_labels", 1, "tanh", l2=0.5), x, y)  # a new one: second trace
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=r"Function 'step' is traced > 2 times"):
         step(params, make_net("softmax_labels", 1, "tanh", l2=0.25), x, y)  # would be a third
 
 
@@ -201,8 +201,8 @@ def test_extreme_logits_are_finite(target, dtype):
     params = [{"W": jnp.zeros_like(params[0]["W"]), "b": jnp.array([1e4, -1e4, 1e4][:k], dtype)}]
     value, grads = jaxnet.value_and_manual_grads(params, net, x, y)
     ref = jax.grad(jaxnet.loss)(params, net, x, y)
-    assert np.isfinite(float(value)) and np.isfinite(float(jaxnet.loss(params, net, x, y)))
-    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    assert np.isfinite(float(value)) and np.isfinite(float(jaxnet.loss(params, net, x, y))), "loss not finite at extreme logits"
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), "manual gradient not finite at extreme logits"
     assert_grads_close(grads, ref, 1e-6)
 
 

@@ -7,27 +7,43 @@ import pytest
 
 import jaxnet
 from jaxnet import verify
+from jaxnet.verify import finite_difference_grads
 from jaxnet.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
 
-from .helpers import assert_grads_close, fd_grads
+from .helpers import InputProbe, assert_grads_close, autodiff_grads
 
 
 @jax.jit
+def _manual_fd(params, net, x, y):
+    """One compiled program per network: cheaper than eager dispatch for one-off conv shapes
+    (the finite differences in one chunk of every parameter: one vmapped loss to compile)."""
+    every = sum(a.size for a in jax.tree.leaves(params))
+    fd = finite_difference_grads(lambda p: jaxnet.loss(p, net, x, y), params, 1e-6, chunk=every)
+    return jaxnet.manual_grads(params, net, x, y), fd
+
+
 def _manual_autodiff_fd(params, net, x, y):
-    """One compiled program per network: cheaper than eager dispatch for one-off conv shapes."""
-    return jaxnet.manual_grads(params, net, x, y), jax.grad(jaxnet.loss)(params, net, x, y), fd_grads(params, net, x, y)
+    """Yours and finite differences on the working device; the float64 jax.grad reference on
+    the CPU device, exact on every backend (outside the jit above: it is placed there)."""
+    mine, fd = _manual_fd(params, net, x, y)
+    return mine, autodiff_grads(params, net, x, y, jit=True), fd
 
 
-def _check(layers, size, channels, loss="softmax_cross_entropy", seed=0):
+def _check(layers, shape, loss="softmax_cross_entropy", seed=0, probe=True):
+    """``layers`` then Flatten and Dense, against jax.grad and finite differences. ``probe``: an
+    :class:`InputProbe` (``x ∘ W + b``, parameters of the input's shape) comes first, so that the
+    input gradient ``dx`` of the first layer under test is checked too, element by element
+    (``∂L/∂b = Σ_batch dx``); without it a network's first layer has its ``dx`` thrown away."""
     k = 3 if loss == "softmax_cross_entropy" else 2
-    net = jaxnet.sequential((size, size, channels), [*layers, Flatten(), Dense(k)], loss, l2=0.01)
+    first = [InputProbe()] if probe else []
+    net = jaxnet.sequential(shape, [*first, *layers, Flatten(), Dense(k)], loss, l2=0.01)
     params, x, y = verify.random_problem(net, seed=seed, n=2)
     mine, ref, fd = _manual_autodiff_fd(params, net, x, y)
     assert_grads_close(mine, ref, 1e-10, "jax.grad")
     assert_grads_close(mine, fd, 1e-6, "finite differences")
 
 
-PADDINGS = ["VALID", "SAME", ((1, 0), (2, 1))]
+PADDINGS = ["VALID", "SAME", ((1, 0), (2, 1))]  # explicit ((top, bottom), (left, right)): top ≠ left
 
 
 @pytest.mark.parametrize("size", [5, 6], ids=["odd", "even"])
@@ -35,21 +51,27 @@ PADDINGS = ["VALID", "SAME", ((1, 0), (2, 1))]
 @pytest.mark.parametrize("padding", PADDINGS, ids=["valid", "same", "explicit"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv2d(stride, padding, channels, size):
-    _check([Conv2D(2, 3, stride, padding, "tanh")], size, channels)
+    _check([Conv2D(2, 3, stride, padding, "tanh")], (size, size, channels))
 
 
 @pytest.mark.parametrize("size", [5, 6], ids=["odd", "even"])
-@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_other_explicit_padding(stride, size):
+    """No top and no right padding, two at the bottom, one on the left: every side differs."""
+    _check([Conv2D(2, 3, stride, ((0, 2), (1, 0)), "tanh")], (size, size, 2))
+
+
+@pytest.mark.parametrize("size,channels", [(5, 1), (6, 3)], ids=["odd-1ch", "even-3ch"])  # windows (2, 2) and (3, 2) tile one size, not the other
 @pytest.mark.parametrize("window,stride", [(2, 1), (2, 2), (3, 2)], ids=["overlap-s1", "tiling", "overlap-s2"])
 @pytest.mark.parametrize("pool", [MaxPool2D, AvgPool2D])
-def test_pooling(pool, window, stride, channels, size):
-    _check([pool(window, stride)], size, channels)
+def test_pooling(pool, window, stride, size, channels):
+    _check([pool(window, stride)], (size, size, channels))
 
 
 @pytest.mark.parametrize("loss", ["softmax_cross_entropy", "sigmoid_cross_entropy"])
 def test_whole_cnn(loss):
     layers = [Conv2D(3, 3, 1, "SAME", "relu"), MaxPool2D(2), Conv2D(4, (2, 2), 2, "VALID", "elu"), AvgPool2D(2, 1)]
-    _check(layers, 8, 1, loss, seed=1)
+    _check(layers, (8, 8, 1), loss, seed=1)
 
 
 def test_max_pool_tie_rule():
@@ -112,7 +134,7 @@ def test_conv_check_goes_red_on_an_unflipped_kernel(monkeypatch):
     monkeypatch.setattr(Conv2D, "bwd", unflipped)
     try:
         with pytest.raises(AssertionError, match=r"vs jax.grad: leaf \[0\]\['W'\]"):
-            _check([Conv2D(2, 3, 1, "VALID", "tanh"), Conv2D(2, 2, 1, "VALID", "tanh")], 6, 1)
+            _check([Conv2D(2, 3, 1, "VALID", "tanh"), Conv2D(2, 2, 1, "VALID", "tanh")], (6, 6, 1), probe=False)
     finally:
         monkeypatch.undo()
         jax.clear_caches()
@@ -122,7 +144,7 @@ def test_conv_check_goes_red_on_an_unflipped_kernel(monkeypatch):
 def test_activation_layer(name):
     from jaxnet.layers import Activation
 
-    _check([Conv2D(2, 3, 2, "SAME"), Activation(name)], 5, 3)
+    _check([Conv2D(2, 3, 2, "SAME"), Activation(name)], (5, 5, 3))
 
 
 def test_eager_matches_jit_and_float32():
@@ -147,11 +169,7 @@ def test_eager_matches_jit_and_float32():
     ],
 )
 def test_conv_and_pool_geometry(layer, shape):
-    net = jaxnet.sequential(shape, [layer, Flatten(), Dense(3)], l2=0.01)
-    params, x, y = verify.random_problem(net, seed=0, n=2)
-    mine, ref, fd = _manual_autodiff_fd(params, net, x, y)
-    assert_grads_close(mine, ref, 1e-10, "jax.grad")
-    assert_grads_close(mine, fd, 1e-6, "finite differences")
+    _check([layer], shape)
 
 
 def test_the_cnn_preset_can_be_checked():

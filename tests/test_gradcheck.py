@@ -26,7 +26,47 @@ def test_right_gradient_passes(dtype, fd_max_elements):
     report = jaxnet.assert_grads_match(_loss, _grads, params, x, y, fd_max_elements=fd_max_elements)
     witnesses = ["jax.grad", "finite diff", "ref vs finite diff", "jvp vs jax.grad", "hessian-vector"]
     assert report.ok and [r.witness for r in report.leaves] == [w for w in witnesses for _ in range(4)]
-    assert "ok" in str(report) and "FAIL" not in str(report)
+    assert _verdicts(report) == ["ok"] * len(report.leaves)
+
+
+def _verdicts(report):
+    """The table's ok column, row by row (the header, its rule and the notes left out)."""
+    rows = str(report).splitlines()[2 : 2 + len(report.leaves)]
+    return [row.split()[-1] for row in rows]
+
+
+def test_the_table_says_which_rows_fail():
+    """L = Σ tanh(x W) + Σ c²: a doubled ∂L/∂c fails against both witnesses, ∂L/∂W passes."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)))
+    params = {"W": jnp.asarray(np.random.default_rng(1).normal(size=(3, 2))), "c": jnp.asarray([0.5, -1.0])}
+    loss = lambda p, x: jnp.sum(jnp.tanh(x @ p["W"])) + jnp.sum(p["c"] ** 2)
+    wrong = lambda p, x: {"W": x.T @ (1 - jnp.tanh(x @ p["W"]) ** 2), "c": 4 * p["c"]}
+    report = jaxnet.check_grads(loss, wrong, params, x, hvp_directions=0)
+    assert _verdicts(report) == ["ok" if r.ok else "FAIL" for r in report.leaves] and "ok" in _verdicts(report)
+    assert {(r.witness, r.path) for r in report.failures()} == {("jax.grad", "['c']"), ("finite diff", "['c']")}
+
+
+def test_nan_or_inf_on_either_side_is_a_failure():
+    """A NaN reference used to compare as ok (NaN > rtol is False); NaN or inf anywhere now fails,
+    and does not spoil the scale of the other entries."""
+    yours = {"a": np.array([1.0, 2.0, 3.0]), "b": np.array([4.0])}
+    for bad_yours, bad_ref in [(None, np.nan), (np.nan, None), (np.inf, None), (None, -np.inf), (np.inf, np.inf)]:
+        mine = {**yours, "a": yours["a"].copy()}
+        ref = {**yours, "a": yours["a"].copy()}
+        if bad_yours is not None:
+            mine["a"][1] = bad_yours
+        if bad_ref is not None:
+            ref["a"][1] = bad_ref
+        a, b = gradcheck._compare("jax.grad", mine, ref, 1e-10)
+        assert (a.ok, a.worst, a.max_rel, a.frac_bad) == (False, "(1,)", np.inf, pytest.approx(1 / 3)), (bad_yours, bad_ref, a)
+        assert b.ok and b.max_rel == 0.0, (bad_yours, bad_ref, b)
+    # through check_grads: a loss that is NaN at these params (sqrt of negative numbers) and a finite gradient
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)))
+    w = {"W": jnp.asarray(np.random.default_rng(1).normal(size=(3, 2)))}
+    loss = lambda p, x: jnp.sum(jnp.sqrt(x @ p["W"]))
+    report = jaxnet.check_grads(loss, lambda p, x: {"W": jnp.ones((3, 2))}, w, x)
+    assert not report.ok and {r.witness for r in report.failures()} >= {"jax.grad", "finite diff"}
+    assert "FAIL" in _verdicts(report)
 
 
 def test_random_directions_take_flat_seeds_as_numpy_2_5_requires(monkeypatch):
@@ -41,7 +81,9 @@ def test_random_directions_take_flat_seeds_as_numpy_2_5_requires(monkeypatch):
     monkeypatch.setattr(np.random, "default_rng", flat_only)
     params, x, y = verify.random_problem(NET, seed=0, n=5)
     report = jaxnet.assert_grads_match(_loss, _grads, params, x, y, fd_max_elements=16)  # random directions
-    assert {r.witness for r in report.leaves} >= {"finite diff", "jvp vs jax.grad"} and not report.notes
+    assert {r.witness for r in report.leaves} >= {"finite diff", "jvp vs jax.grad"}
+    assert not any("skipped" in n for n in report.notes)  # the last note only says where the references ran
+    assert report.notes[-1].startswith("references computed on ")
 
 
 def test_one_wrong_element_is_located():
@@ -96,7 +138,7 @@ def test_kinks_are_counted_and_excluded_or_nudged(dtype):
         params, x, y, net=RELU, kinks=kinks, hvp_directions=0)
     counted = run("count")
     assert {(r.path, r.witness) for r in counted.failures()} >= {("[0]['b']", "finite diff")}
-    assert counted.notes == ("16 pre-activation(s)/pooling window(s) within 0.0001 of a kink in 2 of 6 example(s); "
+    assert counted.notes[:-1] == ("16 pre-activation(s)/pooling window(s) within 0.0001 of a kink in 2 of 6 example(s); "
                              "counted only, not excluded",)
     excluded = run("exclude")
     assert excluded.ok and "those 2 excluded, checked on the other 4" in excluded.notes[0]

@@ -105,6 +105,34 @@ def test_four_devices_train_like_one():
     assert out["sweep_collectives"] == [] and "P('data',)" in out["sweep_sharding"]
 
 
+QUICK = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, optax
+    import jaxnet
+    from jaxnet import data, train
+
+    x, y = data.spiral(16, 3, seed=0)  # 48 examples
+    net = jaxnet.mlp([2, 8, 3], "tanh", l2=1e-3)
+    runs = {d: train.fit(net, jaxnet.init_params(jax.random.key(0), net), x, y, optax.adam(1e-2), 2, 16,
+                         jax.random.key(1), devices=d) for d in (1, 2)}
+    gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(runs[1].params), jax.tree.leaves(runs[2].params)))
+    print(json.dumps({"devices": len(jax.devices()), "param_gap": gap, "steps": runs[2].step,
+                      "moved": float(jnp.max(jnp.abs(runs[2].params[0]["W"] - jaxnet.init_params(jax.random.key(0), net)[0]["W"]))),
+                      "sharding": str(runs[2].params[0]["W"].sharding)}))
+""")
+
+
+def test_two_devices_train_like_one():
+    """The cheap default version of the slow test above: 2 CPU devices, a 2-8-3 MLP, 2 epochs,
+    hand-derived gradients; the same params as on one device."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", QUICK], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2 and out["steps"] == 2 * 3 and "NamedSharding" in out["sharding"]
+    assert out["moved"] > 1e-3 and out["param_gap"] < 1e-5, out
+
+
 def test_devices_errors_in_this_process():
     """Here (one CPU device unless XLA_FLAGS says otherwise, or the GPUs) asking for more is a clear error."""
     net = jaxnet.mlp([2, 4, 3])

@@ -177,3 +177,25 @@ def test_stable_argsort_keeps_ties_in_order():
     u = jnp.array([5, 3, 5, 3, 1, 5, 0, 2**32 - 1, 2**32 - 1, 3, 2**31, 2**31 - 1], jnp.uint32)
     np.testing.assert_array_equal(train._stable_argsort_u32(u), np.argsort(np.asarray(u), kind="stable"))
     np.testing.assert_array_equal(train._stable_argsort_u32(u[:2]), [1, 0])
+
+
+def test_each_epoch_is_shuffled_by_its_own_documented_key():
+    """Epoch e (1, 2, ...) orders the examples by ``jax.random.permutation(k, n)`` with
+    ``k = split(fold_in(key, e))[0]`` (``epoch_key``, ``make_epoch``): ``fit`` equals plain SGD
+    steps over those batches, the remainder dropped. With the same key every epoch (no
+    ``fold_in``) the orders, the dropped examples and so the params would differ."""
+    key, lr, batch, epochs = jax.random.key(8), 0.2, 25, 3  # 2 steps an epoch, 10 examples dropped
+    params = _params(jnp.float64)
+    result = train.fit(NET, params, X, Y, train.sgd(lr), epochs, batch, key)
+    step, opt = train.make_step(NET, train.sgd(lr)), train.sgd(lr)  # p ← p − lr ∂L/∂p (test_sgd_step_is_p_minus_lr_g)
+    params, state, x = jax.tree.map(jnp.array, params), opt.init(params), np.asarray(X, np.float64)
+    orders = []
+    for epoch in range(1, epochs + 1):
+        k_perm, _ = jax.random.split(jax.random.fold_in(key, epoch))
+        orders.append(np.asarray(jax.random.permutation(k_perm, len(X))))
+        for i in range(len(X) // batch):
+            idx = orders[-1][i * batch : (i + 1) * batch]
+            params, state, _ = step(params, state, x[idx], Y[idx])
+    assert len({tuple(o) for o in orders}) == epochs  # a new shuffle every epoch
+    assert result.step == epochs * 2
+    chex.assert_trees_all_close(result.params, params, rtol=1e-12, atol=0)
