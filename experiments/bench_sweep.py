@@ -302,10 +302,7 @@ def notes(rows, r, devices):
             f"× {epochs} epochs): every `fit` call compiles its own epoch (a new optimizer), the sweep compiles "
             "once per network.")
     big = [row for row in rows if row[0].startswith("784")]
-    if cpu:
-        bullets.append("**At 784-256-256-10** one run already goes at 99% of the measured matrix-product rate "
-                       "(`experiments/results/benchmark.md`): the sweep has no overhead to remove.")
-    elif big:
+    if big:
         bep = big[0][2]
         bullets.append(f"**At 784-256-256-10** the sweep's epoch gives {bep['one run'] * r / bep['sweep as run']:.1f}× "
                        "the one run's model-steps/s (table 1).")

@@ -1,394 +1,685 @@
-"""Benchmark: training steps per second, measured side by side in one process.
+"""Benchmark: training steps/s of what jaxnet's users run, against PyTorch and NumPy loops at their best.
 
-    python experiments/benchmark.py [--repeats 5] [--out experiments/results/benchmark.md]
+    python experiments/benchmark.py [--rounds 5] [--calibration-rounds 2] [--out PATH]
+    python experiments/benchmark.py --quick            # a smoke run: prints, writes nothing
+    python experiments/benchmark.py --readme-only      # README's claims block from the committed table
 
-For each network (MLPs with ReLU + softmax cross-entropy, and the two CNNs of the CNN issue), float32,
-plain SGD (lr 0.01), the same step in every variant:
+Workloads (``baselines/workloads.py``; float32, plain SGD lr 0.01, the same initial params in
+every variant, the last ``N mod B`` examples of an epoch dropped everywhere): MLP 2-100-3 on the
+spiral (N = 300) at batch 32 and at full batch, MLP 784-256-256-10 at batch 128 (1,280 random
+examples, 10 steps an epoch), the ``cnn`` preset's network on the digit images at batch 64.
 
-- ``manual`` / ``jax.grad``: jaxnet's jitted step (``jaxnet.train.make_step``) called from Python,
-  with hand-derived gradients or with ``jax.value_and_grad`` of the same loss;
-- ``epoch manual`` / ``epoch jax.grad``: ``jaxnet.train.make_epoch``, the training path of ``fit``:
-  one jitted call per epoch (shuffle, gather, ``lax.scan`` over its steps; a Python loop of jitted
-  steps for the CNNs on the CPU); the 2-100-3 epoch is one full-batch step, the others K steps
-  over the batch tiled K times;
-- ``scan manual`` / ``scan jax.grad``: K steps on one device-resident batch in one compiled
-  ``lax.scan`` (no shuffle): what a loop over many epochs in one call would reach;
-- ``NumPy``: hand-written backprop in NumPy, float32 (what note 000 says it will code; MLPs only);
-- ``PyTorch``: eager autograd (``loss.backward()``, ``torch.optim.SGD``), when torch is installed
-  (``pip install -e ".[bench]"``); skipped with a message otherwise.
+Variants, each measured in **its own process** (``python benchmark.py --worker SPEC`` prints
+its result as JSON), so that no thread pool of one variant runs beside another's:
 
-Every timing is the median over ``--repeats`` rounds after a warm-up, the variants interleaved
-within each round. GFLOP/s counts ≈ 6 × batch × multiply-adds per example per step (forward 2,
-backward 4), set against the float32 matmul GFLOP/s measured in this process (jnp, 2048³).
-Compile time: ``lower().compile()`` of the jitted step. Memory: XLA's buffer assignment of the
-compiled step from Python (arguments + temporaries + outputs − donated inputs reused as outputs),
-not a sampled peak.
+- ``make_epoch``: ``jaxnet.train.make_epoch``'s epochs called back to back (keys made before the
+  timed loop, one wait at the end): shuffle, gather, the steps; no metrics.
+- ``fit`` steady: one ``jaxnet.train.fit`` call (what ``jaxnet train`` runs): the time between
+  the ends of its epochs 2 and E (``on_epoch`` stamps), each epoch with fit's per-epoch work
+  (training-set metrics, finiteness checks, one transfer).
+- ``fit`` one call: the same call from its start to its return (E epochs, tracing and XLA
+  compilation included; JAX was imported and the params made before it).
+- PyTorch eager: the loop a PyTorch user writes (``baselines/torch_loop.py``: per-epoch
+  ``torch.randperm``, gather, ``zero_grad``, forward, loss, ``backward``, ``torch.optim.SGD``).
+  Its thread count, 1 or all cores, is chosen per workload by the calibration rounds (the
+  faster median), with PyTorch's default OpenMP wait policy.
+- ``torch.compile``: the same loop with ``torch.compile(model)`` (default mode), at the eager
+  loop's chosen thread count; its first epoch (compilation) is not in its rate.
+- NumPy: hand-written backprop (``baselines/numpy_loop.py``, MLPs only), OpenBLAS threads
+  (threadpoolctl) chosen by calibration as for PyTorch, the BLAS kernel recorded. Where
+  ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` are set (some machines here set them so that old
+  OpenBLAS builds run), a second NumPy column runs with both removed from its process alone.
+
+Rounds: each round runs every variant of every workload once, the order rotated by a fixed
+offset each round; a rate is the median over rounds with its min–max, and a ratio is the ratio
+of two medians with the min–max of the per-round ratios. Every worker also reports the initial
+full-data loss: the run stops if the variants of a workload disagree (not the same function).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import math
 import os
-
-# PyTorch's OpenMP threads otherwise spin for a while after each call, stealing the cores from
-# whatever runs next in the same round (measured: the variant timed right after PyTorch lost ~30%).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import platform
+import pathlib
+import re
+import shlex
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))  # the workers live in experiments/baselines
 
-import jaxnet
-from jaxnet import data
-from jaxnet.layers import Conv2D, Dense, Flatten, MaxPool2D
-from jaxnet.presets import TRAIN_PRESETS
-from jaxnet.train import make_epoch, make_step, sgd, value_and_grads_fn
+from baselines.workloads import LR, WORKLOADS  # noqa: E402
 
-LR = 0.01
-
-
-def configs():
-    """(name, network, batch, steps per scanned call, steps per timed Python block)."""
-    return [
-        ("MLP 2-100-3, N = 300 full batch", jaxnet.mlp([2, 100, 3], "relu"), 300, 200, 200),
-        ("MLP 784-256-256-10, batch 128", jaxnet.mlp([784, 256, 256, 10], "relu"), 128, 50, 50),
-        ("MLP 784-2048-2048-10, batch 512", jaxnet.mlp([784, 2048, 2048, 10], "relu"), 512, 4, 4),
-        ("CNN digits 8x8x1 (preset cnn), batch 256", TRAIN_PRESETS["cnn"].build((8, 8, 1), 10), 256, 20, 20),
-        ("CNN 28x28x1 conv32-conv64-maxpool-dense10, batch 128", jaxnet.sequential(
-            (28, 28, 1), [Conv2D(32, 3, activation="relu"), Conv2D(64, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(10)]),
-         128, 2, 2),
-    ]
+RESULTS = HERE / "results" / "benchmark.md"
+README = ROOT / "README.md"
+NOTES_FILE = HERE / "benchmark_notes.md"
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+DATA_TAG = "benchmark data"  # the results file ends in <!-- benchmark data: {json} -->
+CLAIMS_BEGIN = "<!-- benchmark claims: experiments/benchmark.py -->"
+CLAIMS_END = "<!-- end benchmark claims -->"
+LOSS0_RTOL = 1e-4  # float32 forward passes of the same function agree far closer than this
+MARK = "BENCHMARK-RESULT "
+COLUMNS = ("make_epoch", "fit", "fit one call", "torch", "torch.compile", "numpy", "numpy unset")
 
 
-def multiply_adds(net) -> int:
-    """Multiply-adds of one example's forward pass through the Dense and Conv2D layers."""
-    total = 0
-    for layer, shape in zip(net.layers, net.layer_input_shapes):
-        if isinstance(layer, Dense):
-            total += shape[-1] * layer.features
-        elif isinstance(layer, Conv2D):
-            ho, wo, c_out = layer.output_shape(shape)
-            total += ho * wo * layer.kernel_size[0] * layer.kernel_size[1] * shape[-1] * c_out
-    return total
+# --- workers (each runs in its own process) ------------------------------------------------------
 
 
-def _data(net, batch, name, rng):
-    if name.startswith("MLP 2-100-3"):
-        x, y = data.spiral(n_per_class=100, classes=3, seed=0)
-        return np.asarray(x, np.float32), np.asarray(y)
-    x = rng.normal(size=(batch, *net.input_shape)).astype(np.float32)
-    return x, rng.integers(0, net.output_shape[0], size=batch)
+def run_make_epoch(spec: dict) -> dict:
+    """``make_epoch``'s steady-state steps/s and the initial full-data loss."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxnet
+    from baselines.workloads import load_problem, network, steady_rate, steps_per_epoch
+    from jaxnet.train import epoch_key, make_epoch, sgd
+
+    net, (_, x, y, params) = network(spec["workload"]), load_problem(spec["problem"])
+    batch = min(spec["batch"], len(x))
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    params = jax.tree.map(jnp.asarray, params)
+    loss0 = float(jaxnet.loss(params, net, xd, yd))
+    optimizer = sgd(LR)
+    epoch = make_epoch(net, optimizer, batch, len(x))
+    carry = {"params": params, "state": optimizer.init(params), "step": jnp.zeros((), jnp.int32), "epoch": 0}
+    key = jax.random.key(1)
+
+    def prepare(k):
+        keys = [epoch_key(key, carry["epoch"] + i + 1) for i in range(k)]  # drawn before the timed loop
+
+        def go():
+            for kk in keys:
+                carry["params"], carry["state"], carry["step"], losses, _ = epoch(
+                    carry["params"], carry["state"], carry["step"], kk, xd, yd)
+            carry["epoch"] += k
+            jax.block_until_ready((carry["params"], losses))
+        return go
+
+    rate = steady_rate(prepare, steps_per_epoch(len(x), batch), spec["window_s"])
+    return {"steps_per_s": rate, "loss0": loss0}
 
 
-def _scanned(net, grads, k):
-    """K SGD steps on one device-resident batch in one lax.scan: (params, opt_state, x, y) -> (params, opt_state, losses)."""
-    vg = value_and_grads_fn(grads)
-    opt = sgd(LR)
+def run_fit(spec: dict) -> dict:
+    """One ``fit`` call of ``fit_epochs`` epochs in a fresh process: its steady rate (epochs 2..E,
+    from ``on_epoch`` stamps), the whole call's rate and the seconds to the end of epoch 1."""
+    import jax
 
-    def run(params, opt_state, x, y):
-        def body(carry, _):
-            params, opt_state = carry
-            value, g = vg(params, net, x, y)
-            updates, opt_state = opt.update(g, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
+    import jaxnet
+    from baselines.workloads import load_problem, network, steps_per_epoch
+    from jaxnet.train import fit, sgd
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), None, length=k)
-        return params, opt_state, losses
-
-    return jax.jit(run, donate_argnums=(0, 1))
-
-
-# --- NumPy: hand-written backprop for ReLU MLPs with softmax cross-entropy --------------------------
-
-
-def numpy_step(params, x, y):
-    """One SGD step in NumPy (float32): forward, δ_L = (p − y)/N, δ_{l−1} = δ_l W_lᵀ ∘ 1[z > 0]."""
-    acts, zs = [x], []
-    for i, p in enumerate(params):
-        z = acts[-1] @ p["W"] + p["b"]  # [N, n_in] @ [n_in, n_out]
-        zs.append(z)
-        acts.append(np.maximum(z, 0) if i < len(params) - 1 else z)
-    f = acts[-1]
-    e = np.exp(f - f.max(axis=1, keepdims=True))
-    prob = e / e.sum(axis=1, keepdims=True)
-    delta = prob
-    delta[np.arange(len(y)), y] -= 1
-    delta /= len(y)  # δ_L: [N, K]
-    for i in reversed(range(len(params))):
-        dW = acts[i].T @ delta  # [n_in, N] @ [N, n_out]
-        db = delta.sum(axis=0)
-        if i:
-            delta = (delta @ params[i]["W"].T) * (zs[i - 1] > 0)
-        params[i]["W"] -= LR * dW
-        params[i]["b"] -= LR * db
-    return params
+    net, (_, x, y, params) = network(spec["workload"]), load_problem(spec["problem"])
+    batch = min(spec["batch"], len(x))
+    epochs = spec["fit_epochs"]
+    if epochs < 4:
+        raise ValueError(f"fit_epochs must be at least 4 (2 skipped, 2 timed), got {epochs}")
+    params = jax.tree.map(jax.numpy.asarray, params)
+    jax.block_until_ready(params)
+    stamps = []
+    start = time.perf_counter()
+    fit(net, params, x, y, sgd(LR), epochs, batch, jax.random.key(1), on_epoch=lambda *_: stamps.append(time.perf_counter()))
+    end = time.perf_counter()
+    steps = steps_per_epoch(len(x), batch)
+    start_at = 1  # stamps[1]: the end of epoch 2 (epoch 1 compiles, epoch 2 may still warm caches); epochs 3..E timed
+    return {"steps_per_s": (len(stamps) - 1 - start_at) * steps / (stamps[-1] - stamps[start_at]),
+            "first_call_steps_per_s": epochs * steps / (end - start), "first_call_s": end - start,
+            "first_epoch_s": stamps[0] - start, "epochs": epochs,
+            "loss0": float(jaxnet.loss(params, net, jax.numpy.asarray(x), jax.numpy.asarray(y)))}
 
 
-# --- PyTorch eager (optional) -------------------------------------------------------------------------
+def run_info(spec: dict) -> dict:
+    """Versions, the CPU, and whether PyTorch imports; writes each workload's problem file
+    (``spec["problems"]``: workload -> path) for the other workers."""
+    import platform
 
+    from baselines.workloads import save_problem
 
-def torch_model(net):
-    import torch
+    for name, path in spec.get("problems", {}).items():
+        save_problem(name, path)
+    import jax
+    import jaxlib
+    import numpy as np
+    from threadpoolctl import threadpool_info
 
-    modules = []
-    for layer, shape in zip(net.layers, net.layer_input_shapes):
-        if isinstance(layer, Dense):
-            modules.append(torch.nn.Linear(shape[-1], layer.features))
-        elif isinstance(layer, Conv2D):
-            modules.append(torch.nn.Conv2d(shape[-1], layer.features, layer.kernel_size,
-                                           padding="same" if layer.padding == "SAME" else 0))
-        elif isinstance(layer, MaxPool2D):
-            modules.append(torch.nn.MaxPool2d(layer.window, layer.strides))
-        elif isinstance(layer, Flatten):
-            modules.append(torch.nn.Flatten())
-        if getattr(layer, "activation", "identity") == "relu":
-            modules.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*modules)
-
-
-def torch_runner(net, x, y):
-    import torch
-
-    torch.set_num_threads(os.cpu_count())
-    model = torch_model(net)
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if x.ndim == 4 else x))  # NHWC -> NCHW
-    yt = torch.from_numpy(np.asarray(y, np.int64))
-    lossf = torch.nn.CrossEntropyLoss()
-
-    def steps(k):
-        for _ in range(k):
-            opt.zero_grad(set_to_none=True)
-            loss = lossf(model(xt), yt)
-            loss.backward()
-            opt.step()
-        return float(loss)
-
-    return steps
-
-
-def matmul_gflops(repeats, sizes=(512, 1024, 2048)):
-    """Float32 jnp matmul GFLOP/s of n×n @ n×n for each n (median of repeats): {n: GFLOP/s}."""
-    rates = {}
-    mm = jax.jit(lambda a, b: a @ b)
-    for n in sizes:
-        a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
-        b = jnp.asarray(np.random.default_rng(1).normal(size=(n, n)), jnp.float32)
-        jax.block_until_ready(mm(a, b))
-        times = []
-        for _ in range(max(repeats, 5)):
-            start = time.perf_counter()
-            jax.block_until_ready(mm(a, b))
-            times.append(time.perf_counter() - start)
-        rates[n] = 2 * n**3 / statistics.median(times) / 1e9
-    return rates
-
-
-def _memory(compiled):
-    stats = compiled.memory_analysis()
-    if stats is None:
-        return float("nan")
-    return (stats.argument_size_in_bytes + stats.temp_size_in_bytes + stats.output_size_in_bytes
-            - stats.alias_size_in_bytes) / 2**20  # donated inputs are reused for outputs: counted once
-
-
-def bench(repeats, quick=False):
-    rng = np.random.default_rng(0)
+    cpu = platform.processor() or platform.machine()
     try:
-        import torch  # noqa: F401
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        import torch
 
-        has_torch = True
+        torch_version = torch.__version__
     except ImportError:
-        has_torch = False
-        print("PyTorch is not installed (pip install -e '.[bench]'): its column is skipped")
-    matmul = matmul_gflops(repeats)
-    print("float32 matmul GFLOP/s:", {n: round(r, 1) for n, r in matmul.items()})
-    rows = []
-    for name, net, batch, k, block in configs()[:1] if quick else configs():
-        x, y = _data(net, batch, name, rng)
-        params0 = jaxnet.init_params(jax.random.key(0), net, jnp.float32)
-        xd, yd = jnp.asarray(x), jnp.asarray(y)
-        runners, compile_s, memory, xla_flops = {}, {}, {}, {}
-        for grads, label in (("manual", "manual"), ("autodiff", "jax.grad")):
-            step = make_step(net, sgd(LR), grads)
-            params = jax.tree.map(jnp.array, params0)
-            state = sgd(LR).init(params)
-            start = time.perf_counter()
-            compiled = step.lower(params, state, xd, yd).compile()
-            compile_s[label] = time.perf_counter() - start
-            memory[label] = _memory(compiled)
-            cost = compiled.cost_analysis()
-            xla_flops[label] = (cost[0] if isinstance(cost, list) else cost).get("flops", float("nan"))
-            holder = {"p": params, "s": state}
-
-            def python_loop(n, step=step, holder=holder):
-                for _ in range(n):
-                    holder["p"], holder["s"], value = step(holder["p"], holder["s"], xd, yd)
-                return jax.block_until_ready(value)
-
-            scan = _scanned(net, grads, k)
-            sholder = {"p": jax.tree.map(jnp.array, params0), "s": sgd(LR).init(params0)}
-
-            def scanned(n, scan=scan, sholder=sholder):
-                for _ in range(n // k):
-                    sholder["p"], sholder["s"], losses = scan(sholder["p"], sholder["s"], xd, yd)
-                return jax.block_until_ready(losses)
-
-            n_epoch = len(x) if batch == len(x) else batch * k  # full batch: an epoch is one step
-            xe = xd if n_epoch == len(x) else jnp.tile(xd, (k,) + (1,) * (xd.ndim - 1))
-            ye = yd if n_epoch == len(x) else jnp.tile(yd, k)
-            epoch_fn = make_epoch(net, sgd(LR), batch, n_epoch, grads)
-            eholder = {"p": jax.tree.map(jnp.array, params0), "s": sgd(LR).init(params0), "step": 0, "e": 0}
-            steps_per_epoch = n_epoch // batch
-
-            def epochs(n, epoch_fn=epoch_fn, eholder=eholder, xe=xe, ye=ye, spe=steps_per_epoch):
-                for _ in range(max(1, n // spe)):
-                    eholder["e"] += 1
-                    eholder["p"], eholder["s"], eholder["step"], losses, _ = epoch_fn(
-                        eholder["p"], eholder["s"], eholder["step"], jax.random.key(eholder["e"]), xe, ye)
-                return jax.block_until_ready(losses)
-
-            runners[label] = python_loop
-            runners[f"epoch {label}"] = epochs
-            runners[f"scan {label}"] = scanned
-        if len(net.layers) and all(isinstance(layer, Dense) for layer in net.layers):
-            np_params = [{"W": np.array(p["W"]), "b": np.array(p["b"])} for p in params0]
-            runners["NumPy"] = lambda n, p=np_params: [numpy_step(p, x, y) for _ in range(n)]
-        if has_torch:
-            torch_steps = torch_runner(net, x, y)
-            runners["PyTorch"] = torch_steps
-        for run in runners.values():  # warm-up (compiles the scans)
-            run(block if block >= k else k)
-        times = {label: [] for label in runners}
-        order = list(runners)
-        for r in range(repeats):
-            for label in order[r % len(order):] + order[: r % len(order)]:  # rotated: no variant always follows the same one
-                run = runners[label]
-                start = time.perf_counter()
-                run(block)
-                times[label].append((time.perf_counter() - start) / block)
-        per_step = {label: statistics.median(v) for label, v in times.items()}
-        flops = 6 * batch * multiply_adds(net)
-        rows.append({"name": name, "batch": batch, "k": k, "per_step": per_step, "compile": compile_s, "memory": memory,
-                     "xla_flops": xla_flops,
-                     "gflops": {label: flops / t / 1e9 for label, t in per_step.items()}})
-        print(name, {label: f"{1 / t:,.0f} steps/s" for label, t in per_step.items()})
-    return rows, matmul, has_torch
+        torch_version = None
+    blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "numpy": np.__version__, "torch": torch_version, "cpu": cpu, "cores": os.cpu_count(),
+            "jax_backend": jax.default_backend(), "numpy_blas": blas}
 
 
-TARGETS = [  # (what, network prefix, measure(row, peak) -> value, test(value) -> met, format)
-    ("manual ≤ 1.0× the time of jax.grad, step from Python", None, lambda r, peak: r["per_step"]["manual"] / r["per_step"]["jax.grad"],
-     lambda v: v <= 1.0, "{:.2f}×"),
-    ("manual ≤ 1.0× the time of jax.grad, scanned epoch", None, lambda r, peak: r["per_step"]["epoch manual"] / r["per_step"]["epoch jax.grad"],
-     lambda v: v <= 1.0, "{:.2f}×"),
-    ("scanned epoch ≥ 5× PyTorch eager steps/s", "MLP 2-100-3", lambda r, peak: r["per_step"]["PyTorch"] / r["per_step"]["epoch manual"],
-     lambda v: v >= 5, "{:.2f}×"),
-    ("K steps in one scan ≥ 5× PyTorch eager steps/s", "MLP 2-100-3", lambda r, peak: r["per_step"]["PyTorch"] / r["per_step"]["scan manual"],
-     lambda v: v >= 5, "{:.2f}×"),
-    ("scanned epoch ≥ 2× PyTorch eager steps/s", "MLP 784-256-256-10", lambda r, peak: r["per_step"]["PyTorch"] / r["per_step"]["epoch manual"],
-     lambda v: v >= 2, "{:.2f}×"),
-    ("≥ 90% of the measured matmul GFLOP/s (epoch manual)", "MLP 784-2048-2048-10", lambda r, peak: r["gflops"]["epoch manual"] / peak,
-     lambda v: v >= 0.9, "{:.0%}"),
-]
+def run_worker(spec: dict) -> dict:
+    kind = spec["kind"]
+    if kind == "info":
+        return run_info(spec)
+    if kind == "make_epoch":
+        return run_make_epoch(spec)
+    if kind == "fit":
+        return run_fit(spec)
+    if kind == "torch":
+        from baselines import torch_loop
+
+        return torch_loop.run(spec)
+    if kind == "numpy":
+        from baselines import numpy_loop
+
+        return numpy_loop.run(spec)
+    raise ValueError(f"unknown worker kind {kind!r}")
 
 
-def targets(rows, peak):
-    """[(target, network, measured, met)] for every target whose inputs were measured."""
+# --- the driver ----------------------------------------------------------------------------------
+
+
+def launch(spec: dict, timeout_s: float) -> dict:
+    """Run one worker in a fresh process; its JSON result, or ``{"error": ...}``. ``spec["env"] ==
+    "unset"`` removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from that process's environment."""
+    env = dict(os.environ)
+    if spec.get("env") == "unset":
+        for name in BLAS_ENV:
+            env.pop(name, None)
+    try:
+        proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                              capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s:.0f} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
+    if proc.returncode or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"error": f"exit {proc.returncode}: {tail[:300]}"}
+    return json.loads(lines[-1][len(MARK):])
+
+
+def thread_choices(cores: int) -> list[int]:
+    """1 and all cores: the two settings PyTorch's and OpenBLAS's docs leave to the user."""
+    return sorted({1, max(1, cores)})
+
+
+def calibration_plan(workloads, has_torch, blas_env_set, cores):
+    """[(workload, family, threads)]: the variants whose thread count is chosen by measurement."""
+    plan = []
+    for w in workloads:
+        families = (["torch"] if has_torch else []) + (["numpy"] if is_mlp(w) else []) \
+            + (["numpy unset"] if is_mlp(w) and blas_env_set else [])
+        plan += [(w, family, t) for family in families for t in thread_choices(cores)]
+    return plan
+
+
+def round_plan(workloads, has_torch, blas_env_set, compile_torch):
+    """[(workload, column)]: what every round runs."""
+    plan = []
+    for w in workloads:
+        columns = ["make_epoch", "fit"] + (["torch"] if has_torch else []) + (["torch.compile"] if has_torch and compile_torch else []) \
+            + (["numpy"] if is_mlp(w) else []) + (["numpy unset"] if is_mlp(w) and blas_env_set else [])
+        plan += [(w, c) for c in columns]
+    return plan
+
+
+def is_mlp(workload: str) -> bool:
+    return workload != "cnn-b64"
+
+
+def rotated(items: list, r: int, rounds: int) -> list:
+    """Round r's order: ``items`` rotated by ⌊r · len / rounds⌋, so each variant's place moves
+    through the round over the rounds."""
+    offset = (r * len(items)) // max(rounds, 1) % max(len(items), 1)
+    return items[offset:] + items[:offset]
+
+
+def spec_for(workload, column, threads, settings):
+    w = WORKLOADS[workload]
+    base = {"workload": workload, "problem": settings["problems"][workload], "batch": w.batch, "window_s": settings["window_s"]}
+    if column in ("make_epoch", "fit"):
+        return {**base, "kind": column, "fit_epochs": settings["fit_epochs"] or w.fit_epochs}
+    if column in ("torch", "torch.compile"):
+        return {**base, "kind": "torch", "threads": threads, "compile": column == "torch.compile"}
+    return {**base, "kind": "numpy", "threads": threads, "env": "unset" if column == "numpy unset" else "as set"}
+
+
+class LossMismatch(RuntimeError):
+    pass
+
+
+def check_loss0(reference: dict, workload: str, label: str, result: dict) -> None:
+    """Stop when a variant's initial full-data loss differs from the workload's first one by more
+    than LOSS0_RTOL (relative): it would not be training the same function."""
+    if "loss0" not in result:
+        return
+    ref = reference.setdefault(workload, (label, result["loss0"]))
+    if abs(result["loss0"] - ref[1]) > LOSS0_RTOL * abs(ref[1]):
+        raise LossMismatch(f"{workload}: {label}'s initial loss {result['loss0']!r} differs from {ref[0]}'s {ref[1]!r}")
+
+
+def measure(workloads, settings, log=print) -> dict:
+    """Run the info worker, the calibration rounds and the measured rounds: the results' data."""
+    with tempfile.TemporaryDirectory(prefix="jaxnet-benchmark-") as tmp:
+        problems = {w: os.path.join(tmp, f"{w}.npz") for w in workloads}
+        return _measure(workloads, {**settings, "problems": problems}, log)
+
+
+def _measure(workloads, settings, log):
+    started = time.perf_counter()
+    timeout = settings["timeout_s"]
+    info = launch({"kind": "info", "problems": settings["problems"]}, timeout)
+    if "error" in info:
+        raise RuntimeError(f"the info worker failed: {info['error']}")
+    has_torch = info["torch"] is not None
+    if not has_torch:
+        log("PyTorch is not installed (pip install -e '.[bench]'): its columns are skipped")
+    blas_env = {name: os.environ.get(name) for name in BLAS_ENV}
+    blas_env_set = any(v is not None for v in blas_env.values())
+    reference: dict = {}
+
+    calibration = {w: {} for w in workloads}
+    plan = calibration_plan(workloads, has_torch, blas_env_set, info["cores"])
+    for r in range(settings["calibration_rounds"]):
+        for w, family, t in rotated(plan, r, settings["calibration_rounds"]):
+            result = launch(spec_for(w, family, t, settings), timeout)
+            check_loss0(reference, w, f"{family} ({t} threads)", result)
+            calibration[w].setdefault(f"{family}|{t}", []).append(result)
+            log(f"calibration {r + 1}: {w} {family} {t} thread(s): {describe(result)}")
+    chosen = {w: {family: best_threads(calibration[w], family) for family in ("torch", "numpy", "numpy unset")
+                  if any(k.startswith(family + "|") for k in calibration[w])} for w in workloads}
+
+    runs = {w: {} for w in workloads}
+    plan = round_plan(workloads, has_torch, blas_env_set, settings["torch_compile"])
+    for r in range(settings["rounds"]):
+        for w, column in rotated(plan, r, settings["rounds"]):
+            threads = chosen[w].get("torch" if column == "torch.compile" else column)
+            result = launch(spec_for(w, column, threads, settings), timeout)
+            if "error" in result and column in ("make_epoch", "fit"):
+                raise RuntimeError(f"{w} {column}: {result['error']}")
+            check_loss0(reference, w, column, result)
+            runs[w].setdefault(column, []).append(result)
+            log(f"round {r + 1}/{settings['rounds']}: {w} {column}: {describe(result)}")
+    return {
+        "meta": {**{k: v for k, v in settings.items() if k != "problems"}, "info": info, "blas_env": blas_env, "date": datetime.date.today().isoformat(),
+                 "minutes": (time.perf_counter() - started) / 60, "lr": LR},
+        "workloads": {w: {"title": WORKLOADS[w].title, "batch": WORKLOADS[w].batch,
+                          "fit_epochs": settings["fit_epochs"] or WORKLOADS[w].fit_epochs} for w in workloads},
+        "loss0": {w: ref[1] for w, ref in reference.items()},
+        "calibration": {w: {k: [res.get("steps_per_s") for res in v] for k, v in c.items()} for w, c in calibration.items()},
+        "chosen_threads": chosen,
+        "runs": runs,
+    }
+
+
+def describe(result: dict) -> str:
+    return result["error"] if "error" in result else f"{result['steps_per_s']:,.0f} steps/s"
+
+
+def best_threads(calibration: dict, family: str) -> int:
+    """The thread count whose median calibration rate is the highest (failed runs ignored)."""
+    medians = {}
+    for key, results in calibration.items():
+        fam, t = key.rsplit("|", 1)
+        rates = [r["steps_per_s"] for r in results if "error" not in r]
+        if fam == family and rates:
+            medians[int(t)] = statistics.median(rates)
+    if not medians:
+        return 1
+    return max(medians, key=medians.get)
+
+
+# --- statistics and tables (pure functions of the data) ----------------------------------------------
+
+
+def rates(data: dict, workload: str, column: str) -> list | None:
+    """Per-round steps/s of a column (``fit one call``: the whole call's rate); None where it did
+    not run or any round failed."""
+    key = "fit" if column == "fit one call" else column
+    results = data["runs"].get(workload, {}).get(key)
+    if not results or any("error" in r for r in results):
+        return None
+    return [r["first_call_steps_per_s" if column == "fit one call" else "steps_per_s"] for r in results]
+
+
+def summary(values: list) -> tuple[float, float, float]:
+    """(median, min, max)."""
+    return statistics.median(values), min(values), max(values)
+
+
+def ratio(a: list, b: list) -> tuple[float, float, float]:
+    """median(a) / median(b), with the min and max of the per-round ratios a_r / b_r."""
+    if len(a) != len(b):
+        raise ValueError(f"ratio of {len(a)} rounds to {len(b)} rounds")
+    per_round = [x / y for x, y in zip(a, b)]
+    return statistics.median(a) / statistics.median(b), min(per_round), max(per_round)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def fmt_rate(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
+
+def fmt_ratio(r: float) -> str:
+    """Two decimals from 0.1 to 10, one above, two significant digits below 0.1."""
+    return f"{r:.2g}" if r < 0.1 else f"{r:.2f}" if r < 10 else f"{r:.1f}"
+
+
+def rate_cell(values) -> str:
+    if values is None:
+        return "n/a"
+    med, lo, hi = summary(values)
+    return f"{fmt_rate(med)} ({fmt_rate(lo)}–{fmt_rate(hi)})" if len(values) > 1 else fmt_rate(med)
+
+
+def ratio_cell(a, b) -> str:
+    if a is None or b is None:
+        return "n/a"
+    med, lo, hi = ratio(a, b)
+    return f"{fmt_ratio(med)}× ({fmt_ratio(lo)}–{fmt_ratio(hi)})" if len(a) > 1 else f"{fmt_ratio(med)}×"
+
+
+RATIOS = (  # (numerator column, denominator column, the claim's wording)
+    ("make_epoch", "torch", "`make_epoch` vs the PyTorch eager loop"),
+    ("fit", "torch", "`fit` in steady state (its per-epoch metrics included) vs the PyTorch eager loop"),
+    ("fit one call", "torch", "one `fit` call of E epochs, its compilation included, vs the PyTorch eager loop"),
+    ("make_epoch", "torch.compile", "`make_epoch` vs the `torch.compile` loop"),
+    ("make_epoch", "numpy", "`make_epoch` vs the NumPy backprop loop (OPENBLAS_CORETYPE as set)"),
+    ("make_epoch", "numpy unset", "`make_epoch` vs the NumPy backprop loop (OPENBLAS_CORETYPE unset)"),
+)
+HEADERS = {"make_epoch": "`make_epoch`", "fit": "`fit` steady", "fit one call": "`fit` one call (E epochs)",
+           "torch": "PyTorch eager", "torch.compile": "`torch.compile`", "numpy": "NumPy",
+           "numpy unset": "NumPy, OPENBLAS_CORETYPE unset"}
+
+
+def _threads(data, w, family):
+    t = data["chosen_threads"].get(w, {}).get(family)
+    return f" [{t} thr]" if t else ""
+
+
+def _errors(data):
     out = []
-    for what, prefix, measure, test, fmt in TARGETS:
-        for row in rows:
-            if prefix is not None and not row["name"].startswith(prefix):
-                continue
-            try:
-                value = measure(row, peak)
-            except KeyError:  # PyTorch absent
-                continue
-            out.append((what, row["name"], fmt.format(value), "met" if test(value) else "MISSED"))
+    for w, cols in data["runs"].items():
+        for c, results in cols.items():
+            errs = sorted({r["error"] for r in results if "error" in r})
+            out += [f"- {w}, {c}: {e}" for e in errs]
     return out
 
 
-def markdown(rows, matmul, has_torch, repeats, notes="") -> str:
-    peak = max(matmul.values())
-    device = jax.devices()[0]
-    columns = ["manual", "jax.grad", "epoch manual", "epoch jax.grad", "scan manual", "scan jax.grad", "NumPy"] + (
-        ["PyTorch"] if has_torch else [])
+def _blas_summary(data, column):
+    for w in data["runs"]:
+        for r in data["runs"][w].get(column, []):
+            for b in r.get("blas", []):
+                return f"{b['internal_api']} {b['version']}, kernel {b['architecture']}"
+    return "not run"
 
-    def rate(row, c):
-        if c not in row["per_step"]:
-            return "n/a"
-        r = 1 / row["per_step"][c]
-        return f"{r:,.0f}" if r >= 10 else f"{r:.2f}"
+
+def render(data: dict) -> str:
+    """The results markdown (without the notes): every number in it comes from ``data``."""
+    meta, info = data["meta"], data["meta"]["info"]
+    ws = list(data["workloads"])
+    env = ", ".join(f"{k}={v}" if v is not None else f"{k} not set" for k, v in meta["blas_env"].items())
     lines = [
-        "# Training-step benchmark",
+        "# Training-speed benchmark: jaxnet's training paths against PyTorch and NumPy loops",
         "",
-        f"`python experiments/benchmark.py --repeats {repeats}` on {datetime.date.today()}: {device.platform} "
-        f"({device.device_kind}), {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"jax {jax.__version__}" + (f", torch {__import__('torch').__version__}" if has_torch else ", PyTorch not installed")
-        + f". float32, SGD lr {LR}; medians of {repeats} interleaved rounds after warm-up. Measured float32 matmul "
-        "(jnp, n×n @ n×n): " + ", ".join(f"{n}: {r:.1f}" for n, r in matmul.items())
-        + f" GFLOP/s; the best, {peak:.1f} GFLOP/s, is the reference below.",
+        f"`{meta['command']}` on {meta['date']} ({meta['minutes']:.1f} min): {info['cpu']}, {info['cores']} CPU cores, "
+        f"jax {info['jax']} (jaxlib {info['jaxlib']}, backend {info['jax_backend']}), "
+        + (f"torch {info['torch']}, " if info["torch"] else "PyTorch not installed, ")
+        + f"numpy {info['numpy']}, Python {info['python']}; {env}. NumPy's BLAS as it ran: "
+        f"{_blas_summary(data, 'numpy')}"
+        + (f"; with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset: {_blas_summary(data, 'numpy unset')}"
+           if any("numpy unset" in c for c in data["runs"].values()) else
+           " (OPENBLAS_CORETYPE is not set here, so this column is already the unset figure)") + ".",
+        "",
+        f"float32, plain SGD (lr {meta['lr']}), the same initial params in every variant (their initial "
+        f"full-data losses agree to {LOSS0_RTOL:g} relative); each variant in its own process; "
+        f"{plural(meta['rounds'], 'round')}, each running every variant once in a rotated order, after "
+        f"{plural(meta['calibration_rounds'], 'calibration round')} that chose the thread counts; "
+        f"timed loops of about {meta['window_s']} s after 2 warm-up epochs.",
         "",
         "## Steps per second",
         "",
-        "| network | " + " | ".join(columns) + " | manual / jax.grad time | epoch manual / jax.grad time "
-        "| epoch manual / PyTorch steps/s | scan manual / PyTorch steps/s |",
-        "|---|" + "---|" * (len(columns) + 4),
+        "Median over the rounds (min–max). `[n thr]`: the thread count the calibration chose. "
+        "`fit` one call: E epochs from the call to its return, compilation included (E in the last column).",
+        "",
+        "| workload | " + " | ".join(HEADERS[c] for c in COLUMNS) + " | E |",
+        "|---|" + "---|" * (len(COLUMNS) + 1),
     ]
-    for row in rows:
-        t = row["per_step"]
-        vs = lambda c: f"{t['PyTorch'] / t[c]:.2f}×" if "PyTorch" in t else "n/a"
-        lines.append(f"| {row['name']} | " + " | ".join(rate(row, c) for c in columns)
-                     + f" | {t['manual'] / t['jax.grad']:.2f} | {t['epoch manual'] / t['epoch jax.grad']:.2f} "
-                     f"| {vs('epoch manual')} | {vs('scan manual')} |")
+    for w in ws:
+        cells = []
+        for c in COLUMNS:
+            family = "torch" if c == "torch.compile" else c
+            cells.append(rate_cell(rates(data, w, c)) + (_threads(data, w, family) if rates(data, w, c) else ""))
+        lines.append(f"| {data['workloads'][w]['title']} | " + " | ".join(cells) + f" | {data['workloads'][w]['fit_epochs']} |")
     lines += [
         "",
-        "## Arithmetic rate, compile time, memory",
+        "## Ratios of steps/s",
         "",
-        "| network | steps per epoch / scan | GFLOP/step | GFLOP/s: manual, jax.grad, epoch manual, scan manual, NumPy, PyTorch "
-        "| scan manual % of matmul | XLA flops manual / jax.grad | compile manual s | compile jax.grad s "
-        "| XLA memory manual MiB | XLA memory jax.grad MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Ratio of the two columns' medians (min–max of the per-round ratios, each round's two "
+        "processes run in the same round). Above 1: the jaxnet column is faster.",
+        "",
+        "| workload | " + " | ".join(f"{HEADERS[a]} / {HEADERS[b]}" for a, b, _ in RATIOS) + " |",
+        "|---|" + "---|" * len(RATIOS),
     ]
-    for row in rows:
-        g = row["gflops"]
-        per_step_flops = g["manual"] * row["per_step"]["manual"]
-        rates = ", ".join(f"{g[c]:.1f}" if c in g else "n/a" for c in ("manual", "jax.grad", "epoch manual", "scan manual", "NumPy", "PyTorch"))
-        lines.append(
-            f"| {row['name']} | {row['k']} | {per_step_flops:.3f} | {rates} | {100 * g['scan manual'] / peak:.0f}% "
-            f"| {row['xla_flops']['manual'] / row['xla_flops']['jax.grad']:.4f} "
-            f"| {row['compile']['manual']:.2f} | {row['compile']['jax.grad']:.2f} "
-            f"| {row['memory']['manual']:.1f} | {row['memory']['jax.grad']:.1f} |"
-        )
-    lines += ["", "## Targets", "", "| target | network | measured | |", "|---|---|---|---|"]
-    lines += [f"| {what} | {name} | {value} | {met} |" for what, name, value, met in targets(rows, peak)]
-    if notes:
-        lines += ["", "## Notes", "", notes.strip()]
+    for w in ws:
+        lines.append(f"| {data['workloads'][w]['title']} | "
+                     + " | ".join(ratio_cell(rates(data, w, a), rates(data, w, b)) for a, b, _ in RATIOS) + " |")
+    lines += [
+        "",
+        "## Calibration: thread counts",
+        "",
+        "Median steps/s of each setting over the calibration rounds; the faster one is used in the rounds "
+        "(`torch.compile` runs at the eager loop's choice).",
+        "",
+        "| workload | setting | " + " | ".join(f"{t} thread(s)" for t in thread_choices(info["cores"])) + " | chosen |",
+        "|---|---|" + "---|" * (len(thread_choices(info["cores"])) + 1),
+    ]
+    for w in ws:
+        for family, t_best in data["chosen_threads"].get(w, {}).items():
+            cells = []
+            for t in thread_choices(info["cores"]):
+                vals = [v for v in data["calibration"][w].get(f"{family}|{t}", []) if v is not None]
+                cells.append(fmt_rate(statistics.median(vals)) if vals else "n/a")
+            lines.append(f"| {data['workloads'][w]['title']} | {HEADERS[family]} | " + " | ".join(cells) + f" | {t_best} |")
+    lines += [
+        "",
+        "## Start-up",
+        "",
+        "Seconds, median over the rounds: `fit` from the call to the end of its first epoch (tracing, "
+        "compilation, one epoch), the whole `fit` call, and the first epoch of the `torch.compile` loop "
+        "(its compilation) and of the eager loop.",
+        "",
+        "| workload | `fit` to the end of epoch 1 | `fit` whole call (E epochs) | `torch.compile` first epoch | PyTorch eager first epoch |",
+        "|---|---|---|---|---|",
+    ]
+    for w in ws:
+        def seconds(column, key):
+            results = data["runs"][w].get(column)
+            if not results or any("error" in r for r in results):
+                return "n/a"
+            return f"{statistics.median(r[key] for r in results):.2f}"
+        lines.append(f"| {data['workloads'][w]['title']} | {seconds('fit', 'first_epoch_s')} | {seconds('fit', 'first_call_s')} "
+                     f"| {seconds('torch.compile', 'first_epoch_s')} | {seconds('torch', 'first_epoch_s')} |")
+    errors = _errors(data)
+    if errors:
+        lines += ["", "## Failed runs", ""] + errors
     return "\n".join(lines) + "\n"
 
 
-NOTES_FILE = os.path.join(os.path.dirname(__file__), "benchmark_notes.md")
+def results_text(data: dict, notes: str) -> str:
+    """The results file: the tables, the notes, and the data they were made from (one JSON comment)."""
+    text = render(data)
+    if notes.strip():
+        text += "\n## Notes\n\n" + notes.strip() + "\n"
+    return text + f"\n<!-- {DATA_TAG}: {json.dumps(data)} -->\n"  # key order kept: the tables' row order
+
+
+def load_data(text: str) -> dict | None:
+    """The data embedded in a results file; None for a file without it (an older layout)."""
+    m = re.search(r"<!-- " + DATA_TAG + r": (\{.*\}) -->", text)
+    return json.loads(m.group(1)) if m else None
+
+
+def claims(data: dict | None) -> str:
+    """README's claims block, generated from the results' data: one line per ratio, naming the
+    columns it compares."""
+    if data is None:
+        return (f"{CLAIMS_BEGIN}\nNo results of this benchmark's layout are committed yet: `python "
+                f"experiments/benchmark.py` writes them and regenerates this block.\n{CLAIMS_END}")
+    meta, info = data["meta"], data["meta"]["info"]
+    lines = [CLAIMS_BEGIN,
+             f"Measured on {info['cores']} CPU cores ({info['cpu']}), float32, plain SGD: ratios of steps/s, "
+             f"medians of {meta['rounds']} rounds (min–max of the per-round ratios), from "
+             f"[`experiments/results/benchmark.md`](experiments/results/benchmark.md):"]
+    for a, b, wording in RATIOS:
+        parts = []
+        for w in data["workloads"]:
+            cell = ratio_cell(rates(data, w, a), rates(data, w, b))
+            if cell != "n/a":
+                parts.append(f"{cell} at {short_title(data, w)}")
+        if parts:
+            epochs = ", ".join(sorted({str(v["fit_epochs"]) for v in data["workloads"].values()}))
+            lines.append(f"- {wording.replace('E epochs', f'E = {epochs} epochs')}: " + "; ".join(parts) + ".")
+    lines.append(CLAIMS_END)
+    return "\n".join(lines)
+
+
+def short_title(data, w):
+    """"MLP 2-100-3, batch 32" / "MLP 2-100-3, full batch": the title's network and the batch."""
+    title = data["workloads"][w]["title"]
+    return title.split(",")[0] + (", full batch" if "full batch" in title else f", batch {data['workloads'][w]['batch']}")
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the claims block between the markers replaced by ``block``."""
+    start, end = text.find(CLAIMS_BEGIN), text.find(CLAIMS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md has no claims block ({CLAIMS_BEGIN} ... {CLAIMS_END})")
+    return text[:start] + block + text[end + len(CLAIMS_END):]
+
+
+def write_atomic(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def update_readme(data: dict | None, readme: pathlib.Path = README) -> None:
+    write_atomic(readme, replace_block(readme.read_text(), claims(data)))
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
+    return v
+
+
+def workload_list(s: str) -> list[str]:
+    names = [n.strip() for n in s.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown workload(s) {unknown or s!r}; known: {', '.join(WORKLOADS)}")
+    return names
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=positive_int, default=None, help="measured rounds (default 5; --quick: 1)")
+    parser.add_argument("--calibration-rounds", type=positive_int, default=None, help="thread-count rounds (default 2; --quick: 1)")
+    parser.add_argument("--window", type=positive_float, default=None, help="seconds per timed loop (default 0.5; --quick: 0.05)")
+    parser.add_argument("--fit-epochs", type=positive_int, default=None,
+                        help="epochs of every fit call (default: each workload's own; --quick: 4)")
+    parser.add_argument("--workloads", type=workload_list, default=list(WORKLOADS), help="comma-separated subset")
+    parser.add_argument("--no-torch-compile", action="store_true", help="leave out the torch.compile column")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round, short windows; prints only unless --out")
+    parser.add_argument("--out", type=pathlib.Path, default=None,
+                        help=f"results file (default {RESULTS.relative_to(ROOT)} for a full run; a quick or partial run writes only here)")
+    parser.add_argument("--timeout", type=positive_float, default=600.0, help="seconds per worker process")
+    parser.add_argument("--readme-only", action="store_true", help="regenerate README's claims block from the committed results")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.fit_epochs is not None and args.fit_epochs < 4:
+        parser.error(f"--fit-epochs must be at least 4 (2 epochs skipped, 2 timed), got {args.fit_epochs}")
+    return args
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="the smallest network only (a smoke test)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "benchmark.md"))
-    args = parser.parse_args(argv)
-    rows, matmul, has_torch = bench(args.repeats, args.quick)
-    notes = open(NOTES_FILE).read() if os.path.exists(NOTES_FILE) else ""
-    text = markdown(rows, matmul, has_torch, args.repeats, notes)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    print(text)
-    print(f"wrote {args.out}")
+    args = parse(argv)
+    if args.worker is not None:
+        print(MARK + json.dumps(run_worker(json.loads(args.worker))), flush=True)
+        return 0
+    if args.readme_only:
+        update_readme(load_data(RESULTS.read_text()))
+        print(f"rewrote the claims block in {README}")
+        return 0
+    settings = {
+        "rounds": args.rounds or (1 if args.quick else 5),
+        "calibration_rounds": args.calibration_rounds or (1 if args.quick else 2),
+        "window_s": args.window or (0.05 if args.quick else 0.5),
+        "fit_epochs": args.fit_epochs or (4 if args.quick else None),
+        "torch_compile": not args.no_torch_compile,
+        "timeout_s": args.timeout,
+        "command": "python experiments/benchmark.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+    }
+    settings["command"] = settings["command"].strip()
+    full = not args.quick and args.workloads == list(WORKLOADS) and settings["torch_compile"] \
+        and args.fit_epochs is None and args.window is None
+    out = args.out or (RESULTS if full else None)
+    try:
+        data = measure(args.workloads, settings, log=lambda s: print(s, flush=True))
+    except LossMismatch as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    notes = NOTES_FILE.read_text() if NOTES_FILE.exists() else ""
+    text = results_text(data, notes)
+    print(render(data))
+    if out is None:
+        print("a quick or partial run: nothing written (give --out PATH to keep it)")
+        return 0
+    write_atomic(out, text)
+    print(f"wrote {out}")
+    if out.resolve() == RESULTS.resolve():
+        update_readme(data)
+        print(f"rewrote the claims block in {README}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
