@@ -545,15 +545,18 @@ def claims(data: dict | None) -> str:
              f"Measured on {info['cores']} CPU cores ({info['cpu']}), float32, plain SGD: ratios of steps/s, "
              f"medians of {meta['rounds']} rounds (min–max of the per-round ratios), from "
              f"[`experiments/results/benchmark.md`](experiments/results/benchmark.md):"]
+    blas_set = any(v is not None for v in meta["blas_env"].values())
     for a, b, wording in RATIOS:
         parts = []
         for w in data["workloads"]:
             cell = ratio_cell(rates(data, w, a), rates(data, w, b))
             if cell != "n/a":
-                parts.append(f"{cell} at {short_title(data, w)}")
+                e = f" (E = {data['workloads'][w]['fit_epochs']})" if a == "fit one call" else ""
+                parts.append(f"{cell} at {short_title(data, w)}{e}")
         if parts:
-            epochs = ", ".join(sorted({str(v["fit_epochs"]) for v in data["workloads"].values()}))
-            lines.append(f"- {wording.replace('E epochs', f'E = {epochs} epochs')}: " + "; ".join(parts) + ".")
+            if b == "numpy" and not blas_set:
+                wording = wording.replace("OPENBLAS_CORETYPE as set", "OPENBLAS_CORETYPE not set on this machine")
+            lines.append(f"- {wording}: " + "; ".join(parts) + ".")
     lines.append(CLAIMS_END)
     return "\n".join(lines)
 
@@ -640,6 +643,13 @@ def parse(argv):
     return args
 
 
+def has_torch() -> bool:
+    """PyTorch is installed (``pip install -e ".[bench]"``): without it the PyTorch columns are empty."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def main(argv=None):
     args = parse(argv)
     if args.worker is not None:
@@ -659,9 +669,14 @@ def main(argv=None):
         "command": "python experiments/benchmark.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
     }
     settings["command"] = settings["command"].strip()
-    full = not args.quick and args.workloads == list(WORKLOADS) and settings["torch_compile"] \
-        and args.fit_epochs is None and args.window is None
+    full = (not args.quick and args.workloads == list(WORKLOADS) and settings["torch_compile"]
+            and args.fit_epochs is None and args.window is None and settings["rounds"] >= 5
+            and settings["calibration_rounds"] >= 2 and has_torch())
     out = args.out or (RESULTS if full else None)
+    if out is not None and not full and out.resolve() == RESULTS.resolve():
+        print(f"error: a quick or partial run (or one without PyTorch) never writes {RESULTS.relative_to(ROOT)}: "
+              "give another --out", file=sys.stderr)
+        return 2
     try:
         data = measure(args.workloads, settings, log=lambda s: print(s, flush=True))
     except LossMismatch as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -77,6 +78,13 @@ def autodiff_grads(params, net, x, y, jit=False):
     every backend (a GPU's float64 ``jax.grad`` of a strided conv was 2e-10 off), in float32
     on the working device; matmul precision "highest" (see :func:`jaxnet.verify.reference_grads`)."""
     return verify.reference_grads(jaxnet.loss, params, net, x, y, jit=jit)
+
+
+def on_reference(fn, params, *args):
+    """``fn(params, *args)`` where :func:`autodiff_grads` computes its reference (float64: the CPU
+    device), e.g. ``on_reference(jax.vmap(jax.grad(jaxnet.loss), in_axes), params, net, x, y)``."""
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    return verify.on_device(fn, params, *args, device=verify.reference_device(dtype, like=params))
 
 
 def fd_grads(params, net, x, y, eps=1e-6):

@@ -7,14 +7,21 @@ from hypothesis import strategies as st
 
 import jaxnet
 
-from .helpers import TARGETS, assert_grads_close, fd_grads, random_problem
+from .helpers import TARGETS, assert_grads_close, autodiff_grads, fd_grads, random_problem
 
 
 @jax.jit
-def _manual_autodiff_fd(params, net, x, y):
+def _manual_fd(params, net, x, y):
     """One compiled program per drawn network (cheaper than eager for one-off shapes)."""
     fd = fd_grads(params, net, x, y) if params[0]["W"].dtype == jnp.float64 else None
-    return jaxnet.value_and_manual_grads(params, net, x, y), jax.grad(jaxnet.loss)(params, net, x, y), fd
+    return jaxnet.value_and_manual_grads(params, net, x, y), fd
+
+
+def _manual_autodiff_fd(params, net, x, y):
+    """Yours and finite differences (one program), jax.grad where the reference runs (float64:
+    the CPU device, exact on every backend)."""
+    mine, fd = _manual_fd(params, net, x, y)
+    return mine, autodiff_grads(params, net, x, y, jit=True), fd
 
 # Small shape alphabets keep the number of distinct compiled kernels (and so the run time)
 # bounded; everything else (depth, per-layer activations, loss, target form, reduction, L2,

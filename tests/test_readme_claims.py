@@ -18,14 +18,14 @@ RESULTS = ROOT / "experiments" / "results"
 sys.path.insert(0, str(ROOT / "experiments"))
 try:
     import benchmark
-finally:
-    sys.path.remove(str(ROOT / "experiments"))
+finally:  # benchmark.py puts experiments/ on sys.path too (for its workers): take every copy off
+    while str(ROOT / "experiments") in sys.path:
+        sys.path.remove(str(ROOT / "experiments"))
 
 # "N×" / "a–b×" ratios (not sizes such as 8×8: no digit may follow the ×)
 RATIO = re.compile(r"(?<![\d.×])(\d+(?:\.\d+)?)(?:–(\d+(?:\.\d+)?))?×(?!\s*\d)")
 NOT_MEASURED = {  # (file, the ratio as written): why it is not a number of a results table
     ("README.md", "20×"): "the sweep issue's aim, not a measurement",
-    ("README.md", "0.8–0.9×"): "the sweep's 784-256-256-10 rows, 745/827 and 546/641 of sweep_benchmark.md, rounded",
 }
 
 
@@ -43,25 +43,38 @@ def test_readme_benchmark_claims_are_generated_from_the_committed_table():
         assert committed.startswith(benchmark.render(data))
 
 
-def _ratios_outside_the_block(path):
+def _sections_and_sources(path):
+    """``(section text, the committed results files it links)`` per ``## `` section of ``path``
+    (the benchmark's claims block left out: it is checked whole above); comments such as the
+    benchmark's embedded data are dropped from the sources, so a number must be in a table or note."""
     text = path.read_text()
     if benchmark.CLAIMS_BEGIN in text:
-        block = _claims_block(text)
-        text = text.replace(block, "")
-    return [m for m in RATIO.finditer(text)]
+        text = text.replace(_claims_block(text), "")
+    for section in re.split(r"(?m)^## ", text):
+        names = sorted(set(re.findall(r"results/([\w.-]+\.md)", section)))
+        yield section, "\n".join(re.sub(r"<!--.*?-->", "", (RESULTS / n).read_text(), flags=re.S)
+                                 for n in names if (RESULTS / n).exists())
 
 
 @pytest.mark.parametrize("name", ["README.md", "experiments/README.md"])
-def test_other_ratio_claims_appear_in_committed_results(name):
-    tables = "\n".join(p.read_text() for p in sorted(RESULTS.glob("*.md")))
+def test_other_ratio_claims_appear_in_the_results_their_section_links(name):
     missing = []
-    for m in _ratios_outside_the_block(ROOT / name):
-        if (name, m.group(0)) in NOT_MEASURED:
-            continue
-        for number in filter(None, m.groups()):
-            if not re.search(r"(?<![\d.])" + re.escape(number) + r"(?!\d)", tables):
-                missing.append(m.group(0))
-    assert not missing, f"{name}: ratios found in no committed results table: {missing}"
+    for section, sources in _sections_and_sources(ROOT / name):
+        for m in RATIO.finditer(section):
+            if (name, m.group(0)) in NOT_MEASURED:
+                continue
+            for number in filter(None, m.groups()):
+                if not re.search(r"(?<![\d.])" + re.escape(number) + r"(?!\d)", sources):
+                    missing.append(m.group(0))
+    assert not missing, f"{name}: ratios found in none of the results files their section links: {missing}"
+
+
+def test_a_ratio_that_no_linked_table_has_is_caught(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("## A\n[t](experiments/results/sweep_benchmark.md): 10.8× and 42.4×\n## B\n10.8×\n")
+    found = [(m.group(0), bool(re.search(r"(?<![\d.])" + re.escape(m.group(1)) + r"(?!\d)", sources)))
+             for section, sources in _sections_and_sources(readme) for m in RATIO.finditer(section)]
+    assert found == [("10.8×", True), ("42.4×", False), ("10.8×", False)]  # B links no table
 
 
 def test_ratio_finder_reads_ratios_not_sizes():
@@ -106,7 +119,7 @@ def test_claims_and_tables_come_from_the_data():
     block = benchmark.claims(data)
     assert block.startswith(benchmark.CLAIMS_BEGIN) and block.endswith(benchmark.CLAIMS_END)
     assert "`make_epoch` vs the PyTorch eager loop: 2.00× (2.00–3.00) at MLP 2-100-3, full batch." in block
-    assert "E = 300 epochs" in block and "0.20× (0.20–0.30)" in block  # one fit call: a tenth of the steady rate
+    assert "0.20× (0.20–0.30) at MLP 2-100-3, full batch (E = 300)" in block  # one fit call: a tenth of the steady rate
     text = benchmark.results_text(data, "- a note")
     assert benchmark.load_data(text) == data and text.startswith(benchmark.render(data))
     assert "| MLP 2-100-3, spiral N = 300, full batch | 4 (2–6) |" in text
@@ -162,3 +175,12 @@ def test_bad_arguments_are_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
         benchmark.parse(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--quick"], ["--rounds", "1"], ["--calibration-rounds", "1"], ["--workloads", "spiral-full"],
+                                  ["--no-torch-compile"]])
+def test_a_quick_or_partial_run_never_writes_the_committed_results(argv, capsys, monkeypatch):
+    """Refused before anything is measured (``measure`` would raise here)."""
+    monkeypatch.setattr(benchmark, "measure", lambda *a, **k: pytest.fail("measured"))
+    assert benchmark.main([*argv, "--out", str(benchmark.RESULTS)]) == 2
+    assert "never writes" in capsys.readouterr().err
