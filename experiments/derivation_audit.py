@@ -697,7 +697,8 @@ def audit_003():
                             "eq. (4)'s 2/N Σ_i (h − y) ∂h/∂p; products left to right as printed", against,
                             chain_repair, lambda applied: draft_loss, chain_grads, params, (x, y)))
     params, x, y = draw((3, 5, 4, 2))
-    out.append(Formulas("003", "eqs. (5)–(7)", "3-5-4-2 ReLU, vectors in Table 2's sizes",
+    out.append(Formulas("003", "eqs. (5)–(7), W_i of (6) read as W_(l−1)",
+                        "3-5-4-2 ReLU, vectors in Table 2's sizes",
                         "numbering a^(1) = x … a^(4) = h; W_i of (6) is W_(l−1), f'(z) is f'(z^(l−1)); "
                         "Δ^(l) for the weights into layer l; biases get δ^(l) (Table 3)", against,
                         DRAFT_DELTA_REPAIRS, lambda applied: draft_loss, delta_grads, params, (x, y)))
@@ -757,9 +758,6 @@ def _conv_eq10(f, g):
 
 # (note, where, printed (quoted from the note's text), correct, why)
 SLIPS = (
-    ("000", "§1, the net", r"\sum_j^H w_{kj}^{(2)}", r"\sum_j^{H+1} w_{kj}^{(2)}, and \sum_i^{D+1} for \sum_i^D",
-     "the biases are folded in as constant 1s (\"extended by 1\"), so each sum has one more term; as printed the "
-     "sums leave the bias out"),
     ("000", "§1, the net and the sizes", r"w_{ji}^{(1)} x_i", r"w_{ij}^{(1)} x_i (and w_{jk}^{(2)})",
      "the first index of w_ji is the hidden unit, so w1 as indexed is H × (D + 1), the transpose of the stated "
      "\"(D + 1) × H\" (likewise w_kj: K × (H + 1)); the audit uses the stated sizes"),
@@ -775,13 +773,16 @@ SLIPS = (
      r"\partial L_i/\partial \mathbf{w}_2 = \mathbf{h} \otimes d\mathbf{f}; \partial L/\partial \mathbf{w}_2 = "
      r"\frac{1}{N} \sum_i \mathbf{h} \otimes d\mathbf{f} + \alpha \mathbf{w}_2",
      "L_i (§2) has no regularisation term: α w2 is ∂L_r/∂w2, so the sum carries the wrong label (likewise dw1)"),
-    ("000", "§3, dh", r"d\mathbf{h} \equiv \partial L_i/\partial \mathbf{h} = d\mathbf{f} \cdot \mathbf{w}_2",
-     r"\partial L_i/\partial g = d\mathbf{f} \cdot \mathbf{w}_2^T; \partial L_i/\partial \mathbf{h} = "
-     r"(d\mathbf{f} \cdot \mathbf{w}_2^T) \circ \Theta(\mathbf{h})",
-     "§2 names the hidden products h and the values g; df · w2 is the derivative with respect to the values, "
-     "and dw1 = x · dh needs the one with respect to the products (the missing Θ(h) is in the table above)"),
+    ("000", "§3, h", r"Calling our hidden layer \mathbf{h}",
+     r"the hidden layer values g (§2's name for them; h is §2's products)",
+     "§2 names the hidden products h (∂g/∂h = Θ(h)) and the values g; §3's dw2 = h · df needs the values, so "
+     "one letter names both. The audit reads §3's h as the values ([H + 1], with the 1): then dh = df · w2ᵀ is "
+     "the derivative with respect to them, and the Θ(h) of the products that dw1 needs is missing (the repair "
+     "∘ Θ(h) in the table above, a numeric finding)"),
     ("001", "softmax", r"e^{T_{k}}/\sum_{k=1}^{K}e^{T_{k}}", r"e^{T_{k}}/\sum_{l=1}^{K}e^{T_{l}}",
      "the summation index k is also the free index of the numerator"),
+    ("001", "after the softmax", "The above gives us an array of size kk",
+     "an array of size K", "k is the index of one output (k = 1, …, K); the array has K entries"),
     ("001", "combined weights", r"\alpha_{m} = [\alpha_{m1}, \alpha_{m2}, ... , \alpha_{ml}]",
      r"\alpha_{m} = [\alpha_{m0}, \alpha_{m1}, ... , \alpha_{mP}] (and \beta_{k} = [\beta_{k0}, ... , \beta_{kM}])",
      "the combined vector must hold the bias α_0m (with x_i0 = 1) and run over the P inputs; l is the running "
@@ -802,29 +803,41 @@ SLIPS = (
     ("002", "eq. (4), the chain rule", r"\frac{\partial x}{\partial y} = \frac{\partial y}{\partial z} \frac{\partial z}{\partial x}",
      r"\frac{\partial x}{\partial y} = \frac{\partial x}{\partial z} \frac{\partial z}{\partial y}",
      "the printed right side is ∂y/∂x, the reciprocal of the left side: the chain rule the wrong way round"),
-    ("002", "eq. (12) twice", r"\frac{\hat{\vec{y}} - \vec{y}}{N_{\text{samples}}} \tag{12}",
-     "(12) for ∂L/∂b^(N_layer), printed once; (13) for ∂L/∂W^(i)",
-     "the number 12 labels two equations, and ∂L/∂b^(N_layer) is printed twice"),
     ("003", "eq. (2)", r"(h(x_i; W, b) - y_i)^2", r"\lVert h(x_i; W, b) - y_i \rVert^2",
      "h and y have ny entries (W3 is [ny L2]); the square of a vector is not a number: the sum over the outputs "
      "is missing (the audit sums them)"),
     ("003", "eq. (4)", r"\frac{\partial J}{\partial p_i} = \frac{2}{N} \sum_{i}^{N}",
      r"\frac{\partial J}{\partial p} = \frac{2}{N} \sum_{n}^{N} (h(x_n; W, b) - y_n) \frac{\partial h(x_n)}{\partial p}",
      "i is the step of eq. (3) (p_i) and, at once, the summed sample index"),
-    ("003", "the list of ∂h/∂p", r"\frac{\partial h}{\partial W_2} = \frac{\partial h}{\partial a_2} \frac{\partial a_2}{\partial z_2}",
-     r"\frac{\partial h}{\partial W_2} = \frac{\partial z_2}{\partial W_2} \frac{\partial a_2}{\partial z_2} \frac{\partial h}{\partial a_2}",
-     "the note's own chain rule, eq. (1), puts the innermost derivative first; the list puts it last (the note "
-     "says \"The order is not correct yet\"; likewise for every entry of the list)"),
     ("003", "∂h/∂b1", r"\frac{\partial a_1}{\partial z_1} \frac{\partial a_1}{\partial b_1}",
      r"\frac{\partial a_1}{\partial z_1} \frac{\partial z_1}{\partial b_1}",
      "b1 enters through z1 = W1 x + b1; the last factor differentiates the wrong variable"),
     ("003", "∂h/∂b2", r"\frac{\partial z_2}{\partial b_2} = W_3 f'(z_2)", r"… = W_3^T f'(z_2)",
      "it shares ∂h/∂a2 ∂a2/∂z2 with ∂h/∂W2, printed there as W_3^T f'(z_2) (Table 1: ∂(Ax)/∂x = Aᵀ); as "
      "scalars, as the note evaluates them, no number tells the two apart"),
+    ("003", "Table 3, ∂z2/∂a1", "$\\partial z_2/\\partial a_1$\t$W_2$", r"W_2^T",
+     "z2 = W2 a1 + b2, and Table 1 gives ∂(Ax)/∂x = Aᵀ (the layout of the note's eq. (1)); the list above "
+     "uses W_2^T for this factor. As scalars, as the note evaluates them, no number tells the two apart"),
+    ("003", "Table 3, ∂z3/∂a2", "$\\partial z_3/\\partial a_2$\t$W_3$", r"W_3^T",
+     "likewise: z3 = W3 a2 + b3, and the list uses W_3^T for ∂h/∂a2"),
     ("003", "eq. (6)", r"\delta^{(l-1)} = W_i^T \delta^{(l)} \cdot * f'(z)",
      r"\delta^{(l-1)} = W_{l-1}^T \delta^{(l)} .* f'(z_{l-2})",
      "i is bound nowhere and f'(z) names no layer; with δ^(4) the output's (eq. 5), layer l's pre-activation "
      "is z_{l−1} of the forward pass, so δ^(l−1) takes W_{l−1} and f'(z_{l−2})"),
+)
+
+
+# (note, where, printed, why it is not in the table above): read, and left out on purpose
+NOT_SLIPS = (
+    ("000", "§1, the net", r"\sum_j^H w_{kj}^{(2)}",
+     "with the biases folded in as constant 1s, the sum can run over j = 0 … H (H + 1 terms, the bias unit "
+     "j = 0); the note does not say, so this is not a slip"),
+    ("002", "eqs. (12)", r"\frac{\hat{\vec{y}} - \vec{y}}{N_{\text{samples}}} \tag{12}",
+     "∂L/∂b^(N_layer) appears twice and (12) labels two equations; both look like artefacts of the text "
+     "extraction of the note, not of the note"),
+    ("003", "the list of ∂h/∂p", "The order is not correct yet",
+     "the factors stand in the reverse of eq. (1)'s order, but the note says so itself, and the rows above "
+     "evaluate the products in the printed order (a numeric finding, not a textual one)"),
 )
 
 
@@ -979,6 +992,8 @@ def markdown(checks, steps, conv, formulas, date=None) -> str:
     ]
     for note, where, printed, correct, why in SLIPS:
         lines.append("| " + " | ".join(_cell(v) for v in (note, where, f"`{printed}`", f"`{correct}`", why)) + " |")
+    lines += ["", "Read and left out on purpose:", ""]
+    lines += [f"- **{note}** {where}, `{printed}`: {why}." for note, where, printed, why in NOT_SLIPS]
     lines += ["", "## Findings", "", "Generated from the rows above.", ""]
     lines += [f"- {sentence}" for sentence in findings(checks, steps, conv)]
     return "\n".join(lines) + "\n"

@@ -87,6 +87,8 @@ def test_every_quoted_slip_is_in_its_note(da):
     for note, where, printed, correct, why in da.SLIPS:
         assert printed in notes[note], (note, where, printed)
         assert printed != correct and why
+    for note, where, printed, why in da.NOT_SLIPS:
+        assert printed in notes[note] and why, (note, where, printed)
 
 
 # --- the whole audit (slow) ------------------------------------------------------------------------
