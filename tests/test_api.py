@@ -10,7 +10,7 @@ import pytest
 
 import jaxnet
 
-from .helpers import assert_grads_close, autodiff_grads, make_net, random_problem
+from .helpers import assert_grads_close, autodiff_grads, lean, make_net, random_problem
 
 
 def test_network_is_frozen_hashable_and_static():
@@ -191,8 +191,10 @@ def test_kink_convention_at_exact_zero(activation, slope_at_zero):
     assert_grads_close(jaxnet.manual_grads(params, net, x, y), autodiff_grads(params, net, x, y), 1e-12)
 
 
-@pytest.mark.parametrize("target", ["softmax_labels", "softmax_probs", "sigmoid_binary", "sigmoid_multilabel"])
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("target,dtype", lean(
+    [(t, d) for t in ("softmax_labels", "softmax_probs", "sigmoid_binary", "sigmoid_multilabel") for d in (jnp.float32, jnp.float64)],
+    lambda i, c: i in (1, 6)),  # the main suite: labels in float64, multi-label in float32; -m slow the rest
+    ids=[f"{t}-{d}" for t in ("softmax_labels", "softmax_probs", "sigmoid_binary", "sigmoid_multilabel") for d in ("float32", "float64")])
 def test_extreme_logits_are_finite(target, dtype):
     net = make_net(target, 0, "identity")
     params, x, y = random_problem(net, target, n=4, dtype=dtype)

@@ -9,6 +9,7 @@ import pytest
 import jaxnet
 
 from . import mutants
+from .helpers import lean
 
 DTYPES = [jnp.float32, jnp.float64]
 CASES = [("mlp", m) for m in mutants.MLP_MISTAKES] + [("cnn", m) for m in mutants.CNN_MISTAKES]
@@ -22,16 +23,18 @@ def _named(leaves):
     return {r.path.strip("[']") for r in leaves}
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("net", ["mlp", "cnn"])
+@pytest.mark.parametrize("net,dtype", lean(  # the main suite: the CNN in float32; -m slow the rest
+    [("mlp", jnp.float32), ("mlp", jnp.float64), ("cnn", jnp.float32), ("cnn", jnp.float64)], lambda i, c: i == 2),
+    ids=["mlp-float32", "mlp-float64", "cnn-float32", "cnn-float64"])
 def test_the_right_derivation_passes(net, dtype):
     loss, grads, problem, _ = NETS[net]
     report = jaxnet.assert_grads_match(loss, grads, *problem(dtype))
     assert len(report.leaves) == 5 * len(problem(dtype)[0])
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("net,mistake", CASES, ids=[f"{n}-{m.replace(' ', '-')}" for n, m in CASES])
+@pytest.mark.parametrize("net,mistake,dtype", lean(  # the main suite: each mistake in one dtype, alternating
+    [(n, m, d) for n, m in CASES for d in DTYPES], lambda i, c: i % 2 == (i // 2) % 2),
+    ids=[f"{n}-{m.replace(' ', '-')}-{d}" for n, m in CASES for d in ("float32", "float64")])
 def test_each_mistake_is_caught_in_the_right_leaves(net, mistake, dtype):
     loss, grads, problem, mistakes = NETS[net]
     report = jaxnet.check_grads(loss, functools.partial(grads, mistake=mistake), *problem(dtype), hvp_directions=0)

@@ -4,12 +4,14 @@ import re
 import subprocess
 
 import numpy as np
+import pytest
 import sys
 
 from jaxnet import cli
 from jaxnet.presets import NOTE_NETWORKS
 
 
+@pytest.mark.slow  # every note network with every witness; the main suite checks described networks below
 def test_check_passes_and_prints_the_table(capsys):
     assert cli.main(["check", "--batch", "4", "--seed", "3"]) == 0
     out = capsys.readouterr().out
@@ -36,10 +38,14 @@ def test_check_a_described_network_with_per_example_grads(capsys):
     assert "2-6-3 relu, softmax_cross_entropy (mean), l2=0.01" in out and "float32" in out
     assert re.search(r"^norms +\['norms'\] +8 .* ok$", out, re.M) and "note: " in out
     assert out.rstrip().endswith("all leaves agree")
-    assert cli.main(["check", "--preset", "digits", "--batch", "64"]) == 0  # real data, a bigger batch
-    assert capsys.readouterr().out.rstrip().endswith("all leaves agree")
     assert cli.main(["check", "--preset", "000-spiral", "--data", "no-such-file.csv"]) == 2
     assert "no-such-file.csv" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_check_the_default_preset_on_a_bigger_batch(capsys):
+    assert cli.main(["check", "--preset", "digits", "--batch", "64"]) == 0  # real data, a bigger batch
+    assert capsys.readouterr().out.rstrip().endswith("all leaves agree")
 
 
 def test_python_dash_m_entry_point():
@@ -61,6 +67,7 @@ def test_readme_example_runs():
     assert len(errors) == 4 and max(errors) < 1e-12
 
 
+@pytest.mark.slow  # it trains the default preset, as test_train_default_preset_reaches_its_bar_on_digits does
 def test_readme_training_example_runs():
     import pathlib
 
@@ -115,6 +122,11 @@ def test_train_check_resume_and_plots(tmp_path, capsys):
     assert cli.main(args + ["--epochs", "6", "--lr", "0.5", "--resume", str(tmp_path / "checkpoint.npz")]) == 2
     err = capsys.readouterr().err
     assert "cannot resume" in err and "lr 1.0 -> 0.5" in err
+
+
+@pytest.mark.slow  # fit with either gradient is compared in test_train; this is the flag's plumbing
+def test_train_grads_flag(tmp_path):
+    args = ["train", "--preset", "000-spiral", "--quiet", "--batch-size", "0"]
     assert cli.main(args + ["--epochs", "5", "--grads", "autodiff", "--out", str(tmp_path / "ad")]) == 0
     manual = cli.main(args + ["--epochs", "5", "--out", str(tmp_path / "m")]) == 0 and _metrics(tmp_path / "m")
     np.testing.assert_allclose(_metrics(tmp_path / "ad")["history"]["train_loss"], manual["history"]["train_loss"], rtol=1e-5)
@@ -153,6 +165,7 @@ def test_train_bad_data_file(tmp_path, capsys):
     assert "targets must lie in [0.0, 1.0]" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the main suite trains the default preset to its bar
 def test_train_cnn_preset_reaches_its_bar_on_digit_images(tmp_path):
     """Note 003's CNN, finished (seed 0), test accuracy >= 0.964 on the 8x8x1 digits: the worst of seeds
     0-4 in experiments/results/presets.md (cnn, test: 0.9741) less 0.01."""

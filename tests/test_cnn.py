@@ -1,5 +1,7 @@
 """Convolutional layers on the same protocol: hand-derived backward vs jax.grad and finite differences."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ from jaxnet import verify
 from jaxnet.verify import finite_difference_grads
 from jaxnet.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
 
-from .helpers import InputProbe, assert_grads_close, autodiff_grads
+from .helpers import InputProbe, assert_grads_close, autodiff_grads, lean
 
 
 @jax.jit
@@ -46,24 +48,35 @@ def _check(layers, shape, loss="softmax_cross_entropy", seed=0, probe=True):
 PADDINGS = ["VALID", "SAME", ((1, 0), (2, 1))]  # explicit ((top, bottom), (left, right)): top ≠ left
 
 
-@pytest.mark.parametrize("size", [5, 6], ids=["odd", "even"])
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("padding", PADDINGS, ids=["valid", "same", "explicit"])
-@pytest.mark.parametrize("stride", [1, 2])
+# stride × padding × channels × size; the main suite: every stride with every padding, the four
+# (channels, size) pairs spread over them; -m slow: the rest
+CONV_GRID = list(itertools.product([1, 2], PADDINGS, [1, 3], [5, 6]))
+
+
+@pytest.mark.parametrize("stride,padding,channels,size", lean(
+    CONV_GRID, lambda i, c: i % 4 == (i // 4) % 4),
+    ids=[f"{s}-{p if isinstance(p, str) else 'explicit'}-{c}-{'odd' if n == 5 else 'even'}".lower()
+         for s, p, c, n in CONV_GRID])
 def test_conv2d(stride, padding, channels, size):
     _check([Conv2D(2, 3, stride, padding, "tanh")], (size, size, channels))
 
 
-@pytest.mark.parametrize("size", [5, 6], ids=["odd", "even"])
-@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("stride,size", lean([(1, 5), (1, 6), (2, 5), (2, 6)], lambda i, c: i in (0, 3)),
+                         ids=["1-odd", "1-even", "2-odd", "2-even"])
 def test_conv2d_other_explicit_padding(stride, size):
     """No top and no right padding, two at the bottom, one on the left: every side differs."""
     _check([Conv2D(2, 3, stride, ((0, 2), (1, 0)), "tanh")], (size, size, 2))
 
 
-@pytest.mark.parametrize("size,channels", [(5, 1), (6, 3)], ids=["odd-1ch", "even-3ch"])  # windows (2, 2) and (3, 2) tile one size, not the other
-@pytest.mark.parametrize("window,stride", [(2, 1), (2, 2), (3, 2)], ids=["overlap-s1", "tiling", "overlap-s2"])
-@pytest.mark.parametrize("pool", [MaxPool2D, AvgPool2D])
+# pool × (window, stride) × (size, channels): windows (2, 2) and (3, 2) tile one size, not the other;
+# the main suite takes one size per pool and window, alternating; -m slow the rest
+POOL_GRID = list(itertools.product([MaxPool2D, AvgPool2D], [(2, 1), (2, 2), (3, 2)], [(5, 1), (6, 3)]))
+
+
+@pytest.mark.parametrize("pool,window,stride,size,channels", lean(
+    [(p, w, s, n, c) for p, (w, s), (n, c) in POOL_GRID], lambda i, c: i % 2 == (i // 2) % 2),
+    ids=[f"{p.__name__}-{({(2, 1): 'overlap-s1', (2, 2): 'tiling', (3, 2): 'overlap-s2'})[ws]}-"
+         f"{'odd-1ch' if n == 5 else 'even-3ch'}" for p, ws, (n, c) in POOL_GRID])
 def test_pooling(pool, window, stride, size, channels):
     _check([pool(window, stride)], (size, size, channels))
 

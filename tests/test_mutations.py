@@ -25,9 +25,11 @@ from .test_api import _note_000
 from .test_properties import check_drawn_network
 
 
-@pytest.fixture(autouse=True)
-def _forget_broken_traces():
-    """jit caches traces by function and static network: drop the broken ones afterwards."""
+@pytest.fixture
+def fresh_traces():
+    """jit caches traces by function and static network: for the tests that jit (the eager ones
+    run each primitive as they go and cache no trace), start from no cached trace, so a right
+    one cannot mask the mutation, and drop the broken ones afterwards."""
     jax.clear_caches()
     yield
     jax.clear_caches()
@@ -92,6 +94,7 @@ def test_finite_difference_check_goes_red(monkeypatch):
         assert_grads_close(jaxnet.manual_grads(params, net, x, y), fd_grads(params, net, x, y), 1e-6, "finite differences")
 
 
+@pytest.mark.usefixtures("fresh_traces")
 def test_jit_autodiff_check_goes_red(monkeypatch):
     net = make_net("sigmoid_multilabel", 1, "tanh")
     params, x, y = random_problem(net, "sigmoid_multilabel")
@@ -135,6 +138,8 @@ def test_comparison_measures_a_small_relative_error():
     assert_grads_close(slipped, grads, 1e-6)
 
 
+@pytest.mark.slow  # the main suite: the described network's check below goes red
+@pytest.mark.usefixtures("fresh_traces")
 def test_cli_check_goes_red(monkeypatch, capsys):
     _drop_derivative(monkeypatch, "tanh")
     assert cli.main(["check", "--batch", "4"]) == 1
@@ -144,6 +149,7 @@ def test_cli_check_goes_red(monkeypatch, capsys):
     assert "FAIL" in sections["002-deep-tanh"] and "FAIL" not in sections["000-relu-softmax-l2"]  # the others stay ok
 
 
+@pytest.mark.usefixtures("fresh_traces")
 def test_cli_check_of_a_described_network_goes_red(monkeypatch, capsys):
     _drop_derivative(monkeypatch, "relu")
     assert cli.main(["check", "--preset", "000-spiral", "--hidden", "6", "--batch", "8"]) == 1
@@ -156,6 +162,7 @@ def test_float32_check_goes_red(monkeypatch):
         test_grads.test_float32("gelu", "squared_error")
 
 
+@pytest.mark.usefixtures("fresh_traces")
 def test_property_check_goes_red(monkeypatch):
     _drop_derivative(monkeypatch, "softplus")
     drawn = dict(d=2, widths=[4, 2], target="sigmoid_multilabel", reduction="sum", l2=0.05, l2_bias=True, n=5, seed=1)

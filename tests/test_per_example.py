@@ -10,7 +10,7 @@ from jaxnet import gradcheck, verify
 from jaxnet.layers import Conv2D, Dense
 from jaxnet.per_example import per_example_grad_norms, per_example_grads
 
-from .helpers import on_reference
+from .helpers import lean, on_reference
 
 NETS = {
     "mlp-relu-mean-l2": jaxnet.mlp([4, 7, 5, 3], "relu", l2=0.1, l2_bias=True),
@@ -24,8 +24,9 @@ NETS = {
 }
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("name,dtype", lean(  # the main suite: one dtype per network, alternating
+    [(name, dtype) for name in NETS for dtype in (jnp.float32, jnp.float64)], lambda i, c: i % 2 == (i // 2) % 2),
+    ids=[f"{name}-{dtype}" for name in NETS for dtype in ("float32", "float64")])
 def test_per_example_grads_norms_and_sum(name, dtype):
     """check_per_example: g_i == vmap(jax.grad), ||g_i|| from the closed forms, r Σ g_i + L2 == jax.grad."""
     net = NETS[name]

@@ -1,6 +1,7 @@
 """Property-based: random architectures, batch sizes, dtypes and inputs (hypothesis)."""
 
 import jax
+import pytest
 import jax.numpy as jnp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -42,11 +43,24 @@ problems = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(problems)
-def test_random_networks(p):
+def _draw_and_check(p):
     acts = p["activation"].draw(st.lists(st.sampled_from(list(jaxnet.ACTIVATIONS)), min_size=len(p["widths"]), max_size=len(p["widths"])))
     check_drawn_network(p, acts)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(problems)
+def test_random_networks(p):
+    """6 drawn networks (each compiles its own programs); -m slow draws 40."""
+    _draw_and_check(p)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(problems)
+def test_more_random_networks(p):
+    _draw_and_check(p)
 
 
 def check_drawn_network(p, acts):
