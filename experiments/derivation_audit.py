@@ -782,7 +782,8 @@ SLIPS = (
     ("001", "softmax", r"e^{T_{k}}/\sum_{k=1}^{K}e^{T_{k}}", r"e^{T_{k}}/\sum_{l=1}^{K}e^{T_{l}}",
      "the summation index k is also the free index of the numerator"),
     ("001", "after the softmax", "The above gives us an array of size kk",
-     "an array of size K", "k is the index of one output (k = 1, …, K); the array has K entries"),
+     "an array of size K", "k is the index of one output (k = 1, …, K); the array has K entries (likewise "
+     "\"a vector consisting of k classes\" and \"a matrix consisting of p columns\": K, P)"),
     ("001", "combined weights", r"\alpha_{m} = [\alpha_{m1}, \alpha_{m2}, ... , \alpha_{ml}]",
      r"\alpha_{m} = [\alpha_{m0}, \alpha_{m1}, ... , \alpha_{mP}] (and \beta_{k} = [\beta_{k0}, ... , \beta_{kM}])",
      "the combined vector must hold the bias α_0m (with x_i0 = 1) and run over the P inputs; l is the running "
@@ -830,11 +831,12 @@ SLIPS = (
 # (note, where, printed, why it is not in the table above): read, and left out on purpose
 NOT_SLIPS = (
     ("000", "§1, the net", r"\sum_j^H w_{kj}^{(2)}",
-     "with the biases folded in as constant 1s, the sum can run over j = 0 … H (H + 1 terms, the bias unit "
-     "j = 0); the note does not say, so this is not a slip"),
+     "the ranges do not show the constant-1 bias terms, and the note says right after the formula that it does "
+     "not write them (\"we are not explicitly writing the bias nodes\"): a stated convention, not a slip"),
     ("002", "eqs. (12)", r"\frac{\hat{\vec{y}} - \vec{y}}{N_{\text{samples}}} \tag{12}",
-     "∂L/∂b^(N_layer) appears twice and (12) labels two equations; both look like artefacts of the text "
-     "extraction of the note, not of the note"),
+     "(12) labels both ∂L/∂b^(N_layer) and ∂L/∂W^(i), and ∂L/∂b^(N_layer) is printed again untagged: the "
+     "untagged repeat is an artefact of the text extraction, and the double label may be one too (the text "
+     "cannot tell); no formula is wrong either way"),
     ("003", "the list of ∂h/∂p", "The order is not correct yet",
      "the factors stand in the reverse of eq. (1)'s order, but the note says so itself, and the rows above "
      "evaluate the products in the printed order (a numeric finding, not a textual one)"),

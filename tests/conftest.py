@@ -24,11 +24,13 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 def _session_cache_dir():
     """One folder per test session: the controller names it before it starts the xdist workers,
-    which inherit its environment, as do the subprocesses they start."""
+    which inherit its environment, as do the subprocesses they start (a pytest run that a test
+    starts, as test_planted_bugs does, shares it and leaves it to the session that made it)."""
     run = os.environ.setdefault("JAXNET_TEST_RUN", uuid.uuid4().hex)  # workers are started with this environment
     return os.path.join(tempfile.gettempdir(), f"jaxnet-test-compilation-cache-{run}")
 
 
+_OWNER = "JAXNET_TEST_RUN" not in os.environ  # this process names the session's folder and removes it
 if os.environ.get("JAXNET_TEST_COMPILATION_CACHE", "1") != "0":
     _CACHE = _session_cache_dir()
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE  # subprocesses share it
@@ -40,6 +42,6 @@ else:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The controller (not an xdist worker) removes the session's cache folder."""
-    if _CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
+    """The process that named the session's cache folder (the controller) removes it."""
+    if _CACHE and _OWNER:
         shutil.rmtree(_CACHE, ignore_errors=True)
