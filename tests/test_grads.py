@@ -68,7 +68,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("target,depth,activation,dtype", lean(CASES, lambda i, case: i in (0, 2, 3)))
+@pytest.mark.parametrize("target,depth,activation,dtype", lean(CASES, lambda i, case: i in (0, 3)))
 def test_jit_matches_eager(target, depth, activation, dtype):
     net = make_net(target, depth, activation, "mean", 0.05, True)
     params, x, y = random_problem(net, target, seed=3, dtype=dtype)

@@ -48,10 +48,10 @@ def _draw_and_check(p):
     check_drawn_network(p, acts)
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(problems)
 def test_random_networks(p):
-    """6 drawn networks (each compiles its own programs); -m slow draws 40."""
+    """4 drawn networks (each compiles its own programs); -m slow draws 40."""
     _draw_and_check(p)
 
 

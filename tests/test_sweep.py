@@ -100,7 +100,7 @@ _PRODUCTS = {  # name: (function, lhs shape, rhs shape, rewritten)
 }
 
 
-_MAIN_PRODUCTS = ("x W, 2 inputs", "xᵀ δ, 3 outputs", "x W, 3 outputs")
+_MAIN_PRODUCTS = ("xᵀ δ, 3 outputs", "x W, 3 outputs")
 
 
 @pytest.mark.parametrize("name", lean(list(_PRODUCTS), lambda i, name: name in _MAIN_PRODUCTS))
@@ -139,7 +139,7 @@ _REDUCTIONS = {  # name: (function, operand shape, dtype, rewritten); ≥ 1024 o
 }
 
 
-_MAIN_REDUCTIONS = ("max over 3 classes", "min over 2 × 3, minor axis included", "sum over 9", "1023 outputs")
+_MAIN_REDUCTIONS = ("max over 3 classes", "sum over 9", "1023 outputs")
 
 
 @pytest.mark.parametrize("name", lean(list(_REDUCTIONS), lambda i, name: name in _MAIN_REDUCTIONS))
