@@ -19,20 +19,19 @@ from jaxnet.activations import ACTIVATIONS
 from jaxnet.layers import Dense
 from jaxnet.losses import LOSSES
 
-from . import test_api, test_grads
+from . import test_api, test_grads, test_properties
 from .helpers import assert_grads_close, autodiff_grads, fd_grads, make_net, on_reference, random_problem
 from .test_api import _note_000
 from .test_properties import check_drawn_network
 
 
-@pytest.fixture
-def fresh_traces():
-    """jit caches traces by function and static network: for the tests that jit (the eager ones
-    run each primitive as they go and cache no trace), start from no cached trace, so a right
-    one cannot mask the mutation, and drop the broken ones afterwards."""
-    jax.clear_caches()
-    yield
-    jax.clear_caches()
+def fresh_jit(jitted):
+    """A new jit of the function under ``jitted``: jit caches traces by function (and static
+    network), so a new function object traces afresh, through the mutated code, and its broken
+    traces die with it; nothing else's cache is touched. (The eager tests run each primitive as
+    they go and cache no trace; the CLI builds new lambdas for every check.)"""
+    inner = jitted.__wrapped__
+    return jax.jit(lambda *args: inner(*args))
 
 
 def _drop_derivative(monkeypatch, name):
@@ -94,12 +93,11 @@ def test_finite_difference_check_goes_red(monkeypatch):
         assert_grads_close(jaxnet.manual_grads(params, net, x, y), fd_grads(params, net, x, y), 1e-6, "finite differences")
 
 
-@pytest.mark.usefixtures("fresh_traces")
 def test_jit_autodiff_check_goes_red(monkeypatch):
     net = make_net("sigmoid_multilabel", 1, "tanh")
     params, x, y = random_problem(net, "sigmoid_multilabel")
     _unsummed_bias(monkeypatch)
-    mine = jax.jit(jaxnet.manual_grads)(params, net, x, y)
+    mine = jax.jit(lambda *args: jaxnet.manual_grads(*args))(params, net, x, y)  # a new function: traced afresh
     with pytest.raises(AssertionError, match=r"leaf \[[01]\]\['b'\]"):
         assert_grads_close(mine, autodiff_grads(params, net, x, y, jit=True), 1e-10, "jit(jax.grad)")
 
@@ -139,7 +137,6 @@ def test_comparison_measures_a_small_relative_error():
 
 
 @pytest.mark.slow  # the main suite: the described network's check below goes red
-@pytest.mark.usefixtures("fresh_traces")
 def test_cli_check_goes_red(monkeypatch, capsys):
     _drop_derivative(monkeypatch, "tanh")
     assert cli.main(["check", "--batch", "4"]) == 1
@@ -149,7 +146,6 @@ def test_cli_check_goes_red(monkeypatch, capsys):
     assert "FAIL" in sections["002-deep-tanh"] and "FAIL" not in sections["000-relu-softmax-l2"]  # the others stay ok
 
 
-@pytest.mark.usefixtures("fresh_traces")
 def test_cli_check_of_a_described_network_goes_red(monkeypatch, capsys):
     _drop_derivative(monkeypatch, "relu")
     assert cli.main(["check", "--preset", "000-spiral", "--hidden", "6", "--batch", "8"]) == 1
@@ -162,9 +158,9 @@ def test_float32_check_goes_red(monkeypatch):
         test_grads.test_float32("gelu", "squared_error")
 
 
-@pytest.mark.usefixtures("fresh_traces")
 def test_property_check_goes_red(monkeypatch):
     _drop_derivative(monkeypatch, "softplus")
+    monkeypatch.setattr(test_properties, "_manual_fd", fresh_jit(test_properties._manual_fd))
     drawn = dict(d=2, widths=[4, 2], target="sigmoid_multilabel", reduction="sum", l2=0.05, l2_bias=True, n=5, seed=1)
     with pytest.raises(AssertionError, match=r"vs jax.grad: leaf \[[01]\]"):
         check_drawn_network({**drawn, "dtype": jnp.float64}, ["softplus", "tanh"])
