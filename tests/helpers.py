@@ -98,6 +98,15 @@ def on_reference(fn, params, *args):
     return verify.on_device(fn, params, *args, device=verify.reference_device(dtype, like=params))
 
 
+def fresh_jit(jitted):
+    """A new jit of the function under ``jitted``: jit caches traces by function (and static
+    network), so a new function object traces afresh, through deliberately broken code, and its
+    broken traces die with it; no other cache is touched. (Eager code caches no trace; ``fit``
+    and the CLI build new closures on every call.)"""
+    inner = jitted.__wrapped__
+    return jax.jit(lambda *args: inner(*args))
+
+
 def fd_grads(params, net, x, y, eps=1e-6):
     return finite_difference_grads(lambda p: jaxnet.loss(p, net, x, y), params, eps)
 

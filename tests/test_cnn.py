@@ -12,7 +12,7 @@ from jaxnet import verify
 from jaxnet.verify import finite_difference_grads
 from jaxnet.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
 
-from .helpers import InputProbe, assert_grads_close, autodiff_grads, lean
+from .helpers import InputProbe, assert_grads_close, autodiff_grads, fresh_jit, lean
 
 
 @jax.jit
@@ -143,8 +143,7 @@ def test_conv_check_goes_red_on_an_unflipped_kernel(monkeypatch):
         dx, _ = right(self, flipped, residuals, da)
         return dx, right(self, params, residuals, da)[1]
 
-    inner = _manual_fd.__wrapped__
-    monkeypatch.setitem(globals(), "_manual_fd", jax.jit(lambda *args: inner(*args)))  # a new function: traced afresh
+    monkeypatch.setitem(globals(), "_manual_fd", fresh_jit(_manual_fd))  # traced afresh, through the broken bwd
     monkeypatch.setattr(Conv2D, "bwd", unflipped)
     with pytest.raises(AssertionError, match=r"vs jax.grad: leaf \[0\]\['W'\]"):
         _check([Conv2D(2, 3, 1, "VALID", "tanh"), Conv2D(2, 2, 1, "VALID", "tanh")], (6, 6, 1), probe=False)

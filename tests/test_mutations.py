@@ -20,18 +20,9 @@ from jaxnet.layers import Dense
 from jaxnet.losses import LOSSES
 
 from . import test_api, test_grads, test_properties
-from .helpers import assert_grads_close, autodiff_grads, fd_grads, make_net, on_reference, random_problem
+from .helpers import assert_grads_close, autodiff_grads, fd_grads, fresh_jit, make_net, on_reference, random_problem
 from .test_api import _note_000
 from .test_properties import check_drawn_network
-
-
-def fresh_jit(jitted):
-    """A new jit of the function under ``jitted``: jit caches traces by function (and static
-    network), so a new function object traces afresh, through the mutated code, and its broken
-    traces die with it; nothing else's cache is touched. (The eager tests run each primitive as
-    they go and cache no trace; the CLI builds new lambdas for every check.)"""
-    inner = jitted.__wrapped__
-    return jax.jit(lambda *args: inner(*args))
 
 
 def _drop_derivative(monkeypatch, name):
