@@ -267,7 +267,7 @@ def _kink_gaps(params, net, x):
     """Every layer's ``kink_gaps`` on ``x``: a list of [batch, m_l]."""
     from . import network as _network
 
-    _, residuals = _network._forward(params, net, x)
+    _, residuals = _network.forward_pass(params, net, x)
     return [layer.kink_gaps(r) for layer, r in zip(net.layers, residuals)]
 
 
@@ -276,7 +276,7 @@ def count_kinks(params, net, x, margin: float = 1e-3) -> tuple[KinkCount, np.nda
     the layers' ``kink_gaps``; also return the ``[batch]`` mask of examples that have one."""
     from . import network as _network
 
-    x, _, _ = _network._prepare(params, net, x)
+    x, _, _ = _network.prepare_inputs(params, net, x)
     near = np.zeros(x.shape[0], bool)
     elements = 0
     for gaps in _kink_gaps(params, net, x):
@@ -502,8 +502,8 @@ def check_per_example(params, net, x, y, rtol=None, reference_device="default") 
     dtype = jnp.result_type(*jax.tree.leaves(params))
     rtol = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])[0] if rtol is None else rtol
     _network.check_inputs(params, net, x, y)
-    x, y, _ = _network._prepare(params, net, x, y)  # a single example becomes a batch of one
-    single = _pe._per_example_net(net)
+    x, y, _ = _network.prepare_inputs(params, net, x, y)  # a single example becomes a batch of one
+    single = _pe.example_loss_net(net)
     working, ref = working_device(params), device_for(dtype, reference_device, params)
     with jax.default_matmul_precision("highest"):
         mine = jax.jit(_pe.per_example_grads)(params, net, x, y)  # leaves [batch, *shape]
@@ -517,7 +517,7 @@ def check_per_example(params, net, x, y, rtol=None, reference_device="default") 
         {name: r * np.sum(np.asarray(g, np.float64), axis=0)
          + (net.l2 * np.asarray(params[i][name], np.float64) if name in names else 0.0)
          for name, g in layer.items()}
-        for i, (layer, names) in enumerate(zip(mine, _network._penalised(net)))
+        for i, (layer, names) in enumerate(zip(mine, _network.penalised_names(net)))
     ]
     return GradReport(tuple(
         _compare("per-example", mine, reference, rtol)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _is_concrete(a) -> bool:
+def is_concrete(a) -> bool:
     """True when ``a`` holds values we can read now (outside jit/vmap/grad tracing)."""
     return not isinstance(a, jax.core.Tracer)
 
@@ -89,7 +89,7 @@ def _class_targets(y, n, k, dtype):
             )
         if y.shape != (n,):
             raise ValueError(f"y: expected labels of shape ({n},) to match x, got {y.shape}")
-        if _is_concrete(y):
+        if is_concrete(y):
             yv = np.asarray(y)
             if yv.size and (yv.min() < 0 or yv.max() >= k):
                 raise ValueError(
@@ -103,7 +103,7 @@ def _class_targets(y, n, k, dtype):
             f"probabilities of shape ({n}, {k}), got {y.shape}"
         )
     y = y.astype(dtype)
-    if _is_concrete(y):
+    if is_concrete(y):
         yv = np.asarray(y)
         if not bool(np.all(np.isfinite(yv) & (yv >= 0))):
             raise ValueError("y: softmax_cross_entropy probabilities must be finite and non-negative")
@@ -118,7 +118,7 @@ def _real_targets(what, lo=None, hi=None):
             extra = f" or ({n},)" if k == 1 else ""
             raise ValueError(f"y: {what} expects targets of shape ({n}, {k}){extra}, got {y.shape}")
         y = y.astype(dtype)
-        if _is_concrete(y):
+        if is_concrete(y):
             yv = np.asarray(y)
             if not np.all(np.isfinite(yv)):
                 raise ValueError(f"y: {what} targets contain NaN or Inf")

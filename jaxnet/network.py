@@ -18,7 +18,7 @@ import numpy as np
 
 from .activations import get_activation
 from .layers import Dense, positive_int
-from .losses import REDUCTIONS, _is_concrete, get_loss
+from .losses import REDUCTIONS, is_concrete, get_loss
 
 
 _LAYER_PROTOCOL = ("param_shapes", "output_shape", "init", "fwd", "bwd", "kink_gaps", "kink_distance", "grad_sq_norms")
@@ -177,7 +177,7 @@ def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
     zero biases. ``key`` is a ``jax.random.key`` (or legacy ``PRNGKey``); it is split
     once, one subkey per layer.
     """
-    _check_net(net)
+    check_net(net)
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
@@ -196,7 +196,7 @@ def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
 # --- input checks (at trace time: shapes and dtypes; values only when concrete) --------
 
 
-def _check_net(net):
+def check_net(net):
     if not isinstance(net, Network):
         raise ValueError(f"net must be a jaxnet Network (from jaxnet.mlp), got {type(net).__name__}")
 
@@ -226,9 +226,9 @@ def _check_params(params, net):
     return dtype
 
 
-def _prepare(params, net, x, y=None):
+def prepare_inputs(params, net, x, y=None):
     """Check inputs; return ``(x [batch, ...], y canonical or None, batched)``."""
-    _check_net(net)
+    check_net(net)
     dtype = _check_params(params, net)
     x = jnp.asarray(x)
     per_example = net.input_shape
@@ -247,7 +247,7 @@ def _prepare(params, net, x, y=None):
     if x.shape[0] == 0:
         raise ValueError(f"x: the batch is empty (shape {list(x.shape)}); expected at least one example")
     x = x.astype(dtype)
-    if _is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
         raise ValueError("x contains NaN or Inf")
     if y is None:
         return x, None, batched
@@ -271,13 +271,13 @@ def check_inputs(params, net: Network, x, y=None) -> None:
     the arrays are concrete, i.e. not under ``jit``/``vmap``. Call this once on your
     data before a jitted training loop to get those value checks too.
     """
-    _prepare(params, net, np.asarray(x), None if y is None else np.asarray(y))
+    prepare_inputs(params, net, np.asarray(x), None if y is None else np.asarray(y))
 
 
 # --- the forward loop and the backward loop ---------------------------------------------
 
 
-def _forward(params, net, x):
+def forward_pass(params, net, x):
     """``x``: [batch, ...] -> (outputs [batch, K], residuals of every layer)."""
     residuals = []
     h = x
@@ -287,7 +287,7 @@ def _forward(params, net, x):
     return h, residuals
 
 
-def _backward(params, net, residuals, dout, l2):
+def backward_pass(params, net, residuals, dout, l2):
     """``dout`` = ∂L/∂outputs: [batch, K] -> gradients of every layer (data term + L2),
     in the container type of ``params`` (list or tuple)."""
     grads = [None] * len(net.layers)
@@ -297,12 +297,12 @@ def _backward(params, net, residuals, dout, l2):
     if not _is_zero(l2):
         grads = [
             {name: g + l2 * params[i][name] if name in names else g for name, g in grads[i].items()}
-            for i, names in enumerate(_penalised(net))
+            for i, names in enumerate(penalised_names(net))
         ]
     return type(params)(grads)
 
 
-def _penalised(net):
+def penalised_names(net):
     """Names of the L2-penalised leaves of every layer."""
     return [
         layer.weight_names + (layer.bias_names if net.l2_bias else ())
@@ -315,7 +315,7 @@ def _l2_value(params, net, l2):
     if _is_zero(l2):
         return 0.0
     total = sum(
-        jnp.sum(params[i][name] ** 2) for i, names in enumerate(_penalised(net)) for name in names
+        jnp.sum(params[i][name] ** 2) for i, names in enumerate(penalised_names(net)) for name in names
     )
     return 0.5 * l2 * total
 
@@ -357,8 +357,8 @@ def forward(params: list, net: Network, x: jax.Array) -> jax.Array:
     Returns:
       ``[batch, K]`` (or ``[K]``).
     """
-    x, _, batched = _prepare(params, net, x)
-    out, _ = _forward(params, net, x)
+    x, _, batched = prepare_inputs(params, net, x)
+    out, _ = forward_pass(params, net, x)
     return out if batched else out[0]
 
 
@@ -367,7 +367,7 @@ def predict(params: list, net: Network, x: jax.Array) -> jax.Array:
 
     ``x``: ``[batch, D]`` (or ``[D]``) -> ``[batch, K]`` (or ``[K]``).
     """
-    _check_net(net)
+    check_net(net)
     return get_loss(net.loss).link(forward(params, net, x))
 
 
@@ -391,8 +391,8 @@ def loss(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None) -> jax
     Returns:
       a scalar of the params' dtype.
     """
-    x, y, _ = _prepare(params, net, x, y)
-    out, _ = _forward(params, net, x)
+    x, y, _ = prepare_inputs(params, net, x, y)
+    out, _ = forward_pass(params, net, x)
     data = _scale(net, x.shape[0]) * jnp.sum(get_loss(net.loss).value(out, y))
     return data + _l2_value(params, net, _l2_coefficient(net, l2))
 
@@ -402,14 +402,14 @@ def value_and_manual_grads(params: list, net: Network, x: jax.Array, y: jax.Arra
 
     See :func:`manual_grads` for shapes, conventions and formulas.
     """
-    x, y, _ = _prepare(params, net, x, y)
+    x, y, _ = prepare_inputs(params, net, x, y)
     l2 = _l2_coefficient(net, l2)
     head = get_loss(net.loss)
     r = _scale(net, x.shape[0])
-    out, residuals = _forward(params, net, x)  # out: [batch, K]
+    out, residuals = forward_pass(params, net, x)  # out: [batch, K]
     value = r * jnp.sum(head.value(out, y)) + _l2_value(params, net, l2)
     dout = r * head.delta(out, y)  # ∂L/∂f: [batch, K]
-    return value, _backward(params, net, residuals, dout, l2)
+    return value, backward_pass(params, net, residuals, dout, l2)
 
 
 def manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None) -> list:

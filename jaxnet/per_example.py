@@ -3,7 +3,7 @@
 The gradient of the training loss is a weighted sum of per-example gradients plus the L2
 term,
 
-    ∂L/∂θ = r Σ_i g_i + l2 θ_penalised,      g_i = ∂ℓ_i/∂θ,  ℓ_i = ℓ(f(x_i), y_i),
+    ∂L/∂θ = r Σ_i g_i + l2 θpenalised_names,      g_i = ∂ℓ_i/∂θ,  ℓ_i = ℓ(f(x_i), y_i),
 
 with ``r = 1/N`` for ``reduction="mean"`` and ``1`` for ``"sum"``. ``g_i`` is the gradient
 of example i's own loss (no reduction weight, no L2): the quantity that DP-SGD clips.
@@ -26,7 +26,7 @@ from . import network as _network
 from .losses import get_loss
 
 
-def _per_example_net(net):
+def example_loss_net(net):
     """The same network with each example's own loss: no 1/N, no L2."""
     return dataclasses.replace(net, reduction="sum", l2=0.0)
 
@@ -42,8 +42,8 @@ def per_example_grads(params: list, net: _network.Network, x: jax.Array, y: jax.
       (``[batch, *leaf.shape]``). ``r · Σ_i g_i`` (``r = 1/N`` for a mean) plus the L2 term
       is :func:`jaxnet.manual_grads`.
     """
-    x, y, _ = _network._prepare(params, net, x, y)
-    single = _per_example_net(net)
+    x, y, _ = _network.prepare_inputs(params, net, x, y)
+    single = example_loss_net(net)
     # one example at a time: [1, ...] through the same forward and backward loops
     return jax.vmap(lambda xi, yi: _network.manual_grads(params, single, xi[None], yi[None]))(x, y)
 
@@ -57,8 +57,8 @@ def per_example_grad_norms(params: list, net: _network.Network, x: jax.Array, y:
     computed from the layer's input and δ (see the layers' docstrings), so the
     per-example gradients are never stored whole.
     """
-    x, y, _ = _network._prepare(params, net, x, y)
-    out, residuals = _network._forward(params, net, x)  # out: [batch, K]
+    x, y, _ = _network.prepare_inputs(params, net, x, y)
+    out, residuals = _network.forward_pass(params, net, x)  # out: [batch, K]
     dh = get_loss(net.loss).delta(out, y)  # ∂ℓ_i/∂f_i: [batch, K]
     squares = jnp.zeros(x.shape[:1], out.dtype)  # [batch]
     for i in reversed(range(len(net.layers))):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .network import Network, _check_net, check_inputs, forward, loss, value_and_manual_grads
+from .network import Network, check_net, check_inputs, forward, loss, value_and_manual_grads
 
 GRADS = ("manual", "autodiff")
 
@@ -59,7 +59,7 @@ def make_step(net: Network, optimizer: optax.GradientTransformation, grads: str 
 
     ``params`` and ``opt_state`` are donated: do not reuse the arrays passed in.
     """
-    _check_net(net)
+    check_net(net)
     vg = value_and_grads_fn(grads)
 
     def step(params, opt_state, x, y):
@@ -173,7 +173,7 @@ def make_epoch(
     not use those arrays afterwards); ``False`` leaves them valid, as ``fit`` keeps them to
     return the last good state when training diverges.
     """
-    _check_net(net)
+    check_net(net)
     if not (isinstance(batch_size, int) and 0 < batch_size <= n):
         raise ValueError(f"batch_size must be an integer in [1, {n}] (the training set size), got {batch_size!r}")
     vg = value_and_grads_fn(grads)

@@ -227,7 +227,7 @@ def draw_params(net, rng: np.random.Generator, dtype) -> list:
 
 def kink_distance(params, net, x) -> np.ndarray:
     """Per example, the distance of the forward pass from the nearest kink: [batch]."""
-    _, residuals = _network._forward(params, net, jnp.asarray(x))
+    _, residuals = _network.forward_pass(params, net, jnp.asarray(x))
     distance = np.full(jnp.shape(x)[0], np.inf)
     for layer, r in zip(net.layers, residuals):
         distance = np.minimum(distance, np.asarray(layer.kink_distance(r)))
