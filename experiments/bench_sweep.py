@@ -114,13 +114,13 @@ def epochs_only(name, net, x, y, batch, lrs, replicas, repeats, devices):
     variants = {"sweep on 1, batched products": (1, False, False), "sweep on 1, products only": (1, True, False),
                 "sweep on 1": (1, True, True), "sweep as run": (devices, None, True)}  # None: sweep.run's default
     for label, (d, small, reductions) in variants.items():
-        spread = sweep._spread(train._mesh(d))
+        spread = sweep.spread_over(train.device_mesh(d))
         params = jax.tree.map(lambda *a: jnp.stack(a), *[jaxnet.init_params(jax.random.key(r.seed), net) for r in rs])
-        state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, sweep._hyper("sgd", rs, jnp.float32))
+        state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, sweep.replica_hyperparams("sgd", rs, jnp.float32))
         params, state, l2, which = spread((params, state, jnp.full(len(rs), net.l2, jnp.float32), jnp.asarray([seeds.index(r.seed) for r in rs])))  # the net's L2, as the one run
         keys, xs, ys = spread((jnp.stack([jax.random.key(s) for s in seeds]), xd, yd), replicated=True)
-        group = sweep._group_epoch(net, sweep._optimizer("sgd"), batch, n, "manual", small_contractions=small,
-                                   small_reductions=reductions)
+        group = sweep.group_epoch(net, sweep.replica_optimizer("sgd"), batch, n, "manual", small_contractions=small,
+                                  small_reductions=reductions)
         st = {"p": params, "s": state}
 
         def run_sweep(epoch, st=st, group=group, keys=keys, which=which, l2=l2, xs=xs, ys=ys):
@@ -203,7 +203,7 @@ def markdown(rows, shuffle, args, devices):
         "## 1. Training epochs only: `make_epoch` of one run vs the sweep's epoch of all replicas",
         "",
         "Medians of interleaved repeats after warm-up; no per-epoch metrics. The sweep on 1 device three ways: "
-        "\"no rewrite\" leaves XLA its batched products and reductions (`_group_epoch(..., small_contractions=False)`), "
+        "\"no rewrite\" leaves XLA its batched products and reductions (`sweep.group_epoch(..., small_contractions=False)`), "
         "\"products\" rewrites the small products only (`small_reductions=False`), the next column both. "
         f"\"As run\": as `sweep.run(..., devices={devices})` runs it (the rewrite on the CPU only), on {devices} device(s); "
         "the one run uses one.",
@@ -280,9 +280,9 @@ def notes(rows, r, devices):
         f"to end (table 2). One run's step is bound by per-step overhead ({1e6 / one:.0f} µs for {macs / 1e3:.1f} k "
         f"multiply-adds). The sweep shares that overhead among the replicas: {1e6 / one_device:.2f} µs per "
         f"replica-step on one device, about {macs * one_device / 1e9:.0f} G multiply-adds/s.",
-        (f"What the sweep does about it (`jaxnet/sweep.py`): {rewrite}: {effect}. " if cpu else
+        (f"What the sweep does about it (`jaxnet/contractions.py`): {rewrite}: {effect}. " if cpu else
          "On the CPU the sweep's small products and reductions are rewritten into fused elementwise code "
-         f"(`jaxnet/sweep.py`); on a GPU that is off by default: here the rewrite gives {effect}, "
+         f"(`jaxnet/contractions.py`); on a GPU that is off by default: here the rewrite gives {effect}, "
          "and without it the replicas' products are computed as `fit`'s are (float32 products may run in TF32 on a "
          "GPU, the elementwise form is exact float32). ")
         + "Shuffles use `train.permutation` and are drawn once per seed; metrics are computed inside the epoch's call"

@@ -11,8 +11,15 @@ batches, the same updates (equal up to float rounding).
 
 What keeps the small networks of the notes fast: replicas with the same seed share their
 shuffles (drawn once per seed and epoch); on the CPU, the vmapped gradient's tiny batched
-products and short reductions are written as fused elementwise code (:func:`_small_contractions`); and
-``devices=N`` splits the replicas over N devices (independent replicas: no communication).
+products and short reductions are written as fused elementwise code
+(:func:`jaxnet.contractions.small_contractions`); and ``devices=N`` splits the replicas over N
+devices (independent replicas: no communication). ``experiments/bench_sweep.py`` measures each
+of these (``experiments/results/sweep_benchmark.md``, on a GPU ``sweep_benchmark_gpu.md``).
+
+:func:`run` is the entry point. Its parts are public for benchmarks and tests that drive one
+group's epoch themselves: :func:`group_epoch` (the compiled epoch), :func:`replica_optimizer` and
+:func:`replica_hyperparams` (the optimizer and its per-replica state), :func:`spread_over`
+(placing a group's arrays on the devices) and ``jaxnet.train.device_mesh``.
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.extend import core as jex_core
 
+from . import contractions
 from .network import Network, init_params
-from .train import _mesh, _metrics, epoch_key, permutation, value_and_grads_fn
+from .train import device_mesh, epoch_key, metric_arrays, permutation, value_and_grads_fn
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -58,7 +65,11 @@ def grid(net_or_nets, seeds=(0,), lr=(0.01,), l2=(None,), momentum=(0.0,)) -> li
     return [Replica(n, s, a, b, m) for n, a, b, m, s in itertools.product(nets, lr, l2, momentum, seeds)]
 
 
-def _optimizer(name):
+def replica_optimizer(name):
+    """The optax optimizer ``name`` (one of :data:`OPTIMIZERS`) that a group's replicas share,
+    with its hyperparameters injected (``optax.inject_hyperparams``), learning rate 0 (and
+    momentum 0 for ``sgd`` / ``momentum``): each replica's own values live in its optimizer
+    state, initialised from :func:`replica_hyperparams`. ``ValueError`` for another name."""
     if name == "adam":
         return optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
     if name in ("sgd", "momentum"):
@@ -66,8 +77,12 @@ def _optimizer(name):
     raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
 
 
-def _hyper(name, replicas, dtype):
-    """Per-replica optimizer hyperparameters: {name: [R]}."""
+def replica_hyperparams(name, replicas, dtype):
+    """The hyperparameters of optimizer ``name`` per replica, ``{hyperparameter: [R]}`` of
+    ``dtype``: each replica's learning rate, and its momentum unless ``name`` is ``adam``.
+    ``jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, hyper)``
+    (``optax.adam`` for ``adam``) gives the stacked optimizer state that
+    :func:`replica_optimizer` updates."""
     lr = jnp.asarray([r.lr for r in replicas], dtype)
     if name == "adam":
         return {"learning_rate": lr}
@@ -106,27 +121,38 @@ class SweepResult:
     final: list  # per replica, {"train": metrics, "val": metrics}
 
 
-def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, small_reductions=True):
+def group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, small_reductions=True):
     """A jitted epoch for R replicas of one network, with their metrics after it.
 
     ``(params [R, ...], opt_state [R, ...], keys [S], epoch, which [R], l2 [R], x, y, evals)
     -> (params, opt_state, losses [R, steps], metrics)``: replica ``r`` shuffles with
     ``fold_in(keys[which[r]], epoch)``, as ``fit`` does (replicas with the same seed share one
     shuffle, drawn once); one ``lax.scan`` over the steps runs every replica's gradient and
-    update under ``vmap``; ``metrics`` has, per ``(x, y)`` of ``evals``, each metric ``[R]``.
-    The vmapped gradient and metrics go through :func:`_small_contractions` (``False``: left as
-    they are; ``small_reductions=False``: products rewritten, reductions not — to measure each
-    part). ``None``: on the CPU only. On a GPU the rewrite gained nothing (H200: 0.95–1.10× over
-    the rows of two runs of ``experiments/bench_sweep.py``; the committed
-    ``experiments/results/sweep_benchmark_gpu.md`` is the second), and without it the replicas'
-    products are computed as ``fit``'s are: float32 products on a GPU may run in TF32, the
-    elementwise form is exact float32 (2.2e-4 from ``fit`` after 3 epochs with it, 5e-7 without)."""
+    update under ``vmap``; ``metrics`` has, per ``(x, y)`` of ``evals``, each metric ``[R]``
+    (those of ``jaxnet.train.metric_arrays``). ``params`` and ``opt_state`` are donated.
+
+    Args:
+      net: the group's network.
+      optimizer: the shared optimizer, from :func:`replica_optimizer`; ``opt_state`` carries each
+        replica's hyperparameters (:func:`replica_hyperparams`).
+      batch_size, n: the batch size and the number of training examples (``n // batch_size``
+        steps; the remainder of each shuffle is dropped, as in ``fit``).
+      grads: ``"manual"`` or ``"autodiff"`` (``jaxnet.train.value_and_grads_fn``).
+      small_contractions: whether the vmapped gradient and metrics go through
+        :func:`jaxnet.contractions.small_contractions`; ``None`` (as :func:`run` uses it): on the
+        CPU only. On a GPU it is off by default: it did not speed the sweep up there, and without
+        it the replicas' products are computed as ``fit``'s are (float32 products on a GPU may
+        run in TF32; the elementwise form is exact float32). Both are in
+        ``experiments/results/sweep_benchmark_gpu.md`` (table 1, and its notes added by hand).
+      small_reductions: ``False``: products rewritten, reductions not (to measure each part, as
+        ``experiments/bench_sweep.py`` does).
+    """
     if small_contractions is None:
         small_contractions = jax.default_backend() == "cpu"
     vg = value_and_grads_fn(grads)
 
     def rewrite(fun):
-        return _small_contractions(fun, small_reductions) if small_contractions else fun
+        return contractions.small_contractions(fun, small_reductions) if small_contractions else fun
 
     steps = n // batch_size
 
@@ -135,7 +161,7 @@ def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, 
 
     grads_all = rewrite(jax.vmap(lambda p, idx, l2, x, y: vg(p, net, x[idx], y[idx], l2),
                                  in_axes=(0, 0, 0, None, None)))
-    metrics_all = rewrite(jax.vmap(lambda p, l2, x, y: _metrics(p, net, x, y, l2),
+    metrics_all = rewrite(jax.vmap(lambda p, l2, x, y: metric_arrays(p, net, x, y, l2),
                                    in_axes=(0, 0, None, None)))
 
     def epoch_fn(params, opt_state, keys, epoch, which, l2, x, y, evals):
@@ -152,156 +178,6 @@ def _group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, 
         return params, opt_state, losses.T, [metrics_all(params, l2, xs, ys) for xs, ys in evals]
 
     return jax.jit(epoch_fn, donate_argnums=(0, 1))
-
-
-# --- small contractions under vmap ----------------------------------------------------------
-
-_SMALL = 8  # a contraction, output size or reduction up to this is "small"
-_MIN_REDUCED_OUT = 1024  # a small reduction with fewer outputs is left alone (slower unrolled: see _small_reduce)
-_FLOATS = (jnp.float32, jnp.float64)  # the dtypes rewritten (no low-precision accumulation)
-
-
-def _small_contractions(fun, reductions=True):
-    """``fun`` with its small batched matrix products written as fused elementwise sums.
-
-    Under ``vmap`` over replicas, every matrix product of a layer (``x W``, ``xᵀ δ``, ``δ Wᵀ``)
-    becomes a batched ``dot_general`` ``[R, M, K] × [R, K, N] -> [R, M, N]``. For the notes'
-    small networks one side is tiny (``K = 2`` inputs, ``N = 3`` classes), and XLA:CPU runs such
-    products far below its matmul rate, one small product per replica (measured in
-    ``experiments/results/sweep_benchmark.md``). This evaluates ``fun``'s jaxpr and replaces each
-    batched product with a small side by the same sum written elementwise, which XLA fuses:
-
-    - contraction size ``K ≤ 8``: ``Σ_k lhs[..., :, k, None] · rhs[..., None, k, :]``,
-      unrolled over k;
-    - a weight gradient ``aᵀ δ`` (K the outer, example axis of both ``a`` and ``δ``) with
-      ``min(M, N) ≤ 8``: one broadcast multiply ``[R, K, M, N]`` reduced over K, the larger of
-      M and N innermost.
-
-    Small float reductions are written out the same way: ``reduce_sum`` / ``reduce_max`` /
-    ``reduce_min`` over ≤ 8 elements with ≥ 1024 outputs (the softmax and log-sum-exp over 3
-    classes of many replicas × examples) as a pairwise combination of slices; XLA:CPU runs a
-    reduction over a short axis far slower than the same arithmetic as elementwise code.
-    (Unrolling longer reductions, a bias gradient's sum over a batch of 32, was measured too:
-    faster for some shapes, several times slower for others.)
-
-    The values are those of the products and reductions up to the order of float summation
-    (only float32 and float64 products whose output has the operands' dtype are rewritten);
-    every other operation, unbatched products, products with no small side and larger
-    reductions are left as they are (``reductions=False``: every reduction).
-    """
-
-    def wrapped(*args):
-        closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(*args)
-        outs = _eval_jaxpr(closed.jaxpr, closed.consts, jax.tree.leaves(args), reductions)
-        return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
-
-    return wrapped
-
-
-def _eval_jaxpr(jaxpr, consts, args, reductions=True):
-    env = {}
-
-    def read(v):
-        return v.val if isinstance(v, jex_core.Literal) else env[v]
-
-    env.update(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
-    transposed = {}  # var -> (the array it is a transpose of, the permutation)
-    for eqn in jaxpr.eqns:
-        ins = [read(v) for v in eqn.invars]
-        if eqn.primitive is jex_core.primitives.dot_general_p:
-            small = _small_dot(eqn, *(transposed.get(v, (a, tuple(range(a.ndim)))) for v, a in zip(eqn.invars, ins)))
-        elif eqn.primitive in _REDUCTIONS and reductions:
-            small = _small_reduce(eqn, ins[0])
-        else:
-            small = None
-        if eqn.primitive.name == "transpose":
-            transposed[eqn.outvars[0]] = (ins[0], tuple(eqn.params["permutation"]))
-        if small is not None:
-            outs = [small]
-        elif eqn.primitive is jex_core.primitives.jit_p:  # inline jitted helpers (jnp functions)
-            outs = _eval_jaxpr(eqn.params["jaxpr"].jaxpr, eqn.params["jaxpr"].consts, ins, reductions)
-        else:
-            bound = eqn.primitive.get_bind_params(eqn.params)  # params (older JAX: (subfuns, params))
-            subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
-            with eqn.ctx.manager:
-                outs = eqn.primitive.bind(*subfuns, *ins, **params)
-            outs = outs if eqn.primitive.multiple_results else [outs]
-        env.update(zip(eqn.outvars, outs))
-    return [read(v) for v in jaxpr.outvars]
-
-
-def _small_dot(eqn, lhs, rhs):
-    """The elementwise form of a small batched ``dot_general`` (see :func:`_small_contractions`), or None.
-
-    ``lhs``, ``rhs``: ``(array, perm)``, the operand being ``transpose(array, perm)`` (``x.T`` in
-    ``xᵀ δ``), so that the layout of ``array`` decides the form."""
-    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-    (lhs, lperm), (rhs, rperm) = lhs, rhs
-    out_dtype = eqn.outvars[0].aval.dtype
-    if not lb or len(lc) != 1 or not all(a.dtype == out_dtype for a in (lhs, rhs)) \
-            or out_dtype not in _FLOATS:  # no mixed or low-precision accumulation
-        return None
-    lc, lb, rc, rb = ([perm[d] for d in dims] for perm, dims in ((lperm, lc), (lperm, lb), (rperm, rc), (rperm, rb)))
-    lf = [d for d in range(lhs.ndim) if d not in (*lc, *lb)]
-    rf = [d for d in range(rhs.ndim) if d not in (*rc, *rb)]
-    if len(lf) != 1 or len(rf) != 1:
-        return None
-    k, m, n = lhs.shape[lc[0]], lhs.shape[lf[0]], rhs.shape[rf[0]]
-    if k == 0:
-        return None
-    a = jnp.transpose(lhs, (*lb, lf[0], lc[0]))  # [batch..., M, K]
-    b = jnp.transpose(rhs, (*rb, rc[0], rf[0]))  # [batch..., K, N]
-    if k <= _SMALL:
-        out = sum(a[..., :, i, None] * b[..., None, i, :] for i in range(k))  # [batch..., M, N]
-    elif min(m, n) <= _SMALL and lc[0] < lf[0] and rc[0] < rf[0]:  # aᵀ δ: K is the outer axis of both
-        at = jnp.swapaxes(a, -1, -2)  # [batch..., K, M]
-        if n >= m:
-            out = jnp.sum(at[..., :, :, None] * b[..., :, None, :], axis=-3)  # [batch..., M, N]
-        else:
-            out = jnp.swapaxes(jnp.sum(b[..., :, :, None] * at[..., :, None, :], axis=-3), -1, -2)
-    else:
-        return None
-    return out
-
-
-_REDUCTIONS = {jax.lax.reduce_sum_p: jnp.add, jax.lax.reduce_max_p: jnp.maximum, jax.lax.reduce_min_p: jnp.minimum}
-
-
-def _small_reduce(eqn, x):
-    """The elementwise form of a small float reduction (see :func:`_small_contractions`), or None.
-
-    ``x``: the operand, ``[...]``. The reduced elements are taken as slices
-    ``[extent, rest...]`` and combined pairwise with ``+`` / ``max`` / ``min``: NaNs propagate
-    as in ``lax.max`` / ``lax.min`` and NumPy (XLA:CPU's own max and min reductions of a few
-    thousand rows drop them in jax 0.10.2), and a sum starts from +0.0 as XLA's does (a sum of
-    -0.0s is +0.0). Only reductions with at least ``_MIN_REDUCED_OUT`` outputs: the softmaxes
-    of 64 replicas × 32 examples run faster unrolled (``experiments/results/sweep_benchmark.md``,
-    table 1: "products and reductions" against "products"), those of 8 replicas (256 rows)
-    measured slower. A reduced axis sharded over an explicit mesh, or an explicit output
-    sharding, is left to the reduction (slicing a sharded axis is not allowed there)."""
-    aval = eqn.invars[0].aval  # shape and dtype (x may be a Python scalar literal)
-    axes = tuple(int(a) for a in eqn.params["axes"])
-    extent = int(np.prod([aval.shape[a] for a in axes]))
-    spec = getattr(getattr(aval, "sharding", None), "spec", None) or ()
-    if not (1 < extent <= _SMALL and aval.size // extent >= _MIN_REDUCED_OUT
-            and aval.dtype in _FLOATS
-            and eqn.params.get("out_sharding") is None
-            and all(a >= len(spec) or spec[a] is None for a in axes)):
-        return None
-    rest = [d for d in range(aval.ndim) if d not in axes]
-    flat = jnp.transpose(x, (*axes, *rest)).reshape(extent, *(aval.shape[d] for d in rest))  # [extent, rest...]
-    out = _pairwise(_REDUCTIONS[eqn.primitive], [flat[i] for i in range(extent)])
-    if eqn.primitive is jax.lax.reduce_sum_p:  # XLA's sum starts from +0.0: an exact zero is +0.0
-        out = jnp.where(out == 0, jnp.zeros_like(out), out)
-    return out
-
-
-def _pairwise(op, terms):
-    """``op`` over ``terms``, combined in pairs (a tree of depth ⌈log2(len(terms))⌉)."""
-    while len(terms) > 1:
-        terms = [op(*terms[i:i + 2]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-    return terms[0]
 
 
 def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str = "manual", val=None,
@@ -334,7 +210,7 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         raise ValueError("replicas: nothing to train")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    mesh = _mesh(1 if devices is None else devices)
+    mesh = device_mesh(1 if devices is None else devices)
     if max_bytes is not None:
         budget = int(max_bytes)
     else:  # per device; CPU devices share the host's memory
@@ -356,8 +232,8 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         per = mesh.size * max(1, int((budget - data) // (one - data)))  # replicas per chunk, over all devices
         chunks += [(net, members[i:i + per]) for i in range(0, len(members), per)]
     out_params, history, final = [None] * len(replicas), [None] * len(replicas), [None] * len(replicas)
-    opt = _optimizer(optimizer)
-    spread = _spread(mesh)
+    opt = replica_optimizer(optimizer)
+    spread = spread_over(mesh)
     x, y = spread((x, y), replicated=True)
     splits = [("train", (x, y))]
     if val is not None:
@@ -368,11 +244,11 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         padded = rs + [rs[-1]] * (-len(rs) % mesh.size)  # a multiple of the device count
         keys = [jax.random.split(jax.random.key(r.seed)) for r in padded]  # (key_init, key_train) as fit's callers do
         params = jax.tree.map(lambda *a: jnp.stack(a), *[init_params(k[0], net, x.dtype) for k in keys])
-        hyper = _hyper(optimizer, padded, x.dtype)
+        hyper = replica_hyperparams(optimizer, padded, x.dtype)
         opt_state = jax.vmap(lambda p, h: optax.inject_hyperparams(_inner(optimizer))(**h).init(p))(params, hyper)
         l2 = jnp.asarray([r.l2_value for r in padded], x.dtype)
         if net not in epoch_fns:
-            epoch_fns[net] = _group_epoch(net, opt, batch_size, n, grads)
+            epoch_fns[net] = group_epoch(net, opt, batch_size, n, grads)
         epoch_fn = epoch_fns[net]
         seeds = sorted({r.seed for r in padded})  # replicas with one seed share its shuffles
         train_keys = spread(jnp.stack([jax.random.split(jax.random.key(s))[1] for s in seeds]), replicated=True)  # [S]
@@ -398,8 +274,12 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
     return SweepResult(list(replicas), out_params, history, final)
 
 
-def _spread(mesh):
-    """``tree -> tree`` placed on ``mesh``: split along the leading (replica) axis, or replicated."""
+def spread_over(mesh):
+    """``place(tree, replicated=False) -> tree``: ``tree``'s arrays put on ``mesh`` (a 1-D mesh,
+    e.g. ``jaxnet.train.device_mesh(devices)``), split along their leading (replica) axis, or
+    whole on every device with ``replicated=True`` (the data, the seeds' keys). On a mesh of one
+    device ``place`` returns ``tree`` unchanged. The replica axis must be a multiple of the
+    mesh's size (:func:`run` pads a group to one)."""
     if mesh.size == 1:
         return lambda tree, replicated=False: tree
 

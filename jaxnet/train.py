@@ -237,14 +237,19 @@ def data_parallel(devices: int | None, batch_size: int):
     (``jax.distributed.initialize``) the devices are those of all processes."""
     if devices is None or devices == 1:
         return lambda a: a
-    mesh = _mesh(devices)
+    mesh = device_mesh(devices)
     if batch_size % devices:
         raise ValueError(f"devices={devices} must divide the batch size {batch_size} (each device takes an equal share)")
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     return lambda a: jax.lax.with_sharding_constraint(a, sharding)
 
 
-def _mesh(devices):
+def device_mesh(devices: int) -> jax.sharding.Mesh:
+    """A 1-D ``jax.sharding.Mesh`` over the first ``devices`` of ``jax.devices()``, its axis
+    named ``"data"`` (the mesh of :func:`data_parallel`, :func:`replicate` and of
+    ``jaxnet.sweep.run(..., devices=...)``). ``ValueError`` when ``devices`` is not a positive
+    integer or exceeds the devices present. With several processes
+    (``jax.distributed.initialize``) the devices are those of all processes."""
     present = jax.devices()  # every process's devices (the local ones in a single process)
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ValueError(f"devices must be a positive integer, got {devices!r}")
@@ -259,7 +264,7 @@ def replicate(tree, devices: int | None):
     value, which every process must hold (as ``fit``'s callers do with their data)."""
     if devices is None or devices == 1:
         return tree
-    sharding = jax.sharding.NamedSharding(_mesh(devices), jax.sharding.PartitionSpec())
+    sharding = jax.sharding.NamedSharding(device_mesh(devices), jax.sharding.PartitionSpec())
 
     def put(a):
         host = np.asarray(a)
@@ -285,22 +290,25 @@ def _has_conv(net):
 
 
 @jax.jit
-def _metrics(params, net, x, y, l2=None):
-    """``evaluate``'s metrics as arrays; ``l2``: the penalty in the loss (None: the net's own)."""
+def metric_arrays(params, net, x, y, l2=None):
+    """:func:`evaluate`'s metrics as a dict of scalar arrays, jitted, for use inside traced code
+    (``fit``'s per-epoch report, ``jaxnet.sweep`` under ``vmap``): ``loss``, and ``accuracy``
+    (classification) or ``rmse`` and ``r2`` (regression). ``l2``: the penalty in the loss
+    (``None``: the net's own)."""
     out = forward(params, net, x)  # [N, K]
-    metrics = {"loss": loss(params, net, x, y, l2)}
+    values = {"loss": loss(params, net, x, y, l2)}
     if net.loss == "softmax_cross_entropy":
         labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
-        metrics["accuracy"] = jnp.mean(jnp.argmax(out, axis=-1) == labels)
+        values["accuracy"] = jnp.mean(jnp.argmax(out, axis=-1) == labels)
     elif net.loss == "sigmoid_cross_entropy":
         target = y.reshape(out.shape) > 0.5
-        metrics["accuracy"] = jnp.mean((out > 0) == target)
+        values["accuracy"] = jnp.mean((out > 0) == target)
     else:
         residual = out - y.reshape(out.shape)
-        metrics["rmse"] = jnp.sqrt(jnp.mean(residual**2))
+        values["rmse"] = jnp.sqrt(jnp.mean(residual**2))
         centred = y.reshape(out.shape) - jnp.mean(y.reshape(out.shape), axis=0, keepdims=True)
-        metrics["r2"] = 1.0 - jnp.sum(residual**2) / jnp.sum(centred**2)
-    return metrics
+        values["r2"] = 1.0 - jnp.sum(residual**2) / jnp.sum(centred**2)
+    return values
 
 
 def evaluate(params, net: Network, x, y) -> dict:
@@ -310,7 +318,7 @@ def evaluate(params, net: Network, x, y) -> dict:
     (sigmoid, every output counted). RMSE and R² pool all outputs:
     ``R² = 1 − Σ (f − y)² / Σ (y − ȳ)²`` with ``ȳ`` the per-output mean.
     """
-    return {k: float(v) for k, v in _metrics(params, net, jnp.asarray(x), jnp.asarray(y)).items()}
+    return {k: float(v) for k, v in metric_arrays(params, net, jnp.asarray(x), jnp.asarray(y)).items()}
 
 
 @jax.jit
@@ -327,10 +335,10 @@ def _epoch_report(params, step, net, losses, gaps, x, y, val):
         "max_gap": jnp.max(gaps),
         "params_finite": jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(params)])),
         "step": step,
-        "train": _metrics(params, net, x, y),
+        "train": metric_arrays(params, net, x, y),
     }
     if val is not None:
-        report["val"] = _metrics(params, net, *val)
+        report["val"] = metric_arrays(params, net, *val)
     return report
 
 

@@ -73,14 +73,14 @@ SCRIPT = textwrap.dedent("""
     from jaxnet import cli
     out["cli_rc"] = cli.main(["train", "--preset", "000-spiral", "--epochs", "1", "--seeds", "3", "--devices", "4",
                               "--out", tempfile.mkdtemp()])
-    mesh = train._mesh(4)  # independent replicas: the compiled sweep epoch has no collectives
-    spread = sweep._spread(mesh)
+    mesh = train.device_mesh(4)  # independent replicas: the compiled sweep epoch has no collectives
+    spread = sweep.spread_over(mesh)
     net = replicas[0].net
     params = jax.tree.map(lambda *a: jnp.stack(a), *[jaxnet.init_params(jax.random.key(i), net) for i in range(4)])
     state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, {"learning_rate": jnp.ones(4), "momentum": jnp.zeros(4)})
     xs, ys, keys = spread((jnp.asarray(x, jnp.float32), jnp.asarray(y), jax.random.split(jax.random.key(0), 4)), replicated=True)
     args = (*spread((params, state)), keys, 1, *spread((jnp.arange(4), jnp.zeros(4))), xs, ys, [(xs, ys)])
-    hlo = sweep._group_epoch(net, sweep._optimizer("sgd"), 24, 120, "manual").lower(*args).compile().as_text()
+    hlo = sweep.group_epoch(net, sweep.replica_optimizer("sgd"), 24, 120, "manual").lower(*args).compile().as_text()
     out["sweep_collectives"] = [c for c in ("all-reduce", "all-gather", "all-to-all", "collective-permute") if c in hlo]
     out["sweep_sharding"] = str(args[0][0]["W"].sharding)
     print(json.dumps(out))

@@ -10,7 +10,7 @@ import pytest
 from jax.extend import core as jex_core
 
 import jaxnet
-from jaxnet import data, sweep, train
+from jaxnet import contractions, data, sweep, train
 
 from .helpers import lean
 
@@ -111,7 +111,7 @@ def test_small_contractions_equal_the_products(name):
     a = jax.random.normal(k1, lhs_shape, np.float64)
     b = jax.random.normal(k2, rhs_shape, np.float64)
     f = jax.jit(lambda a, b: {"out": product(a, b) + 1.0})  # the product inside a jitted helper, as in jnp functions
-    g = sweep._small_contractions(f)
+    g = contractions.small_contractions(f)
     np.testing.assert_allclose(jax.jit(g)(a, b)["out"], f(a, b)["out"], rtol=1e-12)
     assert (_dots(jax.make_jaxpr(g)(a, b)) == 0) == rewritten
 
@@ -119,7 +119,7 @@ def test_small_contractions_equal_the_products(name):
 def test_mixed_precision_products_are_left_alone():
     a = jax.numpy.ones((4, 5, 3), jax.numpy.bfloat16)
     f = lambda a, b: jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))), preferred_element_type=np.float32)  # noqa: E731
-    assert _dots(jax.make_jaxpr(sweep._small_contractions(f))(a, a.mT)) == 1
+    assert _dots(jax.make_jaxpr(contractions.small_contractions(f))(a, a.mT)) == 1
 
 
 _REDUCTIONS = {  # name: (function, operand shape, dtype, rewritten); ≥ 1024 outputs unless said
@@ -148,11 +148,11 @@ def test_small_reductions_equal_the_reductions(name):
     reduce, shape, dtype, rewritten = _REDUCTIONS[name]
     a = (jax.random.normal(jax.random.key(1), shape, np.float64) * 10).astype(dtype)
     f = jax.jit(lambda a: reduce(a) * 2)  # inside a jitted helper, as in jnp functions
-    g = sweep._small_contractions(f)
+    g = contractions.small_contractions(f)
     tol = {"rtol": 1e-12} if dtype == np.float64 else {"rtol": 1e-6, "atol": 1e-5}  # float32: sums of ~±30
     np.testing.assert_allclose(np.asarray(jax.jit(g)(a), np.float64), np.asarray(f(a), np.float64), **tol)
     assert (_eqns(jax.make_jaxpr(g)(a), "reduce_sum", "reduce_max", "reduce_min") == 0) == rewritten
-    assert _eqns(jax.make_jaxpr(sweep._small_contractions(f, reductions=False))(a), "reduce_sum", "reduce_max",
+    assert _eqns(jax.make_jaxpr(contractions.small_contractions(f, reductions=False))(a), "reduce_sum", "reduce_max",
                  "reduce_min") == 1  # switched off: the reduction stays
 
 
@@ -163,7 +163,7 @@ def test_small_reductions_propagate_nans(name):
     a = np.arange(512 * 7 * 3, dtype=np.float64).reshape(512, 7, 3)  # ≥ 1024 outputs either way
     a[1, 6, 0] = a[2, 0, 2] = np.nan  # the last of an odd pairing, and the first
     reduce = getattr(jax.numpy, name)
-    g = jax.jit(sweep._small_contractions(lambda a: (reduce(a, -1), reduce(a, 1))))
+    g = jax.jit(contractions.small_contractions(lambda a: (reduce(a, -1), reduce(a, 1))))
     for got, want in zip(g(a), (getattr(np, name)(a, -1), getattr(np, name)(a, 1))):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         np.testing.assert_allclose(got, want, rtol=1e-12)
@@ -171,7 +171,7 @@ def test_small_reductions_propagate_nans(name):
 
 def test_small_sums_of_negative_zeros_are_positive_zero_as_in_xla():
     a = np.tile([[-0.0, -0.0, -0.0], [-0.0, 0.0, -0.0], [1.0, -1.0, -0.0], [-2.0, -0.0, 0.0]], (256, 1))
-    got = jax.jit(sweep._small_contractions(lambda a: jax.numpy.sum(a, -1)))(a)  # 1024 sums
+    got = jax.jit(contractions.small_contractions(lambda a: jax.numpy.sum(a, -1)))(a)  # 1024 sums
     np.testing.assert_array_equal(np.signbit(got), np.signbit(jax.jit(lambda a: jax.numpy.sum(a, -1))(a)))
     np.testing.assert_array_equal(got, np.tile([0.0, 0.0, 0.0, -2.0], 256))
 
@@ -187,13 +187,13 @@ def test_sharded_reductions_are_left_alone():
         for f, a, left in [(lambda a: jax.lax.reduce_sum(a, (1,), out_sharding=P("r")), rows, True),
                            (lambda a: jax.numpy.max(a, 0), cols, True),  # the sharded axis reduced
                            (lambda a: jax.numpy.sum(a, 1), rows, False)]:  # the sharded axis kept: rewritten
-            g = sweep._small_contractions(f)
+            g = contractions.small_contractions(f)
             assert (_eqns(jax.make_jaxpr(g)(a), "reduce_sum", "reduce_max") == 1) == left
             np.testing.assert_allclose(jax.jit(g)(a), jax.jit(f)(a))
 
 
 def test_a_reduction_of_a_python_scalar_is_left_alone():
-    g = sweep._small_contractions(lambda x: jax.lax.reduce_max(2.0, ()) + x)  # a scalar literal operand
+    g = contractions.small_contractions(lambda x: jax.lax.reduce_max(2.0, ()) + x)  # a scalar literal operand
     assert float(g(1.0)) == 3.0
 
 
@@ -203,7 +203,7 @@ def test_the_notes_small_network_has_its_small_products_rewritten():
     idx = np.arange(4 * 256).reshape(4, 256) % len(X)  # 4 replicas × 256 examples: softmaxes of 1024 rows
     x, y = jax.numpy.asarray(X, np.float64), jax.numpy.asarray(Y)
     plain = jax.vmap(lambda p, i: jaxnet.value_and_manual_grads(p, net, x[i], y[i]))
-    rewritten = sweep._small_contractions(plain)
+    rewritten = contractions.small_contractions(plain)
     # six products; x W into the 3 outputs and the unused δ W₁ᵀ (K = 20, inner in δ) stay products
     assert _dots(jax.make_jaxpr(plain)(params, idx)) == 6 and _dots(jax.make_jaxpr(rewritten)(params, idx)) == 2
     # the softmaxes' max and sum over 3 classes (of the loss and of its delta) are unrolled; the
@@ -224,7 +224,7 @@ def test_the_rewrite_is_on_by_default_on_the_cpu_only(monkeypatch, backend, rewr
         params, {"learning_rate": np.ones(r, np.float32), "momentum": np.zeros(r, np.float32)})
     keys = jax.random.split(jax.random.key(0), r)
     args = (params, state, keys, 1, np.arange(r), np.zeros(r, np.float32), X.astype(np.float32), Y, [])
-    epoch = sweep._group_epoch(net, sweep._optimizer("sgd"), 20, len(X), "manual")
+    epoch = sweep.group_epoch(net, sweep.replica_optimizer("sgd"), 20, len(X), "manual")
     dots = _dots(jax.make_jaxpr(epoch)(*args))
     # the step's six products (forward 2, backward 4 with the unused δ₁ W₁ᵀ) all have a side ≤ 8
     assert dots == (0 if rewritten else 6)
