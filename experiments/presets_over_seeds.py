@@ -16,7 +16,8 @@ import json
 import os
 
 from _common import RESULTS, arguments, evaluate_all, over_seeds, staged, write_metrics
-from jaxnet import data, sweep
+from jaxnet import sweep
+from jaxnet.cli.settings import resolve
 from jaxnet.presets import TRAIN_PRESETS
 from summarize import presets_table, seeds_text
 
@@ -25,16 +26,9 @@ SPLIT_SEED = 0  # jaxnet train's default --seed, which also seeds the split
 
 def problem(preset):
     """``(split, net, batch_size)`` as ``jaxnet train --preset <preset>`` builds them with its
-    default flags (tests/test_experiments.py compares them with the CLI's own)."""
-    x, y = data.DATASETS[preset.dataset](**preset.dataset_kwargs)
-    split = data.standardize(data.split(x, y, seed=SPLIT_SEED))
-    stand_in = (8, 8, 1) if preset.dataset_kwargs.get("images") else (2,)
-    if preset.build(stand_in, 2).loss == "softmax_cross_entropy":
-        k = int(max(split.y_train.max(), split.y_val.max(initial=0), split.y_test.max(initial=0))) + 1
-    else:
-        k = 1 if split.y_train.ndim == 1 else split.y_train.shape[1]
-    batch = min(preset.batch_size or len(split.x_train), len(split.x_train))
-    return split, preset.build(tuple(split.x_train.shape[1:]), k), batch
+    default flags: the CLI's own settings (``jaxnet.cli.settings.resolve``)."""
+    settings = resolve(argparse.Namespace(preset=preset.name, seed=SPLIT_SEED))
+    return settings.split, settings.net, settings.batch_size
 
 
 def run_preset(preset, seeds, epochs):

@@ -156,7 +156,7 @@ def load_file(path: str, target: str | None = None, classes: int | None = None):
     if np.issubdtype(np.asarray(y).dtype, np.floating) and not np.all(np.isfinite(y)):
         raise ValueError(f"{path}: targets contain NaN or Inf")
     if classes is not None:
-        y = _labels(path, y, classes)
+        y = class_labels(path, y, classes)
     return x, y
 
 
@@ -237,7 +237,11 @@ def _split_columns(path, values, header, target):
     return x, values[:, column : column + 1]
 
 
-def _labels(path, y, classes):
+def class_labels(path: str, y, classes: int):
+    """``y`` as integer class labels ``[n]`` (int64): a target of one column (``[n]`` or ``[n, 1]``)
+    of integer values in ``[0, classes)``. ``path`` names the file in the errors; raises
+    ``ValueError`` when the target is not one column, holds a non-integer (or NaN / Inf) or a label
+    out of range."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]

@@ -132,10 +132,12 @@ def test_presets_problem_is_the_clis(name):
     """presets_over_seeds.py trains what ``jaxnet train --preset P`` trains: the same network, batch
     size and split."""
     from jaxnet import cli
+    from jaxnet.cli.settings import resolve
 
     split, net, batch = _import("presets_over_seeds").problem(TRAIN_PRESETS[name])
-    args = cli.build_parser().parse_args(["train", "--preset", name])
-    _, cli_split, cli_net = cli._problem(args)
+    settings = resolve(cli.build_parser().parse_args(["train", "--preset", name]))
+    cli_split, cli_net = settings.split, settings.net
+    assert batch == settings.batch_size
     assert net == cli_net and str(net) == str(cli_net)
     for a, b in zip((split.x_train, split.y_train, split.x_test, split.y_test),
                     (cli_split.x_train, cli_split.y_train, cli_split.x_test, cli_split.y_test)):

@@ -1,0 +1,180 @@
+"""The settings of one ``jaxnet train`` / ``jaxnet check`` run, resolved once from the parsed flags.
+
+:func:`resolve` turns the flags into a frozen :class:`Settings`: the preset, the data split (the
+preset's data set or ``--data``, split with ``--seed`` and standardised), the network (the preset's,
+with the flags' overrides), the optimizer, learning rate, epochs, batch size and output folder.
+A flag that is not given takes the preset's value. ``jaxnet train`` (one run or a sweep) and
+``jaxnet check`` both work from this one object, and so does ``experiments/presets_over_seeds.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+DEFAULT_PRESET = "digits"
+"""The preset of ``jaxnet train`` (and of ``jaxnet check`` given a network flag but no ``--preset``)."""
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+"""The ``--optimizer`` choices of ``jaxnet train``."""
+
+NETWORK_FLAGS = ("preset", "hidden", "activation", "loss", "reduction", "l2", "l2_bias", "data", "target")
+"""The flags (argparse destinations) that describe the network and its data, shared by ``train`` and ``check``."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Settings:
+    """Everything a run needs, resolved from the flags (see :func:`resolve`)."""
+
+    preset_name: str
+    preset: object  # jaxnet.presets.TrainPreset
+    data: str | None  # --data: the user's file, else None (the preset's data set)
+    target: str | None
+    seed: int  # seeds the data split, initialisation and shuffling
+    split: object  # jaxnet.data.Split, standardised
+    net: object  # jaxnet.Network
+    optimizer: str
+    lr: float
+    epochs: int
+    batch_size: int  # at most the training set (full batch for --batch-size 0)
+    grads: str  # "manual" or "autodiff"
+    devices: int | None
+    seeds: int | None  # --seeds: a sweep over seed, seed + 1, ...
+    sweep: dict | None  # --sweep: {name: [values]}
+    out: str  # the output folder
+    check: bool  # --check: verify the gradients before training
+    check_every: int
+    patience: int | None
+    resume: str | None
+    save_every: int  # checkpoint every this many epochs
+    quiet: bool
+
+    @property
+    def is_sweep(self) -> bool:
+        """``--seeds`` or ``--sweep``: replicas trained side by side (``jaxnet.sweep``)."""
+        return bool(self.seeds or self.sweep)
+
+    @property
+    def data_name(self) -> str:
+        """The data, as the messages name it: the ``--data`` file or the preset's data set."""
+        return self.data or self.preset.dataset
+
+    @property
+    def config(self) -> dict:
+        """The settings a checkpoint records; a resume with other values is refused."""
+        return {"preset": self.preset_name, "data": self.data, "target": self.target, "seed": self.seed,
+                "optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size, "grads": self.grads}
+
+    def optimizer_transform(self):
+        """The optax transformation of ``optimizer`` at ``lr`` (``jaxnet.train.sgd`` for ``sgd``)."""
+        import optax
+
+        from ..train import sgd
+
+        return {
+            "sgd": lambda: sgd(self.lr),
+            "momentum": lambda: optax.sgd(self.lr, momentum=0.9),
+            "adam": lambda: optax.adam(self.lr),
+            "adamw": lambda: optax.adamw(self.lr),
+        }[self.optimizer]()
+
+
+def resolve(args) -> Settings:
+    """The :class:`Settings` of the parsed flags ``args`` of ``jaxnet train`` or ``jaxnet check``
+    (an ``argparse.Namespace`` from :func:`jaxnet.cli.build_parser`). Flags the command does not
+    have (``check`` has no ``--optimizer``) and flags left unset take the preset's values; no
+    ``--preset`` means :data:`DEFAULT_PRESET`. Loads and splits the data.
+
+    Raises ``ValueError`` on data or flags that do not fit (an unreadable ``--data`` file,
+    non-integer class labels, ``--hidden`` on a CNN preset, ...).
+    """
+    from ..presets import TRAIN_PRESETS
+
+    def flag(name, default=None):
+        return getattr(args, name, default)
+
+    preset_name = flag("preset") or DEFAULT_PRESET
+    preset = TRAIN_PRESETS[preset_name]
+    # the preset's loss, read off the network it builds for a stand-in input shape
+    preset_loss = preset.build((8, 8, 1) if _is_image_preset(preset) else (2,), 2).loss
+    loss_name = flag("loss") or preset_loss
+    seed = flag("seed", 0)
+    split = _split(preset, flag("data"), flag("target"), seed, loss_name == "softmax_cross_entropy")
+    net = _network(args, preset, split.x_train.shape[1:], _outputs(split, loss_name), loss_name)
+    epochs = flag("epochs") or preset.epochs
+    sweep = bool(flag("seeds") or flag("sweep"))
+    return Settings(
+        preset_name=preset_name, preset=preset, data=flag("data"), target=flag("target"), seed=seed,
+        split=split, net=net, optimizer=flag("optimizer") or preset.optimizer,
+        lr=flag("lr") if flag("lr") is not None else preset.learning_rate, epochs=epochs,
+        batch_size=_batch_size(flag("batch_size"), preset, len(split.x_train)), grads=flag("grads", "manual"),
+        devices=flag("devices"), seeds=flag("seeds"), sweep=flag("sweep"),
+        out=flag("out") or os.path.join("runs", preset_name + ("-sweep" if sweep else "")),
+        check=bool(flag("check", False)), check_every=flag("check_every", 0), patience=flag("patience"),
+        resume=flag("resume"), save_every=flag("save_every", 0) or max(1, epochs // 20), quiet=bool(flag("quiet", False)),
+    )
+
+
+def _is_image_preset(preset) -> bool:
+    return bool(preset.dataset_kwargs.get("images"))
+
+
+def _split(preset, path, target, seed, classification: bool):
+    """The standardised split of ``--data`` (``path``) or of the preset's data set."""
+    import numpy as np
+
+    from .. import data
+
+    if path:
+        if _is_image_preset(preset):
+            raise ValueError(f"--data gives flat feature rows; the image preset {preset.name!r} cannot take them")
+        x, y = data.load_file(path, target)
+        if classification:
+            if not np.all(np.equal(np.round(y), y)):
+                raise ValueError(f"{path}: a classification loss needs integer labels in the target column")
+            y = data.class_labels(path, y, int(np.max(y)) + 1)
+    else:
+        x, y = data.DATASETS[preset.dataset](**preset.dataset_kwargs)
+    return data.standardize(data.split(x, y, seed=seed))
+
+
+def _outputs(split, loss_name) -> int:
+    """K: the classes in the split (softmax), else the target's columns."""
+    if loss_name == "softmax_cross_entropy":
+        return int(max(split.y_train.max(), split.y_val.max(initial=0), split.y_test.max(initial=0))) + 1
+    return 1 if split.y_train.ndim == 1 else split.y_train.shape[1]
+
+
+def _batch_size(flag, preset, n_train) -> int:
+    """``--batch-size`` (0: full batch) or the preset's, at most the training set."""
+    batch = flag if flag is not None else (preset.batch_size or n_train)
+    return n_train if batch == 0 else min(batch, n_train)
+
+
+def _network(args, preset, shape, k, loss_name):
+    """The preset's network for this data, with the flags' overrides."""
+    from ..layers import Dense
+    from ..network import mlp
+
+    hidden_flag, activation_flag = getattr(args, "hidden", None), getattr(args, "activation", None)
+    base = preset.build(tuple(shape), max(k, 2))  # the preset's own loss may need 2 outputs
+    if base.output_shape[0] != k:  # one output (sigmoid / regression on a K = 1 target)
+        last = dataclasses.replace(base.layers[-1], features=k)
+        base = dataclasses.replace(base, layers=base.layers[:-1] + (last,), loss=loss_name)
+    if hidden_flag is not None or activation_flag is not None:
+        if not all(isinstance(layer, Dense) for layer in base.layers) or len(shape) != 1:
+            raise ValueError(f"--hidden and --activation apply to MLP presets, not {preset.name!r}")
+        preset_hidden = [layer.features for layer in base.layers[:-1]]
+        hidden = hidden_flag if hidden_flag is not None else preset_hidden
+        preset_acts = [layer.activation for layer in base.layers[:-1]]
+        # the preset's activation(s): per layer when the widths are the preset's, else its first one
+        activation = activation_flag or (preset_acts if hidden == preset_hidden else (preset_acts or ["relu"])[0])
+        base = mlp([shape[0], *hidden, k], activation, base.loss, base.reduction, base.l2, base.l2_bias)
+    reduction, l2, l2_bias = (getattr(args, name, None) for name in ("reduction", "l2", "l2_bias"))
+    return dataclasses.replace(
+        base,
+        loss=loss_name,
+        reduction=reduction or base.reduction,
+        l2=base.l2 if l2 is None else l2,
+        l2_bias=base.l2_bias if l2_bias is None else l2_bias,
+    )

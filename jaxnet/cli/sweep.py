@@ -1,0 +1,94 @@
+"""``jaxnet train --seeds N`` / ``--sweep SPEC``: every combination trained side by side (``jaxnet.sweep``)."""
+
+from __future__ import annotations
+
+import os
+
+from .output import CommandFailed, write_json
+from .settings import Settings
+
+SWEPT = ("lr", "l2", "momentum", "hidden")
+"""The names a ``--sweep`` spec may sweep."""
+
+
+def run(settings: Settings) -> int:
+    """Train the sweep of ``settings`` (its seeds, network and ``sweep`` grid), print the per-replica
+    and per-configuration tables and the best configuration, write ``sweep.json`` and ``sweep.png``
+    into ``settings.out``. Raises :class:`CommandFailed` on a sweep the settings cannot make."""
+    from .. import sweep
+
+    if settings.optimizer not in sweep.OPTIMIZERS:
+        raise CommandFailed(f"sweeps support the optimizers {', '.join(sweep.OPTIMIZERS)}, not {settings.optimizer!r}")
+    replicas = _replicas(settings)
+    os.makedirs(settings.out, exist_ok=True)
+    print(f"jaxnet train: sweep of {len(replicas)} replicas ({len({r.net for r in replicas})} network group(s)), "
+          f"{settings.optimizer}, batch {settings.batch_size}, {settings.epochs} epochs, {settings.grads} gradients"
+          + (f", replicas split over {settings.devices} devices" if settings.devices and settings.devices > 1 else ""))
+    split = settings.split
+    try:
+        result = sweep.run(replicas, split.x_train, split.y_train, settings.optimizer, settings.epochs,
+                           settings.batch_size, grads=settings.grads,
+                           val=(split.x_val, split.y_val) if len(split.x_val) else None, devices=settings.devices)
+    except ValueError as e:
+        raise CommandFailed(str(e)) from None
+    summary = sweep.summary(result)
+    _print_tables(result, summary)
+    _write(settings, result, summary)
+    return 0
+
+
+def _networks(settings: Settings) -> list:
+    """The settings' network, or one MLP per ``hidden=`` entry of the sweep (the network's
+    activation, loss and L2)."""
+    import dataclasses
+
+    from ..network import mlp
+
+    net, spec = settings.net, settings.sweep or {}
+    if "hidden" not in spec:
+        return [net]
+    if not all(hasattr(layer, "activation") and type(layer).__name__ == "Dense" for layer in net.layers):
+        raise CommandFailed(f"--sweep hidden= applies to MLP presets, not {settings.preset.name!r}")
+    act = net.layers[0].activation if len(net.layers) > 1 else "relu"
+    return [dataclasses.replace(mlp([net.sizes[0], *h, net.sizes[-1]], act), loss=net.loss, reduction=net.reduction,
+                                l2=net.l2, l2_bias=net.l2_bias) for h in spec["hidden"]]
+
+
+def _replicas(settings: Settings) -> list:
+    """Every (network, seed, lr, l2, momentum) of the sweep."""
+    from .. import sweep
+
+    spec = settings.sweep or {}
+    momentum = spec.get("momentum", [0.9 if settings.optimizer == "momentum" else 0.0])
+    return sweep.grid(_networks(settings), seeds=range(settings.seed, settings.seed + (settings.seeds or 1)),
+                      lr=spec.get("lr", [settings.lr]), l2=spec.get("l2", [None]), momentum=momentum)
+
+
+def _print_tables(result, summary) -> None:
+    """Each replica's final metrics, the mean ± std over seeds per configuration, and the best one."""
+    metric = summary["metric"]
+    shown = [k for k in sorted(result.history[0]) if k.startswith(("train_", "val_"))]
+    print("\n" + "  ".join(["replica", "network", "seed", "config"] + shown))
+    for i, (r, h) in enumerate(zip(result.replicas, result.history)):
+        print("  ".join([str(i), str(r.net.sizes), str(r.seed), r.label()] + [f"{h[k][-1]:.4f}" for k in shown]))
+    print("\nmean ± std over seeds:")
+    for row in summary["configs"]:
+        print(f"  {row['network']} | {row['config']} ({row['seeds']} seeds): "
+              + ", ".join(f"{k} {m:.4f} ± {sd:.4f}" for k, (m, sd) in row["final"].items() if k in shown))
+    best = summary["best"]
+    print(f"\nbest by mean {metric}: {best['network']} | {best['config']} ({best['final'][metric][0]:.4f})")
+
+
+def _write(settings: Settings, result, summary) -> None:
+    """``sweep.json`` (settings, every replica's final metrics and history, the summary) and ``sweep.png``."""
+    from .. import plots
+
+    out = settings.out
+    write_json(os.path.join(out, "sweep.json"), {
+        "optimizer": settings.optimizer, "epochs": settings.epochs, "batch_size": settings.batch_size,
+        "grads": settings.grads,
+        "replicas": [{"network": str(r.net), "seed": r.seed, "lr": r.lr, "l2": r.l2_value, "momentum": r.momentum,
+                      "final": fin, "history": h} for r, fin, h in zip(result.replicas, result.final, result.history)],
+        "summary": summary})
+    plots.sweep_curves(result, os.path.join(out, "sweep.png"))
+    print(f"wrote {out}/sweep.json and sweep.png")

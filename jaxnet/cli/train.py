@@ -1,0 +1,189 @@
+"""``jaxnet train``: one run with a progress bar, checkpoints, a summary table and plots; with
+``--seeds`` / ``--sweep``, a sweep (:mod:`jaxnet.cli.sweep`). Both from one :class:`Settings`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from . import sweep
+from .output import CommandFailed, finite, write_json
+from .settings import Settings, resolve
+
+
+def run(args) -> int:
+    """The settings of the flags ``args``, resolved once, then a sweep or one training run."""
+    try:
+        settings = resolve(args)
+    except ValueError as e:
+        raise CommandFailed(str(e)) from None
+    if settings.is_sweep:
+        return sweep.run(settings)
+    return train(settings)
+
+
+@dataclasses.dataclass
+class _Start:
+    """Where training starts: fresh parameters at epoch 0, or a resumed checkpoint's state."""
+
+    params: object
+    opt_state: object
+    epoch: int
+    step: int
+    key: object  # the training (shuffling) key
+    history: dict  # the metrics so far, per name
+
+
+def train(settings: Settings) -> int:
+    """One training run: initialise (or resume), check first if asked, fit, evaluate, write
+    ``metrics.json``, ``checkpoint.npz`` and the plots into ``settings.out``, print the summary."""
+    optimizer = settings.optimizer_transform()
+    start = _initial_state(settings, optimizer)
+    os.makedirs(settings.out, exist_ok=True)
+    _print_header(settings)
+    if settings.check:
+        _check_first(settings, start.params)
+    result, history = _fit(settings, optimizer, start)
+    final = _evaluate(settings, result.params)
+    _save(settings, history, start.key, result.params, result.opt_state, result.epoch, result.step)  # after early stopping: the best params
+    write_json(os.path.join(settings.out, "metrics.json"), {
+        "network": str(settings.net), "config": settings.config, "epochs": result.epoch, "steps": result.step,
+        "stopped_early": result.stopped_early, "final": final, "history": history, "devices": settings.devices or 1,
+        **({"worst_grad_gap": result.worst_gap} if settings.check_every else {}),
+    })
+    _plot(settings, history, result.params)
+    _print_summary(settings, final, result)
+    return 0
+
+
+def _initial_state(settings: Settings, optimizer) -> _Start:
+    """Fresh parameters from ``split(key(seed))[0]``, or the ``--resume`` checkpoint when its
+    recorded settings are these (:class:`CommandFailed` otherwise)."""
+    import jax
+
+    from .. import checkpoint
+    from ..network import init_params
+
+    key_init, key_train = jax.random.split(jax.random.key(settings.seed))
+    params = init_params(key_init, settings.net)
+    if not settings.resume:
+        return _Start(params, None, 0, 0, key_train, {})
+    try:
+        ck = checkpoint.load(settings.resume, settings.net, optimizer.init(params))
+    except checkpoint.CheckpointError as e:
+        raise CommandFailed(f"cannot resume: {e}") from None
+    saved = ck.extra.get("config", {})
+    changed = {k: (saved.get(k), v) for k, v in settings.config.items() if saved.get(k) != v}
+    if changed:
+        what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise CommandFailed(f"cannot resume {settings.resume} with other settings ({what})")
+    return _Start(ck.params, ck.opt_state, ck.epoch, ck.step, ck.key, ck.extra.get("history", {}))
+
+
+def _print_header(s: Settings) -> None:
+    import jax
+
+    split = s.split
+    print(f"jaxnet train: {s.net}; {len(split.x_train)}/{len(split.x_val)}/{len(split.x_test)} train/val/test; "
+          f"{s.optimizer} lr={s.lr:g}, batch {s.batch_size}, "
+          f"{s.epochs} epochs, {s.grads} gradients, device {jax.devices()[0].platform}"
+          + (f" x {s.devices} (data-parallel)" if s.devices and s.devices > 1 else ""))
+
+
+def _check_first(s: Settings, params) -> None:
+    """``--check``: the gradients at the initial params against autodiff and finite differences on
+    the first 64 training examples; a failure stops the run (exit code 1)."""
+    import jax.numpy as jnp
+
+    from ..gradcheck import check_grads
+    from ..network import loss, manual_grads
+
+    net, n = s.net, min(64, len(s.split.x_train))
+    report = check_grads(lambda p, x, y: loss(p, net, x, y), lambda p, x, y: manual_grads(p, net, x, y),
+                         params, jnp.asarray(s.split.x_train[:n]), jnp.asarray(s.split.y_train[:n]), net=net,
+                         kinks="nudge")  # zero initial biases put units exactly at kinks on zero pixels
+    print(report)
+    if not report.ok:
+        raise CommandFailed("the gradient check failed; not training", exit_code=1)
+
+
+def _checkpoint_path(s: Settings) -> str:
+    return os.path.join(s.out, "checkpoint.npz")
+
+
+def _save(s: Settings, history, key, params, opt_state, epoch, step) -> None:
+    from .. import checkpoint
+
+    extra = {"config": s.config, "history": finite(history)}
+    checkpoint.save(_checkpoint_path(s), net=s.net, params=params, opt_state=opt_state, epoch=epoch, step=step,
+                    key=key, extra=extra)
+
+
+def _fit(s: Settings, optimizer, start: _Start):
+    """``jaxnet.train.fit`` from ``start`` with a progress bar and a checkpoint every ``save_every``
+    epochs; ``(result, history)``. A divergence is exit code 3, data the network cannot take 2."""
+    from tqdm import tqdm
+
+    from ..train import TrainingDiverged, fit
+
+    bar = tqdm(total=s.epochs - start.epoch, desc="epochs", disable=s.quiet, leave=False)
+    history = {k: list(v) for k, v in start.history.items()}
+
+    def on_epoch(epoch, params, opt_state, step, metrics):
+        for k, v in metrics.items():
+            history.setdefault(k, []).append(v)
+        if epoch % s.save_every == 0:  # the last good checkpoint, should a later epoch diverge
+            _save(s, history, start.key, params, opt_state, epoch, step)
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("train_loss", "val_loss", "val_accuracy", "val_rmse")})
+
+    split = s.split
+    try:
+        result = fit(
+            s.net, start.params, split.x_train, split.y_train, optimizer, s.epochs, s.batch_size, start.key,
+            grads=s.grads, val=(split.x_val, split.y_val) if len(split.x_val) else None, patience=s.patience,
+            check_every=s.check_every, opt_state=start.opt_state, start_epoch=start.epoch, start_step=start.step,
+            on_epoch=on_epoch, devices=s.devices,
+        )
+    except TrainingDiverged as e:
+        bar.close()
+        kept = f"; the last good checkpoint is {_checkpoint_path(s)}" if os.path.exists(_checkpoint_path(s)) else ""
+        raise CommandFailed(f"{e}{kept}", exit_code=3) from None
+    except ValueError as e:  # data the network cannot take (targets out of range, ...)
+        bar.close()
+        raise CommandFailed(str(e)) from None
+    bar.close()
+    return result, history
+
+
+def _evaluate(s: Settings, params) -> dict:
+    """The final metrics per split (train, val, test; empty splits left out)."""
+    from ..train import evaluate
+
+    split = s.split
+    splits = {"train": (split.x_train, split.y_train), "val": (split.x_val, split.y_val), "test": (split.x_test, split.y_test)}
+    return {name: evaluate(params, s.net, xs, ys) for name, (xs, ys) in splits.items() if len(xs)}
+
+
+def _plot(s: Settings, history, params) -> None:
+    """The learning curves; the decision boundary of a 2-D classifier, the fit of a 1-D regression."""
+    from .. import plots
+
+    if history:
+        plots.curves(history, os.path.join(s.out, "curves.png"))
+    shape = s.split.x_train.shape[1:]
+    d = shape[0] if len(shape) == 1 else None
+    classification = s.net.loss != "squared_error"
+    if d == 2 and classification:
+        plots.decision_boundary(params, s.net, s.split.x_train, s.split.y_train, os.path.join(s.out, "decision_boundary.png"))
+    if d == 1 and not classification:
+        plots.regression_fit(params, s.net, s.split.x_train, s.split.y_train, os.path.join(s.out, "fit.png"))
+
+
+def _print_summary(s: Settings, final, result) -> None:
+    names = sorted({k for m in final.values() for k in m})
+    print(f"\n{'split':<6}" + "".join(f"{n:>12}" for n in names))
+    for split_name, m in final.items():
+        print(f"{split_name:<6}" + "".join(f"{m[n]:>12.4f}" for n in names))
+    print(f"\n{result.epoch} epochs, {result.step} steps{' (stopped early)' if result.stopped_early else ''}; "
+          f"wrote {s.out}/metrics.json, checkpoint.npz and plots")
