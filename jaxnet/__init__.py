@@ -8,13 +8,17 @@ from .gradcheck import GradReport as GradReport
 from .gradcheck import assert_grads_match as assert_grads_match
 from .gradcheck import check_grads as check_grads
 from .gradcheck import check_per_example as check_per_example
+from .gradcheck import check_vjp as check_vjp
 from .gradcheck import count_kinks as count_kinks
 from .layers import Activation as Activation
 from .layers import AvgPool2D as AvgPool2D
 from .layers import Conv2D as Conv2D
 from .layers import Dense as Dense
 from .layers import Flatten as Flatten
+from .layers import Layer as Layer
 from .layers import MaxPool2D as MaxPool2D
+from .layercheck import check_layer as check_layer
+from .layercheck import find_wrong_layer as find_wrong_layer
 from .losses import LOSSES as LOSSES
 from .network import Network as Network
 from .network import check_inputs as check_inputs

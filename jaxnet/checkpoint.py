@@ -20,12 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import Activation, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from .layers import layer_kind
 from .network import Network
 
 FORMAT = "jaxnet-checkpoint/1"
-LAYER_KINDS = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, Activation)}
-"""Layer classes by name, for reading network descriptions back."""
 
 
 class CheckpointError(ValueError):
@@ -49,9 +47,11 @@ def network_from_dict(d: dict) -> Network:
     for spec in d["layers"]:
         spec = dict(spec)
         kind = spec.pop("kind")
-        if kind not in LAYER_KINDS:
-            raise CheckpointError(f"unknown layer kind {kind!r} in checkpoint")
-        layers.append(LAYER_KINDS[kind](**spec))
+        try:
+            cls = layer_kind(kind)
+        except KeyError as e:
+            raise CheckpointError(f"the checkpoint's network uses an {e.args[0]}") from None
+        layers.append(cls(**spec))
     return Network(tuple(d["input_shape"]), tuple(layers), d["loss"], d["reduction"], d["l2"], d["l2_bias"])
 
 

@@ -15,7 +15,7 @@ witnesses and returns a :class:`GradReport` (data; ``str(report)`` is a table):
 
 Where: your gradient runs where your arrays are (the working device). Every float64
 reference — finite differences, ``jax.grad`` in float64, its jvp, ``jax.hessian``'s product —
-runs on :func:`jaxnet.verify.reference_device` (the CPU device by default: a GPU's float64
+runs on :func:`jaxnet.devices.reference_device` (the CPU device by default: a GPU's float64
 ``jax.grad`` of a strided convolution was measured 2.4e-10 off, beyond the 1e-10 bar); a float32
 ``jax.grad`` witness stays on the working device. ``report.notes`` says which devices.
 
@@ -46,8 +46,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .verify import device_name, finite_difference_grads, on_device, to_device, working_device
-from .verify import reference_device as device_for  # the name reference_device is check_grads' argument
+from jax.flatten_util import ravel_pytree
+
+from .devices import device_name, on_device, to_device, working_device
+from .devices import reference_device as device_for  # the name reference_device is check_grads' argument
+from .network import forward_pass, prepare_inputs
 
 DEFAULT_RTOL = {  # (vs jax.grad in the working dtype, vs float64 finite differences)
     "float64": (1e-10, 1e-6),
@@ -141,9 +144,13 @@ def _shape_mismatch(witness, path, yours_shape, shape, rtol):
                       f"shape {tuple(yours_shape)} != {tuple(shape)}", float("nan"), float("nan"), 1.0, rtol)
 
 
-def _compare(witness, yours, reference, rtol, atol=0.0):
-    """Every element of every leaf; the floor of the denominator is ``1e-3 ·`` the largest
-    reference entry of the whole gradient."""
+def compare(witness, yours, reference, rtol, atol=0.0) -> list:
+    """The one error measure of jaxnet: every element of every leaf of ``yours`` against
+    ``reference`` (same tree), one :class:`LeafReport` per leaf.
+
+    ``rel = max(|yours − reference| − atol, 0) / max(|reference|, 1e-3 · R)``, ``R`` the largest
+    reference entry of the whole tree; NaN or inf on either side is a failure; a leaf of the
+    wrong shape is a failing row."""
     paths_yours, treedef = jax.tree_util.tree_flatten_with_path(yours)
     ref_leaves, ref_def = jax.tree_util.tree_flatten(reference)
     if treedef != ref_def:
@@ -158,6 +165,48 @@ def _compare(witness, yours, reference, rtol, atol=0.0):
             continue
         out.append(_row(witness, name, r.shape, g.ravel(), r.ravel(), rtol, scale, atol))
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafError:
+    """The disagreement of one gradient leaf with its reference (:func:`leaf_errors`)."""
+
+    path: str
+    max_abs: float
+    max_rel: float
+
+
+def leaf_errors(grads, reference) -> list[LeafError]:
+    """Per leaf, the largest absolute and relative error of ``grads`` against ``reference``
+    (same tree), by :func:`compare`'s measure: ``|g − r| / max(|r|, 1e-3 · R)`` per element,
+    ``R`` the largest reference entry of the whole tree; inf for NaN/inf or a wrong shape."""
+    return [LeafError(row.path, row.max_abs, row.max_rel) for row in compare("", grads, reference, np.inf)]
+
+
+def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256, jit: bool = False):
+    """Central differences ``(f(p + eps e_j) − f(p − eps e_j)) / 2 eps`` for every element.
+
+    Evaluated in chunks of ``chunk`` unit perturbations, each chunk one vmapped call of
+    ``f`` over ``2 chunk`` parameter vectors (the last chunk padded with zero
+    perturbations, so every call has the same batch shape and reuses compiled kernels).
+    With ``jit=True`` that batched call is compiled once and fed each chunk's perturbations
+    as an argument (memory: ``2 chunk × n`` numbers at a time). Use float64.
+    """
+    flat, unravel = ravel_pytree(params)
+    n = flat.size
+    chunk = max(1, int(chunk))
+    batched = jax.vmap(lambda delta: f(unravel(flat + delta)))  # [2 chunk, n] -> [2 chunk]
+    if jit:
+        batched = jax.jit(batched)
+    out = []
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        basis = np.zeros((chunk, n), dtype=flat.dtype)
+        basis[np.arange(count), start + np.arange(count)] = eps  # [chunk, n]
+        values = batched(jnp.asarray(np.concatenate([basis, -basis])))  # f(p + .), f(p − .)
+        out.append((values[:count] - values[chunk : chunk + count]) / (2 * eps))  # [count]
+    return unravel(jnp.concatenate(out))
+
 
 
 def _finite_differences(loss64, params64, directions, eps, seed, fd_max_elements):
@@ -193,7 +242,7 @@ def _against_fd(witness, grads, fd, rtol, atol):
     """Compare ``grads`` with the output of :func:`_finite_differences` (the floor: ``1e-3 ·``
     the largest finite difference of the whole gradient)."""
     if not isinstance(fd, _Probes):
-        return _compare(witness, grads, fd, rtol, atol)
+        return compare(witness, grads, fd, rtol, atol)
     scale = _FLOOR * max(_largest(d) for _, d, _ in fd)
     out = []
     for (path, g), (vs, d, random) in zip(jax.tree_util.tree_flatten_with_path(grads)[0], fd):
@@ -214,23 +263,28 @@ def _unit_directions(seed, m, shape):
     return vs / np.linalg.norm(vs.reshape(m, -1), axis=1).reshape(-1, *([1] * len(shape)))
 
 
-def _forward_vs_reverse(loss64, params64, grads64, directions, seed, rtol):
-    """Forward mode against reverse mode for the reference: per leaf, ``jvp(loss)(p; v)`` vs
-    ``⟨jax.grad(loss)(p), v⟩`` along ``directions`` random unit directions of that leaf (the
-    floor: ``1e-3 ·`` the largest directional derivative over all leaves)."""
+def _forward_vs_reverse(loss64, params64, grads64, directions, seed, rtol, witness="jvp vs jax.grad"):
+    """Forward mode against reverse mode: per leaf, ``jvp(loss)(p; v)`` vs ``⟨grads64, v⟩``
+    along ``directions`` random unit directions of that leaf (the floor: ``1e-3 ·`` the largest
+    directional derivative over all leaves). ``grads64``: the reference's ``jax.grad`` (its own
+    consistency) or your gradient in float64 (the dot-product test of a backward pass). A leaf
+    of the wrong shape is a failing row."""
     leaves, treedef = jax.tree.flatten(params64)
     along = jax.jit(jax.vmap(lambda tangents: jax.jvp(loss64, (params64,), (jax.tree.unflatten(treedef, tangents),))[1]))
     pairs = []
     for i, ((path, g), leaf) in enumerate(zip(jax.tree_util.tree_flatten_with_path(grads64)[0], leaves)):
         vs = _unit_directions((*seed, i), directions, leaf.shape)  # [m, *leaf.shape]
+        if np.shape(g) != leaf.shape:
+            pairs.append((jax.tree_util.keystr(path), leaf.shape, np.shape(g), None))
+            continue
         tangents = [jnp.zeros((directions, *a.shape), a.dtype) for a in leaves]
         tangents[i] = jnp.asarray(vs)
         forward = np.asarray(along(tangents))  # [m]
         reverse = np.tensordot(vs, np.asarray(g, np.float64), axes=leaf.ndim)  # [m]
         pairs.append((jax.tree_util.keystr(path), leaf.shape, reverse, forward))
-    scale = _FLOOR * max(float(np.max(np.abs(f), initial=0.0)) for *_, f in pairs)
-    return [_row("jvp vs jax.grad", path, shape, rev, fwd, rtol, scale, label=lambda k: f"dir {k}")
-            for path, shape, rev, fwd in pairs]
+    scale = _FLOOR * max((float(np.max(np.abs(f), initial=0.0)) for *_, f in pairs if f is not None), default=0.0)
+    return [_row(witness, path, shape, rev, fwd, rtol, scale, label=lambda k: f"dir {k}") if fwd is not None
+            else _shape_mismatch(witness, path, rev, shape, rtol) for path, shape, rev, fwd in pairs]
 
 
 def _hessian_vector(grad_fn, loss_fn, params64, args64, directions, seed, rtol, devices):
@@ -249,7 +303,7 @@ def _hessian_vector(grad_fn, loss_fn, params64, args64, directions, seed, rtol, 
 
     yours = on_device(lambda *pa: products(grad_fn, *pa), params64, vs, *args64, device=devices[0])
     reference = on_device(lambda *pa: products(jax.grad(loss_fn), *pa), params64, vs, *args64, device=devices[1])
-    return _compare("hessian-vector", yours, reference, rtol)
+    return compare("hessian-vector", yours, reference, rtol)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,37 +319,44 @@ class KinkCount:
 @jax.jit
 def _kink_gaps(params, net, x):
     """Every layer's ``kink_gaps`` on ``x``: a list of [batch, m_l]."""
-    from . import network as _network
+    _, residuals = forward_pass(params, net, x)
+    return [gaps for layer, r in zip(net.layers, residuals) if (gaps := layer.kink_gaps(r)) is not None]
 
-    _, residuals = _network.forward_pass(params, net, x)
-    return [layer.kink_gaps(r) for layer, r in zip(net.layers, residuals)]
+
+def _tally(gap_list, margin, batch):
+    """``(KinkCount, near [batch])`` from a list of ``[batch, m]`` gaps."""
+    near = np.zeros(batch, bool)
+    elements = 0
+    for gaps in gap_list:
+        close = np.asarray(gaps) <= margin  # [batch, m]
+        elements += int(close.sum())
+        near |= close.any(axis=1)
+    return KinkCount(float(margin), elements, int(near.sum()), int(batch)), near
 
 
 def count_kinks(params, net, x, margin: float = 1e-3) -> tuple[KinkCount, np.ndarray]:
     """Count kinks within ``margin`` in ``net``'s forward pass on ``x`` ([batch, ...]) using
     the layers' ``kink_gaps``; also return the ``[batch]`` mask of examples that have one."""
-    from . import network as _network
-
-    x, _, _ = _network.prepare_inputs(params, net, x)
-    near = np.zeros(x.shape[0], bool)
-    elements = 0
-    for gaps in _kink_gaps(params, net, x):
-        close = np.asarray(gaps) <= margin  # [batch, m]
-        elements += int(close.sum())
-        near |= close.any(axis=1)
-    return KinkCount(float(margin), elements, int(near.sum()), int(x.shape[0])), near
+    x, _, _ = prepare_inputs(params, net, x)
+    return _tally(_kink_gaps(params, net, x), margin, x.shape[0])
 
 
-def _handle_kinks(params, net, args, kinks, margin, seed):
-    """Exclude or nudge the examples near kinks; return ``(args, notes)``. Only ``x`` (``args[0]``)
-    and ``y`` (``args[1]``) are sliced or changed; other arguments pass through as they are."""
+def count_layer_kinks(layer, params, x, margin: float = 1e-3) -> tuple[KinkCount, np.ndarray]:
+    """:func:`count_kinks` for one layer on its input ``x`` ([batch, ...])."""
+    gaps = layer.kink_gaps(layer.fwd(params, jnp.asarray(x))[1])
+    return _tally([] if gaps is None else [gaps], margin, jnp.shape(x)[0])
+
+
+def handle_kinks(counter, args, kinks, margin, seed=0, single=False):
+    """Exclude or nudge the examples of ``args = (x, y, ...)`` near a kink, or only count them;
+    return ``(args, notes)``. ``counter(x [batch, ...]) -> (KinkCount, near [batch])`` finds them
+    (:func:`count_kinks`, :func:`count_layer_kinks`); ``single``: ``x`` is one example without a
+    batch axis. Only ``x`` (``args[0]``) and ``y`` (``args[1]``, when given) are sliced or
+    changed; other arguments pass through."""
     if kinks not in ("exclude", "nudge", "count"):
         raise ValueError(f"kinks must be 'exclude', 'nudge' or 'count', got {kinks!r}")
-    if not args:
-        raise ValueError("net= needs the inputs x as the first argument after params")
     x = np.asarray(args[0])
-    single = x.shape == tuple(net.input_shape)  # one example, passed to your functions as it is
-    found, near = count_kinks(params, net, x[None] if single else x, margin)
+    found, near = counter(x[None] if single else x)
     what = (f"{found.elements} pre-activation(s)/pooling window(s) within {margin:g} of a kink "
             f"in {found.examples} of {found.batch} example(s)")
     if found.examples == 0 or kinks == "count":
@@ -314,7 +375,7 @@ def _handle_kinks(params, net, args, kinks, margin, seed):
     step = 10 * margin
     for attempt in range(100):
         x[near] += (step * rng.normal(size=x[near].shape)).astype(x.dtype)
-        _, near = count_kinks(params, net, x, margin)
+        _, near = counter(x)
         if not near.any():
             break
         if attempt % 10 == 9:
@@ -369,7 +430,7 @@ def _up(a):
 
 def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_atol=None, eps=1e-6,
                 fd_max_elements=256, directions=4, hvp_directions=1, hvp_rtol=None, net=None, kinks="exclude",
-                kink_margin=None, seed=0, reference_device="default") -> GradReport:
+                kink_margin=None, seed=0, reference_device="default", jvp_of_yours=False) -> GradReport:
     """Check ``grad_fn(params, *args)`` (your gradient of ``loss_fn(params, *args)``).
 
     Args:
@@ -395,7 +456,7 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
         step moves a pre-activation by about ``eps`` times the size of its inputs, ~10 ``eps``
         for standardised data).
       seed: of the random directions and nudges.
-      reference_device: where the references are computed (:func:`jaxnet.verify.reference_device`):
+      reference_device: where the references are computed (:func:`jaxnet.devices.reference_device`):
         ``"default"``: every float64 reference (finite differences, ``jax.grad`` in float64, its
         jvp and Hessian-vector products) on the CPU device, exact on every backend — a GPU's
         float64 ``jax.grad`` can be off by more than the 1e-10 bar — and a ``jax.grad`` witness
@@ -403,6 +464,9 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
         any backend's float32 rounding); ``"same"``: all on the working device (what the
         checker did before); a ``jax.Device``: all there. Your gradient always runs on the
         working device, the device of ``params``. ``report.notes`` ends with where each ran.
+      jvp_of_yours: also the dot-product test of your gradient: ``⟨grad_fn(p), v⟩`` (in
+        float64) against forward mode, ``jvp(loss_fn)(p; v)``, along ``directions`` random unit
+        directions per leaf (witness ``jvp vs yours``, float64 tolerance).
 
     Returns:
       a :class:`GradReport`; witnesses ``jax.grad``, ``finite diff`` (yours), then the
@@ -412,7 +476,10 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
     notes = []
     if net is not None:
         margin = 100 * eps if kink_margin is None else float(kink_margin)
-        args, notes = _handle_kinks(params, net, args, kinks, margin, seed)
+        if not args:
+            raise ValueError("net= needs the inputs x as the first argument after params")
+        single = np.shape(args[0]) == tuple(net.input_shape)  # one example, passed to your functions as it is
+        args, notes = handle_kinks(lambda x: count_kinks(params, net, x, margin), args, kinks, margin, seed, single)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     default_rtol, default_fd = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])
     rtol = default_rtol if rtol is None else rtol
@@ -420,7 +487,8 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
     working = working_device(params)
     devices = (working, *(device_for(d, reference_device, params) for d in (dtype, jnp.float64)))
     options = dict(rtol=rtol, fd_rtol=fd_rtol, fd_atol=fd_atol, eps=eps, fd_max_elements=fd_max_elements,
-                   directions=directions, hvp_directions=hvp_directions, hvp_rtol=hvp_rtol, seed=seed)
+                   directions=directions, hvp_directions=hvp_directions, hvp_rtol=hvp_rtol, seed=seed,
+                   jvp_of_yours=jvp_of_yours)
     try:
         leaves, more = _witnesses(loss_fn, grad_fn, params, args, devices, **options)
     except ValueError as e:  # the functions close over arrays committed to the working device
@@ -436,7 +504,7 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
 
 
 def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, eps, fd_max_elements, directions,
-               hvp_directions, hvp_rtol, seed):
+               hvp_directions, hvp_rtol, seed, jvp_of_yours):
     """:func:`check_grads`' rows and notes, with your gradient on ``devices[0]``, the ``jax.grad``
     witness on ``devices[1]`` and the float64 references on ``devices[2]``."""
     working, ref, ref64 = devices
@@ -444,7 +512,7 @@ def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, 
     with jax.default_matmul_precision("highest"):
         yours = _maybe_jit(grad_fn)(params, *args)
     reference = on_device(_maybe_jit(_grad_of(loss_fn)), params, *args, device=ref)
-    leaves = _compare("jax.grad", yours, reference, rtol)
+    leaves = compare("jax.grad", yours, reference, rtol)
     with jax.enable_x64(True):
         params64 = jax.tree.map(_up, params)
         args64 = jax.tree.map(_up, args)
@@ -459,6 +527,10 @@ def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, 
             leaves += _against_fd("ref vs finite diff", grads64, fd, DEFAULT_RTOL["float64"][1], fd_atol)
             try:
                 leaves += _forward_vs_reverse(loss64, p64, grads64, directions, (seed, 1), DEFAULT_RTOL["float64"][0])
+                if jvp_of_yours:
+                    yours64 = _maybe_jit(grad_fn)(p64, *a64)
+                    leaves += _forward_vs_reverse(loss64, p64, yours64, directions, (seed, 3), DEFAULT_RTOL["float64"][0],
+                                                  "jvp vs yours")
             except TypeError as e:  # e.g. a custom_vjp in the loss has no forward mode
                 notes.append(f"forward-vs-reverse check skipped: the loss has no forward mode ({str(e).splitlines()[0][:80]})")
         if hvp_directions:
@@ -520,9 +592,9 @@ def check_per_example(params, net, x, y, rtol=None, reference_device="default") 
         for i, (layer, names) in enumerate(zip(mine, _network.penalised_names(net)))
     ]
     return GradReport(tuple(
-        _compare("per-example", mine, reference, rtol)
-        + _compare("norms", {"norms": np.asarray(norms)}, {"norms": ref_norms}, rtol)
-        + _compare("r Σ g_i + L2", type(params)(summed), batch_grads, rtol)
+        compare("per-example", mine, reference, rtol)
+        + compare("norms", {"norms": np.asarray(norms)}, {"norms": ref_norms}, rtol)
+        + compare("r Σ g_i + L2", type(params)(summed), batch_grads, rtol)
     ), (f"jax.grad references ({jnp.dtype(dtype).name}) computed on {device_name(ref)}; "
         f"hand-derived ones on {device_name(working)}",))
 
@@ -534,3 +606,141 @@ def assert_grads_match(loss_fn, grad_fn, params, *args, **kwargs) -> GradReport:
         bad = ", ".join(sorted({f"{r.path} ({r.witness})" for r in report.failures()}))
         raise AssertionError(f"gradient mismatch in {bad}\n{report}")
     return report
+
+
+# --- any hand-written backward pass: vector-Jacobian products --------------------------------
+
+
+def check_vjp(f, f_vjp, *primals, cotangents=3, names=None, rtol=None, fd_rtol=None, fd_atol=None, eps=1e-6,
+              fd_max_elements=256, directions=4, hvp_directions=1, seed=0, reference_device="default") -> GradReport:
+    """Check a hand-written backward pass ``f_vjp(primals, dy)`` of ``y = f(*primals)``.
+
+    ``f_vjp`` returns the cotangents of all primals, ``(∂⟨dy, y⟩/∂primals[0], ...)``: the
+    vector-Jacobian product ``Jᵀ dy``. For each of ``cotangents`` random ``dy`` (standard normal,
+    of ``y``'s shape; non-scalar outputs are the normal case) the scalar ``φ(primals) = ⟨dy, f(*primals)⟩``
+    is checked with :func:`check_grads`, whose gradient is exactly that product: witnesses
+    ``jax.vjp`` (``jax.grad`` of ``φ``, i.e. ``jax.vjp`` of ``f`` applied to ``dy``), float64
+    ``finite diff``, the reference's own consistency, ``hessian-vector`` through ``f_vjp``, and
+    ``jvp vs yours``, the dot-product test ``⟨f_vjp(dy), v⟩ = ⟨dy, J v⟩`` with ``J v`` from
+    ``jax.jvp``. Same tolerances as :func:`check_grads`.
+
+    NumPy: when ``f`` cannot be traced by JAX (NumPy code), the only witness is float64 central
+    finite differences of ``φ`` (``f`` called on float64 copies of the primals, which must be
+    arrays), and ``report.notes`` says so.
+
+    Args:
+      f: ``f(*primals) -> y``, an array (or a pytree of arrays, JAX only).
+      f_vjp: ``f_vjp(primals, dy) -> cotangents``, a sequence with one entry per primal, each of
+        its primal's structure and shape.
+      primals: floating-point arrays (or pytrees of them, JAX only).
+      cotangents: how many random ``dy``.
+      names: a name per primal for the report (default: ``f``'s parameter names).
+      rtol, fd_rtol, fd_atol, eps, fd_max_elements, directions, hvp_directions, seed,
+        reference_device: as for :func:`check_grads`.
+
+    Returns:
+      a :class:`GradReport` whose rows name the primal (``x``, ``params['W']``) and, in the
+      witness column, the cotangent (``jax.vjp · dy0``).
+    """
+    if not primals:
+        raise ValueError("check_vjp needs at least one primal: check_vjp(f, f_vjp, x, ...)")
+    names = _primal_names(f, len(primals)) if names is None else tuple(names)
+    if len(names) != len(primals):
+        raise ValueError(f"names: {len(names)} names for {len(primals)} primals")
+    y = f(*primals)
+    rng = np.random.default_rng((seed, 4))
+    dys = [jax.tree.map(lambda a: np.asarray(rng.normal(size=np.shape(a)), jnp.result_type(a)), y)
+           for _ in range(int(cotangents))]
+    if _traceable(f, primals):
+        loss, grad = _vjp_functions(f, f_vjp)
+        check = lambda dy, k: check_grads(loss, grad, tuple(primals), jax.tree.map(jnp.asarray, dy), rtol=rtol,
+                                          fd_rtol=fd_rtol, fd_atol=fd_atol, eps=eps, fd_max_elements=fd_max_elements,
+                                          directions=directions, hvp_directions=hvp_directions, seed=seed + k,
+                                          reference_device=reference_device, jvp_of_yours=True)
+    else:
+        check = lambda dy, k: _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_elements,
+                                                directions, seed + k)
+    rows, notes = [], []
+    for k, dy in enumerate(dys):
+        report = check(dy, k)
+        rows += [_relabel(row, names, k) for row in report.leaves]
+        notes += [n for n in report.notes if n not in notes]
+    return GradReport(tuple(rows), tuple(notes))
+
+
+def _primal_names(f, n):
+    """``f``'s positional parameter names when there are ``n``, else ``primal0, primal1, ...``."""
+    import inspect
+
+    try:
+        params = [p.name for p in inspect.signature(f).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    return tuple(params) if len(params) == n else tuple(f"primal{i}" for i in range(n))
+
+
+def _relabel(row, names, k):
+    """A row of the check of ``⟨dy_k, f⟩`` in the terms of ``f``: ``[0]['W']`` -> ``params['W']``,
+    ``jax.grad`` -> ``jax.vjp``, and the cotangent ``· dy{k}`` in the witness column."""
+    head, _, rest = row.path.partition("]")
+    path = names[int(head[1:])] + rest if head.startswith("[") and head[1:].isdigit() else row.path
+    return dataclasses.replace(row, path=path, witness=f"{row.witness.replace('jax.grad', 'jax.vjp')} · dy{k}")
+
+
+def _traceable(f, primals):
+    """Whether JAX can trace ``f`` (else it is NumPy code, checked by finite differences only)."""
+    try:
+        jax.eval_shape(f, *primals)
+    except (*_NOT_TRACEABLE, TypeError):
+        return False
+    return True
+
+
+_VJP_FUNCTIONS = {}
+
+
+def _vjp_functions(f, f_vjp):
+    """``(φ(primals, dy) = ⟨dy, f(*primals)⟩, (primals, dy) -> f_vjp(primals, dy))`` for
+    :func:`check_grads`, one pair per ``(f, f_vjp)`` so that the cotangents share compilations."""
+
+    def loss(primals, dy):
+        return sum(jnp.sum(d * v) for d, v in zip(jax.tree.leaves(dy), jax.tree.leaves(f(*primals))))
+
+    def grad(primals, dy):
+        cotangents = f_vjp(primals, dy)
+        if not isinstance(cotangents, (tuple, list)) or len(cotangents) != len(primals):
+            raise ValueError(f"f_vjp must return a sequence with one cotangent per primal ({len(primals)}), "
+                             f"got {type(cotangents).__name__}")
+        return tuple(cotangents)
+
+    try:
+        return _VJP_FUNCTIONS.setdefault((f, f_vjp), (loss, grad)) if len(_VJP_FUNCTIONS) < 64 else (loss, grad)
+    except TypeError:  # unhashable callables
+        return loss, grad
+
+
+def _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_elements, directions, seed):
+    """``f_vjp(primals, dy)`` against float64 central differences of ``⟨dy, f⟩``, all in NumPy."""
+    arrays = [np.asarray(p) for p in primals]
+    if not all(np.issubdtype(a.dtype, np.floating) for a in arrays):
+        raise ValueError("check_vjp with a NumPy f: every primal must be a floating-point array")
+    dtype = np.result_type(*arrays)
+    fd_rtol = DEFAULT_RTOL.get(np.dtype(dtype).name, DEFAULT_RTOL["float32"])[1] if fd_rtol is None else fd_rtol
+    dy64 = np.asarray(dy, np.float64)
+    p64 = [a.astype(np.float64) for a in arrays]
+    phi = lambda ps: float(np.sum(dy64 * np.asarray(f(*ps), np.float64)))
+    yours = f_vjp(tuple(primals), dy)
+    if not isinstance(yours, (tuple, list)) or len(yours) != len(primals):
+        raise ValueError(f"f_vjp must return a sequence with one cotangent per primal ({len(primals)})")
+    probes = []
+    for i, p in enumerate(p64):
+        small = p.size <= fd_max_elements
+        vs = np.eye(p.size).reshape(p.size, *p.shape) if small else _unit_directions((seed, 0, i), directions, p.shape)
+        moved = lambda v, sign: phi([q + sign * eps * v if j == i else q for j, q in enumerate(p64)])
+        probes.append((vs, np.array([(moved(v, 1) - moved(v, -1)) / (2 * eps) for v in vs]), not small))
+    if fd_atol is None:
+        fd_atol = 100 * np.finfo(np.float64).eps * abs(phi(p64)) / eps
+    rows = _against_fd("finite diff", tuple(np.asarray(g) for g in yours), _Probes(probes), fd_rtol, fd_atol)
+    return GradReport(tuple(rows), ("f is not traceable by JAX (NumPy code): the only witness is float64 central "
+                                    "finite differences of ⟨dy, f⟩ (no jax.vjp, jvp or Hessian-vector witness)",))

@@ -1,25 +1,31 @@
-"""Layer kinds on one protocol, forward and backward side by side.
+"""Layer kinds on one small protocol, forward and backward side by side.
 
-A layer is a frozen, hashable description (static under jit). Its parameters live
-outside it, in the params pytree. Every layer kind implements
+A layer kind is a frozen dataclass that subclasses :class:`Layer`: a hashable description
+(static under jit) whose parameters live outside it, in the params pytree. It writes three
+methods, four when it has parameters:
 
-- ``param_shapes(in_shape) -> dict`` and ``output_shape(in_shape) -> tuple``
-  (per-example shapes, without the batch axis);
-- ``init(key, in_shape, dtype) -> params``;
-- ``fwd(params, x) -> (y, residuals)``: the forward value and what backward needs;
-- ``bwd(params, residuals, dy) -> (dx, dparams)``: given ``dy = ∂L/∂y``, return
-  ``∂L/∂x`` and ``∂L/∂params``, derived by hand (no autodiff);
-- ``weight_names`` / ``bias_names``: which parameter leaves L2 penalises
-  (biases only with ``l2_bias=True``); a weight's fan-in is the product of all
-  but its last axis;
-- ``kink_gaps(residuals) -> [batch, m]``: per example, for each of ``m`` places where the
-  layer's derivative can jump (a ReLU pre-activation, a pooling window), how far the
-  forward pass came from the jump (``m = 0`` for smooth layers); ``kink_distance(residuals)
-  -> [batch]`` is its minimum (``inf`` when ``m = 0``), so that verification can draw
-  inputs that finite differences can trust, and the checker can count and exclude the rest;
-- ``grad_sq_norms(params, residuals, dy) -> [batch]``: ``||∂ℓ_i/∂params||²`` of every
-  example's own gradient, computed from ``dy`` without materialising per-example gradients
-  where a cheaper exact formula exists (``0`` for parameter-free layers).
+- ``output_shape(in_shape) -> tuple``: per-example shapes, without the batch axis;
+- ``param_shapes(in_shape) -> dict``: parameter name -> shape (default: none);
+- ``fwd(params, x) -> (y, residuals)``: the forward value and what backward needs, *named*
+  (a NamedTuple or a dict; every leaf with the batch axis first);
+- ``bwd(params, residuals, dy) -> (dx, dparams)``: given ``dy = ∂L/∂y``, return ``∂L/∂x``
+  and ``∂L/∂params``, derived by hand (no autodiff).
+
+Everything else has a default, derived from those:
+
+- initialisation (:meth:`Layer.init`): weights from :meth:`Layer.weight_init` (Glorot-normal),
+  every other parameter zero;
+- which parameters are *weights* (:meth:`Layer.weights`): those named in ``weight_names``,
+  by default the ones with two or more axes; L2 penalises the weights, and every other
+  parameter too with ``l2_bias`` (:meth:`Layer.l2_names`); a weight's fan-in is the product
+  of all but its last axis;
+- kinks (:meth:`Layer.kink_gaps`): none;
+- per-example gradient norms (:meth:`Layer.grad_sq_norms`): by running ``bwd`` on each
+  example alone (layers with a cheaper exact formula, :class:`Dense` and :class:`Conv2D`,
+  override it);
+- checkpoints: every public subclass is registered by its class name when it is defined
+  (:func:`layer_kind`), so a checkpoint of a network that uses it can be read back in any
+  process that has defined (imported) it.
 
 :func:`jaxnet.forward` and :func:`jaxnet.manual_grads` run one loop over these,
 whatever the layer kinds.
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,15 +58,10 @@ def positive_int(value, what: str) -> int:
 
 
 def _activation_gaps(activation, z):
-    """|z| per unit, flattened to [batch, m], when the activation has a kink at 0; else [batch, 0]."""
+    """|z| per unit, flattened to [batch, m], when the activation has a kink at 0; else None."""
     if not get_activation(activation).kink:
-        return jnp.zeros((z.shape[0], 0), z.dtype)
+        return None
     return jnp.abs(z).reshape(z.shape[0], -1)
-
-
-def _min_gap(gaps):
-    """[batch, m] -> [batch]: the nearest kink per example (inf when there is none)."""
-    return jnp.min(gaps, axis=1, initial=jnp.inf)
 
 
 _INITS = {
@@ -67,23 +69,132 @@ _INITS = {
     "glorot": jax.nn.initializers.glorot_normal(),  # Var W = 2 / (fan_in + fan_out)
 }
 
+_KINDS: dict = {}  # class name -> Layer subclass, filled as subclasses are defined
 
-class _Activated:
-    """Layers that apply their ``activation`` to pre-activations ``z`` kept as ``residuals[1]``."""
+
+def layer_kind(name: str) -> type:
+    """The :class:`Layer` subclass registered under ``name`` (its class name); a ``KeyError``
+    that says how to register it when no such class has been defined in this process."""
+    if name not in _KINDS:
+        raise KeyError(f"unknown layer kind {name!r}: define (import) that jaxnet.Layer subclass first; "
+                       f"known kinds: {', '.join(sorted(_KINDS))}")
+    return _KINDS[name]
+
+
+class Layer:
+    """The base of every layer kind: subclass it as a frozen dataclass and write
+    ``output_shape``, ``fwd`` and ``bwd`` (and ``param_shapes`` when it has parameters).
+
+    Shapes: ``in_shape`` is one example's input shape (no batch axis); ``fwd`` and ``bwd`` see
+    batches, ``x``: ``[batch, *in_shape]``, ``y``: ``[batch, *output_shape(in_shape)]``.
+    See the module docstring for what each default does.
+    """
+
+    weight_names: tuple | None = None  # None: the parameters with two or more axes
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("_"):
+            return  # a shared private base, not a kind
+        known = _KINDS.get(cls.__name__)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"a layer kind named {cls.__name__!r} is already defined in {known.__module__}; "
+                            "give this one another name (checkpoints name layer kinds by class name)")
+        _KINDS[cls.__name__] = cls  # a redefinition (a notebook cell run again) replaces the old class
+
+    def output_shape(self, in_shape) -> tuple:
+        """Per-example output shape for per-example input shape ``in_shape``."""
+        raise NotImplementedError(f"{type(self).__name__} must define output_shape(in_shape)")
+
+    def fwd(self, params, x):
+        """``x``: [batch, *in_shape] -> ``(y [batch, *out_shape], residuals)``."""
+        raise NotImplementedError(f"{type(self).__name__} must define fwd(params, x)")
+
+    def bwd(self, params, residuals, dy):
+        """``dy`` = ∂L/∂y: [batch, *out_shape] -> ``(∂L/∂x [batch, *in_shape], {name: ∂L/∂param})``."""
+        raise NotImplementedError(f"{type(self).__name__} must define bwd(params, residuals, dy)")
+
+    def param_shapes(self, in_shape) -> dict:
+        """Parameter name -> shape; default: no parameters."""
+        return {}
+
+    def weights(self, in_shape) -> tuple:
+        """The names of the weights: ``weight_names`` when the class sets it, else the
+        parameters with two or more axes."""
+        shapes = self.param_shapes(in_shape)
+        if self.weight_names is not None:
+            return tuple(self.weight_names)
+        return tuple(name for name, shape in shapes.items() if len(shape) >= 2)
+
+    def l2_names(self, in_shape, l2_bias: bool = False) -> tuple:
+        """The parameters that L2 penalises: the weights, and every parameter with ``l2_bias``."""
+        weights = self.weights(in_shape)
+        return tuple(self.param_shapes(in_shape)) if l2_bias else weights
+
+    def weight_init(self):
+        """The initializer of the weights (a ``jax.nn.initializers`` function): Glorot-normal,
+        ``Var W = 2 / (fan_in + fan_out)``."""
+        return _INITS["glorot"]
+
+    def init(self, key, in_shape, dtype) -> dict:
+        """Initial parameters: each weight from :meth:`weight_init`, every other parameter zero.
+
+        With one weight, the layer's ``key`` draws it; several get ``jax.random.split(key, n)``
+        in the order of ``param_shapes``."""
+        shapes = self.param_shapes(in_shape)
+        weights = [name for name in shapes if name in self.weights(in_shape)]
+        keys = [key] if len(weights) == 1 else list(jax.random.split(key, len(weights)))
+        w_keys = dict(zip(weights, keys))
+        init = self.weight_init()
+        return {name: init(w_keys[name], shape, dtype) if name in w_keys else jnp.zeros(shape, dtype)
+                for name, shape in shapes.items()}
 
     def kink_gaps(self, residuals):
-        """|z| of every unit when the activation has a kink at 0 ([batch, m]), else [batch, 0]."""
-        return _activation_gaps(self.activation, residuals[1])
+        """Per example, for each of ``m`` places where the derivative can jump (a ReLU
+        pre-activation, a pooling window), how far the forward pass came from the jump:
+        ``[batch, m]``; ``None`` (the default) for a smooth layer. Verification draws inputs
+        away from kinks and the checker counts and excludes the rest."""
+        return None
 
-    def kink_distance(self, residuals):
-        return _min_gap(self.kink_gaps(residuals))
+    def grad_sq_norms(self, params, residuals, dy):
+        """``||∂ℓ_i/∂params||²`` of every example's own gradient: [batch].
+
+        Default: ``bwd`` on each example alone (``jax.vmap`` over the batch axis of
+        ``residuals`` and ``dy``; every residual leaf must have the batch axis first), or
+        zeros for a layer without parameters. Override it with a closed form when one exists."""
+        if not params:
+            return jnp.zeros(dy.shape[:1], dy.dtype)
+        one = lambda r, d: self.bwd(params, jax.tree.map(lambda a: a[None], r), d[None])[1]
+        grads = jax.vmap(one)(residuals, dy)  # every leaf [batch, *param.shape]
+        return sum(jnp.sum(g * g, axis=tuple(range(1, g.ndim))) for g in jax.tree.leaves(grads))
+
+
+class Activated(NamedTuple):
+    """Residuals of a layer ``a = g(z)`` with ``z`` affine in its input ``x``."""
+
+    x: jax.Array  # the layer's input
+    z: jax.Array  # the pre-activation
+    a: jax.Array  # g(z)
+
+
+class _Activated(Layer):
+    """Layers that apply their ``activation`` to pre-activations ``z``; He-normal weights for the
+    ReLU family, Glorot-normal otherwise."""
+
+    def kink_gaps(self, residuals):
+        """|z| of every unit when the activation has a kink at 0 ([batch, m]), else None."""
+        return _activation_gaps(self.activation, residuals.z)
+
+    def weight_init(self):
+        return _INITS[get_activation(self.activation).init]
 
 
 @dataclasses.dataclass(frozen=True)
 class Dense(_Activated):
     """Fully connected layer with its activation: ``a = g(x W + b)``.
 
-    Parameters ``{"W": [n_in, n_out], "b": [n_out]}`` (row-vector convention).
+    Parameters ``{"W": [n_in, n_out], "b": [n_out]}`` (row-vector convention); He-normal
+    weights for the ReLU family, Glorot-normal otherwise, zero biases.
 
     Attributes:
       features: ``n_out``.
@@ -93,9 +204,6 @@ class Dense(_Activated):
 
     features: int
     activation: str = "identity"
-
-    weight_names = ("W",)
-    bias_names = ("b",)
 
     def __post_init__(self):
         object.__setattr__(self, "features", positive_int(self.features, "Dense.features"))
@@ -111,24 +219,15 @@ class Dense(_Activated):
             )
         return (self.features,)
 
-    def init(self, key, in_shape, dtype):
-        """He-normal weights for the ReLU family, Glorot-normal otherwise; zero biases."""
-        n_in = in_shape[-1]
-        w_init = _INITS[get_activation(self.activation).init]
-        return {
-            "W": w_init(key, (n_in, self.features), dtype),
-            "b": jnp.zeros((self.features,), dtype),
-        }
-
     def fwd(self, params, x):
         """``x``: [batch, n_in] -> ``a``: [batch, n_out].
 
-        z = x W + b,  a = g(z).  Residuals: ``(x, z, a)``.
+        z = x W + b,  a = g(z).  Residuals: :class:`Activated` ``(x, z, a)``.
         """
         g = get_activation(self.activation)
         z = x @ params["W"] + params["b"][None, :]  # [batch, n_in] @ [n_in, n_out] -> [batch, n_out]
         a = g.fn(z)  # [batch, n_out]
-        return a, (x, z, a)
+        return a, Activated(x, z, a)
 
     def bwd(self, params, residuals, da):
         """``da`` = ∂L/∂a: [batch, n_out] -> (∂L/∂x: [batch, n_in], {∂L/∂W, ∂L/∂b}).
@@ -137,7 +236,7 @@ class Dense(_Activated):
         ∂L/∂W = xᵀ δ,  ∂L/∂b = Σ_batch δ,  ∂L/∂x = δ Wᵀ.
         """
         g = get_activation(self.activation)
-        x, z, a = residuals
+        x, z, a = residuals.x, residuals.z, residuals.a
         dz = da * g.deriv(z, a)  # δ: [batch, n_out]
         dW = x.T @ dz  # [n_in, batch] @ [batch, n_out] -> [n_in, n_out]
         db = jnp.sum(dz, axis=0)  # [n_out]
@@ -151,7 +250,7 @@ class Dense(_Activated):
         ``||x_iᵀ δ_i||²_F = ||x_i||² ||δ_i||²``; and ``∂ℓ_i/∂b = δ_i``.
         """
         g = get_activation(self.activation)
-        x, z, a = residuals
+        x, z, a = residuals.x, residuals.z, residuals.a
         dz = da * g.deriv(z, a)  # δ: [batch, n_out]
         dz2 = jnp.sum(dz * dz, axis=1)  # [batch]
         return jnp.sum(x * x, axis=1) * dz2 + dz2
@@ -212,9 +311,6 @@ class Conv2D(_Activated):
     padding: object = "VALID"
     activation: str = "identity"
 
-    weight_names = ("W",)
-    bias_names = ("b",)
-
     def __post_init__(self):
         object.__setattr__(self, "features", positive_int(self.features, "Conv2D.features"))
         object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv2D.kernel_size"))
@@ -241,19 +337,14 @@ class Conv2D(_Activated):
         sh, sw = self.strides
         return ((h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1, self.features)
 
-    def init(self, key, in_shape, dtype):
-        shapes = self.param_shapes(in_shape)
-        w_init = _INITS[get_activation(self.activation).init]  # fan-in kh kw c_in (HWIO)
-        return {"W": w_init(key, shapes["W"], dtype), "b": jnp.zeros(shapes["b"], dtype)}
-
     def fwd(self, params, x):
-        """``x``: [batch, H, W, c_in] -> ``a``: [batch, H', W', c_out]; residuals ``(x, z, a)``."""
+        """``x``: [batch, H, W, c_in] -> ``a``: [batch, H', W', c_out]; residuals :class:`Activated` ``(x, z, a)``."""
         g = get_activation(self.activation)
         z = jax.lax.conv_general_dilated(
             x, params["W"], self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
         ) + params["b"][None, None, None, :]  # [batch, H', W', c_out]
         a = g.fn(z)
-        return a, (x, z, a)
+        return a, Activated(x, z, a)
 
     def _kernel_grad(self, x, dz):
         """Σ_{n,i,j} x_pad[n, s i + p, s j + q, c] δ[n,i,j,o]: [kh, kw, c_in, c_out].
@@ -282,7 +373,7 @@ class Conv2D(_Activated):
           convolution.
         """
         g = get_activation(self.activation)
-        x, z, a = residuals
+        x, z, a = residuals.x, residuals.z, residuals.a
         dz = da * g.deriv(z, a)  # δ: [batch, H', W', c_out]
         db = jnp.sum(dz, axis=(0, 1, 2))  # [c_out]
         pads = self._pads(x.shape[1:])
@@ -315,7 +406,7 @@ class Conv2D(_Activated):
         ``∂ℓ_i/∂b = Σ_t Δ_i``.
         """
         g = get_activation(self.activation)
-        x, z, a = residuals
+        x, z, a = residuals.x, residuals.z, residuals.a
         dz = da * g.deriv(z, a)  # δ: [batch, H', W', c_out]
         n, ho, wo, c_out = dz.shape
         t, p = ho * wo, self.kernel_size[0] * self.kernel_size[1] * x.shape[-1]
@@ -333,29 +424,7 @@ class Conv2D(_Activated):
         return kernel + jnp.sum(db * db, axis=1)
 
 
-class _ParameterFree:
-    """Layers without parameters: ``{}`` in the params list, nothing for L2, no kinks."""
-
-    weight_names = ()
-    bias_names = ()
-
-    def param_shapes(self, in_shape):
-        return {}
-
-    def init(self, key, in_shape, dtype):
-        return {}
-
-    def kink_gaps(self, residuals):
-        return jnp.zeros((residuals[0].shape[0], 0), residuals[0].dtype)
-
-    def kink_distance(self, residuals):
-        return _min_gap(self.kink_gaps(residuals))
-
-    def grad_sq_norms(self, params, residuals, dy):
-        return jnp.zeros(dy.shape[:1], dy.dtype)
-
-
-class _Pool(_ParameterFree):
+class _Pool(Layer):
     """Shared pooling geometry: VALID windows of ``window`` with ``strides`` (default: window)."""
 
     def __post_init__(self):
@@ -393,14 +462,14 @@ class MaxPool2D(_Pool):
     strides: tuple | None = None
 
     def fwd(self, params, x):
-        """``x``: [batch, H, W, c] -> [batch, H', W', c]; residuals ``(x, y)``."""
+        """``x``: [batch, H, W, c] -> [batch, H', W', c]; residuals ``{"x", "y"}``."""
         (kh, kw), (sh, sw) = self.window, self.strides
         y = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1), "VALID")
-        return y, (x, y)
+        return y, {"x": x, "y": y}
 
     def bwd(self, params, residuals, dy):
         """∂L/∂x[n, s i + p, s j + q, c] += dy[n,i,j,c] where (p, q) is the window's (first) arg-max."""
-        x, y = residuals
+        x, y = residuals["x"], residuals["y"]
         dx = jnp.zeros_like(x)
         taken = jnp.zeros(y.shape, bool)  # the window's arg-max has been found
         for index, xs in self._offsets(x, *y.shape[1:3]):
@@ -417,7 +486,7 @@ class MaxPool2D(_Pool):
         0) that stay tied when the parameters move, so the parameter gradient does not jump there
         (and the tie rule decides where δ goes, which a check should see). A near tie
         (0 < gap ≤ margin) is what a finite-difference step can cross."""
-        x, y = residuals
+        x, y = residuals["x"], residuals["y"]
         gap = jnp.full(y.shape, jnp.inf, y.dtype)
         for _, xs in self._offsets(x, *y.shape[1:3]):
             gap = jnp.minimum(gap, jnp.where(xs == y, jnp.inf, y - xs))
@@ -435,12 +504,11 @@ class AvgPool2D(_Pool):
     def fwd(self, params, x):
         (kh, kw), (sh, sw) = self.window, self.strides
         y = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1), "VALID") / (kh * kw)
-        return y, (jnp.zeros((*x.shape, 0), x.dtype),)  # an empty array that carries x's shape
+        return y, {"x_shape": jnp.zeros((*x.shape, 0), x.dtype)}  # an empty array that carries x's shape
 
     def bwd(self, params, residuals, dy):
-        shape = residuals[0].shape[:-1]
         kh, kw = self.window
-        dx = jnp.zeros(shape, dy.dtype)
+        dx = jnp.zeros(residuals["x_shape"].shape[:-1], dy.dtype)  # [batch, H, W, c]
         share = dy / (kh * kw)
         for index, _ in self._offsets(dx, *dy.shape[1:3]):
             dx = dx.at[index].add(share)
@@ -448,7 +516,7 @@ class AvgPool2D(_Pool):
 
 
 @dataclasses.dataclass(frozen=True)
-class Flatten(_ParameterFree):
+class Flatten(Layer):
     """``[batch, H, W, c]`` -> ``[batch, H W c]`` (row-major); backward reshapes back."""
 
     def output_shape(self, in_shape):
@@ -456,14 +524,14 @@ class Flatten(_ParameterFree):
 
     def fwd(self, params, x):
         # [batch, H, W, c] -> [batch, H W c]; the residual is an empty array carrying x's shape
-        return x.reshape(x.shape[0], -1), (jnp.zeros((*x.shape, 0), x.dtype),)
+        return x.reshape(x.shape[0], -1), {"x_shape": jnp.zeros((*x.shape, 0), x.dtype)}
 
     def bwd(self, params, residuals, dy):
-        return dy.reshape(residuals[0].shape[:-1]), {}  # [batch, H W c] -> [batch, H, W, c]
+        return dy.reshape(residuals["x_shape"].shape[:-1]), {}  # [batch, H W c] -> [batch, H, W, c]
 
 
 @dataclasses.dataclass(frozen=True)
-class Activation(_ParameterFree):
+class Activation(Layer):
     """An activation on its own: ``a = g(z)``, backward ``dz = da ∘ g'(z)``. No parameters."""
 
     name: str
@@ -476,11 +544,11 @@ class Activation(_ParameterFree):
 
     def fwd(self, params, z):
         a = get_activation(self.name).fn(z)
-        return a, (z, a)
+        return a, {"z": z, "a": a}
 
     def bwd(self, params, residuals, da):
-        z, a = residuals
+        z, a = residuals["z"], residuals["a"]
         return da * get_activation(self.name).deriv(z, a), {}
 
     def kink_gaps(self, residuals):
-        return _activation_gaps(self.name, residuals[0])
+        return _activation_gaps(self.name, residuals["z"])

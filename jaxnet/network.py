@@ -17,11 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .activations import get_activation
-from .layers import Dense, positive_int
+from .layers import Dense, Layer, positive_int
 from .losses import REDUCTIONS, is_concrete, get_loss
-
-
-_LAYER_PROTOCOL = ("param_shapes", "output_shape", "init", "fwd", "bwd", "kink_gaps", "kink_distance", "grad_sq_norms")
 
 
 @jax.tree_util.register_static
@@ -52,12 +49,7 @@ class Network:
         if not self.layers:
             raise ValueError("layers: a network needs at least one layer")
         for i, layer in enumerate(self.layers):
-            missing = [m for m in _LAYER_PROTOCOL if not callable(getattr(layer, m, None))]
-            if missing:
-                raise ValueError(
-                    f"layers[{i}]: {layer!r} is not a layer (missing {', '.join(missing)}); "
-                    "use the layer kinds of jaxnet.layers, e.g. jaxnet.Dense"
-                )
+            _check_layer_kind(i, layer)
         head = get_loss(self.loss)
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {self.reduction!r}; expected one of {list(REDUCTIONS)}")
@@ -104,6 +96,17 @@ class Network:
             arch = " > ".join(type(layer).__name__ for layer in self.layers)
         reg = f", l2={self.l2:g}{' incl. biases' if self.l2_bias else ''}" if self.l2 else ""
         return f"{arch}, {self.loss} ({self.reduction}){reg}"
+
+
+def _check_layer_kind(i, layer):
+    """A layer must be a frozen dataclass subclassing :class:`jaxnet.Layer` (hashable: static under jit)."""
+    if not isinstance(layer, Layer):
+        raise ValueError(f"layers[{i}]: {layer!r} is not a layer: use a layer kind of jaxnet.layers (e.g. "
+                         "jaxnet.Dense) or a frozen dataclass subclassing jaxnet.Layer")
+    params = getattr(type(layer), "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        raise ValueError(f"layers[{i}]: {type(layer).__name__} must be a frozen dataclass "
+                         "(@dataclasses.dataclass(frozen=True)): a network is static under jit and saved by its fields")
 
 
 def _as_sequence(value, what):
@@ -196,7 +199,8 @@ def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
 # --- input checks (at trace time: shapes and dtypes; values only when concrete) --------
 
 
-def check_net(net):
+def check_net(net) -> None:
+    """``ValueError`` unless ``net`` is a :class:`Network`."""
     if not isinstance(net, Network):
         raise ValueError(f"net must be a jaxnet Network (from jaxnet.mlp), got {type(net).__name__}")
 
@@ -227,7 +231,12 @@ def _check_params(params, net):
 
 
 def prepare_inputs(params, net, x, y=None):
-    """Check inputs; return ``(x [batch, ...], y canonical or None, batched)``."""
+    """The input checks of :func:`loss` and friends, and their canonical inputs.
+
+    Checks ``net``, ``params`` against it, ``x`` (and ``y`` when given) as described in
+    :func:`check_inputs`; returns ``(x [batch, ...] in the params' dtype, y as the loss head's
+    targets or None, batched)``, where ``batched`` is False when ``x`` was one example (it is
+    returned with a batch axis of 1)."""
     check_net(net)
     dtype = _check_params(params, net)
     x = jnp.asarray(x)
@@ -278,7 +287,9 @@ def check_inputs(params, net: Network, x, y=None) -> None:
 
 
 def forward_pass(params, net, x):
-    """``x``: [batch, ...] -> (outputs [batch, K], residuals of every layer)."""
+    """The forward loop: ``x``: [batch, ...] -> ``(outputs [batch, K], residuals)``, with
+    ``residuals[l]`` what layer ``l``'s ``fwd`` returned for its ``bwd``. No input checks
+    (see :func:`prepare_inputs`)."""
     residuals = []
     h = x
     for layer, p in zip(net.layers, params):
@@ -288,8 +299,10 @@ def forward_pass(params, net, x):
 
 
 def backward_pass(params, net, residuals, dout, l2):
-    """``dout`` = ∂L/∂outputs: [batch, K] -> gradients of every layer (data term + L2),
-    in the container type of ``params`` (list or tuple)."""
+    """The backward loop: ``dout`` = ∂L/∂outputs: [batch, K] and the residuals of
+    :func:`forward_pass` -> gradients of every layer (each layer's ``bwd``, plus
+    ``l2 · θ`` for the penalised leaves), in the container type of ``params`` (list or tuple).
+    ``l2``: a float (0.0 skips the term) or a scalar array."""
     grads = [None] * len(net.layers)
     dh = dout
     for i in reversed(range(len(net.layers))):
@@ -302,12 +315,10 @@ def backward_pass(params, net, residuals, dout, l2):
     return type(params)(grads)
 
 
-def penalised_names(net):
-    """Names of the L2-penalised leaves of every layer."""
-    return [
-        layer.weight_names + (layer.bias_names if net.l2_bias else ())
-        for layer in net.layers
-    ]
+def penalised_names(net) -> list:
+    """Per layer, the names of its L2-penalised parameters (:meth:`jaxnet.Layer.l2_names`:
+    the weights, and every parameter when ``net.l2_bias``)."""
+    return [layer.l2_names(shape, net.l2_bias) for layer, shape in zip(net.layers, net.layer_input_shapes)]
 
 
 def _l2_value(params, net, l2):

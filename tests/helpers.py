@@ -112,7 +112,7 @@ def fd_grads(params, net, x, y, eps=1e-6):
 
 
 @dataclasses.dataclass(frozen=True)
-class InputProbe:
+class InputProbe(jaxnet.Layer):
     """A test-only layer on jaxnet's layer protocol: ``a = x ∘ W + b``, with ``W`` and ``b`` of the
     per-example input's shape (``x``: [batch, *in_shape]).
 
@@ -121,8 +121,7 @@ class InputProbe:
     its own parameter gradients (a network's first layer has its ``dx`` thrown away, so a wrong
     input gradient of that layer would go unseen). Elementwise, so it costs little to compile."""
 
-    weight_names = ("W",)
-    bias_names = ("b",)
+    weight_names = ("W",)  # W has the input's shape, one axis for flat inputs
 
     def param_shapes(self, in_shape):
         return {"W": tuple(in_shape), "b": tuple(in_shape)}
@@ -134,20 +133,14 @@ class InputProbe:
         return {"W": jnp.ones(in_shape, dtype), "b": jnp.zeros(in_shape, dtype)}
 
     def fwd(self, params, x):
-        return x * params["W"][None] + params["b"][None], (x,)  # [batch, *in_shape]
+        return x * params["W"][None] + params["b"][None], {"x": x}  # [batch, *in_shape]
 
     def bwd(self, params, residuals, da):
-        (x,) = residuals
+        x = residuals["x"]
         return da * params["W"][None], {"W": jnp.sum(x * da, axis=0), "b": jnp.sum(da, axis=0)}
-
-    def kink_gaps(self, residuals):
-        return jnp.zeros((residuals[0].shape[0], 0), residuals[0].dtype)  # smooth: no kinks
-
-    def kink_distance(self, residuals):
-        return jnp.full((residuals[0].shape[0],), jnp.inf, residuals[0].dtype)
 
     def grad_sq_norms(self, params, residuals, da):
         """Per example ``||x_i ∘ da_i||² + ||da_i||²``: [batch]."""
-        (x,) = residuals
+        x = residuals["x"]
         axes = tuple(range(1, x.ndim))
         return jnp.sum((x * da) ** 2, axis=axes) + jnp.sum(da**2, axis=axes)

@@ -184,7 +184,7 @@ def test_kink_convention_at_exact_zero(activation, slope_at_zero):
     x = jnp.array([[0.0, 0.0], [1.0, -2.0]])  # the first row makes z[0, 0] == 0 exactly
     y = jnp.array([0, 1])
     _, residuals = jaxnet.network.forward_pass(params, net, x)
-    assert residuals[0][1][0, 0] == 0.0
+    assert residuals[0].z[0, 0] == 0.0
     act = jaxnet.ACTIVATIONS[activation]
     assert float(act.deriv(jnp.zeros(()), act.fn(jnp.zeros(())))) == slope_at_zero
     assert float(jax.grad(act.fn)(0.0)) == slope_at_zero

@@ -94,9 +94,9 @@ def test_max_pool_tie_rule():
     y, res = pool.fwd({}, x)
     dx, _ = pool.bwd({}, res, jnp.full(y.shape, 5.0))
     np.testing.assert_array_equal(dx.reshape(2, 2), [[0.0, 5.0], [0.0, 0.0]])
-    assert float(pool.kink_distance(res)[0]) == 1.0  # an exact tie stays a tie: not a kink, the gap to 2 is
+    assert float(jnp.min(pool.kink_gaps(res))) == 1.0  # an exact tie stays a tie: not a kink, the gap to 2 is
     x = jnp.array([[1.0, 3.0], [2.9999, 2.0]]).reshape(1, 2, 2, 1)  # a near tie: a small step crosses it
-    assert float(pool.kink_distance(pool.fwd({}, x)[1])[0]) == pytest.approx(1e-4)
+    assert float(jnp.min(pool.kink_gaps(pool.fwd({}, x)[1]))) == pytest.approx(1e-4)
 
 
 def test_cnn_checkpoint_round_trip(tmp_path):

@@ -60,7 +60,7 @@ def test_nan_or_inf_on_either_side_is_a_failure():
             mine["a"][1] = bad_yours
         if bad_ref is not None:
             ref["a"][1] = bad_ref
-        a, b = gradcheck._compare("jax.grad", mine, ref, 1e-10)
+        a, b = gradcheck.compare("jax.grad", mine, ref, 1e-10)
         assert (a.ok, a.worst, a.max_rel, a.frac_bad) == (False, "(1,)", np.inf, pytest.approx(1 / 3)), (bad_yours, bad_ref, a)
         assert b.ok and b.max_rel == 0.0, (bad_yours, bad_ref, b)
     # through check_grads: a loss that is NaN at these params (sqrt of negative numbers) and a finite gradient

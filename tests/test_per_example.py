@@ -83,5 +83,5 @@ def test_a_wrong_per_example_gradient_goes_red():
     params, x, y = verify.random_problem(net, seed=3, n=5)
     wrong = jax.tree.map(lambda g: g / 5, per_example_grads(params, net, x, y))
     reference = on_reference(jax.vmap(jax.grad(jaxnet.loss), (None, None, 0, 0)), params, net, x, y)  # sum, no L2: per example
-    assert not any(r.ok for r in gradcheck._compare("per-example", wrong, reference, 1e-10))
-    assert all(r.ok for r in gradcheck._compare("per-example", per_example_grads(params, net, x, y), reference, 1e-10))
+    assert not any(r.ok for r in gradcheck.compare("per-example", wrong, reference, 1e-10))
+    assert all(r.ok for r in gradcheck.compare("per-example", per_example_grads(params, net, x, y), reference, 1e-10))

@@ -1,0 +1,212 @@
+"""Checking one layer's hand-written backward pass, and naming the first wrong layer of a network.
+
+- :func:`check_layer` checks a layer's ``bwd`` (the input gradient and every parameter leaf) with
+  :func:`jaxnet.check_vjp`: random cotangents ``dy``, ``jax.vjp`` of its ``fwd``, float64
+  finite differences, the dot-product test against ``jax.jvp``; kinks handled as in
+  :func:`jaxnet.check_grads`.
+- :func:`find_wrong_layer` walks a network's layers from the output down, gives each layer's
+  ``bwd`` the upstream ``dy`` that autodiff computes for it, compares its ``dx`` and ``dparams``
+  with ``jax.vjp`` of that layer's ``fwd`` at the same point, and names the first layer that
+  disagrees (index, kind, and which of its outputs). Each layer sees the *right* ``dy``, so a
+  wrong layer cannot make the layers below it look wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .devices import device_name, on_device, working_device
+from .devices import reference_device as device_for  # reference_device is an argument below
+from .gradcheck import DEFAULT_RTOL, GradReport, check_vjp, compare, count_layer_kinks, count_kinks, handle_kinks
+from .layers import Layer
+from .losses import get_loss
+from .network import check_inputs, forward_pass, prepare_inputs
+
+
+def check_layer(layer: Layer, params: dict, x, *, cotangents: int = 3, kinks: str = "exclude", kink_margin=None,
+                eps: float = 1e-6, seed: int = 0, **options) -> GradReport:
+    """Check ``layer.bwd`` against ``jax.vjp`` of ``layer.fwd`` and float64 finite differences.
+
+    ``y = fwd(params, x)[0]``; for each random cotangent ``dy`` (``[batch, *out_shape]``),
+    ``bwd(params, residuals, dy) = (dx, dparams)`` must equal ``Jᵀ dy`` for ``x`` and every
+    parameter leaf (:func:`jaxnet.check_vjp`; rows ``x`` and ``params['W']`` …). Examples whose
+    forward pass comes within ``kink_margin`` (default ``100 · eps``) of one of the layer's kinks
+    (``kink_gaps``) are excluded (``kinks="exclude"``), their inputs nudged (``"nudge"``) or only
+    counted (``"count"``), as in :func:`jaxnet.check_grads`. Integer ``x`` (token ids) is held
+    fixed and only the parameters are checked.
+
+    Args:
+      layer: a :class:`jaxnet.Layer`.
+      params: its parameters, ``{name: array}`` of ``layer.param_shapes(x.shape[1:])``.
+      x: a batch of inputs, ``[batch, *in_shape]``.
+      cotangents, eps, seed, options: as for :func:`jaxnet.check_vjp` (``rtol``, ``fd_rtol``, …).
+    """
+    x = _check_layer_inputs(layer, params, x)
+    margin = 100 * eps if kink_margin is None else float(kink_margin)
+    (x,), notes = handle_kinks(lambda xs: count_layer_kinks(layer, params, xs, margin), (x,), kinks, margin, seed)
+    if jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        f, f_vjp, primals, names = *_layer_functions(layer), (params, x), ("params", "x")
+    else:
+        f = lambda p: layer.fwd(p, x)[0]
+        f_vjp = lambda primals, dy: (layer.bwd(primals[0], layer.fwd(primals[0], x)[1], dy)[1],)
+        primals, names = (params,), ("params",)
+        notes.append(f"x has dtype {jnp.result_type(x)}: held fixed, only the parameters checked")
+    report = check_vjp(f, f_vjp, *primals, cotangents=cotangents, names=names, eps=eps, seed=seed, **options)
+    return GradReport(report.leaves, (*notes, *report.notes))
+
+
+def _layer_functions(layer):
+    """``f(params, x) = fwd(params, x)[0]`` and ``f_vjp((params, x), dy) = (dparams, dx)`` from ``bwd``."""
+
+    def f(params, x):
+        return layer.fwd(params, x)[0]
+
+    def f_vjp(primals, dy):
+        params, x = primals
+        dx, dparams = layer.bwd(params, layer.fwd(params, x)[1], dy)
+        return dparams, dx
+
+    return f, f_vjp
+
+
+def _check_layer_inputs(layer, params, x):
+    """``x`` as an array, after checking the layer, ``x``'s batch axis and ``params``' names and shapes."""
+    if not isinstance(layer, Layer):
+        raise ValueError(f"layer: expected a jaxnet.Layer, got {type(layer).__name__}")
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"x: expected a batch [batch, *in_shape] with at least one example, got shape {x.shape}")
+    expected = layer.param_shapes(x.shape[1:])
+    if not isinstance(params, dict) or set(params) != set(expected):
+        raise ValueError(f"params: expected keys {sorted(expected)}, got {sorted(params) if isinstance(params, dict) else params!r}")
+    for name, shape in expected.items():
+        if tuple(jnp.shape(params[name])) != tuple(shape):
+            raise ValueError(f"params[{name!r}]: expected shape {tuple(shape)}, got {tuple(jnp.shape(params[name]))}")
+    return x
+
+
+# --- the first wrong layer of a network -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerVerdict:
+    """One layer's ``bwd`` against ``jax.vjp`` of its ``fwd``, given autodiff's upstream ``dy``."""
+
+    index: int  # -1: the loss head's output delta
+    kind: str
+    report: GradReport  # rows "dx", "dparams['W']", …
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+    @property
+    def wrong(self) -> tuple:
+        """The outputs that disagree, e.g. ``("dx", "dparams['W']")``."""
+        return tuple(dict.fromkeys(row.path for row in self.report.failures()))
+
+
+@dataclasses.dataclass(frozen=True)
+class WrongLayerReport:
+    """Every layer's verdict, from the output down; ``culprit`` is the first wrong one (or None)."""
+
+    verdicts: tuple
+    notes: tuple = ()
+
+    @property
+    def culprit(self) -> LayerVerdict | None:
+        return next((v for v in self.verdicts if not v.ok), None)
+
+    @property
+    def ok(self) -> bool:
+        return self.culprit is None
+
+    def __str__(self):
+        lines = [f"{'layer':>5}  {'kind':<22}  {'worst rel':>9}  verdict"]
+        for v in self.verdicts:
+            worst = max((row.max_rel for row in v.report.leaves), default=0.0)
+            name = "head" if v.index < 0 else str(v.index)
+            lines.append(f"{name:>5}  {v.kind:<22}  {worst:9.2e}  {'ok' if v.ok else 'WRONG: ' + ', '.join(v.wrong)}")
+        c = self.culprit
+        lines.append("every layer's backward agrees with jax.vjp" if c is None else
+                     f"first wrong layer from the output: {_where(c)} in {', '.join(c.wrong)}")
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def _where(verdict):
+    return f"the loss head ({verdict.kind})" if verdict.index < 0 else f"layers[{verdict.index}] ({verdict.kind})"
+
+
+def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_margin: float = 1e-4, seed: int = 0,
+                     reference_device="default") -> WrongLayerReport:
+    """Name the first layer, from the output down, whose hand-written backward pass is wrong.
+
+    The loss head's delta ``∂L/∂f`` is compared with ``jax.grad`` of the reduced loss value;
+    then for ``l = L, …, 1`` layer ``l`` gets autodiff's ``dy_l = ∂L/∂a_l`` (``jax.vjp`` through
+    the layers above it and the head), and its ``bwd(params_l, residuals_l, dy_l)`` is compared
+    with ``jax.vjp`` of ``fwd_l`` at the same input, output by output (``dx``, each
+    ``dparams`` leaf), with :func:`jaxnet.gradcheck.compare` at ``rtol`` (default: the dtype's
+    ``jax.grad`` tolerance, 1e-10 in float64). The references run on
+    :func:`jaxnet.devices.reference_device` (the CPU device in float64), your ``bwd`` on the
+    working device. Examples near a kink are excluded (or nudged, or counted) as in
+    :func:`jaxnet.check_grads`. The L2 term is not a layer's: it is checked by ``check_grads``.
+
+    Returns:
+      a :class:`WrongLayerReport`; ``.culprit`` is the first wrong :class:`LayerVerdict`
+      (``index``, ``kind``, ``wrong`` outputs) or None; ``str()`` is a table, one row per layer.
+    """
+    check_inputs(params, net, x, y)
+    (x, y), notes = handle_kinks(lambda xs: count_kinks(params, net, xs, kink_margin), (x, y), kinks, kink_margin, seed,
+                                 np.shape(x) == tuple(net.input_shape))
+    x, y, _ = prepare_inputs(params, net, x, y)
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+    rtol = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])[0] if rtol is None else rtol
+    ref = device_for(dtype, reference_device, params)
+    with jax.default_matmul_precision("highest"):
+        out, residuals = forward_pass(params, net, x)
+    inputs, dys, head = on_device(_autodiff_upstream, params, net, x, y, device=ref)
+    verdicts = [LayerVerdict(-1, net.loss, GradReport(tuple(compare("jax.grad", {"delta": _head_delta(net, out, y)},
+                                                                   {"delta": head}, rtol))))]
+    for i in reversed(range(len(net.layers))):
+        layer = net.layers[i]
+        with jax.default_matmul_precision("highest"):
+            dx, dparams = layer.bwd(params[i], residuals[i], jnp.asarray(dys[i], out.dtype))
+        dparams_ref, dx_ref = on_device(_layer_vjp, layer, params[i], inputs[i], dys[i], device=ref)
+        rows = compare("jax.vjp", {"dx": dx, "dparams": dparams}, {"dx": dx_ref, "dparams": dparams_ref}, rtol)
+        verdicts.append(LayerVerdict(i, type(layer).__name__, GradReport(tuple(
+            dataclasses.replace(row, path=row.path.replace("['dx']", "dx").replace("['dparams']", "dparams"))
+            for row in rows))))
+    notes.append(f"references on {device_name(ref)}; your bwd on {device_name(working_device(params))}")
+    return WrongLayerReport(tuple(verdicts), tuple(notes))
+
+
+def _head_delta(net, out, y):
+    """The hand-written ``∂L/∂f`` of the reduced data loss: ``r · delta(f, y)``: [batch, K]."""
+    r = 1.0 / out.shape[0] if net.reduction == "mean" else 1.0
+    return r * get_loss(net.loss).delta(out, y)
+
+
+def _autodiff_upstream(params, net, x, y):
+    """Every layer's input ``h_l`` and autodiff's ``dy_l = ∂L/∂(output of layer l)``, and ``∂L/∂f``."""
+    inputs, h = [], x
+    for layer, p in zip(net.layers, params):
+        inputs.append(h)
+        h = layer.fwd(p, h)[0]
+    r = 1.0 / x.shape[0] if net.reduction == "mean" else 1.0
+    dy = jax.grad(lambda f: r * jnp.sum(get_loss(net.loss).value(f, y)))(h)  # ∂L/∂f: [batch, K]
+    head, dys = dy, [None] * len(net.layers)
+    for i in reversed(range(len(net.layers))):
+        dys[i] = dy
+        _, pullback = jax.vjp(lambda a, i=i: net.layers[i].fwd(params[i], a)[0], inputs[i])
+        (dy,) = pullback(dy)
+    return inputs, dys, head
+
+
+def _layer_vjp(layer, params, x, dy):
+    """``(∂⟨dy, fwd⟩/∂params, ∂⟨dy, fwd⟩/∂x)`` by ``jax.vjp``."""
+    _, pullback = jax.vjp(lambda p, a: layer.fwd(p, a)[0], params, x)
+    return pullback(dy)

@@ -1,0 +1,101 @@
+"""The package's seams: no import cycle among jaxnet's modules, no private name used across modules."""
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def _module_name(path):
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path):
+    """``(module imported, names taken from it, line)`` for every import in ``path`` (top level or
+    inside functions), relative imports resolved; plus ``module._name`` attribute uses of
+    imported jaxnet modules."""
+    tree = ast.parse(path.read_text())
+    package = _module_name(path).split(".") if path.name == "__init__.py" else _module_name(path).split(".")[:-1]
+    aliases, found = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                if (ROOT / pathlib.Path(*sub.split("."))).with_suffix(".py").exists() or (ROOT / pathlib.Path(*sub.split("."))).is_dir():
+                    found.append((sub, (), node.lineno))  # a module imported from its package
+                    aliases[alias.asname or alias.name] = sub
+                else:
+                    found.append((base, (alias.name,), node.lineno))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append((alias.name, (), node.lineno))
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append((aliases[node.value.id], (node.attr,), node.lineno))
+    return [(m, names, line) for m, names, line in found if m == "jaxnet" or m.startswith("jaxnet.")]
+
+
+def _files(*folders):
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+
+
+def test_no_private_names_across_modules():
+    """jaxnet's modules and the experiments use other modules' public names only."""
+    bad = [f"{path.relative_to(ROOT)}:{line}: {module}.{name}"
+           for path in _files("jaxnet", "experiments")
+           for module, names, line in _imports(path)
+           for name in names if name.startswith("_") and module != _module_name(path)]
+    assert not bad, "private names imported across modules:\n" + "\n".join(bad)
+
+
+def test_no_import_cycle_among_jaxnet_modules():
+    graph = {}
+    for path in _files("jaxnet"):
+        me = _module_name(path)
+        graph[me] = {m for m, _, _ in _imports(path) if m != me and m != "jaxnet" and m in _all_modules()}
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n):] + [n]))
+            if n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def _all_modules():
+    return {_module_name(p) for p in _files("jaxnet")}
+
+
+def test_the_checks_can_fail(tmp_path, monkeypatch):
+    """Both checks see a planted private import and a planted cycle."""
+    package = tmp_path / "jaxnet"
+    package.mkdir()
+    (tmp_path / "experiments").mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .b import _helper\n")
+    (package / "b.py").write_text("def _helper():\n    from . import a\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    for check, message in ((test_no_private_names_across_modules, "jaxnet.b._helper"),
+                           (test_no_import_cycle_among_jaxnet_modules, "import cycle: jaxnet.a -> jaxnet.b -> jaxnet.a")):
+        try:
+            check()
+        except AssertionError as e:
+            assert message in str(e)
+        else:
+            raise AssertionError(f"{check.__name__} passed a planted violation")

@@ -1,0 +1,294 @@
+"""The layer protocol (jaxnet.Layer and its defaults), check_layer, check_vjp and find_wrong_layer."""
+
+import contextlib
+import dataclasses
+import io
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxnet
+from jaxnet import checkpoint, layers, train, verify
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def _readme_layer_block():
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("## Your own layer\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_layer_trains_checkpoints_resumes_and_checks():
+    """The README's user-written layer, run as printed: checked alone, trained, saved, loaded,
+    resumed and checked in its network; the resumed run ends where 40 epochs in one go end."""
+    scope, out = {}, io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(_readme_layer_block(), "README.md", "exec"), scope)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "check_layer: True" and lines[-1] == "check_grads: True", out.getvalue()
+    assert float(lines[1].split()[-1]) >= 0.8  # the spiral's three arms, 40 epochs
+    net, s = scope["net"], scope["s"]
+    whole = train.fit(net, jaxnet.init_params(jax.random.key(1), net), s.x_train, s.y_train, scope["opt"],
+                      epochs=40, batch_size=32, key=jax.random.key(2))
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(scope["result"].params)):
+        np.testing.assert_array_equal(a, b)
+    assert checkpoint.network_to_dict(net)["layers"][1] == {"kind": "ScaledTanh"}
+
+
+# --- the base's defaults ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Affine(jaxnet.Layer):
+    """``y = x W ∘ s + c``: a weight (two axes), a scale and a shift (one axis each)."""
+
+    features: int = 3
+
+    def output_shape(self, in_shape):
+        return (self.features,)
+
+    def param_shapes(self, in_shape):
+        return {"W": (in_shape[0], self.features), "s": (self.features,), "c": (self.features,)}
+
+    def fwd(self, params, x):
+        u = x @ params["W"]  # [batch, n_in] @ [n_in, n_out]
+        return u * params["s"][None] + params["c"][None], {"x": x, "u": u}
+
+    def bwd(self, params, res, dy):
+        du = dy * params["s"][None]  # [batch, n_out]
+        return du @ params["W"].T, {"W": res["x"].T @ du, "s": jnp.sum(dy * res["u"], axis=0), "c": jnp.sum(dy, axis=0)}
+
+
+def test_defaults_weights_l2_and_init():
+    layer = Affine(3)
+    assert layer.weights((4,)) == ("W",)
+    assert layer.l2_names((4,)) == ("W",) and set(layer.l2_names((4,), l2_bias=True)) == {"W", "s", "c"}
+    params = layer.init(jax.random.key(0), (4,), jnp.float32)
+    np.testing.assert_array_equal(params["W"], jax.nn.initializers.glorot_normal()(jax.random.key(0), (4, 3), jnp.float32))
+    assert not np.any(params["s"]) and not np.any(params["c"])
+    assert layer.kink_gaps({"x": jnp.ones((2, 4))}) is None
+    net = jaxnet.mlp([4, 5, 3], "relu")  # Dense: He-normal for the ReLU family, the layer's key, zero biases
+    keys = jax.random.split(jax.random.key(3), 2)
+    params = jaxnet.init_params(jax.random.key(3), net)
+    np.testing.assert_array_equal(params[0]["W"], jax.nn.initializers.he_normal()(keys[0], (4, 5), jnp.float32))
+    np.testing.assert_array_equal(params[1]["W"], jax.nn.initializers.glorot_normal()(keys[1], (5, 3), jnp.float32))
+
+
+def test_every_kind_is_a_registered_layer():
+    for cls in (jaxnet.Dense, jaxnet.Conv2D, jaxnet.MaxPool2D, jaxnet.AvgPool2D, jaxnet.Flatten, jaxnet.Activation, Affine):
+        assert issubclass(cls, jaxnet.Layer) and layers.layer_kind(cls.__name__) is cls
+    with pytest.raises(KeyError, match="unknown layer kind 'Nope'"):
+        layers.layer_kind("Nope")
+
+
+def test_default_per_example_norms_match_the_closed_forms():
+    """The base's grad_sq_norms (bwd per example) equals Dense's and Conv2D's closed forms, and a
+    network with a user layer checks out with check_per_example."""
+    rng = np.random.default_rng(0)
+    for layer, in_shape in ((jaxnet.Dense(4, "tanh"), (5,)), (jaxnet.Conv2D(3, 2, 1, "VALID", "tanh"), (4, 4, 2))):
+        net = jaxnet.sequential(in_shape, [layer, jaxnet.Flatten(), jaxnet.Dense(2)])
+        params, x, _ = verify.random_problem(net, seed=1, n=5)
+        _, res = layer.fwd(params[0], x)
+        dy = jnp.asarray(rng.normal(size=(5, *layer.output_shape(in_shape))))
+        np.testing.assert_allclose(jaxnet.Layer.grad_sq_norms(layer, params[0], res, dy),
+                                   layer.grad_sq_norms(params[0], res, dy), rtol=1e-12)
+    net = jaxnet.sequential((4,), [Affine(3), jaxnet.Dense(2)], l2=0.1, l2_bias=True)
+    params, x, y = verify.random_problem(net, seed=2, n=6)
+    assert jaxnet.check_per_example(params, net, x, y).ok
+
+
+def test_layers_that_are_not_frozen_dataclass_layers_are_refused():
+    @dataclasses.dataclass
+    class Mutable(jaxnet.Layer):
+        def output_shape(self, in_shape):
+            return (int(np.prod(in_shape)),)
+
+    with pytest.raises(ValueError, match=r"layers\[0\]: Mutable must be a frozen dataclass"):
+        jaxnet.sequential((2, 2, 1), [Mutable(), jaxnet.Dense(2)])
+    with pytest.raises(ValueError, match=r"layers\[1\]: 'relu' is not a layer"):
+        jaxnet.sequential((2,), [jaxnet.Dense(2), "relu"])
+
+
+def test_a_checkpoint_naming_an_unknown_kind_is_a_clear_error(tmp_path):
+    net = jaxnet.sequential((4,), [Affine(3), jaxnet.Dense(2)])
+    path = tmp_path / "affine.npz"
+    checkpoint.save(path, net=net, params=jaxnet.init_params(jax.random.key(0), net))
+    assert checkpoint.load(path).net == net
+    saved = layers._KINDS.pop("Affine")  # as in a process that never defined it
+    try:
+        with pytest.raises(checkpoint.CheckpointError, match="unknown layer kind 'Affine': define"):
+            checkpoint.load(path)
+    finally:
+        layers._KINDS["Affine"] = saved
+
+
+# --- check_layer and check_vjp -----------------------------------------------------------------
+
+
+def _x(shape, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape))
+
+
+@pytest.mark.parametrize("layer, in_shape", [
+    (jaxnet.Dense(3, "relu"), (4,)),
+    (jaxnet.Conv2D(2, 2, 2, "SAME", "elu"), (5, 5, 2)),
+    (jaxnet.MaxPool2D(2, 1), (4, 4, 2)),
+    (Affine(3), (4,)),
+], ids=["dense-relu", "conv", "maxpool", "user"])
+def test_check_layer_passes_every_right_backward(layer, in_shape):
+    net = jaxnet.sequential(in_shape, [layer, jaxnet.Flatten(), jaxnet.Dense(2)])
+    params, x, _ = verify.random_problem(net, seed=3, n=4)
+    report = jaxnet.check_layer(layer, params[0], x)
+    assert report.ok, str(report)
+    paths = {row.path for row in report.leaves}
+    assert "x" in paths and {f"params['{n}']" for n in params[0]} <= paths
+    assert {"jax.vjp · dy2", "finite diff · dy0", "jvp vs yours · dy1"} <= {row.witness for row in report.leaves}
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineForgetsScaleInDx(Affine):
+    def bwd(self, params, res, dy):
+        dx, grads = super().bwd(params, res, dy)
+        return dy @ params["W"].T, grads  # dx without the ∘ s
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineShiftMean(Affine):
+    def bwd(self, params, res, dy):
+        dx, grads = super().bwd(params, res, dy)
+        return dx, {**grads, "c": jnp.mean(dy, axis=0)}  # the shift's gradient averaged, not summed
+
+
+@pytest.mark.parametrize("layer, wrong", [(AffineForgetsScaleInDx(3), {"x"}), (AffineShiftMean(3), {"params['c']"})])
+def test_check_layer_goes_red_on_a_wrong_backward_in_exactly_that_output(layer, wrong):
+    params = verify.draw_params(jaxnet.sequential((4,), [layer, jaxnet.Dense(2)]), np.random.default_rng(0), jnp.float64)[0]
+    report = jaxnet.check_layer(layer, params, _x((5, 4)))
+    assert {row.path for row in report.failures()} == wrong
+    assert {row.witness.split(" · ")[0] for row in report.failures()} >= {"jax.vjp", "finite diff", "jvp vs yours"}
+
+
+def _matmul_tanh(x, w):
+    return jnp.tanh(x @ w)
+
+
+def _matmul_tanh_vjp(primals, dy, slip=1.0):
+    x, w = primals
+    t = jnp.tanh(x @ w)  # [batch, n_out]
+    dz = dy * (1 - t**2)
+    return dz @ w.T, slip * (x.T @ dz)
+
+
+def _numpy_matmul_tanh(x, w):
+    return np.tanh(np.asarray(x) @ np.asarray(w))
+
+
+def _numpy_matmul_tanh_vjp(primals, dy, slip=1.0):
+    x, w = map(np.asarray, primals)
+    dz = np.asarray(dy) * (1 - np.tanh(x @ w) ** 2)
+    return dz @ w.T, slip * (x.T @ dz)
+
+
+@pytest.mark.parametrize("numpy", [False, True], ids=["jax", "numpy"])
+def test_check_vjp_passes_and_goes_red(numpy):
+    f, f_vjp = (_numpy_matmul_tanh, _numpy_matmul_tanh_vjp) if numpy else (_matmul_tanh, _matmul_tanh_vjp)
+    x, w = _x((5, 3), 1), _x((3, 2), 2)
+    if numpy:
+        x, w = np.asarray(x), np.asarray(w)
+    report = jaxnet.check_vjp(f, f_vjp, x, w)
+    assert report.ok, str(report)
+    assert {row.path for row in report.leaves} == {"x", "w"}
+    witnesses = {row.witness.split(" · ")[0] for row in report.leaves}
+    assert witnesses == ({"finite diff"} if numpy else
+                         {"jax.vjp", "finite diff", "ref vs finite diff", "jvp vs jax.vjp", "jvp vs yours", "hessian-vector"})
+    assert any("NumPy" in note for note in report.notes) == numpy
+    bad = jaxnet.check_vjp(f, lambda p, dy: f_vjp(p, dy, slip=1.01), x, w)
+    assert {row.path for row in bad.failures()} == {"w"}
+
+
+# --- the first wrong layer -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class NoActivationDerivative(jaxnet.Dense):
+    def bwd(self, params, residuals, da):
+        dz = da  # δ = da: g'(z) dropped
+        return dz @ params["W"].T, {"W": residuals.x.T @ dz, "b": jnp.sum(dz, axis=0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightGradFromDa(jaxnet.Dense):
+    def bwd(self, params, residuals, da):
+        dx, grads = super().bwd(params, residuals, da)
+        return dx, {**grads, "W": residuals.x.T @ da}  # ∂W from da instead of δ
+
+
+@dataclasses.dataclass(frozen=True)
+class BiasMeanNotSum(jaxnet.Dense):
+    def bwd(self, params, residuals, da):
+        dx, grads = super().bwd(params, residuals, da)
+        return dx, {**grads, "b": grads["b"] / da.shape[0]}  # Σ_batch δ averaged
+
+
+@dataclasses.dataclass(frozen=True)
+class InputGradUntransposed(jaxnet.Dense):
+    def bwd(self, params, residuals, da):
+        dx, grads = super().bwd(params, residuals, da)
+        return da @ params["W"], grads  # δ W instead of δ Wᵀ (g' dropped too); needs a square W
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftplusSigmoidSlip(jaxnet.Activation):
+    def bwd(self, params, residuals, da):
+        return da * jax.nn.sigmoid(residuals["a"]), {}  # softplus' evaluated at a instead of z
+
+
+def _five_layers(i, broken):
+    """Dense(5, tanh) > Dense(5, sigmoid) > Activation(softplus) > Dense(5, elu) > Dense(3), layer i broken."""
+    kinds = [jaxnet.Dense(5, "tanh"), jaxnet.Dense(5, "sigmoid"), jaxnet.Activation("softplus"),
+             jaxnet.Dense(5, "elu"), jaxnet.Dense(3)]
+    kinds[i] = broken
+    return jaxnet.sequential((5,), kinds, l2=0.01)
+
+
+@pytest.mark.parametrize("i, broken, wrong", [
+    (0, NoActivationDerivative(5, "tanh"), {"dx", "dparams['W']", "dparams['b']"}),
+    (1, WeightGradFromDa(5, "sigmoid"), {"dparams['W']"}),
+    (2, SoftplusSigmoidSlip("softplus"), {"dx"}),
+    (3, BiasMeanNotSum(5, "elu"), {"dparams['b']"}),
+    (3, InputGradUntransposed(5, "elu"), {"dx"}),  # W of layer 3 is [5, 5]
+], ids=["activation-derivative-dropped", "dW-from-da", "derivative-at-a", "bias-mean", "dx-untransposed"])
+def test_find_wrong_layer_names_the_broken_layer_and_no_other(i, broken, wrong):
+    net = _five_layers(i, broken)
+    params, x, y = verify.random_problem(net, seed=i, n=8)
+    report = jaxnet.find_wrong_layer(params, net, x, y)
+    assert not jaxnet.check_grads(lambda p, x, y: jaxnet.loss(p, net, x, y),
+                                  lambda p, x, y: jaxnet.manual_grads(p, net, x, y), params, x, y, hvp_directions=0).ok
+    assert report.culprit is not None and (report.culprit.index, report.culprit.kind) == (i, type(broken).__name__)
+    assert set(report.culprit.wrong) == wrong
+    assert [v.index for v in report.verdicts if not v.ok] == [i], str(report)
+    assert f"first wrong layer from the output: layers[{i}] ({type(broken).__name__})" in str(report)
+
+
+def test_find_wrong_layer_passes_a_right_network():
+    net = _five_layers(2, jaxnet.Activation("softplus"))
+    params, x, y = verify.random_problem(net, seed=0, n=8)
+    report = jaxnet.find_wrong_layer(params, net, x, y)
+    assert report.ok and report.culprit is None and len(report.verdicts) == 6
+    assert "every layer's backward agrees with jax.vjp" in str(report)
+
+
+def test_jaxnet_check_names_the_first_wrong_layer(monkeypatch, capsys):
+    """Under a mismatch, ``jaxnet check`` prints each layer's verdict and names the first wrong one."""
+    from jaxnet import cli
+
+    def no_activation_derivative(self, params, residuals, da):
+        return da @ params["W"].T, {"W": residuals.x.T @ da, "b": jnp.sum(da, axis=0)}
+
+    monkeypatch.setattr(jaxnet.Dense, "bwd", no_activation_derivative)
+    assert cli.main(["check", "--preset", "000-spiral", "--batch", "8"]) == 1
+    out = capsys.readouterr().out
+    assert "each layer's backward, given autodiff's upstream dy, against jax.vjp" in out
+    assert "first wrong layer from the output: layers[0] (Dense) in dparams['W'], dparams['b'], dx" in out
