@@ -51,8 +51,13 @@ def network_from_dict(d: dict) -> Network:
             cls = layer_kind(kind)
         except KeyError as e:
             raise CheckpointError(f"the checkpoint's network uses an {e.args[0]}") from None
-        layers.append(cls(**spec))
+        layers.append(cls(**{name: _tuples(value) for name, value in spec.items()}))
     return Network(tuple(d["input_shape"]), tuple(layers), d["loss"], d["reduction"], d["l2"], d["l2_bias"])
+
+
+def _tuples(value):
+    """JSON's lists back to the tuples a layer's fields held (a frozen layer must be hashable)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .devices import device_name, on_device, working_device
+from .devices import device_name, on_device, to_device, working_device
 from .devices import reference_device as device_for  # reference_device is an argument below
 from .gradcheck import DEFAULT_RTOL, GradReport, check_vjp, compare, count_layer_kinks, count_kinks, handle_kinks
 from .layers import Layer
@@ -165,7 +165,7 @@ def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_
     x, y, _ = prepare_inputs(params, net, x, y)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     rtol = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])[0] if rtol is None else rtol
-    ref = device_for(dtype, reference_device, params)
+    ref, working = device_for(dtype, reference_device, params), working_device(params)
     with jax.default_matmul_precision("highest"):
         out, residuals = forward_pass(params, net, x)
     inputs, dys, head = on_device(_autodiff_upstream, params, net, x, y, device=ref)
@@ -174,13 +174,14 @@ def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_
     for i in reversed(range(len(net.layers))):
         layer = net.layers[i]
         with jax.default_matmul_precision("highest"):
-            dx, dparams = layer.bwd(params[i], residuals[i], jnp.asarray(dys[i], out.dtype))
+            dy = to_device(jnp.asarray(dys[i], out.dtype), working)  # autodiff's dy, where your bwd runs
+            dx, dparams = layer.bwd(params[i], residuals[i], dy)
         dparams_ref, dx_ref = on_device(_layer_vjp, layer, params[i], inputs[i], dys[i], device=ref)
         rows = compare("jax.vjp", {"dx": dx, "dparams": dparams}, {"dx": dx_ref, "dparams": dparams_ref}, rtol)
         verdicts.append(LayerVerdict(i, type(layer).__name__, GradReport(tuple(
             dataclasses.replace(row, path=row.path.replace("['dx']", "dx").replace("['dparams']", "dparams"))
             for row in rows))))
-    notes.append(f"references on {device_name(ref)}; your bwd on {device_name(working_device(params))}")
+    notes.append(f"references on {device_name(ref)}; your bwd on {device_name(working)}")
     return WrongLayerReport(tuple(verdicts), tuple(notes))
 
 

@@ -123,6 +123,10 @@ class Layer:
         parameters with two or more axes."""
         shapes = self.param_shapes(in_shape)
         if self.weight_names is not None:
+            unknown = set(self.weight_names) - set(shapes)
+            if unknown:
+                raise ValueError(f"{type(self).__name__}.weight_names names {sorted(unknown)}, which are not its "
+                                 f"parameters {sorted(shapes)}")
             return tuple(self.weight_names)
         return tuple(name for name, shape in shapes.items() if len(shape) >= 2)
 

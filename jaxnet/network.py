@@ -107,6 +107,10 @@ def _check_layer_kind(i, layer):
     if params is None or not params.frozen:
         raise ValueError(f"layers[{i}]: {type(layer).__name__} must be a frozen dataclass "
                          "(@dataclasses.dataclass(frozen=True)): a network is static under jit and saved by its fields")
+    try:
+        hash(layer)
+    except TypeError as e:
+        raise ValueError(f"layers[{i}]: {layer!r} must be hashable (a network is static under jit): {e}") from None
 
 
 def _as_sequence(value, what):

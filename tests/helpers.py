@@ -72,7 +72,8 @@ def random_problem(net, target, seed=0, n=5, dtype=jnp.float64, margin=1e-3):
 
 
 def assert_grads_close(grads, reference, rtol, what="reference"):
-    """Every leaf's max |g − r| / max |r| ≤ rtol, else an AssertionError naming the worst leaf."""
+    """Every element's |g − r| / max(|r|, 1e-3 · R) ≤ rtol (jaxnet.gradcheck.compare's measure), else an
+    AssertionError naming the worst leaf."""
     errors = leaf_errors(grads, reference)
     bad = [e for e in errors if not e.max_rel <= rtol]
     if bad:

@@ -292,3 +292,40 @@ def test_jaxnet_check_names_the_first_wrong_layer(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "each layer's backward, given autodiff's upstream dy, against jax.vjp" in out
     assert "first wrong layer from the output: layers[0] (Dense) in dparams['W'], dparams['b'], dx" in out
+
+
+@dataclasses.dataclass(frozen=True)
+class ForgetsBias(jaxnet.Dense):
+    def bwd(self, params, residuals, da):
+        dx, grads = super().bwd(params, residuals, da)
+        return dx, {"W": grads["W"]}  # no gradient for b at all
+
+
+def test_a_backward_with_missing_leaves_is_named_not_a_crash():
+    net = _five_layers(3, ForgetsBias(5, "elu"))
+    params, x, y = verify.random_problem(net, seed=0, n=6)
+    report = jaxnet.find_wrong_layer(params, net, x, y)
+    assert report.culprit.index == 3 and report.culprit.wrong == ("(tree)",)
+    assert not jaxnet.check_layer(ForgetsBias(5, "elu"), params[3], x[:, :5]).ok
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale(jaxnet.Layer):
+    """``y = x ∘ factors``: a layer whose field is a tuple."""
+
+    factors: tuple = (1.0, 2.0)
+
+    def output_shape(self, in_shape):
+        return tuple(in_shape)
+
+    def fwd(self, params, x):
+        return x * jnp.asarray(self.factors)[None], {}
+
+    def bwd(self, params, residuals, dy):
+        return dy * jnp.asarray(self.factors)[None], {}
+
+
+def test_a_user_layer_with_tuple_fields_round_trips_through_a_checkpoint(tmp_path):
+    net = jaxnet.sequential((2,), [Scale((0.5, 3.0)), jaxnet.Dense(2)])
+    checkpoint.save(tmp_path / "scale.npz", net=net, params=jaxnet.init_params(jax.random.key(0), net))
+    assert checkpoint.load(tmp_path / "scale.npz", net).net == net

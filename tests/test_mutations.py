@@ -120,8 +120,9 @@ def test_comparison_measures_a_small_relative_error():
     net = make_net("softmax_labels", 1, "tanh")
     params, x, y = random_problem(net, "softmax_labels")
     grads = jaxnet.manual_grads(params, net, x, y)
-    scale = float(jnp.max(jnp.abs(grads[1]["W"])))
-    slipped = [grads[0], {**grads[1], "W": grads[1]["W"].at[2, 1].add(1e-8 * scale)}]
+    at = jnp.unravel_index(jnp.argmax(jnp.abs(grads[1]["W"])), grads[1]["W"].shape)  # the largest entry
+    scale = float(jnp.abs(grads[1]["W"][at]))
+    slipped = [grads[0], {**grads[1], "W": grads[1]["W"].at[at].add(1e-8 * scale)}]
     with pytest.raises(AssertionError, match=r"leaf \[1\]\['W'\] max rel 1.0\d*e-08"):
         assert_grads_close(slipped, grads, 1e-10)
     assert_grads_close(slipped, grads, 1e-6)
@@ -135,6 +136,7 @@ def test_cli_check_goes_red(monkeypatch, capsys):
     assert "FAIL" in out and "MISMATCH in 002-deep-tanh[0]['W'] (finite diff)" in out
     sections = dict(re.findall(r"^== ([\w-]+):(.*?)(?=^== |\Z)", out, re.M | re.S))
     assert "FAIL" in sections["002-deep-tanh"] and "FAIL" not in sections["000-relu-softmax-l2"]  # the others stay ok
+    assert "first wrong layer from the output: layers[2] (Dense)" in sections["002-deep-tanh"]  # the last tanh layer
 
 
 def test_cli_check_of_a_described_network_goes_red(monkeypatch, capsys):
