@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import layer_kind
+from .layers import kind_name, layer_kind
 from .network import Network
 
 FORMAT = "jaxnet-checkpoint/1"
@@ -34,7 +34,7 @@ def network_to_dict(net: Network) -> dict:
     """A JSON-able description of ``net`` (inverse: :func:`network_from_dict`)."""
     return {
         "input_shape": list(net.input_shape),
-        "layers": [{"kind": type(layer).__name__, **dataclasses.asdict(layer)} for layer in net.layers],
+        "layers": [{"kind": kind_name(type(layer)), **dataclasses.asdict(layer)} for layer in net.layers],
         "loss": net.loss,
         "reduction": net.reduction,
         "l2": net.l2,

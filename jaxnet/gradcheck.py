@@ -40,6 +40,7 @@ the gradient's scale (finite differences leave rounding noise around exact zeros
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
@@ -391,16 +392,27 @@ _NOT_TRACEABLE = (jax.errors.TracerArrayConversionError, jax.errors.Concretizati
                   jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
 
 
+def _cached(cache, key, make, size=64):
+    """``cache[key]``, made by ``make()`` when missing; the least recently used of more than
+    ``size`` entries is dropped, so one-off functions (new closures per call) do not crowd out
+    the functions that checks share. Unhashable keys are not cached."""
+    try:
+        value = cache.pop(key) if key in cache else make()
+    except TypeError:  # unhashable
+        return make()
+    cache[key] = value  # most recent last
+    while len(cache) > size:
+        del cache[next(iter(cache))]
+    return value
+
+
 _COMPILED = {}  # fn -> its jax.jit, so that checks of one loss or gradient share compilations
 
 
 def _maybe_jit(fn):
     """``fn`` compiled, or run as it is when it cannot be compiled with these arguments (NumPy
     code, Python control flow on values, a Python int used as a shape, a string argument)."""
-    try:
-        compiled = _COMPILED.setdefault(fn, jax.jit(fn)) if len(_COMPILED) < 64 else jax.jit(fn)
-    except TypeError:  # unhashable callable
-        compiled = jax.jit(fn)
+    compiled = _cached(_COMPILED, fn, lambda: jax.jit(fn))
 
     def call(*args):
         try:
@@ -413,10 +425,7 @@ def _maybe_jit(fn):
 
 def _grad_of(loss_fn):
     """``jax.grad(loss_fn)``, one object per loss (so that its compilation is shared)."""
-    try:
-        return _GRADS.setdefault(loss_fn, jax.grad(loss_fn)) if len(_GRADS) < 64 else jax.grad(loss_fn)
-    except TypeError:
-        return jax.grad(loss_fn)
+    return _cached(_GRADS, loss_fn, lambda: jax.grad(loss_fn))
 
 
 _GRADS = {}
@@ -648,19 +657,33 @@ def check_vjp(f, f_vjp, *primals, cotangents=3, names=None, rtol=None, fd_rtol=N
     names = _primal_names(f, len(primals)) if names is None else tuple(names)
     if len(names) != len(primals):
         raise ValueError(f"names: {len(names)} names for {len(primals)} primals")
-    y = f(*primals)
-    rng = np.random.default_rng((seed, 4))
-    dys = [jax.tree.map(lambda a: np.asarray(rng.normal(size=np.shape(a)), jnp.result_type(a)), y)
-           for _ in range(int(cotangents))]
-    if _traceable(f, primals):
-        loss, grad = _vjp_functions(f, f_vjp)
-        check = lambda dy, k: check_grads(loss, grad, tuple(primals), jax.tree.map(jnp.asarray, dy), rtol=rtol,
-                                          fd_rtol=fd_rtol, fd_atol=fd_atol, eps=eps, fd_max_elements=fd_max_elements,
-                                          directions=directions, hvp_directions=hvp_directions, seed=seed + k,
-                                          reference_device=reference_device, jvp_of_yours=True)
-    else:
+    wide = any(np.asarray(leaf).dtype == np.float64 for leaf in jax.tree.leaves(primals))  # as given, x64 or not
+    with jax.enable_x64(True) if wide else contextlib.nullcontext():  # float64 primals stay float64
+        rng = np.random.default_rng((seed, 4))
+        dys = [jax.tree.map(lambda a: np.asarray(rng.normal(size=np.shape(a)), jnp.result_type(a)), f(*primals))
+               for _ in range(int(cotangents))]
+        if _traceable(f, primals):
+            options = dict(rtol=rtol, fd_rtol=fd_rtol, fd_atol=fd_atol, eps=eps, fd_max_elements=fd_max_elements,
+                           directions=directions, hvp_directions=hvp_directions, seed=seed,
+                           reference_device=reference_device)
+            return _check_vjp_jax(f, f_vjp, primals, dys, names, options)
         check = lambda dy, k: _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_elements,
                                                 directions, seed + k)
+        return _merge(check, dys, names)
+
+
+def _check_vjp_jax(f, f_vjp, primals, dys, names, options):
+    """:func:`check_vjp` of a JAX ``f``: :func:`check_grads` of ``⟨dy, f⟩`` per cotangent."""
+    loss, grad = _vjp_functions(f, f_vjp)
+    primals = jax.tree.map(jnp.asarray, tuple(primals))
+    seed = options.pop("seed")
+    check = lambda dy, k: check_grads(loss, grad, primals, jax.tree.map(jnp.asarray, dy), seed=seed + k,
+                                      jvp_of_yours=True, **options)
+    return _merge(check, dys, names)
+
+
+def _merge(check, dys, names):
+    """One report from ``check(dy, k)`` for every cotangent, rows relabelled (:func:`_relabel`)."""
     rows, notes = [], []
     for k, dy in enumerate(dys):
         report = check(dy, k)
@@ -715,10 +738,7 @@ def _vjp_functions(f, f_vjp):
                              f"got {type(cotangents).__name__}")
         return tuple(cotangents)
 
-    try:
-        return _VJP_FUNCTIONS.setdefault((f, f_vjp), (loss, grad)) if len(_VJP_FUNCTIONS) < 64 else (loss, grad)
-    except TypeError:  # unhashable callables
-        return loss, grad
+    return _cached(_VJP_FUNCTIONS, (f, f_vjp), lambda: (loss, grad))
 
 
 def _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_elements, directions, seed):
@@ -743,5 +763,6 @@ def _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_eleme
     if fd_atol is None:
         fd_atol = 100 * np.finfo(np.float64).eps * abs(phi(p64)) / eps
     rows = _against_fd("finite diff", tuple(np.asarray(g) for g in yours), _Probes(probes), fd_rtol, fd_atol)
-    return GradReport(tuple(rows), ("f is not traceable by JAX (NumPy code): the only witness is float64 central "
-                                    "finite differences of ⟨dy, f⟩ (no jax.vjp, jvp or Hessian-vector witness)",))
+    return GradReport(tuple(rows), ("f could not be traced by JAX (NumPy code, or Python control flow on traced "
+                                    "values): the only witness is float64 central finite differences of ⟨dy, f⟩ "
+                                    "(no jax.vjp, jvp or Hessian-vector witness)",))

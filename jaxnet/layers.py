@@ -23,9 +23,11 @@ Everything else has a default, derived from those:
 - per-example gradient norms (:meth:`Layer.grad_sq_norms`): by running ``bwd`` on each
   example alone (layers with a cheaper exact formula, :class:`Dense` and :class:`Conv2D`,
   override it);
-- checkpoints: every public subclass is registered by its class name when it is defined
-  (:func:`layer_kind`), so a checkpoint of a network that uses it can be read back in any
-  process that has defined (imported) it.
+- checkpoints: every public subclass is registered when it is defined, under
+  :func:`kind_name` (``"module:Name"`` for kinds outside jaxnet), so a checkpoint of a network
+  that uses it can be read back in any process that has defined (imported) it
+  (:func:`layer_kind`); its fields must survive JSON (numbers, strings, booleans, None and
+  tuples of them).
 
 :func:`jaxnet.forward` and :func:`jaxnet.manual_grads` run one loop over these,
 whatever the layer kinds.
@@ -69,16 +71,30 @@ _INITS = {
     "glorot": jax.nn.initializers.glorot_normal(),  # Var W = 2 / (fan_in + fan_out)
 }
 
-_KINDS: dict = {}  # class name -> Layer subclass, filled as subclasses are defined
+_KINDS: dict = {}  # kind name -> Layer subclass, filled as subclasses are defined
+
+
+def kind_name(cls: type) -> str:
+    """The name a checkpoint gives a layer class: the class name for jaxnet's own kinds
+    (``"Dense"``), ``"module:QualifiedName"`` for everyone else's (``"__main__:ScaledTanh"``), so
+    that two libraries' kinds of the same name never clash."""
+    own = cls.__module__ == "jaxnet" or cls.__module__.startswith("jaxnet.")
+    return cls.__name__ if own else f"{cls.__module__}:{cls.__qualname__}"
 
 
 def layer_kind(name: str) -> type:
-    """The :class:`Layer` subclass registered under ``name`` (its class name); a ``KeyError``
-    that says how to register it when no such class has been defined in this process."""
-    if name not in _KINDS:
-        raise KeyError(f"unknown layer kind {name!r}: define (import) that jaxnet.Layer subclass first; "
-                       f"known kinds: {', '.join(sorted(_KINDS))}")
-    return _KINDS[name]
+    """The :class:`Layer` subclass registered under ``name`` (see :func:`kind_name`). A user kind
+    saved as ``"module:Name"`` is also found when exactly one defined kind has that qualified
+    name in another module (the class moved, or was pasted into a notebook); otherwise a
+    ``KeyError`` that says how to register it."""
+    if name in _KINDS:
+        return _KINDS[name]
+    qualname = name.rpartition(":")[2]
+    moved = [cls for key, cls in _KINDS.items() if ":" in key and key.rpartition(":")[2] == qualname]
+    if ":" in name and len(moved) == 1:
+        return moved[0]
+    raise KeyError(f"unknown layer kind {name!r}: define (import) that jaxnet.Layer subclass first; "
+                   f"known kinds: {', '.join(sorted(_KINDS))}")
 
 
 class Layer:
@@ -94,13 +110,8 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.__name__.startswith("_"):
-            return  # a shared private base, not a kind
-        known = _KINDS.get(cls.__name__)
-        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(f"a layer kind named {cls.__name__!r} is already defined in {known.__module__}; "
-                            "give this one another name (checkpoints name layer kinds by class name)")
-        _KINDS[cls.__name__] = cls  # a redefinition (a notebook cell run again) replaces the old class
+        if not cls.__name__.startswith("_"):  # a shared private base is not a kind
+            _KINDS[kind_name(cls)] = cls  # a redefinition (a notebook cell run again) replaces the old class
 
     def output_shape(self, in_shape) -> tuple:
         """Per-example output shape for per-example input shape ``in_shape``."""

@@ -12,6 +12,7 @@ import pytest
 
 import jaxnet
 from jaxnet import checkpoint, layers, train, verify
+from tests.helpers import lean
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -21,10 +22,11 @@ def _readme_layer_block():
     return readme.split("## Your own layer\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow  # two trainings and three checks; .ci/run runs it
 def test_readme_layer_trains_checkpoints_resumes_and_checks():
     """The README's user-written layer, run as printed: checked alone, trained, saved, loaded,
     resumed and checked in its network; the resumed run ends where 40 epochs in one go end."""
-    scope, out = {}, io.StringIO()
+    scope, out = {"__name__": "__main__"}, io.StringIO()  # as a script runs it
     with contextlib.redirect_stdout(out):
         exec(compile(_readme_layer_block(), "README.md", "exec"), scope)
     lines = out.getvalue().splitlines()
@@ -35,7 +37,7 @@ def test_readme_layer_trains_checkpoints_resumes_and_checks():
                       epochs=40, batch_size=32, key=jax.random.key(2))
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(scope["result"].params)):
         np.testing.assert_array_equal(a, b)
-    assert checkpoint.network_to_dict(net)["layers"][1] == {"kind": "ScaledTanh"}
+    assert checkpoint.network_to_dict(net)["layers"][1] == {"kind": "__main__:ScaledTanh"}
 
 
 # --- the base's defaults ----------------------------------------------------------------------
@@ -78,23 +80,31 @@ def test_defaults_weights_l2_and_init():
 
 
 def test_every_kind_is_a_registered_layer():
-    for cls in (jaxnet.Dense, jaxnet.Conv2D, jaxnet.MaxPool2D, jaxnet.AvgPool2D, jaxnet.Flatten, jaxnet.Activation, Affine):
+    for cls in (jaxnet.Dense, jaxnet.Conv2D, jaxnet.MaxPool2D, jaxnet.AvgPool2D, jaxnet.Flatten, jaxnet.Activation):
         assert issubclass(cls, jaxnet.Layer) and layers.layer_kind(cls.__name__) is cls
+    assert layers.kind_name(Affine) == "tests.test_layer_protocol:Affine"
+    assert layers.layer_kind("tests.test_layer_protocol:Affine") is Affine
+    assert layers.layer_kind("__main__:Affine") is Affine  # saved by a script, loaded where the class now lives
     with pytest.raises(KeyError, match="unknown layer kind 'Nope'"):
         layers.layer_kind("Nope")
 
 
-def test_default_per_example_norms_match_the_closed_forms():
-    """The base's grad_sq_norms (bwd per example) equals Dense's and Conv2D's closed forms, and a
-    network with a user layer checks out with check_per_example."""
+@pytest.mark.parametrize("layer, in_shape", lean([(jaxnet.Dense(4, "tanh"), (5,)),
+                                                   (jaxnet.Conv2D(3, 2, 1, "VALID", "tanh"), (4, 4, 2))],
+                                                  lambda i, case: i == 0), ids=["dense", "conv"])
+def test_default_per_example_norms_match_the_closed_forms(layer, in_shape):
+    """The base's grad_sq_norms (bwd per example) equals Dense's and Conv2D's closed forms."""
     rng = np.random.default_rng(0)
-    for layer, in_shape in ((jaxnet.Dense(4, "tanh"), (5,)), (jaxnet.Conv2D(3, 2, 1, "VALID", "tanh"), (4, 4, 2))):
-        net = jaxnet.sequential(in_shape, [layer, jaxnet.Flatten(), jaxnet.Dense(2)])
-        params, x, _ = verify.random_problem(net, seed=1, n=5)
-        _, res = layer.fwd(params[0], x)
-        dy = jnp.asarray(rng.normal(size=(5, *layer.output_shape(in_shape))))
-        np.testing.assert_allclose(jaxnet.Layer.grad_sq_norms(layer, params[0], res, dy),
-                                   layer.grad_sq_norms(params[0], res, dy), rtol=1e-12)
+    net = jaxnet.sequential(in_shape, [layer, jaxnet.Flatten(), jaxnet.Dense(2)])
+    params, x, _ = verify.random_problem(net, seed=1, n=5)
+    _, res = layer.fwd(params[0], x)
+    dy = jnp.asarray(rng.normal(size=(5, *layer.output_shape(in_shape))))
+    np.testing.assert_allclose(jaxnet.Layer.grad_sq_norms(layer, params[0], res, dy),
+                               layer.grad_sq_norms(params[0], res, dy), rtol=1e-12)
+
+
+def test_a_user_layer_checks_out_per_example():
+    """A network with a user layer (the default grad_sq_norms) against vmap(jax.grad)."""
     net = jaxnet.sequential((4,), [Affine(3), jaxnet.Dense(2)], l2=0.1, l2_bias=True)
     params, x, y = verify.random_problem(net, seed=2, n=6)
     assert jaxnet.check_per_example(params, net, x, y).ok
@@ -117,12 +127,13 @@ def test_a_checkpoint_naming_an_unknown_kind_is_a_clear_error(tmp_path):
     path = tmp_path / "affine.npz"
     checkpoint.save(path, net=net, params=jaxnet.init_params(jax.random.key(0), net))
     assert checkpoint.load(path).net == net
-    saved = layers._KINDS.pop("Affine")  # as in a process that never defined it
+    kind = layers.kind_name(Affine)
+    saved = layers._KINDS.pop(kind)  # as in a process that never defined it
     try:
-        with pytest.raises(checkpoint.CheckpointError, match="unknown layer kind 'Affine': define"):
+        with pytest.raises(checkpoint.CheckpointError, match=f"unknown layer kind '{kind}': define"):
             checkpoint.load(path)
     finally:
-        layers._KINDS["Affine"] = saved
+        layers._KINDS[kind] = saved
 
 
 # --- check_layer and check_vjp -----------------------------------------------------------------
@@ -132,12 +143,12 @@ def _x(shape, seed=0):
     return jnp.asarray(np.random.default_rng(seed).normal(size=shape))
 
 
-@pytest.mark.parametrize("layer, in_shape", [
+@pytest.mark.parametrize("layer, in_shape", lean([
     (jaxnet.Dense(3, "relu"), (4,)),
     (jaxnet.Conv2D(2, 2, 2, "SAME", "elu"), (5, 5, 2)),
     (jaxnet.MaxPool2D(2, 1), (4, 4, 2)),
     (Affine(3), (4,)),
-], ids=["dense-relu", "conv", "maxpool", "user"])
+], lambda i, case: i == 3), ids=["dense-relu", "conv", "maxpool", "user"])
 def test_check_layer_passes_every_right_backward(layer, in_shape):
     net = jaxnet.sequential(in_shape, [layer, jaxnet.Flatten(), jaxnet.Dense(2)])
     params, x, _ = verify.random_problem(net, seed=3, n=4)
@@ -203,8 +214,8 @@ def test_check_vjp_passes_and_goes_red(numpy):
     witnesses = {row.witness.split(" · ")[0] for row in report.leaves}
     assert witnesses == ({"finite diff"} if numpy else
                          {"jax.vjp", "finite diff", "ref vs finite diff", "jvp vs jax.vjp", "jvp vs yours", "hessian-vector"})
-    assert any("NumPy" in note for note in report.notes) == numpy
-    bad = jaxnet.check_vjp(f, lambda p, dy: f_vjp(p, dy, slip=1.01), x, w)
+    assert any("NumPy code" in note for note in report.notes) == numpy
+    bad = jaxnet.check_vjp(f, lambda p, dy: f_vjp(p, dy, slip=1.01), x, w, cotangents=1)
     assert {row.path for row in bad.failures()} == {"w"}
 
 
@@ -253,19 +264,18 @@ def _five_layers(i, broken):
     return jaxnet.sequential((5,), kinds, l2=0.01)
 
 
-@pytest.mark.parametrize("i, broken, wrong", [
+@pytest.mark.parametrize("i, broken, wrong", lean([
     (0, NoActivationDerivative(5, "tanh"), {"dx", "dparams['W']", "dparams['b']"}),
     (1, WeightGradFromDa(5, "sigmoid"), {"dparams['W']"}),
     (2, SoftplusSigmoidSlip("softplus"), {"dx"}),
     (3, BiasMeanNotSum(5, "elu"), {"dparams['b']"}),
     (3, InputGradUntransposed(5, "elu"), {"dx"}),  # W of layer 3 is [5, 5]
-], ids=["activation-derivative-dropped", "dW-from-da", "derivative-at-a", "bias-mean", "dx-untransposed"])
+], lambda i, case: i in (0, 1, 4)), ids=["activation-derivative-dropped", "dW-from-da", "derivative-at-a", "bias-mean",
+                                    "dx-untransposed"])
 def test_find_wrong_layer_names_the_broken_layer_and_no_other(i, broken, wrong):
     net = _five_layers(i, broken)
     params, x, y = verify.random_problem(net, seed=i, n=8)
     report = jaxnet.find_wrong_layer(params, net, x, y)
-    assert not jaxnet.check_grads(lambda p, x, y: jaxnet.loss(p, net, x, y),
-                                  lambda p, x, y: jaxnet.manual_grads(p, net, x, y), params, x, y, hvp_directions=0).ok
     assert report.culprit is not None and (report.culprit.index, report.culprit.kind) == (i, type(broken).__name__)
     assert set(report.culprit.wrong) == wrong
     assert [v.index for v in report.verdicts if not v.ok] == [i], str(report)
@@ -280,6 +290,7 @@ def test_find_wrong_layer_passes_a_right_network():
     assert "every layer's backward agrees with jax.vjp" in str(report)
 
 
+@pytest.mark.slow  # test_mutations' test_cli_check_goes_red covers the notes' mode in the same run
 def test_jaxnet_check_names_the_first_wrong_layer(monkeypatch, capsys):
     """Under a mismatch, ``jaxnet check`` prints each layer's verdict and names the first wrong one."""
     from jaxnet import cli
@@ -306,7 +317,7 @@ def test_a_backward_with_missing_leaves_is_named_not_a_crash():
     params, x, y = verify.random_problem(net, seed=0, n=6)
     report = jaxnet.find_wrong_layer(params, net, x, y)
     assert report.culprit.index == 3 and report.culprit.wrong == ("(tree)",)
-    assert not jaxnet.check_layer(ForgetsBias(5, "elu"), params[3], x[:, :5]).ok
+    assert not jaxnet.check_layer(ForgetsBias(5, "elu"), params[3], x[:, :5], cotangents=1, hvp_directions=0).ok
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,3 +340,91 @@ def test_a_user_layer_with_tuple_fields_round_trips_through_a_checkpoint(tmp_pat
     net = jaxnet.sequential((2,), [Scale((0.5, 3.0)), jaxnet.Dense(2)])
     checkpoint.save(tmp_path / "scale.npz", net=net, params=jaxnet.init_params(jax.random.key(0), net))
     assert checkpoint.load(tmp_path / "scale.npz", net).net == net
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoWeights(jaxnet.Layer):
+    """``y = x U V``: two weights, drawn from a split key; ``weight_names`` leaves V out of L2."""
+
+    weight_names = ("U",)
+
+    def output_shape(self, in_shape):
+        return (2,)
+
+    def param_shapes(self, in_shape):
+        return {"U": (in_shape[0], 3), "V": (3, 2)}
+
+    def fwd(self, params, x):
+        return x @ params["U"] @ params["V"], {}
+
+    def bwd(self, params, res, dy):
+        raise NotImplementedError
+
+
+def test_several_weights_and_weight_names():
+    layer = TwoWeights()
+    assert layer.weights((4,)) == ("U",) and layer.l2_names((4,)) == ("U",)
+    params = layer.init(jax.random.key(0), (4,), jnp.float32)  # only U is a weight: V starts at 0
+    np.testing.assert_array_equal(params["U"], jax.nn.initializers.glorot_normal()(jax.random.key(0), (4, 3), jnp.float32))
+    assert not np.any(params["V"])
+    both = dataclasses.replace(layer)
+    object.__setattr__(both, "weight_names", None)  # the default rule: both have two axes
+    params = both.init(jax.random.key(0), (4,), jnp.float32)
+    k_u, k_v = jax.random.split(jax.random.key(0))
+    np.testing.assert_array_equal(params["V"], jax.nn.initializers.glorot_normal()(k_v, (3, 2), jnp.float32))
+    with pytest.raises(ValueError, match=r"weight_names names \['W'\], which are not its parameters"):
+        object.__setattr__(both, "weight_names", ("W",))
+        both.weights((4,))
+
+
+@pytest.mark.slow
+def test_check_layer_excludes_the_examples_at_a_kink():
+    layer = jaxnet.Dense(2, "relu")
+    params = {"W": jnp.eye(2), "b": jnp.array([0.3, -0.2])}
+    x = jnp.array([[1.0, 2.0], [-0.3 + 1e-7, 1.0], [0.5, -1.0]])  # example 1: z[1, 0] = 1e-7, at the kink
+    report = jaxnet.check_layer(layer, params, x)
+    assert report.ok and "1 pre-activation(s)/pooling window(s) within 0.0001 of a kink in 1 of 3 example(s); " \
+        "those 1 excluded, checked on the other 2" in report.notes[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolToEvery(jaxnet.MaxPool2D):
+    def bwd(self, params, residuals, dy):
+        dx = jnp.zeros_like(residuals["x"])
+        for index, _ in self._offsets(residuals["x"], *dy.shape[1:3]):
+            dx = dx.at[index].add(dy)  # δ to every entry of the window, not the arg-max
+        return dx, {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pool", [jaxnet.MaxPool2D(2), PoolToEvery(2)], ids=["right", "pool-to-every"])
+def test_find_wrong_layer_in_a_cnn(pool):
+    net = jaxnet.sequential((6, 6, 1), [jaxnet.Conv2D(3, 3, 1, "SAME", "tanh"), pool, jaxnet.Flatten(),
+                                        jaxnet.Dense(3)])
+    params, x, y = verify.random_problem(net, seed=0, n=4)
+    report = jaxnet.find_wrong_layer(params, net, x, y)
+    assert report.ok == (type(pool) is jaxnet.MaxPool2D), str(report)
+    if not report.ok:
+        assert (report.culprit.index, report.culprit.wrong) == (1, ("dx",))
+        assert [v.index for v in report.verdicts if not v.ok] == [1]
+
+
+@pytest.mark.slow
+def test_find_wrong_layer_with_params_on_another_device():
+    """Params on cpu:1, float64 references on cpu:0: autodiff's dy is moved to where your bwd runs."""
+    import subprocess
+    import sys
+
+    code = """
+import jax, jax.numpy as jnp, jaxnet
+jax.config.update("jax_enable_x64", True)
+from jaxnet import verify
+net = jaxnet.mlp([3, 4, 2], "tanh")
+params, x, y = verify.to_device(verify.random_problem(net, seed=0, n=4), jax.devices("cpu")[1])
+report = jaxnet.find_wrong_layer(params, net, x, y)
+print(report.ok, report.notes[-1])
+"""
+    env = {**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True references on cpu:0; your bwd on cpu:1"
