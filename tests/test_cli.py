@@ -80,6 +80,7 @@ def test_readme_training_example_runs():
     assert eval(result.stdout.strip())["accuracy"] >= 0.956
 
 
+@pytest.mark.slow  # a fresh process; the checker's witnesses are tested in the main run by test_gradcheck
 def test_readme_checker_example_runs():
     """The README's user-written layer checks out: every witness, every leaf, ok."""
     import pathlib

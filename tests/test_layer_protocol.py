@@ -270,7 +270,7 @@ def _five_layers(i, broken):
     (2, SoftplusSigmoidSlip("softplus"), {"dx"}),
     (3, BiasMeanNotSum(5, "elu"), {"dparams['b']"}),
     (3, InputGradUntransposed(5, "elu"), {"dx"}),  # W of layer 3 is [5, 5]
-], lambda i, case: i in (0, 1, 4)), ids=["activation-derivative-dropped", "dW-from-da", "derivative-at-a", "bias-mean",
+], lambda i, case: i in (0, 1)), ids=["activation-derivative-dropped", "dW-from-da", "derivative-at-a", "bias-mean",
                                     "dx-untransposed"])
 def test_find_wrong_layer_names_the_broken_layer_and_no_other(i, broken, wrong):
     net = _five_layers(i, broken)
@@ -312,6 +312,7 @@ class ForgetsBias(jaxnet.Dense):
         return dx, {"W": grads["W"]}  # no gradient for b at all
 
 
+@pytest.mark.slow
 def test_a_backward_with_missing_leaves_is_named_not_a_crash():
     net = _five_layers(3, ForgetsBias(5, "elu"))
     params, x, y = verify.random_problem(net, seed=0, n=6)

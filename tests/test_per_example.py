@@ -49,7 +49,7 @@ def test_both_conv_norm_paths_run(monkeypatch):
     assert calls == [(3, 4, 4, 3)]
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow), True], ids=["eager", "jit"])
 def test_norms_eager_and_jit_agree_with_materialised_grads(jit):
     net = NETS["cnn-avgpool-mse"]
     params, x, y = verify.random_problem(net, seed=1, n=4)
