@@ -178,11 +178,12 @@ class LeafError:
     max_rel: float
 
 
-def leaf_errors(grads, reference) -> list[LeafError]:
+def leaf_errors(grads, reference, atol: float = 0.0) -> list[LeafError]:
     """Per leaf, the largest absolute and relative error of ``grads`` against ``reference``
-    (same tree), by :func:`compare`'s measure: ``|g − r| / max(|r|, 1e-3 · R)`` per element,
-    ``R`` the largest reference entry of the whole tree; inf for NaN/inf or a wrong shape."""
-    return [LeafError(row.path, row.max_abs, row.max_rel) for row in compare("", grads, reference, np.inf)]
+    (same tree), by :func:`compare`'s measure: ``max(|g − r| − atol, 0) / max(|r|, 1e-3 · R)`` per
+    element, ``R`` the largest reference entry of the whole tree; inf for NaN/inf or a wrong
+    shape. Against finite differences, ``atol`` is their round-off (:func:`fd_round_off`)."""
+    return [LeafError(row.path, row.max_abs, row.max_rel) for row in compare("", grads, reference, np.inf, atol)]
 
 
 def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256, jit: bool = False):
@@ -209,6 +210,13 @@ def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256, jit:
         out.append((values[:count] - values[chunk : chunk + count]) / (2 * eps))  # [count]
     return unravel(jnp.concatenate(out))
 
+
+
+def fd_round_off(loss_value: float, eps: float = 1e-6) -> float:
+    """``100 · ε₆₄ · |L| / eps``: differences from float64 central differences of step ``eps`` below
+    this are their own round-off (a fixed step cannot resolve gradient entries finer than that),
+    the ``atol`` of every finite-difference comparison."""
+    return 100 * np.finfo(np.float64).eps * abs(float(loss_value)) / eps
 
 
 def _finite_differences(loss64, params64, directions, eps, seed, fd_max_elements):
@@ -475,7 +483,7 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
         checker did before); a ``jax.Device``: all there. Your gradient always runs on the
         working device, the device of ``params``. ``report.notes`` ends with where each ran.
       jvp_of_yours: also the dot-product test of your gradient: ``⟨grad_fn(p), v⟩`` (your
-        gradient run in float64 where the float64 references run) against forward mode, ``jvp(loss_fn)(p; v)``, along ``directions`` random unit
+        gradient run in float64, where the float64 references run) against forward mode, ``jvp(loss_fn)(p; v)``, along ``directions`` random unit
         directions per leaf (witness ``jvp vs yours``, float64 tolerance).
 
     Returns:
@@ -521,6 +529,10 @@ def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, 
     notes = []
     with jax.default_matmul_precision("highest"):
         yours = _maybe_jit(grad_fn)(params, *args)
+    if jax.tree.structure(yours) != jax.tree.structure(params):  # a leaf missing, extra or misnamed
+        return compare("jax.grad", yours, params, rtol), [
+            f"your gradient's tree {jax.tree.structure(yours)} is not the params' {jax.tree.structure(params)}: "
+            "no witness can pair their leaves"]
     reference = on_device(_maybe_jit(_grad_of(loss_fn)), params, *args, device=ref)
     leaves = compare("jax.grad", yours, reference, rtol)
     with jax.enable_x64(True):
@@ -531,7 +543,7 @@ def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, 
             loss64 = lambda p: loss_fn(p, *a64)
             fd = _finite_differences(loss64, p64, directions, eps, (seed, 0), fd_max_elements)
             if fd_atol is None:
-                fd_atol = 100 * np.finfo(np.float64).eps * abs(float(loss64(p64))) / eps
+                fd_atol = fd_round_off(float(loss64(p64)), eps)
             grads64 = on_device(_maybe_jit(_grad_of(loss_fn)), p64, *a64, device=ref64)
             leaves += _against_fd("finite diff", yours, fd, fd_rtol, fd_atol)
             leaves += _against_fd("ref vs finite diff", grads64, fd, DEFAULT_RTOL["float64"][1], fd_atol)
@@ -657,7 +669,7 @@ def check_vjp(f, f_vjp, *primals, cotangents=3, names=None, rtol=None, fd_rtol=N
     names = _primal_names(f, len(primals)) if names is None else tuple(names)
     if len(names) != len(primals):
         raise ValueError(f"names: {len(names)} names for {len(primals)} primals")
-    wide = any(np.asarray(leaf).dtype == np.float64 for leaf in jax.tree.leaves(primals))  # as given, x64 or not
+    wide = any(_given_dtype(leaf) == np.float64 for leaf in jax.tree.leaves(primals))  # as given, x64 or not
     with jax.enable_x64(True) if wide else contextlib.nullcontext():  # float64 primals stay float64
         rng = np.random.default_rng((seed, 4))
         dys = [jax.tree.map(lambda a: np.asarray(rng.normal(size=np.shape(a)), jnp.result_type(a)), f(*primals))
@@ -670,6 +682,12 @@ def check_vjp(f, f_vjp, *primals, cotangents=3, names=None, rtol=None, fd_rtol=N
         check = lambda dy, k: _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_elements,
                                                 directions, seed + k)
         return _merge(check, dys, names)
+
+
+def _given_dtype(leaf):
+    """The dtype ``leaf`` was given in (a NumPy float64 array is float64 even with x64 off)."""
+    dtype = getattr(leaf, "dtype", None)
+    return np.dtype(np.asarray(leaf).dtype if dtype is None else dtype)
 
 
 def _check_vjp_jax(f, f_vjp, primals, dys, names, options):
@@ -761,7 +779,7 @@ def _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_eleme
         moved = lambda v, sign: phi([q + sign * eps * v if j == i else q for j, q in enumerate(p64)])
         probes.append((vs, np.array([(moved(v, 1) - moved(v, -1)) / (2 * eps) for v in vs]), not small))
     if fd_atol is None:
-        fd_atol = 100 * np.finfo(np.float64).eps * abs(phi(p64)) / eps
+        fd_atol = fd_round_off(phi(p64), eps)
     rows = _against_fd("finite diff", tuple(np.asarray(g) for g in yours), _Probes(probes), fd_rtol, fd_atol)
     return GradReport(tuple(rows), ("f could not be traced by JAX (NumPy code, or Python control flow on traced "
                                     "values): the only witness is float64 central finite differences of ⟨dy, f⟩ "

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
@@ -45,6 +46,19 @@ def check_layer(layer: Layer, params: dict, x, *, cotangents: int = 3, kinks: st
       x: a batch of inputs, ``[batch, *in_shape]``.
       cotangents, eps, seed, options: as for :func:`jaxnet.check_vjp` (``rtol``, ``fd_rtol``, …).
     """
+    wide = any(_given_dtype(leaf) == np.float64 for leaf in jax.tree.leaves((params, x)))
+    with jax.enable_x64(True) if wide else contextlib.nullcontext():  # float64 inputs stay float64
+        return _check_layer(layer, params, x, cotangents, kinks, kink_margin, eps, seed, options)
+
+
+def _given_dtype(leaf):
+    """The dtype ``leaf`` was given in (a NumPy float64 array is float64 even with x64 off)."""
+    dtype = getattr(leaf, "dtype", None)
+    return np.dtype(np.asarray(leaf).dtype if dtype is None else dtype)
+
+
+def _check_layer(layer, params, x, cotangents, kinks, kink_margin, eps, seed, options):
+    """:func:`check_layer` in the working precision."""
     x = _check_layer_inputs(layer, params, x)
     margin = 100 * eps if kink_margin is None else float(kink_margin)
     (x,), notes = handle_kinks(lambda xs: count_layer_kinks(layer, params, xs, margin), (x,), kinks, margin, seed)
@@ -177,12 +191,21 @@ def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_
             dy = to_device(jnp.asarray(dys[i], out.dtype), working)  # autodiff's dy, where your bwd runs
             dx, dparams = layer.bwd(params[i], residuals[i], dy)
         dparams_ref, dx_ref = on_device(_layer_vjp, layer, params[i], inputs[i], dys[i], device=ref)
-        rows = compare("jax.vjp", {"dx": dx, "dparams": dparams}, {"dx": dx_ref, "dparams": dparams_ref}, rtol)
-        verdicts.append(LayerVerdict(i, type(layer).__name__, GradReport(tuple(
-            dataclasses.replace(row, path=row.path.replace("['dx']", "dx").replace("['dparams']", "dparams"))
-            for row in rows))))
+        verdicts.append(LayerVerdict(i, type(layer).__name__, _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol)))
     notes.append(f"references on {device_name(ref)}; your bwd on {device_name(working)}")
     return WrongLayerReport(tuple(verdicts), tuple(notes))
+
+
+def _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol):
+    """``dx`` and every ``dparams`` leaf against the references, one measure over both (the floor:
+    1e-3 of their largest entry); a ``dparams`` of the wrong tree is one failing row
+    ``dparams (tree)`` and ``dx`` is still compared."""
+    if jax.tree.structure(dparams) != jax.tree.structure(dparams_ref):
+        rows = compare("jax.vjp", {"dx": dx}, {"dx": dx_ref}, rtol) + compare("jax.vjp", dparams, dparams_ref, rtol)
+    else:
+        rows = compare("jax.vjp", {"dx": dx, "dparams": dparams}, {"dx": dx_ref, "dparams": dparams_ref}, rtol)
+    rename = lambda path: path.replace("['dx']", "dx").replace("['dparams']", "dparams").replace("(tree)", "dparams (tree)")
+    return GradReport(tuple(dataclasses.replace(row, path=rename(row.path)) for row in rows))
 
 
 def _head_delta(net, out, y):

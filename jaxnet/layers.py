@@ -83,15 +83,17 @@ def kind_name(cls: type) -> str:
 
 
 def layer_kind(name: str) -> type:
-    """The :class:`Layer` subclass registered under ``name`` (see :func:`kind_name`). A user kind
-    saved as ``"module:Name"`` is also found when exactly one defined kind has that qualified
-    name in another module (the class moved, or was pasted into a notebook); otherwise a
-    ``KeyError`` that says how to register it."""
+    """The :class:`Layer` subclass registered under ``name`` (see :func:`kind_name`). A kind that
+    a script or notebook defined (``"__main__:Name"``) is also found in an importable module,
+    and the other way round, when exactly one defined kind has that qualified name (the class
+    moved into a module, or was pasted into a notebook); two libraries' kinds never stand in for
+    each other. Otherwise a ``KeyError`` that says how to register it."""
     if name in _KINDS:
         return _KINDS[name]
-    qualname = name.rpartition(":")[2]
-    moved = [cls for key, cls in _KINDS.items() if ":" in key and key.rpartition(":")[2] == qualname]
-    if ":" in name and len(moved) == 1:
+    module, _, qualname = name.rpartition(":")
+    moved = [cls for key, cls in _KINDS.items()
+             if key.partition(":")[2] == qualname and "__main__" in (module, cls.__module__)]
+    if module and len(moved) == 1:
         return moved[0]
     raise KeyError(f"unknown layer kind {name!r}: define (import) that jaxnet.Layer subclass first; "
                    f"known kinds: {', '.join(sorted(_KINDS))}")

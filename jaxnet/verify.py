@@ -134,8 +134,7 @@ def check_notes(dtype=jnp.float64, seed: int = 0, batch: int = 16, kinks: str = 
                                    params, x, y, net=net, kinks=kinks, seed=seed)]
             if per_example:
                 reports.append(check_per_example(params, net, x, y))
-            culprit = [wrong_layer_section(params, net, x, y, kinks=kinks, seed=seed)] if any(
-                not report.ok for report in reports) else []
+            culprit = [] if reports[0].ok else [wrong_layer_section(params, net, x, y, kinks=kinks, seed=seed)]
         lines += [f"== {preset.name}: {net}  ({preset.description})", *map(str, reports), *culprit, ""]
         failures += [f"{preset.name}{r.path} ({r.witness})" for report in reports for r in report.failures()]
     lines.insert(0, f"manual_grads of the notes' networks, {jnp.dtype(dtype).name}, batch {batch}, seed {seed}\n")

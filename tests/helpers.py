@@ -12,6 +12,7 @@ import pytest
 
 import jaxnet
 from jaxnet import verify
+from jaxnet.gradcheck import fd_round_off
 from jaxnet.verify import finite_difference_grads, leaf_errors
 
 def lean(cases, in_main):
@@ -71,10 +72,10 @@ def random_problem(net, target, seed=0, n=5, dtype=jnp.float64, margin=1e-3):
     return verify.random_problem(net, seed, n, dtype, margin, functools.partial(draw_targets, target))
 
 
-def assert_grads_close(grads, reference, rtol, what="reference"):
-    """Every element's |g − r| / max(|r|, 1e-3 · R) ≤ rtol (jaxnet.gradcheck.compare's measure), else an
-    AssertionError naming the worst leaf."""
-    errors = leaf_errors(grads, reference)
+def assert_grads_close(grads, reference, rtol, what="reference", atol=0.0):
+    """Every element's max(|g − r| − atol, 0) / max(|r|, 1e-3 · R) ≤ rtol (jaxnet.gradcheck.compare's
+    measure), else an AssertionError naming the worst leaf."""
+    errors = leaf_errors(grads, reference, atol)
     bad = [e for e in errors if not e.max_rel <= rtol]
     if bad:
         worst = max(bad, key=lambda e: e.max_rel)
@@ -110,6 +111,13 @@ def fresh_jit(jitted):
 
 def fd_grads(params, net, x, y, eps=1e-6):
     return finite_difference_grads(lambda p: jaxnet.loss(p, net, x, y), params, eps)
+
+
+def assert_matches_fd(grads, fd, value, what="finite differences", rtol=1e-6):
+    """``grads`` against float64 finite differences ``fd`` of a loss of value ``value``, as
+    ``check_grads`` compares them: ``rtol`` 1e-6, differences below the round-off of the
+    differences themselves (``gradcheck.fd_round_off``) not counted."""
+    return assert_grads_close(grads, fd, rtol, what, atol=fd_round_off(value))
 
 
 @dataclasses.dataclass(frozen=True)

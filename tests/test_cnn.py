@@ -12,7 +12,7 @@ from jaxnet import verify
 from jaxnet.verify import finite_difference_grads
 from jaxnet.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
 
-from .helpers import InputProbe, assert_grads_close, autodiff_grads, fresh_jit, lean
+from .helpers import InputProbe, assert_grads_close, assert_matches_fd, autodiff_grads, fresh_jit, lean
 
 
 @jax.jit
@@ -42,7 +42,7 @@ def _check(layers, shape, loss="softmax_cross_entropy", seed=0, probe=True):
     params, x, y = verify.random_problem(net, seed=seed, n=2)
     mine, ref, fd = _manual_autodiff_fd(params, net, x, y)
     assert_grads_close(mine, ref, 1e-10, "jax.grad")
-    assert_grads_close(mine, fd, 1e-6, "finite differences")
+    assert_matches_fd(mine, fd, jaxnet.loss(params, net, x, y))
 
 
 PADDINGS = ["VALID", "SAME", ((1, 0), (2, 1))]  # explicit ((top, bottom), (left, right)): top ≠ left
@@ -164,7 +164,7 @@ def test_eager_matches_jit_and_float32():
     p32, x32 = jax.tree.map(lambda a: a.astype(jnp.float32), (params, x))
     mine = jax.jit(jaxnet.manual_grads)(p32, net, x32, y)
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(mine))
-    assert_grads_close(mine, jax.jit(jax.grad(jaxnet.loss))(p32, net, x32, y), 1e-5, "jax.grad (float32)")
+    assert_grads_close(mine, jax.jit(jax.grad(jaxnet.loss))(p32, net, x32, y), 1e-4, "jax.grad (float32)")
 
 
 @pytest.mark.parametrize(

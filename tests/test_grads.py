@@ -10,7 +10,7 @@ import pytest
 import jaxnet
 from jaxnet.activations import ACTIVATIONS
 
-from .helpers import TARGETS, assert_grads_close, lean, autodiff_grads, fd_grads, grid_target, make_net, on_reference, random_problem
+from .helpers import TARGETS, assert_grads_close, assert_matches_fd, lean, autodiff_grads, fd_grads, grid_target, make_net, on_reference, random_problem
 
 # depth 0 has no hidden activation: one case, not one per activation
 ARCHS = [(0, "identity")] + [(depth, act) for depth in (1, 2, 3) for act in ACTIVATIONS]
@@ -46,7 +46,7 @@ def test_float64_grid(depth, activation, loss, reduction, l2, l2_bias):
     value, grads = jaxnet.value_and_manual_grads(params, net, x, y)
     np.testing.assert_allclose(value, jaxnet.loss(params, net, x, y), rtol=1e-13)
     assert_grads_close(grads, autodiff_grads(params, net, x, y), 1e-10, "jax.grad")
-    assert_grads_close(grads, fd_grads(params, net, x, y), 1e-6, "finite differences")
+    assert_matches_fd(grads, fd_grads(params, net, x, y), value)
 
 
 @pytest.mark.slow  # float32 in the main suite: test_jit_matches_eager, test_properties, test_per_example
@@ -56,7 +56,7 @@ def test_float32(activation, target):
     params, x, y = random_problem(net, target, seed=7, n=8, dtype=jnp.float32)
     grads = jaxnet.manual_grads(params, net, x, y)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(grads))
-    assert_grads_close(grads, autodiff_grads(params, net, x, y), 1e-5, "jax.grad (float32)")
+    assert_grads_close(grads, autodiff_grads(params, net, x, y), 1e-4, "jax.grad (float32)")  # check_grads' float32 bar
 
 
 CASES = [
@@ -74,13 +74,14 @@ def test_jit_matches_eager(target, depth, activation, dtype):
     params, x, y = random_problem(net, target, seed=3, dtype=dtype)
     eager = jaxnet.value_and_manual_grads(params, net, x, y)
     jitted = jax.jit(jaxnet.value_and_manual_grads)(params, net, x, y)
-    rtol = 1e-12 if dtype == jnp.float64 else 1e-5
+    rtol = 1e-12 if dtype == jnp.float64 else 1e-4
     np.testing.assert_allclose(jitted[0], eager[0], rtol=rtol)
     assert_grads_close(jitted[1], eager[1], rtol, "eager manual_grads")
-    assert_grads_close(jax.jit(jaxnet.manual_grads)(params, net, x, y), autodiff_grads(params, net, x, y, jit=True), 1e-10 if dtype == jnp.float64 else 1e-5, "jit(jax.grad)")
+    assert_grads_close(jax.jit(jaxnet.manual_grads)(params, net, x, y), autodiff_grads(params, net, x, y, jit=True), 1e-10 if dtype == jnp.float64 else 1e-4, "jit(jax.grad)")
 
 
-@pytest.mark.parametrize("target", lean(list(TARGETS), lambda i, t: t == "sigmoid_binary"))
+@pytest.mark.slow  # the main run checks per-example gradients against vmap(jax.grad) in test_per_example
+@pytest.mark.parametrize("target", list(TARGETS))
 def test_per_example_vmap(target):
     net = make_net(target, 2, "tanh", "mean", 0.1, True)
     params, x, y = random_problem(net, target, seed=11, n=4)

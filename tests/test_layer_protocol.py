@@ -85,6 +85,8 @@ def test_every_kind_is_a_registered_layer():
     assert layers.kind_name(Affine) == "tests.test_layer_protocol:Affine"
     assert layers.layer_kind("tests.test_layer_protocol:Affine") is Affine
     assert layers.layer_kind("__main__:Affine") is Affine  # saved by a script, loaded where the class now lives
+    with pytest.raises(KeyError, match="unknown layer kind 'otherlib:Affine'"):
+        layers.layer_kind("otherlib:Affine")  # another library's kind of the same name is not this one
     with pytest.raises(KeyError, match="unknown layer kind 'Nope'"):
         layers.layer_kind("Nope")
 
@@ -317,8 +319,9 @@ def test_a_backward_with_missing_leaves_is_named_not_a_crash():
     net = _five_layers(3, ForgetsBias(5, "elu"))
     params, x, y = verify.random_problem(net, seed=0, n=6)
     report = jaxnet.find_wrong_layer(params, net, x, y)
-    assert report.culprit.index == 3 and report.culprit.wrong == ("(tree)",)
-    assert not jaxnet.check_layer(ForgetsBias(5, "elu"), params[3], x[:, :5], cotangents=1, hvp_directions=0).ok
+    assert report.culprit.index == 3 and report.culprit.wrong == ("dparams (tree)",)
+    report = jaxnet.check_layer(ForgetsBias(5, "elu"), params[3], x[:, :5], cotangents=1, hvp_directions=0)
+    assert [row.path for row in report.failures()] == ["(tree)"] and "is not the params'" in report.notes[-2]
 
 
 @dataclasses.dataclass(frozen=True)

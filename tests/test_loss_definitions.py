@@ -23,7 +23,7 @@ import pytest
 
 import jaxnet
 
-from .helpers import TARGETS, assert_grads_close
+from .helpers import TARGETS, assert_matches_fd
 
 N, D, H = 5, 3, 4  # examples, inputs, hidden units (one tanh layer)
 
@@ -108,7 +108,7 @@ def test_loss_and_manual_grads_match_the_numpy_definition(target, reduction, l2,
     value, grads = jaxnet.value_and_manual_grads(params, net, xj, yj)
     assert float(value) == pytest.approx(expected, rel=1e-12, abs=0)
     fd = numpy_fd_grads(ws, bs, lambda w, b: numpy_loss(w, b, x, y, loss, reduction, l2, l2_bias))
-    assert_grads_close(grads, fd, 1e-6, "NumPy finite differences of the NumPy loss")
+    assert_matches_fd(grads, fd, expected, "NumPy finite differences of the NumPy loss", rtol=1e-7)
 
 
 def test_the_numpy_reference_sees_the_definitions():

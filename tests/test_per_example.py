@@ -36,6 +36,7 @@ def test_per_example_grads_norms_and_sum(name, dtype):
     assert {r.witness for r in report.leaves} == {"per-example", "norms", "r Σ g_i + L2"}
 
 
+@pytest.mark.slow  # the main run: test_per_example_grads_norms_and_sum[cnn-both-conv-paths-float32]
 def test_both_conv_norm_paths_run(monkeypatch):
     """The network above takes the per-example-kernel path in its first conv and the Gram path in its second."""
     net = NETS["cnn-both-conv-paths"]

@@ -37,6 +37,7 @@ def test_each_replica_equals_its_configuration_trained_alone(optimizer, grads):
         np.testing.assert_allclose(result.history[i]["train_loss"], alone.history["train_loss"], rtol=2e-5)
 
 
+@pytest.mark.slow  # the main run: test_each_replica_equals_its_configuration_trained_alone
 def test_groups_chunks_summary_and_memory_errors():
     nets = [NET, jaxnet.mlp([2, 4, 3], "relu")]
     replicas = sweep.grid(nets, seeds=(0, 1, 2), lr=(0.1, 0.3))
