@@ -180,18 +180,14 @@ def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_
     dtype = jnp.result_type(*jax.tree.leaves(params))
     rtol = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])[0] if rtol is None else rtol
     ref, working = device_for(dtype, reference_device, params), working_device(params)
+    # each side one compiled program, traced afresh on every call (a redefined bwd is never a stale trace)
+    inputs, dys, head, refs = on_device(jax.jit(lambda *a: _references(*a)), params, net, x, y, device=ref)
     with jax.default_matmul_precision("highest"):
-        out, residuals = forward_pass(params, net, x)
-    inputs, dys, head = on_device(_autodiff_upstream, params, net, x, y, device=ref)
-    verdicts = [LayerVerdict(-1, net.loss, GradReport(tuple(compare("jax.grad", {"delta": _head_delta(net, out, y)},
-                                                                   {"delta": head}, rtol))))]
+        delta, yours = jax.jit(lambda *a: _yours(*a))(params, net, x, y, to_device(dys, working))
+    verdicts = [LayerVerdict(-1, net.loss, GradReport(tuple(compare("jax.grad", {"delta": delta}, {"delta": head}, rtol))))]
     for i in reversed(range(len(net.layers))):
-        layer = net.layers[i]
-        with jax.default_matmul_precision("highest"):
-            dy = to_device(jnp.asarray(dys[i], out.dtype), working)  # autodiff's dy, where your bwd runs
-            dx, dparams = layer.bwd(params[i], residuals[i], dy)
-        dparams_ref, dx_ref = on_device(_layer_vjp, layer, params[i], inputs[i], dys[i], device=ref)
-        verdicts.append(LayerVerdict(i, type(layer).__name__, _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol)))
+        (dx, dparams), (dparams_ref, dx_ref) = yours[i], refs[i]
+        verdicts.append(LayerVerdict(i, type(net.layers[i]).__name__, _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol)))
     notes.append(f"references on {device_name(ref)}; your bwd on {device_name(working)}")
     return WrongLayerReport(tuple(verdicts), tuple(notes))
 
@@ -208,10 +204,20 @@ def _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol):
     return GradReport(tuple(dataclasses.replace(row, path=rename(row.path)) for row in rows))
 
 
-def _head_delta(net, out, y):
-    """The hand-written ``∂L/∂f`` of the reduced data loss: ``r · delta(f, y)``: [batch, K]."""
+def _yours(params, net, x, y, dys):
+    """The hand-written side: the head's ``∂L/∂f = r · delta(f, y)`` ([batch, K]) and every layer's
+    ``bwd(params_l, residuals_l, dy_l)`` given autodiff's ``dy_l``."""
+    out, residuals = forward_pass(params, net, x)
     r = 1.0 / out.shape[0] if net.reduction == "mean" else 1.0
-    return r * get_loss(net.loss).delta(out, y)
+    bwds = [layer.bwd(p, res, dy.astype(out.dtype)) for layer, p, res, dy in zip(net.layers, params, residuals, dys)]
+    return r * get_loss(net.loss).delta(out, y), bwds
+
+
+def _references(params, net, x, y):
+    """:func:`_autodiff_upstream` and every layer's ``jax.vjp`` at its input, applied to its ``dy``."""
+    inputs, dys, head = _autodiff_upstream(params, net, x, y)
+    refs = [_layer_vjp(layer, p, h, dy) for layer, p, h, dy in zip(net.layers, params, inputs, dys)]
+    return inputs, dys, head, refs
 
 
 def _autodiff_upstream(params, net, x, y):

@@ -33,7 +33,8 @@ def test_the_right_derivation_passes(net, dtype):
 
 
 @pytest.mark.parametrize("net,mistake,dtype", lean(  # the main suite: each mistake in one dtype, alternating
-    [(n, m, d) for n, m in CASES for d in DTYPES], lambda i, c: i % 2 == (i // 2) % 2),
+    [(n, m, d) for n, m in CASES for d in DTYPES],  # the conv kernel (float32: 7 s) under -m slow only
+    lambda i, c: i % 2 == (i // 2) % 2 and not (c[1] == "conv kernel not flipped")),
     ids=[f"{n}-{m.replace(' ', '-')}-{d}" for n, m in CASES for d in ("float32", "float64")])
 def test_each_mistake_is_caught_in_the_right_leaves(net, mistake, dtype):
     loss, grads, problem, mistakes = NETS[net]
