@@ -396,7 +396,8 @@ def handle_kinks(counter, args, kinks, margin, seed=0, single=False):
     return args, [what + f"; their inputs nudged by N(0, ({step:g})²) steps until every kink is {margin:g} away"]
 
 
-_NOT_TRACEABLE = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+# The errors of tracing code that JAX cannot trace (NumPy calls, Python control flow on values).
+NOT_TRACEABLE = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
                   jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
 
 
@@ -425,7 +426,7 @@ def _maybe_jit(fn):
     def call(*args):
         try:
             return compiled(*args)
-        except (*_NOT_TRACEABLE, TypeError):
+        except (*NOT_TRACEABLE, TypeError):
             return fn(*args)
 
     return call
@@ -559,7 +560,7 @@ def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, 
             try:
                 leaves += _hessian_vector(grad_fn, loss_fn, params64, args64, hvp_directions,
                                           (seed, 2), fd_rtol if hvp_rtol is None else hvp_rtol, (working, ref64))
-            except _NOT_TRACEABLE as e:
+            except NOT_TRACEABLE as e:
                 notes.append(f"hessian-vector check skipped: grad_fn cannot be differentiated by JAX ({type(e).__name__})")
     return leaves, notes
 
@@ -669,7 +670,7 @@ def check_vjp(f, f_vjp, *primals, cotangents=3, names=None, rtol=None, fd_rtol=N
     names = _primal_names(f, len(primals)) if names is None else tuple(names)
     if len(names) != len(primals):
         raise ValueError(f"names: {len(names)} names for {len(primals)} primals")
-    wide = any(_given_dtype(leaf) == np.float64 for leaf in jax.tree.leaves(primals))  # as given, x64 or not
+    wide = given_in_float64(primals)
     with jax.enable_x64(True) if wide else contextlib.nullcontext():  # float64 primals stay float64
         rng = np.random.default_rng((seed, 4))
         dys = [jax.tree.map(lambda a: np.asarray(rng.normal(size=np.shape(a)), jnp.result_type(a)), f(*primals))
@@ -684,10 +685,14 @@ def check_vjp(f, f_vjp, *primals, cotangents=3, names=None, rtol=None, fd_rtol=N
         return _merge(check, dys, names)
 
 
-def _given_dtype(leaf):
-    """The dtype ``leaf`` was given in (a NumPy float64 array is float64 even with x64 off)."""
-    dtype = getattr(leaf, "dtype", None)
-    return np.dtype(np.asarray(leaf).dtype if dtype is None else dtype)
+def given_in_float64(tree) -> bool:
+    """Whether every floating-point array of ``tree`` was given in float64 (a NumPy float64 array
+    counts even with x64 off; Python numbers and lists do not decide): the checks then run with
+    x64 on for their duration, in float64 throughout. Mixed float32/float64 inputs run as JAX
+    would run them (float32 with x64 off)."""
+    dtypes = [np.dtype(leaf.dtype) for leaf in jax.tree.leaves(tree)
+              if hasattr(leaf, "dtype") and np.issubdtype(np.dtype(leaf.dtype), np.floating)]
+    return bool(dtypes) and all(d == np.float64 for d in dtypes)
 
 
 def _check_vjp_jax(f, f_vjp, primals, dys, names, options):
@@ -734,7 +739,7 @@ def _traceable(f, primals):
     """Whether JAX can trace ``f`` (else it is NumPy code, checked by finite differences only)."""
     try:
         jax.eval_shape(f, *primals)
-    except (*_NOT_TRACEABLE, TypeError):
+    except (*NOT_TRACEABLE, TypeError):
         return False
     return True
 

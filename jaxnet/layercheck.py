@@ -22,7 +22,8 @@ import numpy as np
 
 from .devices import device_name, on_device, to_device, working_device
 from .devices import reference_device as device_for  # reference_device is an argument below
-from .gradcheck import DEFAULT_RTOL, GradReport, check_vjp, compare, count_layer_kinks, count_kinks, handle_kinks
+from .gradcheck import (DEFAULT_RTOL, NOT_TRACEABLE, GradReport, LeafReport, check_vjp, compare, count_kinks,
+                        count_layer_kinks, given_in_float64, handle_kinks)
 from .layers import Layer
 from .losses import get_loss
 from .network import check_inputs, forward_pass, prepare_inputs
@@ -46,15 +47,8 @@ def check_layer(layer: Layer, params: dict, x, *, cotangents: int = 3, kinks: st
       x: a batch of inputs, ``[batch, *in_shape]``.
       cotangents, eps, seed, options: as for :func:`jaxnet.check_vjp` (``rtol``, ``fd_rtol``, …).
     """
-    wide = any(_given_dtype(leaf) == np.float64 for leaf in jax.tree.leaves((params, x)))
-    with jax.enable_x64(True) if wide else contextlib.nullcontext():  # float64 inputs stay float64
+    with jax.enable_x64(True) if given_in_float64((params, x)) else contextlib.nullcontext():  # float64 stays float64
         return _check_layer(layer, params, x, cotangents, kinks, kink_margin, eps, seed, options)
-
-
-def _given_dtype(leaf):
-    """The dtype ``leaf`` was given in (a NumPy float64 array is float64 even with x64 off)."""
-    dtype = getattr(leaf, "dtype", None)
-    return np.dtype(np.asarray(leaf).dtype if dtype is None else dtype)
 
 
 def _check_layer(layer, params, x, cotangents, kinks, kink_margin, eps, seed, options):
@@ -181,9 +175,12 @@ def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_
     rtol = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])[0] if rtol is None else rtol
     ref, working = device_for(dtype, reference_device, params), working_device(params)
     # each side one compiled program, traced afresh on every call (a redefined bwd is never a stale trace)
-    inputs, dys, head, refs = on_device(jax.jit(lambda *a: _references(*a)), params, net, x, y, device=ref)
+    dys, head, refs = on_device(jax.jit(lambda *a: _references(*a)), params, net, x, y, device=ref)
     with jax.default_matmul_precision("highest"):
-        delta, yours = jax.jit(lambda *a: _yours(*a))(params, net, x, y, to_device(dys, working))
+        try:
+            delta, yours = jax.jit(lambda *a: _yours(*a))(params, net, x, y, to_device(dys, working))
+        except (*NOT_TRACEABLE, TypeError):  # a bwd JAX cannot compile (NumPy, control flow on values): eager
+            delta, yours = _yours(params, net, x, y, to_device(dys, working))
     verdicts = [LayerVerdict(-1, net.loss, GradReport(tuple(compare("jax.grad", {"delta": delta}, {"delta": head}, rtol))))]
     for i in reversed(range(len(net.layers))):
         (dx, dparams), (dparams_ref, dx_ref) = yours[i], refs[i]
@@ -194,14 +191,16 @@ def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_
 
 def _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol):
     """``dx`` and every ``dparams`` leaf against the references, one measure over both (the floor:
-    1e-3 of their largest entry); a ``dparams`` of the wrong tree is one failing row
-    ``dparams (tree)`` and ``dx`` is still compared."""
-    if jax.tree.structure(dparams) != jax.tree.structure(dparams_ref):
-        rows = compare("jax.vjp", {"dx": dx}, {"dx": dx_ref}, rtol) + compare("jax.vjp", dparams, dparams_ref, rtol)
-    else:
-        rows = compare("jax.vjp", {"dx": dx, "dparams": dparams}, {"dx": dx_ref, "dparams": dparams_ref}, rtol)
-    rename = lambda path: path.replace("['dx']", "dx").replace("['dparams']", "dparams").replace("(tree)", "dparams (tree)")
-    return GradReport(tuple(dataclasses.replace(row, path=rename(row.path)) for row in rows))
+    1e-3 of their largest entry); an output of the wrong tree (a missing leaf, ``dx`` not an
+    array) is one failing row ``dx (tree)`` / ``dparams (tree)``, and the other is still compared."""
+    yours, refs = {"dx": dx, "dparams": dparams}, {"dx": dx_ref, "dparams": dparams_ref}
+    same = [k for k in yours if jax.tree.structure(yours[k]) == jax.tree.structure(refs[k])]
+    rows = compare("jax.vjp", {k: yours[k] for k in same}, {k: refs[k] for k in same}, rtol) if same else []
+    rows = [dataclasses.replace(r, path=r.path.replace("['dx']", "dx").replace("['dparams']", "dparams")) for r in rows]
+    rows += [LeafReport("jax.vjp", f"{k} (tree)", (), float("inf"), float("inf"),
+                        f"{jax.tree.structure(yours[k])} != {jax.tree.structure(refs[k])}", float("nan"), float("nan"), 1.0, rtol)
+             for k in yours if k not in same]
+    return GradReport(tuple(rows))
 
 
 def _yours(params, net, x, y, dys):
@@ -214,10 +213,11 @@ def _yours(params, net, x, y, dys):
 
 
 def _references(params, net, x, y):
-    """:func:`_autodiff_upstream` and every layer's ``jax.vjp`` at its input, applied to its ``dy``."""
+    """Autodiff's ``dy`` of every layer and ``∂L/∂f`` (:func:`_autodiff_upstream`), and every
+    layer's ``jax.vjp`` at its input applied to its ``dy``: ``(dparams, dx)``."""
     inputs, dys, head = _autodiff_upstream(params, net, x, y)
     refs = [_layer_vjp(layer, p, h, dy) for layer, p, h, dy in zip(net.layers, params, inputs, dys)]
-    return inputs, dys, head, refs
+    return dys, head, refs
 
 
 def _autodiff_upstream(params, net, x, y):

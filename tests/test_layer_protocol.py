@@ -432,3 +432,46 @@ print(report.ok, report.notes[-1])
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True references on cpu:0; your bwd on cpu:1"
+
+
+def test_a_gradient_of_the_wrong_tree_is_one_failing_row():
+    loss = lambda p, x: jnp.sum(jnp.tanh(x @ p["W"]) + p["b"][None])
+    params, x = {"W": _x((3, 2), 4), "b": _x((2,), 5)}, _x((4, 3), 6)
+    report = jaxnet.check_grads(loss, lambda p, x: {"W": jax.grad(loss)(p, x)["W"]}, params, x)
+    assert [row.path for row in report.leaves] == ["(tree)"] and not report.ok
+    assert "is not the params'" in report.notes[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class DxAsTuple(jaxnet.Dense):
+    def bwd(self, params, residuals, da):
+        dx, grads = super().bwd(params, residuals, da)
+        return (dx,), grads  # dx wrapped in a tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class NumPyBackward(jaxnet.Dense):
+    def bwd(self, params, residuals, da):  # right, but in NumPy: find_wrong_layer falls back to eager
+        dx, grads = super().bwd(params, residuals, da)
+        return jnp.asarray(np.asarray(dx)), grads
+
+
+def test_find_wrong_layer_with_a_dx_of_the_wrong_tree_and_an_untraceable_bwd():
+    net = jaxnet.sequential((3,), [DxAsTuple(4, "tanh"), NumPyBackward(2)])
+    params, x, y = verify.random_problem(net, seed=0, n=4)
+    report = jaxnet.find_wrong_layer(params, net, x, y)
+    assert [(v.index, v.wrong) for v in report.verdicts if not v.ok] == [(0, ("dx (tree)",))], str(report)
+    assert report.verdicts[0].ok  # the head; layers[1] (NumPy bwd) ok, layers[0]'s dparams still compared
+    assert {row.path for row in report.verdicts[-1].report.leaves} == {"dparams['W']", "dparams['b']", "dx (tree)"}
+
+
+def test_check_layer_of_float32_params_and_float64_numpy_inputs_with_x64_off():
+    """Mixed float32/float64 inputs run as JAX runs them (float32 with x64 off): no false FAIL."""
+    layer = jaxnet.Dense(2, "tanh")
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(False):
+        params = {"W": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32), "b": jnp.asarray(rng.normal(size=2), jnp.float32)}
+        report = jaxnet.check_layer(layer, params, rng.normal(size=(4, 3)), cotangents=1)
+        assert report.ok and report.leaves[0].rtol == 1e-4, str(report)
+    assert jaxnet.gradcheck.given_in_float64({"a": np.zeros(2), "b": np.zeros(2, np.float32)}) is False
+    assert jaxnet.gradcheck.given_in_float64((np.zeros(2), 1.0, [2.0])) is True
