@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .files import atomic_write
 from .layers import kind_name, layer_kind
 from .network import Network
 
@@ -95,19 +95,8 @@ def save(path, *, net: Network, params, opt_state=None, epoch: int = 0, step: in
         arrays["key"] = np.asarray(jax.random.key_data(key))
         meta["key_impl"] = str(jax.random.key_impl(key))
     arrays["meta"] = np.array(json.dumps(meta))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load(path, net: Network | None = None, opt_state_template=None) -> Checkpoint:

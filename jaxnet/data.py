@@ -175,6 +175,8 @@ def _load_npz(path):
     for name, a in (("x", x), ("y", y)):
         if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
             raise ValueError(f"{path}: array {name!r} is not numeric (dtype {a.dtype})")
+        if np.issubdtype(a.dtype, np.complexfloating):
+            raise ValueError(f"{path}: array {name!r} is complex (dtype {a.dtype}); expected real numbers")
     if len(x) != len(y):
         raise ValueError(f"{path}: x has {len(x)} rows but y has {len(y)}")
     return x.astype(np.float64), y
@@ -189,6 +191,8 @@ def _load_npy(path):
         raise ValueError(f"{path}: expected a 2-D array [rows, features + target], got shape {a.shape}")
     if not np.issubdtype(a.dtype, np.number):
         raise ValueError(f"{path}: array is not numeric (dtype {a.dtype})")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise ValueError(f"{path}: array is complex (dtype {a.dtype}); expected real numbers")
     return a.astype(np.float64)
 
 

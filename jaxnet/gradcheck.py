@@ -492,6 +492,7 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
       reference's own consistency: ``ref vs finite diff`` (``jax.grad`` in float64) and
       ``jvp vs jax.grad`` (forward vs reverse mode), and ``hessian-vector``.
     """
+    _check_params(params)
     notes = []
     if net is not None:
         margin = 100 * eps if kink_margin is None else float(kink_margin)
@@ -499,6 +500,7 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
             raise ValueError("net= needs the inputs x as the first argument after params")
         single = np.shape(args[0]) == tuple(net.input_shape)  # one example, passed to your functions as it is
         args, notes = handle_kinks(lambda x: count_kinks(params, net, x, margin), args, kinks, margin, seed, single)
+    _check_loss(loss_fn, params, args)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     default_rtol, default_fd = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])
     rtol = default_rtol if rtol is None else rtol
@@ -522,6 +524,47 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
     return GradReport(tuple(leaves), tuple(notes))
 
 
+def _check_params(params):
+    """One sentence on what :func:`check_grads` needs instead of JAX's own error: a pytree of
+    floating-point arrays to differentiate with respect to."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    if not leaves:
+        raise ValueError("check_grads: params holds no arrays; expected a pytree of floating-point arrays "
+                         "(the parameters your gradient is with respect to)")
+    for path, leaf in leaves:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise ValueError(f"check_grads: params{jax.tree_util.keystr(path)} has dtype {jnp.result_type(leaf)}; "
+                             "a gradient is taken with respect to floating-point arrays only")
+
+
+def _check_loss(loss_fn, params, args):
+    """One sentence instead of JAX's or NumPy's error: ``loss_fn`` must be JAX code
+    (``jax.grad`` differentiates it) and return a scalar. Errors of another kind (a wrong call)
+    are left to the check itself, which raises them as they are."""
+    try:
+        shape = jax.eval_shape(loss_fn, params, *args).shape
+    except jax.errors.TracerArrayConversionError:
+        raise ValueError("check_grads: loss_fn calls NumPy on its inputs, so jax.grad cannot differentiate it; write "
+                         "it with jax.numpy, or check a NumPy loss and its gradient with jaxnet.check_vjp "
+                         "(finite differences only)") from None
+    except (*NOT_TRACEABLE, TypeError, AttributeError):  # Python control flow on values, non-array arguments
+        try:
+            shape = np.shape(loss_fn(params, *args))
+        except Exception:  # noqa: BLE001 - the check itself raises it, with its own traceback
+            return
+    if tuple(shape) != ():
+        raise ValueError(f"check_grads: loss_fn must return a scalar, got shape {tuple(shape)}; for a vector "
+                         "output and its hand-written backward pass use jaxnet.check_vjp")
+
+
+def _gradient_dtypes(yours):
+    """``ValueError`` for an integer (or other non-floating) leaf of your gradient."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(yours)[0]:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise ValueError(f"check_grads: your gradient{jax.tree_util.keystr(path)} has dtype "
+                             f"{jnp.result_type(leaf)}; expected floating point, like the params")
+
+
 def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, eps, fd_max_elements, directions,
                hvp_directions, hvp_rtol, seed, jvp_of_yours):
     """:func:`check_grads`' rows and notes, with your gradient on ``devices[0]``, the ``jax.grad``
@@ -530,6 +573,7 @@ def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, 
     notes = []
     with jax.default_matmul_precision("highest"):
         yours = _maybe_jit(grad_fn)(params, *args)
+    _gradient_dtypes(yours)
     if jax.tree.structure(yours) != jax.tree.structure(params):  # a leaf missing, extra or misnamed
         return compare("jax.grad", yours, params, rtol), [
             f"your gradient's tree {jax.tree.structure(yours)} is not the params' {jax.tree.structure(params)}: "

@@ -10,6 +10,7 @@ inside the commands, so ``jaxnet --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from . import check, train
@@ -83,7 +84,7 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a network of the notes (or your own data) with hand-derived gradients")
     _network_flags(p, DEFAULT_PRESET)
     p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--lr", type=_learning_rate, help="learning rate (a finite number > 0)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size (0: full batch)")
     p.add_argument("--seed", type=int, default=0)
@@ -101,6 +102,24 @@ def _add_train(sub) -> None:
     p.add_argument("--save-every", dest="save_every", type=int, default=0, help="checkpoint every N epochs (default: epochs/20)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=train.run)
+
+
+def _learning_rate(text):
+    """A finite learning rate > 0 (a negative one trains uphill, NaN poisons every step)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a learning rate must be a finite number > 0, got {text!r}")
+    return value
+
+
+_SWEPT_RANGE = {  # name: (test, what it must be)
+    "lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "l2": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "momentum": (lambda v: math.isfinite(v) and 0 <= v < 1, "in [0, 1)"),
+}
 
 
 def _csv_ints(text):
@@ -130,4 +149,8 @@ def _sweep_spec(text):
                           else [float(v) for v in values.split(",")])
         except (ValueError, argparse.ArgumentTypeError):
             raise argparse.ArgumentTypeError(f"--sweep: bad values in {item!r}") from None
+        test, what = _SWEPT_RANGE.get(name, (lambda v: True, ""))
+        bad = [v for v in spec[name] if name != "hidden" and not test(v)]
+        if bad:
+            raise argparse.ArgumentTypeError(f"--sweep: every {name} must be {what}, got {bad[0]!r} in {item!r}")
     return spec

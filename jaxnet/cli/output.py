@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+from ..files import atomic_write
+
 
 class CommandFailed(Exception):
     """A command stops with ``exit_code``; :func:`jaxnet.cli.main` prints ``jaxnet <command>: <message>``
@@ -26,6 +28,7 @@ def finite(tree):
 
 
 def write_json(path: str, tree) -> None:
-    """``tree`` with NaN / Inf as null, written to ``path`` (indent 1)."""
-    with open(path, "w") as f:
+    """``tree`` with NaN / Inf as null, written to ``path`` (indent 1) atomically: a temporary file
+    renamed over ``path`` (:func:`jaxnet.files.atomic_write`), never a half-written file."""
+    with atomic_write(path, "w") as f:
         json.dump(finite(tree), f, indent=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ..files import remove_stale_temporaries
 from .output import CommandFailed, write_json
 from .settings import Settings
 
@@ -21,6 +22,7 @@ def run(settings: Settings) -> int:
         raise CommandFailed(f"sweeps support the optimizers {', '.join(sweep.OPTIMIZERS)}, not {settings.optimizer!r}")
     replicas = _replicas(settings)
     os.makedirs(settings.out, exist_ok=True)
+    remove_stale_temporaries(settings.out)
     print(f"jaxnet train: sweep of {len(replicas)} replicas ({len({r.net for r in replicas})} network group(s)), "
           f"{settings.optimizer}, batch {settings.batch_size}, {settings.epochs} epochs, {settings.grads} gradients"
           + (f", replicas split over {settings.devices} devices" if settings.devices and settings.devices > 1 else ""))

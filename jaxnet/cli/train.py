@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from ..files import remove_stale_temporaries
 from . import sweep
 from .output import CommandFailed, finite, write_json
 from .settings import Settings, resolve
@@ -40,6 +41,7 @@ def train(settings: Settings) -> int:
     optimizer = settings.optimizer_transform()
     start = _initial_state(settings, optimizer)
     os.makedirs(settings.out, exist_ok=True)
+    remove_stale_temporaries(settings.out)  # what killed writes of an earlier run left
     _print_header(settings)
     if settings.check:
         _check_first(settings, start.params)
