@@ -542,9 +542,9 @@ def _check_loss(loss_fn, params, args):
     (``jax.grad`` differentiates it) and return a scalar. Errors of another kind (a wrong call)
     are left to the check itself, which raises them as they are."""
     try:
-        shape = jax.eval_shape(loss_fn, params, *args).shape
+        shape = jax.eval_shape(lambda p: loss_fn(p, *args), params).shape  # params traced, as jax.grad traces them
     except jax.errors.TracerArrayConversionError:
-        raise ValueError("check_grads: loss_fn calls NumPy on its inputs, so jax.grad cannot differentiate it; write "
+        raise ValueError("check_grads: loss_fn calls NumPy on the params, so jax.grad cannot differentiate it; write "
                          "it with jax.numpy, or check a NumPy loss and its gradient with jaxnet.check_vjp "
                          "(finite differences only)") from None
     except (*NOT_TRACEABLE, TypeError, AttributeError):  # Python control flow on values, non-array arguments

@@ -57,7 +57,7 @@ def _network_flags(p, default_preset):
     p.add_argument("--activation", type=_activations, help="one activation, or one per hidden layer (comma-separated)")
     p.add_argument("--loss", choices=["softmax_cross_entropy", "sigmoid_cross_entropy", "squared_error"])
     p.add_argument("--reduction", choices=["mean", "sum"])
-    p.add_argument("--l2", type=float, help="L2 strength (l2/2 sum W^2)")
+    p.add_argument("--l2", type=_penalty, help="L2 strength (l2/2 sum W^2), a finite number >= 0")
     p.add_argument("--l2-bias", dest="l2_bias", action=argparse.BooleanOptionalAction, default=None, help="penalise biases too")
     p.add_argument("--data", help="your data: .npz (x, y), .npy (last column = target) or .csv")
     p.add_argument("--target", help="CSV: the name of the target column (default: the last column)")
@@ -112,6 +112,17 @@ def _learning_rate(text):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"a learning rate must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _penalty(text):
+    """A finite L2 strength >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"an L2 strength must be a finite number >= 0, got {text!r}")
     return value
 
 
