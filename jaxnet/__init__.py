@@ -17,8 +17,8 @@ from .layers import Dense as Dense
 from .layers import Flatten as Flatten
 from .layers import Layer as Layer
 from .layers import MaxPool2D as MaxPool2D
-from .layercheck import check_layer as check_layer
-from .layercheck import find_wrong_layer as find_wrong_layer
+from .check_layers import check_layer as check_layer
+from .check_layers import find_wrong_layer as find_wrong_layer
 from .losses import LOSSES as LOSSES
 from .network import Network as Network
 from .network import check_inputs as check_inputs

@@ -1,9 +1,9 @@
 """Where a computation runs: the working device of your arrays, and the device of the references.
 
-A float64 reference (``jax.grad``, finite differences, a jvp) must be exact to float64
+A float64 reference (autodiff's gradient, finite differences, a forward-mode product) must be exact to float64
 rounding on every backend, or a right gradient fails the 1e-10 bar. XLA's CPU kernels are
 (the hand-derived gradients agree with them to ~1e-15 throughout the tests). A GPU's need not
-be: on an NVIDIA H200 the float64 ``jax.grad`` of a strided convolution was 2.4e-10 (relative)
+be: on an NVIDIA H200 the float64 autodiff gradient of a strided convolution was 2.4e-10 (relative)
 away from the CPU's while the hand-derived gradient on that GPU matched the CPU's to 2e-16 — an
 error no tolerance derived from float64 rounding (~1e-16) accounts for, and loosening 1e-10 to
 cover it would blunt the check everywhere. So float64 references run on the CPU device, which

@@ -29,7 +29,7 @@ from .gradcheck import LeafError as LeafError
 from .gradcheck import check_grads, check_per_example
 from .gradcheck import finite_difference_grads as finite_difference_grads
 from .gradcheck import leaf_errors as leaf_errors
-from .layercheck import find_wrong_layer
+from .check_layers import find_wrong_layer
 
 
 def reference_grads(loss_fn, params, *args, device="default", jit: bool = False):
