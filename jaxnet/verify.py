@@ -13,8 +13,6 @@ The error measure and the finite differences live in :mod:`jaxnet.gradcheck`
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
