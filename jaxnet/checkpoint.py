@@ -1,4 +1,5 @@
-"""Checkpoints: params, optimizer state, network, counters and PRNG key in one ``.npz`` file.
+"""Checkpoints: params, optimizer state, network, counters, PRNG key and training history in one
+``.npz`` file.
 
 No pickle anywhere: arrays are stored with ``np.savez`` and read with
 ``allow_pickle=False``; everything else is one JSON string (``meta``). Files are written
@@ -6,14 +7,29 @@ to a temporary name in the same folder, flushed to disk and renamed over the tar
 crash mid-write leaves the previous checkpoint intact. A truncated or corrupted file (the
 zip's CRC check), a file that is not a jaxnet checkpoint, or one for another network gets a
 :class:`CheckpointError` (a ``ValueError``) that says which.
+
+Everything read back is checked before it is used, so a forged or damaged file is a
+:class:`CheckpointError` naming the file and the field, never another exception or a silently
+wrong load: ``epoch``, ``step`` and the leaf counts are non-negative integers; ``extra`` is a
+dict; the network description is a dict that builds a :class:`Network`; every params array is
+floating (float16/32/64), finite, and of the shape the network gives it; the key data is uint32
+of its implementation's shape; optimizer leaves have the template's shapes and kinds of dtype;
+each history entry is a 1-D floating array (NaN allowed).
+
+The training history (``history=``: metric name -> one float per epoch) is stored as float64
+arrays ``history_0``, ``history_1``, ... with the names, in order, in the metadata's
+``"history"`` list: a long run's history costs a few bytes per value, not a JSON text that
+grows with every save. Checkpoints written before it existed load with ``history == {}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import os
 import zipfile
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +40,10 @@ from .layers import kind_name, layer_kind
 from .network import Network
 
 FORMAT = "jaxnet-checkpoint/1"
+
+# What reading a damaged or forged entry of the archive can raise (a header claiming a huge
+# array: MemoryError; an unsupported compression method: NotImplementedError).
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, MemoryError)
 
 
 class CheckpointError(ValueError):
@@ -43,6 +63,9 @@ def network_to_dict(net: Network) -> dict:
 
 
 def network_from_dict(d: dict) -> Network:
+    """The :class:`Network` that :func:`network_to_dict` described. A description that is not
+    one raises ``KeyError``, ``TypeError`` or ``ValueError`` (an unknown layer kind:
+    :class:`CheckpointError`)."""
     layers = []
     for spec in d["layers"]:
         spec = dict(spec)
@@ -69,11 +92,19 @@ class Checkpoint:
     step: int
     key: jax.Array | None
     extra: dict
+    history: dict = dataclasses.field(default_factory=dict)  # metric name -> list of floats per epoch
 
 
-def save(path, *, net: Network, params, opt_state=None, epoch: int = 0, step: int = 0, key=None, extra=None) -> None:
-    """Write a checkpoint atomically (temporary file + fsync + rename)."""
-    arrays = {}
+def save(path, *, net: Network, params, opt_state=None, epoch: int = 0, step: int = 0, key=None, extra=None,
+         history=None) -> None:
+    """Write a checkpoint atomically (temporary file + fsync + rename).
+
+    ``epoch``, ``step``: non-negative integers. ``extra``: a JSON-able dict, stored in the
+    metadata. ``history``: a dict of metric name (a string) -> 1-D sequence of real numbers (NaN
+    and ±inf allowed), stored as float64 arrays. Anything else is a ``ValueError`` before
+    anything is written."""
+    epoch, step = _counter(epoch, "epoch"), _counter(step, "step")
+    hist_names, arrays = _history_arrays(history)
     p_leaves = jax.tree.leaves(params)
     o_leaves = jax.tree.leaves(opt_state) if opt_state is not None else []
     for i, leaf in enumerate(p_leaves):
@@ -83,13 +114,14 @@ def save(path, *, net: Network, params, opt_state=None, epoch: int = 0, step: in
     meta = {
         "format": FORMAT,
         "network": network_to_dict(net),
-        "epoch": int(epoch),
-        "step": int(step),
+        "epoch": epoch,
+        "step": step,
         "params_leaves": len(p_leaves),
         "opt_leaves": len(o_leaves) if opt_state is not None else None,
         "opt_structure": str(jax.tree.structure(opt_state)) if opt_state is not None else None,
         "key_impl": None,
         "extra": extra or {},
+        "history": hist_names,
     }
     if key is not None:
         arrays["key"] = np.asarray(jax.random.key_data(key))
@@ -99,28 +131,48 @@ def save(path, *, net: Network, params, opt_state=None, epoch: int = 0, step: in
         np.savez(f, **arrays)
 
 
+def _counter(value, name) -> int:
+    """``value`` as a non-negative int (an integer of any kind, not a bool or a float), else ValueError."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, (bool, np.bool_)) or number < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return number
+
+
+def _history_arrays(history) -> tuple[list, dict]:
+    """``(names, {"history_<i>": float64 array})`` for ``save``'s ``history`` (None: none);
+    ``ValueError`` for anything but a dict of string -> 1-D sequence of real numbers."""
+    if history is None:
+        return [], {}
+    if not isinstance(history, dict):
+        raise ValueError(f"history must be a dict of metric name -> 1-D sequence of floats, got {type(history).__name__}")
+    names, arrays = [], {}
+    for i, (name, values) in enumerate(history.items()):
+        if not isinstance(name, str):
+            raise ValueError(f"history: metric names must be strings, got {name!r}")
+        try:
+            a = np.asarray(values)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"history[{name!r}] must be a 1-D sequence of floats ({e})") from None
+        if a.ndim != 1 or a.dtype.kind not in "fiu":
+            raise ValueError(f"history[{name!r}] must be a 1-D sequence of floats, got shape {a.shape} dtype {a.dtype}")
+        names.append(name)
+        arrays[f"history_{i}"] = a.astype(np.float64)
+    return names, arrays
+
+
 def load(path, net: Network | None = None, opt_state_template=None) -> Checkpoint:
     """Read a checkpoint. With ``net``, refuse a checkpoint of another network; with
     ``opt_state_template`` (``optimizer.init(params)``), rebuild the optimizer state in its
-    structure, refusing one of another optimizer."""
+    structure, refusing one of another optimizer. Every field is checked (see the module's
+    docstring); anything wrong is a :class:`CheckpointError` naming the file and the field."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "meta" not in f.files:
-                raise CheckpointError(f"{path}: not a jaxnet checkpoint (no metadata)")
-            arrays = {name: f[name] for name in f.files}
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({type(e).__name__}: {e})") from None
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: corrupted checkpoint metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        got = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path}: unknown checkpoint format {got!r}, expected {FORMAT!r}")
+    arrays = _read_arrays(path)
+    meta = _read_meta(path, arrays["meta"])
     try:
         return _from_arrays(path, meta, arrays, net, opt_state_template)
     except (KeyError, TypeError, ValueError) as e:
@@ -129,34 +181,175 @@ def load(path, net: Network | None = None, opt_state_template=None) -> Checkpoin
         raise CheckpointError(f"{path}: inconsistent checkpoint ({type(e).__name__}: {e})") from None
 
 
+def _read_arrays(path) -> dict:
+    """Every array in the ``.npz`` at ``path``, read without pickle; a file that is not an
+    ``.npz`` with a ``meta`` entry, or an entry that cannot be read, is a CheckpointError."""
+    try:
+        f = np.load(path, allow_pickle=False)
+    except _UNREADABLE as e:
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise CheckpointError(f"{path}: not a jaxnet checkpoint (a single .npy array, not an .npz archive)")
+    with f:
+        if "meta" not in f.files:
+            raise CheckpointError(f"{path}: not a jaxnet checkpoint (no metadata)")
+        return {name: _read_entry(path, f, name) for name in f.files}
+
+
+def _read_entry(path, f, name) -> np.ndarray:
+    """``f[name]``; an object array (it would need unpickling), a damaged entry or one that is not
+    an ``.npy`` array (``NpzFile`` hands those back as bytes): CheckpointError."""
+    try:
+        a = f[name]
+    except _UNREADABLE as e:
+        if isinstance(e, ValueError) and "allow_pickle" in str(e):
+            raise CheckpointError(f"{path}: {name!r} is an object array, which would need unpickling; "
+                                  "checkpoints are never unpickled") from None
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({name!r}: {type(e).__name__}: {e})") from None
+    if not isinstance(a, np.ndarray):
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({name!r} is not an .npy array)")
+    return a
+
+
+def _read_meta(path, raw: np.ndarray) -> dict:
+    """The metadata dict, from the 0-d string array ``meta``, of this module's format."""
+    if raw.ndim != 0 or raw.dtype.kind != "U":
+        raise CheckpointError(f"{path}: corrupted checkpoint metadata ('meta' is a {raw.dtype} array of shape "
+                              f"{raw.shape}, not a JSON string)")
+    try:
+        meta = json.loads(str(raw))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: corrupted checkpoint metadata ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{path}: unknown checkpoint format {got!r}, expected {FORMAT!r}")
+    return meta
+
+
+def _bad(path, field, why) -> CheckpointError:
+    return CheckpointError(f"{path}: invalid checkpoint field {field!r}: {why}")
+
+
+def _field(path, meta, name):
+    """``meta[name]``; a missing one is a CheckpointError."""
+    if name not in meta:
+        raise CheckpointError(f"{path}: inconsistent checkpoint: the metadata has no {name!r}")
+    return meta[name]
+
+
+def _array(path, arrays, name) -> np.ndarray:
+    """``arrays[name]``; a missing one is a CheckpointError."""
+    if name not in arrays:
+        raise CheckpointError(f"{path}: inconsistent checkpoint: no array {name!r}")
+    return arrays[name]
+
+
+def _count(path, meta, name) -> int:
+    """``meta[name]``, which must be a non-negative integer (not a bool, a float or a string)."""
+    value = _field(path, meta, name)
+    if type(value) is not int or value < 0:
+        raise _bad(path, name, f"expected a non-negative integer, got {value!r}")
+    return value
+
+
 def _from_arrays(path, meta, arrays, net, opt_state_template):
-    saved_net = network_from_dict(meta["network"])
+    saved_net = _network(path, meta)
     if net is not None and net != saved_net:
         raise CheckpointError(f"{path}: the checkpoint is for the network {saved_net}, not {net}")
-    params = _rebuild_params(path, saved_net, [arrays[f"params_{i}"] for i in range(meta["params_leaves"])])
-    opt_state = None
-    if opt_state_template is not None:
-        if meta["opt_leaves"] is None:
-            raise CheckpointError(f"{path}: the checkpoint holds no optimizer state")
-        leaves, treedef = jax.tree.flatten(opt_state_template)
-        saved = [arrays[f"opt_{i}"] for i in range(meta["opt_leaves"])]
-        if str(treedef) != meta["opt_structure"] or len(saved) != len(leaves) or any(
-            np.shape(a) != np.shape(b) for a, b in zip(saved, leaves)
-        ):
-            raise CheckpointError(f"{path}: the optimizer state was saved by another optimizer ({meta['opt_structure']})")
-        opt_state = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved])
-    key = None
-    if meta["key_impl"] is not None:
-        key = jax.random.wrap_key_data(jnp.asarray(arrays["key"]), impl=meta["key_impl"])
-    return Checkpoint(saved_net, params, opt_state, meta["epoch"], meta["step"], key, meta["extra"])
+    epoch, step = _count(path, meta, "epoch"), _count(path, meta, "step")
+    extra = _field(path, meta, "extra")
+    if not isinstance(extra, dict):
+        raise _bad(path, "extra", f"expected a dict, got {type(extra).__name__}")
+    params = _rebuild_params(path, saved_net, meta, arrays)
+    opt_state = None if opt_state_template is None else _rebuild_opt_state(path, meta, arrays, opt_state_template)
+    return Checkpoint(saved_net, params, opt_state, epoch, step, _key(path, meta, arrays), extra,
+                      _history(path, meta, arrays))
 
 
-def _rebuild_params(path, net, leaves):
-    template = [
-        {name: shape for name, shape in layer.param_shapes(shape).items()}
-        for layer, shape in zip(net.layers, net.layer_input_shapes)
-    ]
-    shapes, treedef = jax.tree.flatten(template, is_leaf=lambda s: isinstance(s, tuple))
-    if len(shapes) != len(leaves) or any(tuple(s) != a.shape for s, a in zip(shapes, leaves)):
-        raise CheckpointError(f"{path}: the stored parameters do not match the stored network")
-    return jax.tree.unflatten(treedef, [jnp.asarray(a) for a in leaves])
+def _network(path, meta) -> Network:
+    """The stored network description, built; anything that does not build is a CheckpointError."""
+    d = _field(path, meta, "network")
+    if not isinstance(d, dict):
+        raise _bad(path, "network", f"expected a dict, got {type(d).__name__}")
+    try:
+        return network_from_dict(d)
+    except CheckpointError as e:  # an unknown layer kind
+        raise _bad(path, "network", str(e)) from None
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        raise _bad(path, "network", f"not a network description ({type(e).__name__}: {e})") from None
+
+
+def _rebuild_params(path, net, meta, arrays):
+    """The params pytree ``net`` expects, from ``params_<i>``: each floating, finite and of its shape."""
+    template = [layer.param_shapes(shape) for layer, shape in zip(net.layers, net.layer_input_shapes)]
+    entries, treedef = jax.tree_util.tree_flatten_with_path(template, is_leaf=lambda s: isinstance(s, tuple))
+    n = _count(path, meta, "params_leaves")
+    if n != len(entries):
+        raise _bad(path, "params_leaves", f"{n} arrays, but the stored network has {len(entries)}: "
+                                          "the stored parameters do not match the stored network")
+    leaves = []
+    for i, (where, shape) in enumerate(entries):
+        name = f"params_{i}"
+        a = _array(path, arrays, name)
+        what = f"params{jax.tree_util.keystr(where)}"
+        if a.dtype.kind != "f":
+            raise _bad(path, name, f"{what} has dtype {a.dtype}; parameters must be floating (float16/32/64)")
+        if a.shape != tuple(shape):
+            raise _bad(path, name, f"{what} has shape {a.shape}, the stored network's is {tuple(shape)}: "
+                                   "the stored parameters do not match the stored network")
+        if not np.isfinite(a).all():
+            raise _bad(path, name, f"{what} holds NaN or infinite values")
+        leaves.append(jnp.asarray(a))
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _rebuild_opt_state(path, meta, arrays, template):
+    """The optimizer state in ``template``'s structure; one of another optimizer (structure,
+    leaf count, shapes or kinds of dtype) is a CheckpointError."""
+    if _field(path, meta, "opt_leaves") is None:
+        raise CheckpointError(f"{path}: the checkpoint holds no optimizer state")
+    n, structure = _count(path, meta, "opt_leaves"), _field(path, meta, "opt_structure")
+    leaves, treedef = jax.tree.flatten(template)
+    if str(treedef) != structure or n != len(leaves):
+        raise CheckpointError(f"{path}: the optimizer state was saved by another optimizer ({structure})")
+    saved = [_array(path, arrays, f"opt_{i}") for i in range(n)]
+    for i, (a, b) in enumerate(zip(saved, leaves)):
+        if a.shape != np.shape(b) or a.dtype.kind != jnp.asarray(b).dtype.kind:
+            raise CheckpointError(f"{path}: the optimizer state was saved by another optimizer ({structure}): "
+                                  f"'opt_{i}' is {a.dtype}{list(a.shape)}, this optimizer's {jnp.asarray(b).dtype}"
+                                  f"{list(np.shape(b))}")
+    return jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved])
+
+
+def _key(path, meta, arrays):
+    """The stored PRNG key (None when none was saved): uint32 data of its implementation's shape."""
+    impl = _field(path, meta, "key_impl")
+    if impl is None:
+        return None
+    try:
+        if not isinstance(impl, str):
+            raise TypeError(f"expected a string, got {impl!r}")
+        expected = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl)))
+    except (TypeError, ValueError) as e:
+        raise _bad(path, "key_impl", f"not a PRNG implementation ({e})") from None
+    data = _array(path, arrays, "key")
+    if data.dtype != expected.dtype or data.shape != expected.shape:
+        raise _bad(path, "key", f"{data.dtype}{list(data.shape)} where a {impl} key is "
+                                f"{expected.dtype}{list(expected.shape)}")
+    return jax.random.wrap_key_data(jnp.asarray(data), impl=impl)
+
+
+def _history(path, meta, arrays) -> dict:
+    """Metric name -> list of floats, from the names in ``meta["history"]`` and the 1-D floating
+    arrays ``history_<i>``; ``{}`` for a checkpoint written before histories were stored."""
+    names = meta.get("history", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise _bad(path, "history", f"expected a list of distinct metric names, got {names!r}")
+    history = {}
+    for i, name in enumerate(names):
+        a = _array(path, arrays, f"history_{i}")
+        if a.ndim != 1 or a.dtype.kind != "f":
+            raise _bad(path, f"history_{i}", f"history[{name!r}] is {a.dtype}{list(a.shape)}, "
+                                             "not a 1-D floating array")
+        history[name] = a.astype(np.float64).tolist()
+    return history
