@@ -1,4 +1,8 @@
-"""PNG plots of a training run (matplotlib, headless)."""
+"""PNG plots of a training run (matplotlib, headless).
+
+Each function saves its figure to ``path``, closes it and returns it: a closed
+:class:`matplotlib.figure.Figure` can still be inspected (axes labels, legend entries, artists).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import BoundaryNorm  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from .network import predict  # noqa: E402
 
+CLASS_CMAP = "viridis"
 
-def curves(history: dict, path: str) -> None:
-    """Loss (train / validation) and accuracy or RMSE per epoch."""
+
+def _save(fig, path: str):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def curves(history: dict, path: str):
+    """Loss (train / validation) and accuracy or RMSE per epoch; returns the (closed) figure."""
     second = "accuracy" if "train_accuracy" in history else "rmse"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", second)):
@@ -23,58 +38,82 @@ def curves(history: dict, path: str) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_yscale("log" if metric == "loss" and min(history["train_loss"]) > 0 else "linear")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        if ax.get_lines():
+            ax.legend()
+    return _save(fig, path)
 
 
-def decision_boundary(params, net, x, y, path: str, steps: int = 200) -> None:
-    """Predicted class over the plane of 2-D inputs, with the data on top."""
+def class_colours(k: int):
+    """The colormap and norm that give class ``c`` in ``0..k-1`` one colour: ``cmap(norm(c))``,
+    the same in the regions (``contourf``), the points (``scatter``) and the legend."""
+    cmap = plt.get_cmap(CLASS_CMAP, k)
+    return cmap, BoundaryNorm(np.arange(-0.5, k), cmap.N)
+
+
+def _labels(y, n: int) -> np.ndarray:
+    """Integer class labels ``[n]`` from int labels ``[n]``, 0/1 targets ``[n]`` / ``[n, 1]``, or
+    one-hot / probability rows ``[n, K]``."""
+    y = np.asarray(y).reshape(n, -1)
+    return (y.argmax(axis=1) if y.shape[1] > 1 else np.rint(y[:, 0])).astype(int)
+
+
+def decision_boundary(params, net, x, y, path: str, steps: int = 200, *,
+                      axis_labels: tuple[str, str] = ("feature 0", "feature 1")):
+    """Predicted class over the plane of 2-D inputs, with the data on top, axis labels and one
+    legend entry per class (its colour in the regions and the points); returns the (closed) figure.
+
+    ``axis_labels``: the names of the two input features (say ``"x₀ (standardised)"``).
+    """
     lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
     g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], steps), np.linspace(lo[1], hi[1], steps))
     grid = np.stack([g0.ravel(), g1.ravel()], axis=1)  # [steps², 2]
     probs = np.asarray(predict(params, net, grid.astype(np.asarray(params[0]["W"]).dtype)))
     classes = probs.argmax(axis=1) if probs.shape[1] > 1 else (probs[:, 0] > 0.5).astype(int)
+    labels = _labels(y, len(x))
+    k = max(probs.shape[1], 2, int(labels.max()) + 1 if len(labels) else 0)
+    cmap, norm = class_colours(k)
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.contourf(g0, g1, classes.reshape(g0.shape), alpha=0.3, cmap="viridis")
-    ax.scatter(x[:, 0], x[:, 1], c=np.asarray(y).reshape(len(x), -1)[:, 0], s=12, cmap="viridis", edgecolors="k", linewidths=0.3)
+    ax.contourf(g0, g1, classes.reshape(g0.shape), levels=np.arange(-0.5, k), cmap=cmap, norm=norm, alpha=0.3)
+    ax.scatter(x[:, 0], x[:, 1], c=labels, s=12, cmap=cmap, norm=norm, edgecolors="k", linewidths=0.3)
+    ax.legend(handles=[Line2D([], [], linestyle="", marker="o", markerfacecolor=cmap(norm(c)), markeredgecolor="k",
+                              markeredgewidth=0.3, label=f"class {c}") for c in range(k)],
+              fontsize=8, loc="best")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
     ax.set_title("decision boundary")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _save(fig, path)
 
 
-def regression_fit(params, net, x, y, path: str) -> None:
-    """Data and the fitted curve of a 1-D regression."""
+def regression_fit(params, net, x, y, path: str, *, axis_labels: tuple[str, str] = ("x (standardised)", "y")):
+    """Data and the fitted curve of a 1-D regression, with axis labels; returns the (closed) figure."""
     grid = np.linspace(x.min(), x.max(), 300)[:, None]
-    fit = np.asarray(predict(params, net, grid.astype(np.asarray(params[0]["W"]).dtype)))
+    fit = np.asarray(predict(params, net, grid.astype(np.asarray(params[0]["W"]).dtype))).reshape(len(grid), -1)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(x[:, 0], np.asarray(y)[:, 0], s=8, alpha=0.6, label="data")
+    ax.scatter(x[:, 0], np.asarray(y).reshape(len(x), -1)[:, 0], s=8, alpha=0.6, label="data")
     ax.plot(grid[:, 0], fit[:, 0], "r", label="network")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _save(fig, path)
 
 
-def sweep_curves(result, path: str, metric: str = "train_loss") -> None:
-    """Every configuration's ``metric`` per epoch: the mean over its seeds, and a band of ± one std."""
+def sweep_curves(result, path: str, metric: str = "train_loss"):
+    """Every configuration's ``metric`` per epoch: the mean over its seeds, and a band of ± one std;
+    returns the (closed) figure."""
     configs: dict = {}
     for r, h in zip(result.replicas, result.history):
-        configs.setdefault(f"{r.net.sizes} {r.label()}", []).append(h[metric])
+        configs.setdefault(f"{'-'.join(map(str, r.net.sizes))} {r.label()}", []).append(h[metric])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, curves in configs.items():
         c = np.asarray(curves)  # [seeds, epochs]
-        mean, std = c.mean(axis=0), c.std(axis=0)
+        with np.errstate(invalid="ignore"):  # a diverged replica's inf: no band where std is NaN
+            mean, std = c.mean(axis=0), c.std(axis=0)
         epochs = np.arange(1, c.shape[1] + 1)
         line, = ax.plot(epochs, mean, label=f"{label} ({len(c)} seeds)")
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(metric.replace("_", " "))
     if np.all(np.asarray([v for cs in configs.values() for v in np.ravel(cs)]) > 0):
         ax.set_yscale("log")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return _save(fig, path)

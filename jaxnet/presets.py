@@ -83,10 +83,16 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
             "spiral", {"n_per_class": 100, "classes": 3}, lambda shape, k: mlp([*shape, 100, k], "relu", l2=1e-3, l2_bias=True),
             "sgd", 1.0, 300, 32,
         ),
+        # Full-batch GD on the RSS is stable only for lr < 2 / λ_max of the loss's Hessian, which grows
+        # with N and the hidden width (λ_max ≈ 2 N (M/4 + 1) at the initial params: N = 140 gives 1011
+        # for M = 10, i.e. lr < 1.98e-3; 1719 for M = 20, lr < 1.16e-3). Above it the first steps
+        # overshoot and saturate the sigmoids, and the fit stays a nearly straight line (1-20-1 at
+        # lr 2e-3: test R² 0.03). At 1.5e-3 the loss falls every epoch; test R² 0.83 / 0.90 / 0.73
+        # with --seed 0 / 1 / 2 (it climbs on slowly, > 0.9 after some 20000 epochs).
         TrainPreset(
             "001-regression", "note 001: one hidden sigmoid layer, RSS, full-batch gradient descent on a noisy curve",
-            "regression_1d", {"n": 200}, lambda shape, k: mlp([*shape, 20, k], "sigmoid", "squared_error", "sum"),
-            "sgd", 2e-3, 2000, None,
+            "regression_1d", {"n": 200}, lambda shape, k: mlp([*shape, 10, k], "sigmoid", "squared_error", "sum"),
+            "sgd", 1.5e-3, 3000, None,
         ),
         TrainPreset(
             "001-classification", "note 001: one hidden sigmoid layer, softmax classification on concentric circles",
