@@ -297,7 +297,8 @@ def _inner(optimizer):
 def summary(result: SweepResult, metric: str = "val_loss") -> dict:
     """Per configuration (network + hyperparameters, seeds pooled): mean ± std of the final
     metrics over seeds, and the best configuration by the mean of ``metric`` (lower is better
-    for losses and RMSE, higher for accuracy and R²; ``train_loss`` when there is no ``val_``)."""
+    for losses and RMSE, higher for accuracy and R²; ``train_loss`` when there is no ``val_``).
+    A configuration whose mean is not finite is never best; ``best`` is ``None`` when none is."""
     if not any(metric in h for h in result.history):
         metric = "train_loss"
     configs: dict = {}
@@ -306,8 +307,10 @@ def summary(result: SweepResult, metric: str = "val_loss") -> dict:
     rows = []
     for (net, label), hs in configs.items():
         names = sorted(hs[0])
-        stats = {k: (float(np.mean([h[k][-1] for h in hs])), float(np.std([h[k][-1] for h in hs]))) for k in names}
+        with np.errstate(invalid="ignore"):  # a diverged replica's inf gives a NaN std, said as such
+            stats = {k: (float(np.mean([h[k][-1] for h in hs])), float(np.std([h[k][-1] for h in hs]))) for k in names}
         rows.append({"network": net, "config": label, "seeds": len(hs), "final": stats})
     higher = metric.endswith(("accuracy", "r2"))
-    best = (max if higher else min)(rows, key=lambda row: row["final"][metric][0])
+    finite = [row for row in rows if np.isfinite(row["final"][metric][0])]  # a diverged configuration never wins
+    best = (max if higher else min)(finite, key=lambda row: row["final"][metric][0]) if finite else None
     return {"configs": rows, "best": best, "metric": metric}

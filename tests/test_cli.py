@@ -162,7 +162,7 @@ def test_train_bad_data_file(tmp_path, capsys):
 
     three = tmp_path / "three.csv"
     three.write_text("a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 3}\n" for i in range(40)))
-    assert cli.main(["train", "--data", str(three), "--loss", "sigmoid_cross_entropy", "--epochs", "2", "--out", str(tmp_path), "--quiet"]) == 2
+    assert cli.main(["train", "--data", str(three), "--loss", "sigmoid_cross_entropy", "--epochs", "2", "--out", str(tmp_path / "three"), "--quiet"]) == 2
     assert "targets must lie in [0.0, 1.0]" in capsys.readouterr().err
 
 

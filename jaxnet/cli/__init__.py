@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import warnings
 
 from . import check, train
 from .output import CommandFailed
@@ -41,26 +43,71 @@ def main(argv=None) -> int:
         value = getattr(args, name, None)
         if value is not None and value < 0 or (name in ("epochs", "patience", "devices", "seeds") and value == 0):
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
-    try:
-        return args.run(args)
-    except CommandFailed as e:
-        print(f"jaxnet {args.command}: {e}", file=sys.stderr)
-        return e.exit_code
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_line(args.command)
+        try:
+            return args.run(args)
+        except CommandFailed as e:
+            print(f"jaxnet {args.command}: {e}", file=sys.stderr)
+            return e.exit_code
+
+
+def _warning_line(command):
+    """A ``warnings.showwarning`` that prints jaxnet's own warnings (about the data, ...) as
+    ``jaxnet <command>: warning: <message>``, and others as Python does."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category is UserWarning and f"{os.sep}jaxnet{os.sep}" in filename:
+            print(f"jaxnet {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
+_PRESET_DEFAULT = "default: the preset's, listed below"
 
 
 def _network_flags(p, default_preset):
+    from ..activations import ACTIVATIONS
     from ..presets import TRAIN_PRESETS
 
-    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default=default_preset,
-                   help="; ".join(f"{p.name}: {p.description}" for p in TRAIN_PRESETS.values()))
-    p.add_argument("--hidden", type=_csv_ints, help="hidden layer sizes, e.g. 128,64 (input and output sizes come from the data; '' for none)")
-    p.add_argument("--activation", type=_activations, help="one activation, or one per hidden layer (comma-separated)")
-    p.add_argument("--loss", choices=["softmax_cross_entropy", "sigmoid_cross_entropy", "squared_error"])
-    p.add_argument("--reduction", choices=["mean", "sum"])
-    p.add_argument("--l2", type=_penalty, help="L2 strength (l2/2 sum W^2), a finite number >= 0")
-    p.add_argument("--l2-bias", dest="l2_bias", action=argparse.BooleanOptionalAction, default=None, help="penalise biases too")
-    p.add_argument("--data", help="your data: .npz (x, y), .npy (last column = target) or .csv")
-    p.add_argument("--target", help="CSV: the name of the target column (default: the last column)")
+    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default=default_preset, metavar="PRESET",
+                   help=f"a network of the notes and its data: {', '.join(sorted(TRAIN_PRESETS))} "
+                        f"(default: {default_preset or 'every network of the notes'}; see the table below)")
+    p.add_argument("--hidden", type=_csv_ints, metavar="N,N,...",
+                   help="hidden layer sizes of an MLP preset, e.g. 128,64; '' for none (input and output sizes "
+                        f"come from the data; {_PRESET_DEFAULT})")
+    p.add_argument("--activation", type=_activations, metavar="NAME[,NAME...]",
+                   help=f"one hidden activation, or one per hidden layer; choices: {', '.join(ACTIVATIONS)} "
+                        f"({_PRESET_DEFAULT})")
+    p.add_argument("--loss", choices=["softmax_cross_entropy", "sigmoid_cross_entropy", "squared_error"],
+                   help=f"the loss head ({_PRESET_DEFAULT})")
+    p.add_argument("--reduction", choices=["mean", "sum"], help=f"the loss over the batch ({_PRESET_DEFAULT})")
+    p.add_argument("--l2", type=_penalty, help=f"L2 strength (l2/2 sum W^2), a finite number >= 0 ({_PRESET_DEFAULT})")
+    p.add_argument("--l2-bias", dest="l2_bias", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"penalise the biases too ({_PRESET_DEFAULT})")
+    p.add_argument("--data", metavar="PATH",
+                   help="your data instead of the preset's: .npz (arrays x [examples, features] and y), "
+                        ".npy (last column = target) or UTF-8 .csv")
+    p.add_argument("--target", metavar="COLUMN", help="CSV: the name of the target column (default: the last column)")
+    p.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                   help="CSV: the first row is a header (--header) or data (--no-header) (default: a header "
+                        "when it is not all numbers)")
+
+
+def _presets_table() -> str:
+    """The ``--help`` epilog: each preset's data, network and training defaults."""
+    from ..presets import TRAIN_PRESETS
+
+    lines = ["presets (the defaults of the flags a run does not give):",
+             f"  {'preset':<20} {'optimizer':<9} {'lr':>7} {'epochs':>6} {'batch':>5}  what"]
+    for name in sorted(TRAIN_PRESETS):
+        p = TRAIN_PRESETS[name]
+        lines.append(f"  {name:<20} {p.optimizer:<9} {p.learning_rate:>7g} {p.epochs:>6} "
+                     f"{p.batch_size or 'full':>5}  {p.description}")
+    return "\n".join(lines)
 
 
 def _add_check(sub) -> None:
@@ -68,38 +115,47 @@ def _add_check(sub) -> None:
         "check",
         help="check hand-derived gradients against autodiff and finite differences: every network of the notes, "
              "or the network that the train flags describe",
+        epilog=_presets_table(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _network_flags(p, None)
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="working dtype (default float64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random params (and data)")
-    p.add_argument("--batch", type=int, default=16, help="number of examples")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="working dtype (default: float64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random params (and data) (default: 0)")
+    p.add_argument("--batch", type=int, default=16, help="number of examples (default: 16)")
     p.add_argument("--kinks", choices=["exclude", "nudge", "count"], default="exclude",
-                   help="examples within 1e-4 of a ReLU kink or a max-pool tie: excluded (default), nudged, or only counted")
+                   help="examples within 1e-4 of a ReLU kink or a max-pool tie: excluded, nudged, or only counted "
+                        "(default: exclude)")
     p.add_argument("--per-example", dest="per_example", action="store_true",
                    help="also check per-example gradients and their norms against vmapped autodiff")
     p.set_defaults(run=check.run)
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a network of the notes (or your own data) with hand-derived gradients")
+    p = sub.add_parser("train", help="train a network of the notes (or your own data) with hand-derived gradients",
+                       epilog=_presets_table(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _network_flags(p, DEFAULT_PRESET)
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--lr", type=_learning_rate, help="learning rate (a finite number > 0)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="mini-batch size (0: full batch)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grads", choices=["manual", "autodiff"], default="manual")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"the optimizer ({_PRESET_DEFAULT})")
+    p.add_argument("--lr", type=_learning_rate, help=f"learning rate, a finite number > 0 ({_PRESET_DEFAULT})")
+    p.add_argument("--epochs", type=int, help=f"passes over the training set ({_PRESET_DEFAULT})")
+    p.add_argument("--batch-size", dest="batch_size", type=int,
+                   help=f"mini-batch size, 0 for the full batch ({_PRESET_DEFAULT})")
+    p.add_argument("--seed", type=int, default=0, help="seeds the data split, initialisation and shuffling (default: 0)")
+    p.add_argument("--grads", choices=["manual", "autodiff"], default="manual",
+                   help="hand-derived gradients, or autodiff's for comparison (default: manual)")
     p.add_argument("--check", action="store_true", help="verify the gradients against autodiff and finite differences first")
-    p.add_argument("--check-every", dest="check_every", type=int, default=0, help="in-training gradient spot check every N steps")
-    p.add_argument("--patience", type=int, help="early stopping on the validation loss")
+    p.add_argument("--check-every", dest="check_every", type=int, default=0,
+                   help="a gradient spot check every N steps during training (default: 0, none)")
+    p.add_argument("--patience", type=int, help="stop when the validation loss has not improved for N epochs (default: never)")
     p.add_argument("--seeds", type=int, help="train this many seeds (seed, seed+1, ...) side by side (a sweep)")
     p.add_argument("--sweep", type=_sweep_spec,
                    help='a grid trained side by side, e.g. "lr=1e-3,1e-2 l2=0,1e-4 momentum=0,0.9 hidden=16;32,32"')
     p.add_argument("--devices", type=int, help="data-parallel over this many local devices (must divide the batch size); "
-                   "with --seeds/--sweep, the replicas are split over them")
-    p.add_argument("--out", help="output folder (default runs/PRESET)")
-    p.add_argument("--resume", help="a checkpoint.npz to continue from")
-    p.add_argument("--save-every", dest="save_every", type=int, default=0, help="checkpoint every N epochs (default: epochs/20)")
+                   "with --seeds/--sweep, the replicas are split over them (default: 1)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: a new runs/<preset or data file>-<date-time>; "
+                                                "with --resume, the checkpoint's folder)")
+    p.add_argument("--force", action="store_true", help="replace the outputs of another run in --out")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="a checkpoint.npz to continue from (same settings, more --epochs)")
+    p.add_argument("--save-every", dest="save_every", type=int, default=0,
+                   help="checkpoint every N epochs (default: 0, meaning every epochs/20)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=train.run)
 
@@ -144,7 +200,12 @@ def _csv_ints(text):
 
 
 def _activations(text):
+    from ..activations import ACTIVATIONS
+
     names = [v.strip() for v in text.split(",")]
+    unknown = [n for n in names if n not in ACTIVATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown activation {unknown[0]!r}; choices: {', '.join(ACTIVATIONS)}")
     return names[0] if len(names) == 1 else names
 
 

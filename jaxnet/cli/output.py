@@ -27,6 +27,23 @@ def finite(tree):
     return None if isinstance(tree, float) and not math.isfinite(tree) else tree
 
 
+def all_finite(tree) -> bool:
+    """Whether every number in nested dicts / lists / tuples is finite."""
+    if isinstance(tree, dict):
+        return all(all_finite(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return all(all_finite(v) for v in tree)
+    return not isinstance(tree, float) or math.isfinite(tree)
+
+
+def number(value: float, width: int = 11) -> str:
+    """``value`` in ``width`` characters: fixed-point with 4 decimals where that shows it
+    (1e-3 <= |value| < 1e6, or 0), else scientific (``1.2346e+12``, ``nan``, ``inf``), so
+    columns never run together."""
+    fixed = value == 0 or 1e-3 <= abs(value) < 1e6
+    return f"{value:>{width}.4f}" if fixed else f"{value:>{width}.4e}"
+
+
 def write_json(path: str, tree) -> None:
     """``tree`` with NaN / Inf as null, written to ``path`` (indent 1) atomically: a temporary file
     renamed over ``path`` (:func:`jaxnet.files.atomic_write`), never a half-written file."""

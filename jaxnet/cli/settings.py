@@ -18,7 +18,7 @@ DEFAULT_PRESET = "digits"
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 """The ``--optimizer`` choices of ``jaxnet train``."""
 
-NETWORK_FLAGS = ("preset", "hidden", "activation", "loss", "reduction", "l2", "l2_bias", "data", "target")
+NETWORK_FLAGS = ("preset", "hidden", "activation", "loss", "reduction", "l2", "l2_bias", "data", "target", "header")
 """The flags (argparse destinations) that describe the network and its data, shared by ``train`` and ``check``."""
 
 
@@ -29,7 +29,9 @@ class Settings:
     preset_name: str
     preset: object  # jaxnet.presets.TrainPreset
     data: str | None  # --data: the user's file, else None (the preset's data set)
+    data_sha256: str | None  # the SHA-256 of the --data file's bytes (None for a preset's data set)
     target: str | None
+    header: bool | None  # --header / --no-header (None: a first row that is not all numbers)
     seed: int  # seeds the data split, initialisation and shuffling
     split: object  # jaxnet.data.Split, standardised
     net: object  # jaxnet.Network
@@ -41,7 +43,8 @@ class Settings:
     devices: int | None
     seeds: int | None  # --seeds: a sweep over seed, seed + 1, ...
     sweep: dict | None  # --sweep: {name: [values]}
-    out: str  # the output folder
+    out: str  # the output folder (--out, the --resume checkpoint's folder, or a new runs/<name>-<time>)
+    force: bool  # --force: replace the outputs of another run in --out
     check: bool  # --check: verify the gradients before training
     check_every: int
     patience: int | None
@@ -61,9 +64,11 @@ class Settings:
 
     @property
     def config(self) -> dict:
-        """The settings a checkpoint records; a resume with other values is refused."""
-        return {"preset": self.preset_name, "data": self.data, "target": self.target, "seed": self.seed,
-                "optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size, "grads": self.grads}
+        """The settings a checkpoint records; a resume with other values in :data:`RESUME_KEYS` is
+        refused (the data by its content hash, not by the spelling of its path)."""
+        return {"preset": self.preset_name, "data": self.data, "data_sha256": self.data_sha256,
+                "target": self.target, "header": self.header, "seed": self.seed, "optimizer": self.optimizer,
+                "lr": self.lr, "batch_size": self.batch_size, "grads": self.grads}
 
     def optimizer_transform(self):
         """The optax transformation of ``optimizer`` at ``lr`` (``jaxnet.train.sgd`` for ``sgd``)."""
@@ -77,6 +82,10 @@ class Settings:
             "adam": lambda: optax.adam(self.lr),
             "adamw": lambda: optax.adamw(self.lr),
         }[self.optimizer]()
+
+
+RESUME_KEYS = ("preset", "data_sha256", "target", "header", "seed", "optimizer", "lr", "batch_size", "grads")
+"""The :attr:`Settings.config` entries a resumed run must share with its checkpoint."""
 
 
 def resolve(args) -> Settings:
@@ -99,28 +108,55 @@ def resolve(args) -> Settings:
     preset_loss = preset.build((8, 8, 1) if _is_image_preset(preset) else (2,), 2).loss
     loss_name = flag("loss") or preset_loss
     seed = flag("seed", 0)
-    split = _split(preset, flag("data"), flag("target"), seed, loss_name == "softmax_cross_entropy")
+    split = _split(preset, flag("data"), flag("target"), flag("header"), seed, loss_name == "softmax_cross_entropy",
+                   flag("dtype", "float32"))  # train: float32 params; check: its --dtype
     net = _network(args, preset, split.x_train.shape[1:], _outputs(split, loss_name), loss_name)
     epochs = flag("epochs") or preset.epochs
     sweep = bool(flag("seeds") or flag("sweep"))
     return Settings(
-        preset_name=preset_name, preset=preset, data=flag("data"), target=flag("target"), seed=seed,
+        preset_name=preset_name, preset=preset, data=flag("data"), data_sha256=_sha256(flag("data")),
+        target=flag("target"), header=flag("header"), seed=seed,
         split=split, net=net, optimizer=flag("optimizer") or preset.optimizer,
         lr=flag("lr") if flag("lr") is not None else preset.learning_rate, epochs=epochs,
         batch_size=_batch_size(flag("batch_size"), preset, len(split.x_train)), grads=flag("grads", "manual"),
         devices=flag("devices"), seeds=flag("seeds"), sweep=flag("sweep"),
-        out=flag("out") or os.path.join("runs", preset_name + ("-sweep" if sweep else "")),
+        out=flag("out") or _default_out(flag("resume"), preset_name, flag("data"), sweep), force=bool(flag("force", False)),
         check=bool(flag("check", False)), check_every=flag("check_every", 0), patience=flag("patience"),
         resume=flag("resume"), save_every=flag("save_every", 0) or max(1, epochs // 20), quiet=bool(flag("quiet", False)),
     )
+
+
+def _default_out(resume, preset_name, data, sweep) -> str:
+    """The folder of the ``--resume`` checkpoint (the run continues in place), else a new
+    ``runs/<preset or data file>[-sweep]-<time>`` (:func:`jaxnet.cli.folders.default_folder`)."""
+    from .folders import default_folder
+
+    if resume:
+        return os.path.dirname(resume) or "."
+    name = os.path.splitext(os.path.basename(data))[0] if data else preset_name
+    return default_folder(name + ("-sweep" if sweep else ""))
+
+
+def _sha256(path) -> str | None:
+    """The SHA-256 of the file's bytes (``None`` for no file)."""
+    import hashlib
+
+    if not path:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _is_image_preset(preset) -> bool:
     return bool(preset.dataset_kwargs.get("images"))
 
 
-def _split(preset, path, target, seed, classification: bool):
-    """The standardised split of ``--data`` (``path``) or of the preset's data set."""
+def _split(preset, path, target, header, seed, classification: bool, dtype):
+    """The standardised split of ``--data`` (``path``) or of the preset's data set; ``dtype``:
+    the working dtype the run casts the data to."""
     import numpy as np
 
     from .. import data
@@ -128,14 +164,14 @@ def _split(preset, path, target, seed, classification: bool):
     if path:
         if _is_image_preset(preset):
             raise ValueError(f"--data gives flat feature rows; the image preset {preset.name!r} cannot take them")
-        x, y = data.load_file(path, target)
+        x, y = data.load_file(path, target, header=header, dtype=dtype)  # refuses values dtype cannot hold
         if classification:
             if not np.all(np.equal(np.round(y), y)):
                 raise ValueError(f"{path}: a classification loss needs integer labels in the target column")
-            y = data.class_labels(path, y, int(np.max(y)) + 1)
+            y = data.class_labels(path, y)  # K = the largest label + 1, within data.MAX_CLASSES
     else:
         x, y = data.DATASETS[preset.dataset](**preset.dataset_kwargs)
-    return data.standardize(data.split(x, y, seed=seed))
+    return data.standardize(data.split(x, y, seed=seed), path)
 
 
 def _outputs(split, loss_name) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ..files import remove_stale_temporaries
-from .output import CommandFailed, write_json
+from . import folders
+from .output import CommandFailed, number, write_json
 from .settings import Settings
 
 SWEPT = ("lr", "l2", "momentum", "hidden")
@@ -21,8 +21,7 @@ def run(settings: Settings) -> int:
     if settings.optimizer not in sweep.OPTIMIZERS:
         raise CommandFailed(f"sweeps support the optimizers {', '.join(sweep.OPTIMIZERS)}, not {settings.optimizer!r}")
     replicas = _replicas(settings)
-    os.makedirs(settings.out, exist_ok=True)
-    remove_stale_temporaries(settings.out)
+    folders.prepare(settings.out, force=settings.force, resume=None)
     print(f"jaxnet train: sweep of {len(replicas)} replicas ({len({r.net for r in replicas})} network group(s)), "
           f"{settings.optimizer}, batch {settings.batch_size}, {settings.epochs} epochs, {settings.grads} gradients"
           + (f", replicas split over {settings.devices} devices" if settings.devices and settings.devices > 1 else ""))
@@ -36,6 +35,8 @@ def run(settings: Settings) -> int:
     summary = sweep.summary(result)
     _print_tables(result, summary)
     _write(settings, result, summary)
+    if summary["best"] is None:
+        raise CommandFailed(f"no configuration ended with a finite {summary['metric']}", exit_code=3)
     return 0
 
 
@@ -70,15 +71,24 @@ def _print_tables(result, summary) -> None:
     """Each replica's final metrics, the mean ± std over seeds per configuration, and the best one."""
     metric = summary["metric"]
     shown = [k for k in sorted(result.history[0]) if k.startswith(("train_", "val_"))]
-    print("\n" + "  ".join(["replica", "network", "seed", "config"] + shown))
-    for i, (r, h) in enumerate(zip(result.replicas, result.history)):
-        print("  ".join([str(i), str(r.net.sizes), str(r.seed), r.label()] + [f"{h[k][-1]:.4f}" for k in shown]))
+    rows = [[str(i), "-".join(map(str, r.net.sizes)), str(r.seed), r.label()] + [number(h[k][-1]).strip() for k in shown]
+            for i, (r, h) in enumerate(zip(result.replicas, result.history))]
+    print()
+    _print_columns(["replica", "network", "seed", "config"] + shown, rows)
     print("\nmean ± std over seeds:")
     for row in summary["configs"]:
         print(f"  {row['network']} | {row['config']} ({row['seeds']} seeds): "
-              + ", ".join(f"{k} {m:.4f} ± {sd:.4f}" for k, (m, sd) in row["final"].items() if k in shown))
+              + ", ".join(f"{k} {number(m).strip()} ± {number(sd).strip()}" for k, (m, sd) in row["final"].items() if k in shown))
     best = summary["best"]
-    print(f"\nbest by mean {metric}: {best['network']} | {best['config']} ({best['final'][metric][0]:.4f})")
+    if best is not None:
+        print(f"\nbest by mean {metric}: {best['network']} | {best['config']} ({number(best['final'][metric][0]).strip()})")
+
+
+def _print_columns(names, rows) -> None:
+    """A table: each column as wide as its widest cell, text left-aligned and numbers right-aligned."""
+    widths = [max(len(c) for c in column) for column in zip(names, *rows)]
+    for cells in [names, *rows]:
+        print("  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))).rstrip())
 
 
 def _write(settings: Settings, result, summary) -> None:

@@ -6,14 +6,22 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from ..files import remove_stale_temporaries
-from . import sweep
-from .output import CommandFailed, finite, write_json
-from .settings import Settings, resolve
+from . import folders, sweep
+from .output import CommandFailed, all_finite, number, write_json
+from .settings import RESUME_KEYS, Settings, resolve
+
+SINGLE_RUN_FLAGS = {"resume": None, "patience": None, "check": False, "check_every": 0, "save_every": 0}
+"""The flags (and their unset values) of a single run that a sweep (``--seeds``/``--sweep``) does not support."""
 
 
 def run(args) -> int:
     """The settings of the flags ``args``, resolved once, then a sweep or one training run."""
+    if getattr(args, "seeds", None) or getattr(args, "sweep", None):
+        given = [name for name, unset in SINGLE_RUN_FLAGS.items() if getattr(args, name, unset) != unset]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise CommandFailed(f"{flags}: not supported with --seeds/--sweep (a sweep trains every replica "
+                                "from scratch, without checks, early stopping or checkpoints)")
     try:
         settings = resolve(args)
     except ValueError as e:
@@ -40,22 +48,28 @@ def train(settings: Settings) -> int:
     ``metrics.json``, ``checkpoint.npz`` and the plots into ``settings.out``, print the summary."""
     optimizer = settings.optimizer_transform()
     start = _initial_state(settings, optimizer)
-    os.makedirs(settings.out, exist_ok=True)
-    remove_stale_temporaries(settings.out)  # what killed writes of an earlier run left
+    folders.prepare(settings.out, force=settings.force, resume=settings.resume)
     _print_header(settings)
     if settings.check:
         _check_first(settings, start.params)
     result, history = _fit(settings, optimizer, start)
     final = _evaluate(settings, result.params)
     _save(settings, history, start.key, result.params, result.opt_state, result.epoch, result.step)  # after early stopping: the best params
-    write_json(os.path.join(settings.out, "metrics.json"), {
-        "network": str(settings.net), "config": settings.config, "epochs": result.epoch, "steps": result.step,
-        "stopped_early": result.stopped_early, "final": final, "history": history, "devices": settings.devices or 1,
-        **({"worst_grad_gap": result.worst_gap} if settings.check_every else {}),
-    })
+    _write_metrics(settings, history, result.epoch, result.step, final=final, stopped_early=result.stopped_early,
+                   **({"worst_grad_gap": result.worst_gap} if settings.check_every else {}))
     _plot(settings, history, result.params)
     _print_summary(settings, final, result)
+    if not all_finite(final):
+        raise CommandFailed("the final metrics are not all finite (see the table); the run failed", exit_code=3)
     return 0
+
+
+def _write_metrics(s: Settings, history, epochs, steps, **results) -> None:
+    """``metrics.json``: the network, settings, epochs and steps, the history and ``results``."""
+    write_json(os.path.join(s.out, "metrics.json"), {
+        "network": str(s.net), "config": s.config, "epochs": epochs, "steps": steps, **results,
+        "history": history, "devices": s.devices or 1,
+    })
 
 
 def _initial_state(settings: Settings, optimizer) -> _Start:
@@ -74,12 +88,23 @@ def _initial_state(settings: Settings, optimizer) -> _Start:
         ck = checkpoint.load(settings.resume, settings.net, optimizer.init(params))
     except checkpoint.CheckpointError as e:
         raise CommandFailed(f"cannot resume: {e}") from None
-    saved = ck.extra.get("config", {})
-    changed = {k: (saved.get(k), v) for k, v in settings.config.items() if saved.get(k) != v}
+    saved = ck.extra.get("config", {}) if isinstance(ck.extra.get("config"), dict) else {}
+    changed = {k: (saved.get(k), settings.config[k]) for k in RESUME_KEYS if saved.get(k) != settings.config[k]}
     if changed:
         what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise CommandFailed(f"cannot resume {settings.resume} with other settings ({what})")
-    return _Start(ck.params, ck.opt_state, ck.epoch, ck.step, ck.key, ck.extra.get("history", {}))
+    if settings.epochs <= ck.epoch:
+        raise CommandFailed(f"cannot resume {settings.resume}: it is at epoch {ck.epoch} already and --epochs "
+                            f"{settings.epochs} asks for no more (give --epochs > {ck.epoch} to train on)")
+    return _Start(ck.params, ck.opt_state, ck.epoch, ck.step, ck.key, ck.history or _older_history(ck.extra))
+
+
+def _older_history(extra) -> dict:
+    """The history that checkpoints written before ``history=`` kept in ``extra`` (null for NaN)."""
+    old = extra.get("history")
+    if not isinstance(old, dict):
+        return {}
+    return {k: [float("nan") if v is None else float(v) for v in vs] for k, vs in old.items() if isinstance(vs, list)}
 
 
 def _print_header(s: Settings) -> None:
@@ -116,9 +141,8 @@ def _checkpoint_path(s: Settings) -> str:
 def _save(s: Settings, history, key, params, opt_state, epoch, step) -> None:
     from .. import checkpoint
 
-    extra = {"config": s.config, "history": finite(history)}
     checkpoint.save(_checkpoint_path(s), net=s.net, params=params, opt_state=opt_state, epoch=epoch, step=step,
-                    key=key, extra=extra)
+                    key=key, extra={"config": s.config}, history=history)
 
 
 def _fit(s: Settings, optimizer, start: _Start):
@@ -130,12 +154,17 @@ def _fit(s: Settings, optimizer, start: _Start):
 
     bar = tqdm(total=s.epochs - start.epoch, desc="epochs", disable=s.quiet, leave=False)
     history = {k: list(v) for k, v in start.history.items()}
+    last_good = s.resume  # this run's last checkpoint (None before its first)
+    reached = [start.epoch, start.step]  # the last finished epoch and its step
 
     def on_epoch(epoch, params, opt_state, step, metrics):
+        nonlocal last_good
+        reached[:] = epoch, step
         for k, v in metrics.items():
             history.setdefault(k, []).append(v)
         if epoch % s.save_every == 0:  # the last good checkpoint, should a later epoch diverge
             _save(s, history, start.key, params, opt_state, epoch, step)
+            last_good = _checkpoint_path(s)
         bar.update(1)
         bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("train_loss", "val_loss", "val_accuracy", "val_rmse")})
 
@@ -149,7 +178,8 @@ def _fit(s: Settings, optimizer, start: _Start):
         )
     except TrainingDiverged as e:
         bar.close()
-        kept = f"; the last good checkpoint is {_checkpoint_path(s)}" if os.path.exists(_checkpoint_path(s)) else ""
+        _write_metrics(s, history, *reached, diverged=str(e), final=None)  # the history up to the divergence
+        kept = f"; the last good checkpoint is {last_good}" if last_good else "; no checkpoint was written"
         raise CommandFailed(f"{e}{kept}", exit_code=3) from None
     except ValueError as e:  # data the network cannot take (targets out of range, ...)
         bar.close()
@@ -177,15 +207,16 @@ def _plot(s: Settings, history, params) -> None:
     d = shape[0] if len(shape) == 1 else None
     classification = s.net.loss != "squared_error"
     if d == 2 and classification:
-        plots.decision_boundary(params, s.net, s.split.x_train, s.split.y_train, os.path.join(s.out, "decision_boundary.png"))
+        plots.decision_boundary(params, s.net, s.split.x_train, s.split.y_train, os.path.join(s.out, "decision_boundary.png"),
+                                axis_labels=("feature 0 (standardised)", "feature 1 (standardised)"))
     if d == 1 and not classification:
         plots.regression_fit(params, s.net, s.split.x_train, s.split.y_train, os.path.join(s.out, "fit.png"))
 
 
 def _print_summary(s: Settings, final, result) -> None:
     names = sorted({k for m in final.values() for k in m})
-    print(f"\n{'split':<6}" + "".join(f"{n:>12}" for n in names))
+    print(f"\n{'split':<6}" + "".join(f" {n:>11}" for n in names))
     for split_name, m in final.items():
-        print(f"{split_name:<6}" + "".join(f"{m[n]:>12.4f}" for n in names))
+        print(f"{split_name:<6}" + "".join(f" {number(m[n])}" for n in names))
     print(f"\n{result.epoch} epochs, {result.step} steps{' (stopped early)' if result.stopped_early else ''}; "
           f"wrote {s.out}/metrics.json, checkpoint.npz and plots")
