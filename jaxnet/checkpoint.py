@@ -35,11 +35,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .files import atomic_write
+from .files import atomic_write, numpy_format
 from .layers import kind_name, layer_kind
 from .network import Network
 
 FORMAT = "jaxnet-checkpoint/1"
+
+MAX_COUNT = 2**31
+"""Epoch and step counters stay below this: training counts steps in int32."""
 
 # What reading a damaged or forged entry of the archive can raise (a header claiming a huge
 # array: MemoryError; an unsupported compression method: NotImplementedError).
@@ -137,8 +140,8 @@ def _counter(value, name) -> int:
         number = operator.index(value)
     except TypeError:
         number = None
-    if number is None or isinstance(value, (bool, np.bool_)) or number < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if number is None or isinstance(value, (bool, np.bool_)) or not 0 <= number < MAX_COUNT:
+        raise ValueError(f"{name} must be a non-negative integer below 2**31, got {value!r}")
     return number
 
 
@@ -171,7 +174,12 @@ def load(path, net: Network | None = None, opt_state_template=None) -> Checkpoin
     docstring); anything wrong is a :class:`CheckpointError` naming the file and the field."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint")
-    arrays = _read_arrays(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: not a checkpoint file (a folder, a device or a pipe)")
+    try:
+        arrays = _read_arrays(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
     meta = _read_meta(path, arrays["meta"])
     try:
         return _from_arrays(path, meta, arrays, net, opt_state_template)
@@ -184,6 +192,8 @@ def load(path, net: Network | None = None, opt_state_template=None) -> Checkpoin
 def _read_arrays(path) -> dict:
     """Every array in the ``.npz`` at ``path``, read without pickle; a file that is not an
     ``.npz`` with a ``meta`` entry, or an entry that cannot be read, is a CheckpointError."""
+    if numpy_format(path) != "npz":
+        raise CheckpointError(f"{path}: not a jaxnet checkpoint (not an .npz archive)")
     try:
         f = np.load(path, allow_pickle=False)
     except _UNREADABLE as e:
@@ -247,8 +257,8 @@ def _array(path, arrays, name) -> np.ndarray:
 def _count(path, meta, name) -> int:
     """``meta[name]``, which must be a non-negative integer (not a bool, a float or a string)."""
     value = _field(path, meta, name)
-    if type(value) is not int or value < 0:
-        raise _bad(path, name, f"expected a non-negative integer, got {value!r}")
+    if type(value) is not int or not 0 <= value < MAX_COUNT:
+        raise _bad(path, name, f"expected a non-negative integer below 2**31, got {value!r}")
     return value
 
 

@@ -16,6 +16,8 @@ import warnings
 
 import numpy as np
 
+from .files import numpy_format
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -217,6 +219,8 @@ def _check_readable(path):
         raise ValueError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder, expected a .npz, .npy or .csv file")
+    if not os.path.isfile(path):  # a device, a pipe, a socket: endless or blocking reads
+        raise ValueError(f"{path}: is not a regular file, expected a .npz, .npy or .csv file")
     try:
         with open(path, "rb"):
             pass
@@ -253,6 +257,9 @@ def check_finite_in(path: str, x, y, dtype=None) -> None:
 
 
 def _load_npz(path):
+    if numpy_format(path) != "npz":
+        raise ValueError(f"{path}: not a .npz file (it does not start as a zip archive does); expected NumPy's "
+                         f"np.savez output with arrays 'x' and 'y'")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -298,6 +305,8 @@ def _check_npz_shapes(path, x, y):
 
 
 def _load_npy(path):
+    if numpy_format(path) != "npy":
+        raise ValueError(f"{path}: not a .npy file (no NumPy header); expected NumPy's np.save output, a 2-D array")
     try:
         a = np.load(path, allow_pickle=False)
     except Exception as e:

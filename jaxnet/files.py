@@ -53,3 +53,14 @@ def remove_stale_temporaries(folder, older_than: float = 60.0) -> list:
                     os.remove(path)
                     removed.append(path)
     return removed
+
+
+def numpy_format(path) -> str | None:
+    """``"npz"`` (a zip archive), ``"npy"`` (NumPy's magic string) or ``None`` from the first bytes of
+    the file at ``path``: check it before ``np.load``, which takes any other file for a pickle and
+    says so ("contains pickled (object) data"), inviting an unsafe load."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith(b"PK"):
+        return "npz"
+    return "npy" if head == b"\x93NUMPY" else None

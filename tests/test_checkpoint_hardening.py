@@ -66,6 +66,7 @@ META_CASES = [  # (id, change to the metadata, the field the message names)
     ("epoch-null", set_("epoch", None), "'epoch'"),
     ("step-negative", set_("step", -3), "'step'"),
     ("step-float", set_("step", 2.0), "'step'"),
+    ("step-beyond-int32", set_("step", 2**31), "'step'"),  # training counts steps in int32
     ("epoch-missing", lambda m: m.pop("epoch"), "'epoch'"),
     ("params_leaves-str", set_("params_leaves", "4"), "'params_leaves'"),
     ("params_leaves-wrong", set_("params_leaves", 3), "'params_leaves'"),
@@ -145,7 +146,7 @@ def test_forged_arrays(valid, tmp_path, arrays, field):
 
 def test_messages_say_what_is_wrong(valid, tmp_path):
     out = forge(valid[0], tmp_path / "f.npz", change=set_("epoch", "abc"))
-    with pytest.raises(checkpoint.CheckpointError, match=r"'epoch': expected a non-negative integer, got 'abc'"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"'epoch': expected a non-negative integer below 2\*\*31, got 'abc'"):
         checkpoint.load(out)
     out = forge(valid[0], tmp_path / "f.npz", params_0=W0.astype(np.int32))
     with pytest.raises(checkpoint.CheckpointError, match=r"params\[0\]\['W'\] has dtype int32; parameters must be floating"):
@@ -179,9 +180,14 @@ def test_files_that_are_not_checkpoint_archives(valid, tmp_path):
     np.save(tmp_path / "one.npy", np.zeros(3))
     with pytest.raises(checkpoint.CheckpointError, match="not a jaxnet checkpoint"):
         checkpoint.load(tmp_path / "one.npy")
-    (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupted"):
+    (tmp_path / "text.npz").write_text("a,b\n1,2\n")  # NumPy would say "pickled data" and suggest allow_pickle
+    with pytest.raises(checkpoint.CheckpointError, match=r"not a jaxnet checkpoint \(not an \.npz archive\)$"):
         checkpoint.load(tmp_path / "text.npz")
+    with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint file"):
+        checkpoint.load(tmp_path)
+    (tmp_path / "cut.npz").write_bytes(open(valid[0], "rb").read()[:200])
+    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupted"):
+        checkpoint.load(tmp_path / "cut.npz")
     stored = _arrays(valid[0])
     with zipfile.ZipFile(tmp_path / "raw.npz", "w") as z:  # an entry that is not an .npy array
         for name, a in stored.items():
@@ -251,7 +257,8 @@ def test_save_refuses_a_bad_history_and_writes_nothing(valid, tmp_path, history,
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("counters", [{"epoch": -1}, {"epoch": 1.5}, {"step": "3"}, {"step": True}, {"epoch": None}])
+@pytest.mark.parametrize("counters", [{"epoch": -1}, {"epoch": 1.5}, {"step": "3"}, {"step": True}, {"epoch": None},
+                                      {"step": 2**31}])
 def test_save_refuses_counters_that_load_would_refuse(valid, tmp_path, counters):
     with pytest.raises(ValueError, match=f"{next(iter(counters))} must be a non-negative integer"):
         checkpoint.save(tmp_path / "c.npz", net=NET, params=valid[1], **counters)

@@ -136,8 +136,10 @@ def test_a_resume_compares_the_data_by_content_not_by_path(tmp_path, capsys, mon
     assert cli.main(["train", "--data", str(tmp_path / "d.csv"), *args, "--epochs", "3", "--resume", "run/checkpoint.npz"]) == 0
     _csv(tmp_path / "d.csv", shift=1)  # the file changed under the same name
     assert cli.main(["train", "--data", "d.csv", *args, "--epochs", "4", "--resume", "run/checkpoint.npz"]) == 2
-    assert re.search(r"cannot resume run/checkpoint.npz with other settings \(data_sha256 '[0-9a-f]{64}' -> '[0-9a-f]{64}'\)",
-                     capsys.readouterr().err)
+    assert re.search(r"cannot resume run/checkpoint.npz: the contents of --data d.csv differ from the data the "
+                     r"checkpoint was trained on \(\S*d.csv; their SHA-256 differ\)", capsys.readouterr().err)
+    assert cli.main(["train", *FAST, "--epochs", "4", "--resume", "run/checkpoint.npz"]) == 2  # the preset's data
+    assert re.search(r"cannot resume run/checkpoint.npz: it was trained on \S*d.csv's data, not spiral's", capsys.readouterr().err)
     assert metrics(tmp_path / "run")["epochs"] == 3
 
 
@@ -182,8 +184,11 @@ def test_the_sweep_table_names_networks_by_their_sizes_and_a_diverged_config_nev
     out = capsys.readouterr().out
     assert re.search(r"^0 +1-10-1 +0 +lr=0\.001, l2=0 +\d+\.\d{4} ", out, re.M)
     assert re.search(r"^1 +1-10-1 +0 +lr=0\.05, l2=0 +inf +\S+ ", out, re.M)  # diverged
+    assert "diverged (a loss that is not finite; their other metrics mean nothing): replica 1\n" in out
     assert code == 0 and re.search(r"^best by mean val_loss: .* lr=0\.001, l2=0 \(\d+\.\d{4}\)$", out, re.M)
-    assert json.loads((tmp_path / "sweep.json").read_text())["summary"]["best"]["config"] == "lr=0.001, l2=0"
+    written = json.loads((tmp_path / "sweep.json").read_text())
+    assert written["summary"]["best"]["config"] == "lr=0.001, l2=0"
+    assert [r["diverged"] for r in written["replicas"]] == [False, True]
 
 
 def test_help_gives_every_flag_a_line_its_default_and_its_choices(tmp_path):
@@ -253,3 +258,82 @@ def test_a_header_of_column_numbers_is_flagged_and_header_reads_it(tmp_path, cap
     assert cli.main([*args, "--header", "--target", "2", "--out", str(tmp_path / "b")]) == 0
     assert "warning" not in capsys.readouterr().err
     assert metrics(tmp_path / "a")["config"]["header"] is None and metrics(tmp_path / "b")["config"]["header"] is True
+
+
+def test_a_checkpoint_by_another_name_does_not_continue_a_folder_it_sits_in(tmp_path, capsys):
+    """Only DIR/checkpoint.npz continues DIR's run: a spiral checkpoint copied into another run's
+    folder under another name resumes into a new folder, never over that run's outputs."""
+    import shutil
+
+    other, run = tmp_path / "other", tmp_path / "run"
+    for out in (other, run):
+        assert cli.main(["train", *FAST, "--epochs", "1", "--out", str(out)]) == 0
+    shutil.copy(run / "checkpoint.npz", other / "spiral.npz")
+    before = (other / "metrics.json").read_bytes()
+    assert cli.main(["train", *FAST, "--epochs", "2", "--resume", str(other / "spiral.npz"), "--out", str(other)]) == 2
+    assert "holds another run's outputs" in capsys.readouterr().err
+    monkeypatch_cwd = pytest.MonkeyPatch()
+    monkeypatch_cwd.chdir(tmp_path)
+    try:
+        assert cli.main(["train", *FAST, "--epochs", "2", "--resume", str(other / "spiral.npz")]) == 0
+    finally:
+        monkeypatch_cwd.undo()
+    assert (other / "metrics.json").read_bytes() == before
+    (new,) = (tmp_path / "runs").iterdir()
+    assert metrics(new)["epochs"] == 2
+
+
+def test_default_folders_are_claimed_atomically_and_a_refused_run_leaves_none(tmp_path, monkeypatch, capsys):
+    from jaxnet.cli.folders import claim_default_folder
+
+    monkeypatch.chdir(tmp_path)
+    names = {claim_default_folder("x", now=0.0) for _ in range(3)}  # the same second: three folders
+    assert len(names) == 3 and all(os.path.isdir(n) for n in names)
+    assert cli.main(["train", *FAST, "--epochs", "1", "--devices", "2"]) == 2  # refused in fit: one CPU device
+    assert "devices" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(os.path.basename(n) for n in names)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--seed", "-1"], "argument --seed: a seed must be an integer in [0, 2**32), got '-1'"),
+    (["--seed", str(2**63)], "argument --seed: a seed must be an integer in [0, 2**32)"),
+    (["--lr", "1e39"], "argument --lr: a learning rate must be a number > 0 that float32 holds"),
+    (["--sweep", "lr=1e39"], "every lr must be a number > 0 that float32 holds"),
+    (["--sweep", "lr=1e-3 lr=1"], "lr given twice"),
+    (["--sweep", ""], "got nothing"),
+    (["--save-every", "-3"], "--save-every must be an integer >= 0, got -3"),
+])
+def test_flags_out_of_range_are_refused_naming_the_flag(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", *argv])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def _write_csv(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_data_the_run_cannot_hold_is_refused_before_training(tmp_path, capsys):
+    """A test value that overflows float32 once standardised; regression targets whose squares
+    overflow; labels of one class; --patience without a validation split; tiny data warned about."""
+    from jaxnet import data
+
+    rows = "".join(f"{i % 7},{i % 2}\n" for i in range(39))
+    in_test = int(data.split(np.arange(40.0)[:, None], np.zeros(40), seed=0).x_test[0, 0])  # a row of the test split
+    huge = "a,label\n" + "".join(f"{3e38 if i == in_test else i % 3 / 10},{i % 2}\n" for i in range(40))
+    cases = {  # 3e38 is finite in float32, but not once the training split's small std divides it
+        "test-overflow": (["--preset", "000-spiral"], huge, "(test split, standardised): inputs hold"),
+        "targets": (["--loss", "squared_error"], "a,y\n1,1e30\n" + rows, "targets reach 1e+30, so the squared error overflows float32"),
+        "one-class": ([], "a,label\n" + "".join(f"{i},0\n" for i in range(20)), "every label is 0; a classifier needs at least 2 classes"),
+        "patience": (["--patience", "2"], "a,label\n1,0\n2,1\n3,0\n", "--patience needs a validation split, and the 3 examples"),
+    }
+    for name, (flags, text, words) in cases.items():
+        path = _write_csv(tmp_path / f"{name}.csv", text)
+        assert cli.main(["train", "--data", path, *flags, "--epochs", "1", "--quiet", "--out", str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err, (name, err)
+        assert not (tmp_path / name).exists() or not list((tmp_path / name).iterdir())
+    tiny = _write_csv(tmp_path / "tiny.csv", "a,label\n1,0\n2,1\n3,0\n")
+    assert cli.main(["train", "--data", tiny, "--epochs", "1", "--quiet", "--out", str(tmp_path / "tiny")]) == 0
+    assert f"warning: {tiny}: 3 examples leave no validation and no test split" in capsys.readouterr().err

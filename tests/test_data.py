@@ -68,7 +68,7 @@ def test_load_good_files(tmp_path):
         ("x.txt", "1,2\n", {}, "unknown file type '.txt'"),
         ("h.csv", "1,x,0\n3,4,1\n", {}, r"line 1, column 2: 'x' is not a number"),  # not a header: 1 is a number
         ("b.csv", "a,b,c\n\n\n1,2,0\n3,y,1\n", {}, r"line 5, column 2: 'y' is not a number"),  # blank lines counted
-        ("bad.npz", "not a zip", {}, "not a readable .npz file"),
+        ("bad.npz", "not a zip", {}, r"not a \.npz file \(it does not start as a zip archive does\)"),
     ],
 )
 def test_bad_files(tmp_path, name, text, kwargs, message):

@@ -235,3 +235,21 @@ def test_header_true_and_false(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 1)), y=np.zeros(2))
     with pytest.raises(ValueError, match=r"d\.npz: a header option only applies to CSV files"):
         data.load_file(str(tmp_path / "d.npz"), header=True)
+
+
+def test_a_special_file_is_refused_without_reading_it(tmp_path):
+    """A device (endless) or a pipe (blocking) under a data file's name is refused, not read."""
+    link = tmp_path / "zero.csv"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=r"zero\.csv: is not a regular file, expected a \.npz, \.npy or \.csv file"):
+        data.load_file(str(link))
+
+
+@pytest.mark.parametrize("name, words", [("fake.npy", "not a .npy file (no NumPy header)"),
+                                         ("fake.npz", "not a .npz file (it does not start as a zip archive does)")])
+def test_a_text_file_under_a_numpy_name_is_not_taken_for_a_pickle(tmp_path, name, words):
+    path = tmp_path / name
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError) as e:
+        data.load_file(str(path))
+    assert words in str(e.value) and "pickle" not in str(e.value)

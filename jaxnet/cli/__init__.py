@@ -40,9 +40,11 @@ def main(argv=None) -> int:
     if getattr(args, "batch", 1) < 1:
         parser.error("--batch must be a positive integer")
     for name in ("epochs", "patience", "check_every", "batch_size", "save_every", "devices", "seeds"):
-        value = getattr(args, name, None)
-        if value is not None and value < 0 or (name in ("epochs", "patience", "devices", "seeds") and value == 0):
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+        value, positive = getattr(args, name, None), name in ("epochs", "patience", "devices", "seeds")
+        if value is not None and (value < 0 or positive and value == 0):
+            kind = "a positive integer" if positive else "an integer >= 0"
+            subparser = parser._subparsers._group_actions[0].choices[args.command]
+            subparser.error(f"--{name.replace('_', '-')} must be {kind}, got {value}")
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line(args.command)
         try:
@@ -119,7 +121,7 @@ def _add_check(sub) -> None:
     )
     _network_flags(p, None)
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="working dtype (default: float64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random params (and data) (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the random params (and data) (default: 0)")
     p.add_argument("--batch", type=int, default=16, help="number of examples (default: 16)")
     p.add_argument("--kinks", choices=["exclude", "nudge", "count"], default="exclude",
                    help="examples within 1e-4 of a ReLU kink or a max-pool tie: excluded, nudged, or only counted "
@@ -138,7 +140,8 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int, help=f"passes over the training set ({_PRESET_DEFAULT})")
     p.add_argument("--batch-size", dest="batch_size", type=int,
                    help=f"mini-batch size, 0 for the full batch ({_PRESET_DEFAULT})")
-    p.add_argument("--seed", type=int, default=0, help="seeds the data split, initialisation and shuffling (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seeds the data split, initialisation and shuffling, an integer in [0, 2**32) (default: 0)")
     p.add_argument("--grads", choices=["manual", "autodiff"], default="manual",
                    help="hand-derived gradients, or autodiff's for comparison (default: manual)")
     p.add_argument("--check", action="store_true", help="verify the gradients against autodiff and finite differences first")
@@ -166,8 +169,19 @@ def _learning_rate(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"a learning rate must be a finite number > 0, got {text!r}")
+    if not (math.isfinite(value) and 0 < value <= FLOAT32_MAX):
+        raise argparse.ArgumentTypeError(f"a learning rate must be a number > 0 that float32 holds (<= 3.4e38), got {text!r}")
+    return value
+
+
+def _seed(text):
+    """A seed in [0, 2**32): what ``jax.random.key`` and NumPy's generators both take."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed must be an integer in [0, 2**32), got {text!r}")
     return value
 
 
@@ -182,8 +196,10 @@ def _penalty(text):
     return value
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # np.finfo(np.float32).max: training runs in float32
+
 _SWEPT_RANGE = {  # name: (test, what it must be)
-    "lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "lr": (lambda v: math.isfinite(v) and 0 < v <= FLOAT32_MAX, "a number > 0 that float32 holds (<= 3.4e38)"),
     "l2": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "momentum": (lambda v: math.isfinite(v) and 0 <= v < 1, "in [0, 1)"),
 }
@@ -212,10 +228,14 @@ def _activations(text):
 def _sweep_spec(text):
     """``"lr=1e-3,1e-2 l2=0,1e-4 momentum=0,0.9 hidden=16;32,32"`` -> {name: [values]}."""
     spec = {}
+    if not text.split():
+        raise argparse.ArgumentTypeError(f"--sweep: expected name=v1,v2,... with name in {', '.join(SWEPT)}; got nothing")
     for item in text.split():
         name, _, values = item.partition("=")
         if name not in SWEPT or not values:
             raise argparse.ArgumentTypeError(f"--sweep: expected name=v1,v2,... with name in {', '.join(SWEPT)}; got {item!r}")
+        if name in spec:
+            raise argparse.ArgumentTypeError(f"--sweep: {name} given twice; give its values once, e.g. {name}=a,b")
         try:
             spec[name] = ([_csv_ints(v) for v in values.split(";")] if name == "hidden"
                           else [float(v) for v in values.split(",")])

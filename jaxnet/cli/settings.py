@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 DEFAULT_PRESET = "digits"
 """The preset of ``jaxnet train`` (and of ``jaxnet check`` given a network flag but no ``--preset``)."""
@@ -43,7 +44,7 @@ class Settings:
     devices: int | None
     seeds: int | None  # --seeds: a sweep over seed, seed + 1, ...
     sweep: dict | None  # --sweep: {name: [values]}
-    out: str  # the output folder (--out, the --resume checkpoint's folder, or a new runs/<name>-<time>)
+    out: str | None  # the output folder: --out, or a resumed DIR/checkpoint.npz's DIR; None: a new runs/<name>-<time>
     force: bool  # --force: replace the outputs of another run in --out
     check: bool  # --check: verify the gradients before training
     check_every: int
@@ -56,6 +57,12 @@ class Settings:
     def is_sweep(self) -> bool:
         """``--seeds`` or ``--sweep``: replicas trained side by side (``jaxnet.sweep``)."""
         return bool(self.seeds or self.sweep)
+
+    @property
+    def run_name(self) -> str:
+        """The name of a new run folder: the preset, or the ``--data`` file's stem; ``-sweep`` for a sweep."""
+        name = os.path.splitext(os.path.basename(self.data))[0] if self.data else self.preset_name
+        return name + ("-sweep" if self.is_sweep else "")
 
     @property
     def data_name(self) -> str:
@@ -108,11 +115,10 @@ def resolve(args) -> Settings:
     preset_loss = preset.build((8, 8, 1) if _is_image_preset(preset) else (2,), 2).loss
     loss_name = flag("loss") or preset_loss
     seed = flag("seed", 0)
-    split = _split(preset, flag("data"), flag("target"), flag("header"), seed, loss_name == "softmax_cross_entropy",
+    split = _split(preset, flag("data"), flag("target"), flag("header"), seed, loss_name,
                    flag("dtype", "float32"))  # train: float32 params; check: its --dtype
     net = _network(args, preset, split.x_train.shape[1:], _outputs(split, loss_name), loss_name)
     epochs = flag("epochs") or preset.epochs
-    sweep = bool(flag("seeds") or flag("sweep"))
     return Settings(
         preset_name=preset_name, preset=preset, data=flag("data"), data_sha256=_sha256(flag("data")),
         target=flag("target"), header=flag("header"), seed=seed,
@@ -120,21 +126,20 @@ def resolve(args) -> Settings:
         lr=flag("lr") if flag("lr") is not None else preset.learning_rate, epochs=epochs,
         batch_size=_batch_size(flag("batch_size"), preset, len(split.x_train)), grads=flag("grads", "manual"),
         devices=flag("devices"), seeds=flag("seeds"), sweep=flag("sweep"),
-        out=flag("out") or _default_out(flag("resume"), preset_name, flag("data"), sweep), force=bool(flag("force", False)),
+        out=flag("out") or _resumed_folder(flag("resume")), force=bool(flag("force", False)),
         check=bool(flag("check", False)), check_every=flag("check_every", 0), patience=flag("patience"),
         resume=flag("resume"), save_every=flag("save_every", 0) or max(1, epochs // 20), quiet=bool(flag("quiet", False)),
     )
 
 
-def _default_out(resume, preset_name, data, sweep) -> str:
-    """The folder of the ``--resume`` checkpoint (the run continues in place), else a new
-    ``runs/<preset or data file>[-sweep]-<time>`` (:func:`jaxnet.cli.folders.default_folder`)."""
-    from .folders import default_folder
+def _resumed_folder(resume) -> str | None:
+    """The folder of a ``--resume DIR/checkpoint.npz`` (the run continues in place), else ``None``
+    (a new folder, :func:`jaxnet.cli.folders.prepare`)."""
+    from .folders import CHECKPOINT
 
-    if resume:
+    if resume and os.path.basename(resume) == CHECKPOINT:
         return os.path.dirname(resume) or "."
-    name = os.path.splitext(os.path.basename(data))[0] if data else preset_name
-    return default_folder(name + ("-sweep" if sweep else ""))
+    return None
 
 
 def _sha256(path) -> str | None:
@@ -154,24 +159,42 @@ def _is_image_preset(preset) -> bool:
     return bool(preset.dataset_kwargs.get("images"))
 
 
-def _split(preset, path, target, header, seed, classification: bool, dtype):
+def _split(preset, path, target, header, seed, loss_name, dtype):
     """The standardised split of ``--data`` (``path``) or of the preset's data set; ``dtype``:
-    the working dtype the run casts the data to."""
-    import numpy as np
-
+    the working dtype the run casts the data to (every value must stay finite in it)."""
     from .. import data
 
-    if path:
-        if _is_image_preset(preset):
-            raise ValueError(f"--data gives flat feature rows; the image preset {preset.name!r} cannot take them")
-        x, y = data.load_file(path, target, header=header, dtype=dtype)  # refuses values dtype cannot hold
-        if classification:
-            if not np.all(np.equal(np.round(y), y)):
-                raise ValueError(f"{path}: a classification loss needs integer labels in the target column")
-            y = data.class_labels(path, y)  # K = the largest label + 1, within data.MAX_CLASSES
-    else:
+    if not path:
         x, y = data.DATASETS[preset.dataset](**preset.dataset_kwargs)
-    return data.standardize(data.split(x, y, seed=seed), path)
+        return data.standardize(data.split(x, y, seed=seed))
+    if _is_image_preset(preset):
+        raise ValueError(f"--data gives flat feature rows; the image preset {preset.name!r} cannot take them")
+    x, y = data.load_file(path, target, header=header, dtype=dtype)  # refuses values dtype cannot hold
+    if loss_name == "softmax_cross_entropy":
+        y = data.class_labels(path, y)  # K = the largest label + 1, within data.MAX_CLASSES
+        if y.max() == 0:
+            raise ValueError(f"{path}: every label is 0; a classifier needs at least 2 classes (labels 0..K-1)")
+    if loss_name == "squared_error":
+        _check_square_fits(path, y, dtype)
+    split = data.standardize(data.split(x, y, seed=seed), path)
+    for name in ("train", "val", "test"):  # standardised in float64; the run casts to dtype
+        data.check_finite_in(f"{path} ({name} split, standardised)", getattr(split, "x_" + name), getattr(split, "y_" + name), dtype)
+    empty = [name for name, xs in (("validation", split.x_val), ("test", split.x_test)) if not len(xs)]
+    if empty:
+        warnings.warn(f"{path}: {len(x)} examples leave no {' and no '.join(empty)} split, so there are no "
+                      f"{' or '.join(empty)} metrics", UserWarning, stacklevel=2)
+    return split
+
+
+def _check_square_fits(path, y, dtype) -> None:
+    """Squared-error targets whose squares (summed over a batch) overflow ``dtype`` are refused."""
+    import numpy as np
+
+    limit = float(np.sqrt(np.finfo(dtype).max / max(1, np.size(y))))
+    top = float(np.max(np.abs(y)))
+    if top > limit:
+        raise ValueError(f"{path}: targets reach {top:.4g}, so the squared error overflows {np.dtype(dtype).name}; "
+                         f"expected targets within ±{limit:.3g} for {np.size(y)} values: rescale the targets")
 
 
 def _outputs(split, loss_name) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 
 from . import folders
@@ -21,7 +23,14 @@ def run(settings: Settings) -> int:
     if settings.optimizer not in sweep.OPTIMIZERS:
         raise CommandFailed(f"sweeps support the optimizers {', '.join(sweep.OPTIMIZERS)}, not {settings.optimizer!r}")
     replicas = _replicas(settings)
-    folders.prepare(settings.out, force=settings.force, resume=None)
+    with folders.run_folder(settings.out, settings.run_name, force=settings.force, resume=None) as out:
+        return _sweep(dataclasses.replace(settings, out=out), replicas)
+
+
+def _sweep(settings: Settings, replicas) -> int:
+    """:func:`run` once the output folder is ``settings.out``."""
+    from .. import sweep
+
     print(f"jaxnet train: sweep of {len(replicas)} replicas ({len({r.net for r in replicas})} network group(s)), "
           f"{settings.optimizer}, batch {settings.batch_size}, {settings.epochs} epochs, {settings.grads} gradients"
           + (f", replicas split over {settings.devices} devices" if settings.devices and settings.devices > 1 else ""))
@@ -75,13 +84,21 @@ def _print_tables(result, summary) -> None:
             for i, (r, h) in enumerate(zip(result.replicas, result.history))]
     print()
     _print_columns(["replica", "network", "seed", "config"] + shown, rows)
+    diverged = [str(i) for i, h in enumerate(result.history) if _diverged(h)]
+    if diverged:
+        print(f"diverged (a loss that is not finite; their other metrics mean nothing): replica {', '.join(diverged)}")
     print("\nmean ± std over seeds:")
     for row in summary["configs"]:
-        print(f"  {row['network']} | {row['config']} ({row['seeds']} seeds): "
+        print(f"  {row['network']} | {row['config']} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''}): "
               + ", ".join(f"{k} {number(m).strip()} ± {number(sd).strip()}" for k, (m, sd) in row["final"].items() if k in shown))
     best = summary["best"]
     if best is not None:
         print(f"\nbest by mean {metric}: {best['network']} | {best['config']} ({number(best['final'][metric][0]).strip()})")
+
+
+def _diverged(history) -> bool:
+    """Whether a replica's final training (or validation) loss is not finite."""
+    return any(k in history and not math.isfinite(history[k][-1]) for k in ("train_loss", "val_loss"))
 
 
 def _print_columns(names, rows) -> None:
@@ -100,7 +117,7 @@ def _write(settings: Settings, result, summary) -> None:
         "optimizer": settings.optimizer, "epochs": settings.epochs, "batch_size": settings.batch_size,
         "grads": settings.grads,
         "replicas": [{"network": str(r.net), "seed": r.seed, "lr": r.lr, "l2": r.l2_value, "momentum": r.momentum,
-                      "final": fin, "history": h} for r, fin, h in zip(result.replicas, result.final, result.history)],
+                      "diverged": _diverged(h), "final": fin, "history": h} for r, fin, h in zip(result.replicas, result.final, result.history)],
         "summary": summary})
     plots.sweep_curves(result, os.path.join(out, "sweep.png"))
     print(f"wrote {out}/sweep.json and sweep.png")

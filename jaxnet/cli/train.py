@@ -48,7 +48,15 @@ def train(settings: Settings) -> int:
     ``metrics.json``, ``checkpoint.npz`` and the plots into ``settings.out``, print the summary."""
     optimizer = settings.optimizer_transform()
     start = _initial_state(settings, optimizer)
-    folders.prepare(settings.out, force=settings.force, resume=settings.resume)
+    if settings.patience and not len(settings.split.x_val):
+        raise CommandFailed(f"--patience needs a validation split, and the {len(settings.split.x_train)} "
+                            f"examples of {settings.data_name} leave none")
+    with folders.run_folder(settings.out, settings.run_name, force=settings.force, resume=settings.resume) as out:
+        return _train(dataclasses.replace(settings, out=out), optimizer, start)
+
+
+def _train(settings: Settings, optimizer, start: _Start) -> int:
+    """:func:`train` once the output folder is ``settings.out``."""
     _print_header(settings)
     if settings.check:
         _check_first(settings, start.params)
@@ -85,18 +93,31 @@ def _initial_state(settings: Settings, optimizer) -> _Start:
     if not settings.resume:
         return _Start(params, None, 0, 0, key_train, {})
     try:
+        _check_same_settings(settings, checkpoint.load(settings.resume))  # before the network: says why it differs
         ck = checkpoint.load(settings.resume, settings.net, optimizer.init(params))
     except checkpoint.CheckpointError as e:
         raise CommandFailed(f"cannot resume: {e}") from None
-    saved = ck.extra.get("config", {}) if isinstance(ck.extra.get("config"), dict) else {}
-    changed = {k: (saved.get(k), settings.config[k]) for k in RESUME_KEYS if saved.get(k) != settings.config[k]}
-    if changed:
-        what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
-        raise CommandFailed(f"cannot resume {settings.resume} with other settings ({what})")
+    if len({len(v) for v in ck.history.values()}) > 1:
+        raise CommandFailed(f"cannot resume: {settings.resume}: the history's metrics have different lengths")
     if settings.epochs <= ck.epoch:
         raise CommandFailed(f"cannot resume {settings.resume}: it is at epoch {ck.epoch} already and --epochs "
                             f"{settings.epochs} asks for no more (give --epochs > {ck.epoch} to train on)")
     return _Start(ck.params, ck.opt_state, ck.epoch, ck.step, ck.key, ck.history or _older_history(ck.extra))
+
+
+def _check_same_settings(settings: Settings, ck) -> None:
+    """Refuse a checkpoint saved with other :data:`RESUME_KEYS` settings, naming each change."""
+    saved = ck.extra.get("config", {}) if isinstance(ck.extra.get("config"), dict) else {}
+    changed = {k: (saved.get(k), settings.config[k]) for k in RESUME_KEYS if saved.get(k) != settings.config[k]}
+    if changed.pop("data_sha256", None) is not None:
+        if saved.get("data") is None or settings.data is None:
+            raise CommandFailed(f"cannot resume {settings.resume}: it was trained on {saved.get('data') or 'a preset'}"
+                                f"'s data, not {settings.data_name}'s")
+        raise CommandFailed(f"cannot resume {settings.resume}: the contents of --data {settings.data} differ from the "
+                            f"data the checkpoint was trained on ({saved.get('data')}; their SHA-256 differ)")
+    if changed:
+        what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise CommandFailed(f"cannot resume {settings.resume} with other settings ({what})")
 
 
 def _older_history(extra) -> dict:
