@@ -337,3 +337,18 @@ def test_data_the_run_cannot_hold_is_refused_before_training(tmp_path, capsys):
     tiny = _write_csv(tmp_path / "tiny.csv", "a,label\n1,0\n2,1\n3,0\n")
     assert cli.main(["train", "--data", tiny, "--epochs", "1", "--quiet", "--out", str(tmp_path / "tiny")]) == 0
     assert f"warning: {tiny}: 3 examples leave no validation and no test split" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_history_was_cut_is_refused(tmp_path, capsys):
+    from jaxnet import checkpoint
+
+    assert cli.main(["train", *FAST, "--epochs", "2", "--out", str(tmp_path)]) == 0
+    with np.load(tmp_path / "checkpoint.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    names = json.loads(str(arrays["meta"]))["history"]
+    i = names.index("train_loss")
+    arrays[f"history_{i}"] = arrays[f"history_{i}"][:1]  # one epoch of train_loss, two of the others
+    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    assert checkpoint.load(tmp_path / "checkpoint.npz").history["train_loss"] == arrays[f"history_{i}"].tolist()
+    assert cli.main(["train", *FAST, "--epochs", "3", "--resume", str(tmp_path / "checkpoint.npz")]) == 2
+    assert "the history's metrics have different lengths" in capsys.readouterr().err
