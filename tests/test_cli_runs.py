@@ -289,19 +289,33 @@ def test_default_folders_are_claimed_atomically_and_a_refused_run_leaves_none(tm
     monkeypatch.chdir(tmp_path)
     names = {claim_default_folder("x", now=0.0) for _ in range(3)}  # the same second: three folders
     assert len(names) == 3 and all(os.path.isdir(n) for n in names)
-    assert cli.main(["train", *FAST, "--epochs", "1", "--devices", "2"]) == 2  # refused in fit: one CPU device
-    assert "devices" in capsys.readouterr().err
+    _csv(tmp_path / "three.csv")
+    (tmp_path / "three.csv").write_text((tmp_path / "three.csv").read_text().replace(",1\n", ",2\n"))  # labels 0 and 2
+    refused = ["train", "--data", "three.csv", "--loss", "sigmoid_cross_entropy", "--epochs", "1", "--quiet"]
+    assert cli.main(refused) == 2  # refused in fit, after the folder was made: targets outside [0, 1]
+    assert "targets must lie in [0.0, 1.0]" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(os.path.basename(n) for n in names)
+    # --force: a refused run puts the older run's outputs back; files that are not outputs stay
+    assert cli.main(["train", *FAST, "--epochs", "1", "--out", "old"]) == 0
+    (tmp_path / "old" / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()}
+    assert cli.main([*refused, "--out", "old", "--force"]) == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == before
+    assert cli.main(["train", *FAST, "--epochs", "2", "--out", "old", "--force"]) == 0
+    assert (tmp_path / "old" / "notes.txt").read_text() == "mine" and metrics(tmp_path / "old")["epochs"] == 2
+    assert not [p for p in (tmp_path / "old").iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("argv, words", [
     (["--seed", "-1"], "argument --seed: a seed must be an integer in [0, 2**32), got '-1'"),
     (["--seed", str(2**63)], "argument --seed: a seed must be an integer in [0, 2**32)"),
-    (["--lr", "1e39"], "argument --lr: a learning rate must be a number > 0 that float32 holds"),
+    (["--lr", "1e39"], "argument --lr: a learning rate must be a number > 0 that float32 holds (1.2e-38 to 3.4e38)"),
     (["--sweep", "lr=1e39"], "every lr must be a number > 0 that float32 holds"),
     (["--sweep", "lr=1e-3 lr=1"], "lr given twice"),
     (["--sweep", ""], "got nothing"),
     (["--save-every", "-3"], "--save-every must be an integer >= 0, got -3"),
+    (["--lr", "1e-50"], "argument --lr: a learning rate must be a number > 0 that float32 holds"),
+    (["--seed", str(2**32 - 1), "--seeds", "2"], "the seeds run past 2**32 - 1"),
 ])
 def test_flags_out_of_range_are_refused_naming_the_flag(argv, words, capsys):
     with pytest.raises(SystemExit) as e:
@@ -325,7 +339,7 @@ def test_data_the_run_cannot_hold_is_refused_before_training(tmp_path, capsys):
     cases = {  # 3e38 is finite in float32, but not once the training split's small std divides it
         "test-overflow": (["--preset", "000-spiral"], huge, "(test split, standardised): inputs hold"),
         "targets": (["--loss", "squared_error"], "a,y\n1,1e30\n" + rows, "targets reach 1e+30, so the squared error overflows float32"),
-        "one-class": ([], "a,label\n" + "".join(f"{i},0\n" for i in range(20)), "every label is 0; a classifier needs at least 2 classes"),
+        "one-class": ([], "a,label\n" + "".join(f"{i},0\n" for i in range(20)), "every label is 0; a classifier needs examples of at least 2 classes"),
         "patience": (["--patience", "2"], "a,label\n1,0\n2,1\n3,0\n", "--patience needs a validation split, and the 3 examples"),
     }
     for name, (flags, text, words) in cases.items():

@@ -20,7 +20,7 @@ def test_a_learning_rate_that_cannot_train_is_refused(lr, capsys, tmp_path):
     with pytest.raises(SystemExit) as stop:
         cli.main(["train", "--lr", lr, "--out", str(tmp_path), "--quiet"])
     assert stop.value.code == 2
-    assert f"--lr: a learning rate must be a number > 0 that float32 holds (<= 3.4e38), got '{lr}'" in capsys.readouterr().err
+    assert f"--lr: a learning rate must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), got '{lr}'" in capsys.readouterr().err
     assert not os.listdir(tmp_path)  # refused before anything ran
 
 
@@ -32,8 +32,8 @@ def test_an_l2_strength_below_zero_is_refused(l2, capsys):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("lr=0.1,nan", "every lr must be a number > 0 that float32 holds (<= 3.4e38), got nan"),
-    ("lr=-0.1", "every lr must be a number > 0 that float32 holds (<= 3.4e38), got -0.1"),
+    ("lr=0.1,nan", "every lr must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), got nan"),
+    ("lr=-0.1", "every lr must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), got -0.1"),
     ("l2=0,-1e-4", "every l2 must be a finite number >= 0, got -0.0001"),
     ("momentum=0,1", "every momentum must be in [0, 1), got 1.0"),
 ])

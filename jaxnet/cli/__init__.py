@@ -43,8 +43,9 @@ def main(argv=None) -> int:
         value, positive = getattr(args, name, None), name in ("epochs", "patience", "devices", "seeds")
         if value is not None and (value < 0 or positive and value == 0):
             kind = "a positive integer" if positive else "an integer >= 0"
-            subparser = parser._subparsers._group_actions[0].choices[args.command]
-            subparser.error(f"--{name.replace('_', '-')} must be {kind}, got {value}")
+            args.parser.error(f"--{name.replace('_', '-')} must be {kind}, got {value}")
+    if getattr(args, "seeds", None) and args.seed + args.seeds > 2**32:
+        args.parser.error(f"--seed {args.seed} --seeds {args.seeds}: the seeds run past 2**32 - 1")
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line(args.command)
         try:
@@ -69,6 +70,7 @@ def _warning_line(command):
 
 
 _PRESET_DEFAULT = "default: the preset's, listed below"
+_NETWORK_DEFAULT = "default: the preset's network, which a run prints first"
 
 
 def _network_flags(p, default_preset):
@@ -80,16 +82,16 @@ def _network_flags(p, default_preset):
                         f"(default: {default_preset or 'every network of the notes'}; see the table below)")
     p.add_argument("--hidden", type=_csv_ints, metavar="N,N,...",
                    help="hidden layer sizes of an MLP preset, e.g. 128,64; '' for none (input and output sizes "
-                        f"come from the data; {_PRESET_DEFAULT})")
+                        f"come from the data; {_NETWORK_DEFAULT})")
     p.add_argument("--activation", type=_activations, metavar="NAME[,NAME...]",
                    help=f"one hidden activation, or one per hidden layer; choices: {', '.join(ACTIVATIONS)} "
-                        f"({_PRESET_DEFAULT})")
+                        f"({_NETWORK_DEFAULT})")
     p.add_argument("--loss", choices=["softmax_cross_entropy", "sigmoid_cross_entropy", "squared_error"],
-                   help=f"the loss head ({_PRESET_DEFAULT})")
-    p.add_argument("--reduction", choices=["mean", "sum"], help=f"the loss over the batch ({_PRESET_DEFAULT})")
-    p.add_argument("--l2", type=_penalty, help=f"L2 strength (l2/2 sum W^2), a finite number >= 0 ({_PRESET_DEFAULT})")
+                   help=f"the loss head ({_NETWORK_DEFAULT})")
+    p.add_argument("--reduction", choices=["mean", "sum"], help=f"the loss over the batch ({_NETWORK_DEFAULT})")
+    p.add_argument("--l2", type=_penalty, metavar="L2", help=f"L2 strength (l2/2 sum W^2), a finite number >= 0 ({_NETWORK_DEFAULT})")
     p.add_argument("--l2-bias", dest="l2_bias", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"penalise the biases too ({_PRESET_DEFAULT})")
+                   help=f"penalise the biases too ({_NETWORK_DEFAULT})")
     p.add_argument("--data", metavar="PATH",
                    help="your data instead of the preset's: .npz (arrays x [examples, features] and y), "
                         ".npy (last column = target) or UTF-8 .csv")
@@ -99,11 +101,11 @@ def _network_flags(p, default_preset):
                         "when it is not all numbers)")
 
 
-def _presets_table() -> str:
-    """The ``--help`` epilog: each preset's data, network and training defaults."""
+def _presets_table(title: str) -> str:
+    """The ``--help`` epilog under ``title``: each preset's training defaults and what it is."""
     from ..presets import TRAIN_PRESETS
 
-    lines = ["presets (the defaults of the flags a run does not give):",
+    lines = [title,
              f"  {'preset':<20} {'optimizer':<9} {'lr':>7} {'epochs':>6} {'batch':>5}  what"]
     for name in sorted(TRAIN_PRESETS):
         p = TRAIN_PRESETS[name]
@@ -117,50 +119,52 @@ def _add_check(sub) -> None:
         "check",
         help="check hand-derived gradients against autodiff and finite differences: every network of the notes, "
              "or the network that the train flags describe",
-        epilog=_presets_table(), formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_presets_table("presets (--preset checks one preset's network on its data):"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _network_flags(p, None)
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="working dtype (default: float64)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the random params (and data) (default: 0)")
-    p.add_argument("--batch", type=int, default=16, help="number of examples (default: 16)")
+    p.add_argument("--seed", metavar="N", type=_seed, default=0, help="seed of the random params (and data) (default: 0)")
+    p.add_argument("--batch", metavar="N", type=int, default=16, help="number of examples (default: 16)")
     p.add_argument("--kinks", choices=["exclude", "nudge", "count"], default="exclude",
                    help="examples within 1e-4 of a ReLU kink or a max-pool tie: excluded, nudged, or only counted "
                         "(default: exclude)")
     p.add_argument("--per-example", dest="per_example", action="store_true",
                    help="also check per-example gradients and their norms against vmapped autodiff")
-    p.set_defaults(run=check.run)
+    p.set_defaults(run=check.run, parser=p)
 
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a network of the notes (or your own data) with hand-derived gradients",
-                       epilog=_presets_table(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=_presets_table("presets (the defaults of the flags a run does not give):"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _network_flags(p, DEFAULT_PRESET)
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"the optimizer ({_PRESET_DEFAULT})")
-    p.add_argument("--lr", type=_learning_rate, help=f"learning rate, a finite number > 0 ({_PRESET_DEFAULT})")
-    p.add_argument("--epochs", type=int, help=f"passes over the training set ({_PRESET_DEFAULT})")
-    p.add_argument("--batch-size", dest="batch_size", type=int,
+    p.add_argument("--lr", type=_learning_rate, help=f"learning rate, a number > 0 that float32 holds ({_PRESET_DEFAULT})")
+    p.add_argument("--epochs", metavar="N", type=int, help=f"passes over the training set ({_PRESET_DEFAULT})")
+    p.add_argument("--batch-size", metavar="N", dest="batch_size", type=int,
                    help=f"mini-batch size, 0 for the full batch ({_PRESET_DEFAULT})")
-    p.add_argument("--seed", type=_seed, default=0,
+    p.add_argument("--seed", metavar="N", type=_seed, default=0,
                    help="seeds the data split, initialisation and shuffling, an integer in [0, 2**32) (default: 0)")
     p.add_argument("--grads", choices=["manual", "autodiff"], default="manual",
                    help="hand-derived gradients, or autodiff's for comparison (default: manual)")
     p.add_argument("--check", action="store_true", help="verify the gradients against autodiff and finite differences first")
-    p.add_argument("--check-every", dest="check_every", type=int, default=0,
+    p.add_argument("--check-every", metavar="N", dest="check_every", type=int, default=0,
                    help="a gradient spot check every N steps during training (default: 0, none)")
-    p.add_argument("--patience", type=int, help="stop when the validation loss has not improved for N epochs (default: never)")
-    p.add_argument("--seeds", type=int, help="train this many seeds (seed, seed+1, ...) side by side (a sweep)")
-    p.add_argument("--sweep", type=_sweep_spec,
+    p.add_argument("--patience", metavar="N", type=int, help="stop when the validation loss has not improved for N epochs (default: never)")
+    p.add_argument("--seeds", metavar="N", type=int, help="train this many seeds (seed, seed+1, ...) side by side, a sweep (default: one run)")
+    p.add_argument("--sweep", type=_sweep_spec, metavar="SPEC",
                    help='a grid trained side by side, e.g. "lr=1e-3,1e-2 l2=0,1e-4 momentum=0,0.9 hidden=16;32,32"')
-    p.add_argument("--devices", type=int, help="data-parallel over this many local devices (must divide the batch size); "
+    p.add_argument("--devices", metavar="N", type=int, help="data-parallel over this many local devices (must divide the batch size); "
                    "with --seeds/--sweep, the replicas are split over them (default: 1)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: a new runs/<preset or data file>-<date-time>; "
                                                 "with --resume, the checkpoint's folder)")
     p.add_argument("--force", action="store_true", help="replace the outputs of another run in --out")
     p.add_argument("--resume", metavar="CHECKPOINT", help="a checkpoint.npz to continue from (same settings, more --epochs)")
-    p.add_argument("--save-every", dest="save_every", type=int, default=0,
+    p.add_argument("--save-every", metavar="N", dest="save_every", type=int, default=0,
                    help="checkpoint every N epochs (default: 0, meaning every epochs/20)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=train.run)
+    p.set_defaults(run=train.run, parser=p)
 
 
 def _learning_rate(text):
@@ -169,8 +173,9 @@ def _learning_rate(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and 0 < value <= FLOAT32_MAX):
-        raise argparse.ArgumentTypeError(f"a learning rate must be a number > 0 that float32 holds (<= 3.4e38), got {text!r}")
+    if not _float32_positive(value):
+        raise argparse.ArgumentTypeError(f"a learning rate must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), "
+                                         f"got {text!r}")
     return value
 
 
@@ -196,10 +201,17 @@ def _penalty(text):
     return value
 
 
-FLOAT32_MAX = 3.4028234663852886e38  # np.finfo(np.float32).max: training runs in float32
+def _float32_positive(value: float) -> bool:
+    """Whether ``value`` is > 0 and a normal float32 number (training runs in float32: beyond its
+    largest it is inf, below its smallest normal it underflows towards 0)."""
+    import numpy as np
+
+    info = np.finfo(np.float32)
+    return math.isfinite(value) and float(info.smallest_normal) <= value <= float(info.max)
+
 
 _SWEPT_RANGE = {  # name: (test, what it must be)
-    "lr": (lambda v: math.isfinite(v) and 0 < v <= FLOAT32_MAX, "a number > 0 that float32 holds (<= 3.4e38)"),
+    "lr": (lambda v: _float32_positive(v), "a number > 0 that float32 holds (1.2e-38 to 3.4e38)"),
     "l2": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     "momentum": (lambda v: math.isfinite(v) and 0 <= v < 1, "in [0, 1)"),
 }

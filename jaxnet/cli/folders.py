@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 
@@ -35,45 +36,60 @@ RUNS = "runs"
 def claim_default_folder(name: str, now: float | None = None) -> str:
     """Create and return ``runs/<name>-<YYYYmmdd-HHMMSS>`` at ``now`` (default: the current time),
     or the first of ``…-2``, ``…-3``, … that does not exist: created with ``os.mkdir``, so two
-    runs started in the same second never share one."""
-    os.makedirs(RUNS, exist_ok=True)
+    runs started in the same second never share one. :class:`CommandFailed` when it cannot be."""
     base = os.path.join(RUNS, f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}")
     path, n = base, 1
-    while True:
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            n += 1
-            path = f"{base}-{n}"
+    try:
+        os.makedirs(RUNS, exist_ok=True)
+        while True:
+            try:
+                os.mkdir(path)
+                return path
+            except FileExistsError:
+                n += 1
+                path = f"{base}-{n}"
+    except OSError as e:
+        raise CommandFailed(f"{path}: cannot create the run's folder ({e.strerror or e}); give --out DIR") from None
+
+
+def resumed_folder(resume: str | None) -> str | None:
+    """The folder a ``--resume`` continues in: ``DIR`` for ``DIR/checkpoint.npz`` (a run's own
+    checkpoint), else ``None`` (a checkpoint by another name is no folder's run)."""
+    if resume and os.path.basename(resume) == CHECKPOINT:
+        return os.path.dirname(resume) or "."
+    return None
 
 
 def continues_in(out: str, resume: str | None) -> bool:
     """Whether ``resume`` is ``out``'s own ``checkpoint.npz`` (the run continues in place)."""
-    return bool(resume) and os.path.basename(resume) == CHECKPOINT and (
-        os.path.realpath(os.path.dirname(os.path.abspath(resume))) == os.path.realpath(out))
+    folder = resumed_folder(resume)
+    return folder is not None and os.path.realpath(folder) == os.path.realpath(out)
 
 
-def prepare(out: str | None, name: str, *, force: bool, resume: str | None) -> tuple[str, bool]:
-    """``(folder, created)``: ``out``, created if need be and checked that this run may write there
-    (see the module docstring), or with ``out=None`` a new default folder for ``name``
-    (:func:`claim_default_folder`); ``created`` says whether this call made the folder. Removes the
-    old outputs with ``force``, and what killed writes left. :class:`CommandFailed` (exit 2) naming
-    ``--out`` and the reason otherwise."""
+def prepare(out: str | None, name: str, *, force: bool, resume: str | None) -> tuple[str, bool, list]:
+    """``(folder, created, replaced)``: ``out``, created if need be and checked that this run may
+    write there (see the module docstring), or with ``out=None`` a new default folder for ``name``
+    (:func:`claim_default_folder`); ``created``: whether this call made the folder; ``replaced``:
+    another run's outputs there that ``force`` lets this run replace (:func:`run_folder` removes
+    them once this run writes). Removes what killed writes left. :class:`CommandFailed` (exit 2)
+    naming ``--out`` and the reason otherwise."""
     if out is None:
-        return claim_default_folder(name), True
+        return claim_default_folder(name), True, []
     created = not os.path.lexists(out)
     _check_writable(out)
-    old = [name for name in RUN_OUTPUTS if os.path.lexists(os.path.join(out, name))]
-    if old and not continues_in(out, resume):
+    old = [file for file in RUN_OUTPUTS if os.path.lexists(os.path.join(out, file))]
+    if continues_in(out, resume):
+        old = []  # this run's own outputs, continued
+    if old:
         if not force:
             raise CommandFailed(
                 f"--out {out} holds another run's outputs ({', '.join(old)}); pass --force to replace them, "
                 f"--resume {os.path.join(out, CHECKPOINT)} to continue that run, or another --out")
-        for name in old:
-            os.remove(os.path.join(out, name))
+        folders = [file for file in old if os.path.isdir(os.path.join(out, file))]
+        if folders:
+            raise CommandFailed(f"--out {out}: {folders[0]} is a folder, not a run's output; move it away")
     remove_stale_temporaries(out)
-    return out, created
+    return out, created, old
 
 
 def _check_writable(out: str) -> None:
@@ -90,15 +106,30 @@ def _check_writable(out: str) -> None:
 
 @contextlib.contextmanager
 def run_folder(out: str | None, name: str, *, force: bool, resume: str | None):
-    """The folder of :func:`prepare`, for the ``with`` block of a run; a folder it created is
-    removed again when the block stops with :class:`CommandFailed` before writing anything."""
-    folder, created = prepare(out, name, force=force, resume=resume)
+    """The folder of :func:`prepare`, for the ``with`` block of a run. The outputs ``--force``
+    replaces are moved aside first and removed when the block ends; should it stop (an error,
+    Ctrl-C) before writing an output of its own, they are put back, and a folder this call
+    created is removed again: a refused run leaves the folder as it was."""
+    folder, created, replaced = prepare(out, name, force=force, resume=resume)
+    aside = tempfile.mkdtemp(prefix=".jaxnet-replaced-", dir=folder) if replaced else None
+    for file in replaced:
+        os.replace(os.path.join(folder, file), os.path.join(aside, file))
     try:
         yield folder
-    except CommandFailed:
-        if created:
-            try:
-                os.rmdir(folder)  # only when empty
-            except OSError:
-                pass
+    except BaseException:
+        if not any(os.path.lexists(os.path.join(folder, file)) for file in RUN_OUTPUTS):  # wrote nothing
+            for file in replaced:
+                os.replace(os.path.join(aside, file), os.path.join(folder, file))
+            if created:
+                _remove_empty(folder)
         raise
+    finally:
+        if aside and os.path.isdir(aside):
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove_empty(folder) -> None:
+    try:
+        os.rmdir(folder)  # only when empty
+    except OSError:
+        pass

@@ -105,6 +105,7 @@ def resolve(args) -> Settings:
     non-integer class labels, ``--hidden`` on a CNN preset, ...).
     """
     from ..presets import TRAIN_PRESETS
+    from .folders import resumed_folder
 
     def flag(name, default=None):
         return getattr(args, name, default)
@@ -119,6 +120,7 @@ def resolve(args) -> Settings:
                    flag("dtype", "float32"))  # train: float32 params; check: its --dtype
     net = _network(args, preset, split.x_train.shape[1:], _outputs(split, loss_name), loss_name)
     epochs = flag("epochs") or preset.epochs
+    _check_devices(flag("devices"))
     return Settings(
         preset_name=preset_name, preset=preset, data=flag("data"), data_sha256=_sha256(flag("data")),
         target=flag("target"), header=flag("header"), seed=seed,
@@ -126,20 +128,10 @@ def resolve(args) -> Settings:
         lr=flag("lr") if flag("lr") is not None else preset.learning_rate, epochs=epochs,
         batch_size=_batch_size(flag("batch_size"), preset, len(split.x_train)), grads=flag("grads", "manual"),
         devices=flag("devices"), seeds=flag("seeds"), sweep=flag("sweep"),
-        out=flag("out") or _resumed_folder(flag("resume")), force=bool(flag("force", False)),
+        out=flag("out") or resumed_folder(flag("resume")), force=bool(flag("force", False)),
         check=bool(flag("check", False)), check_every=flag("check_every", 0), patience=flag("patience"),
         resume=flag("resume"), save_every=flag("save_every", 0) or max(1, epochs // 20), quiet=bool(flag("quiet", False)),
     )
-
-
-def _resumed_folder(resume) -> str | None:
-    """The folder of a ``--resume DIR/checkpoint.npz`` (the run continues in place), else ``None``
-    (a new folder, :func:`jaxnet.cli.folders.prepare`)."""
-    from .folders import CHECKPOINT
-
-    if resume and os.path.basename(resume) == CHECKPOINT:
-        return os.path.dirname(resume) or "."
-    return None
 
 
 def _sha256(path) -> str | None:
@@ -162,9 +154,13 @@ def _is_image_preset(preset) -> bool:
 def _split(preset, path, target, header, seed, loss_name, dtype):
     """The standardised split of ``--data`` (``path``) or of the preset's data set; ``dtype``:
     the working dtype the run casts the data to (every value must stay finite in it)."""
+    import numpy as np
+
     from .. import data
 
     if not path:
+        if target is not None or header is not None:
+            raise ValueError("--target and --header describe a --data CSV file; without --data they mean nothing")
         x, y = data.DATASETS[preset.dataset](**preset.dataset_kwargs)
         return data.standardize(data.split(x, y, seed=seed))
     if _is_image_preset(preset):
@@ -172,8 +168,8 @@ def _split(preset, path, target, header, seed, loss_name, dtype):
     x, y = data.load_file(path, target, header=header, dtype=dtype)  # refuses values dtype cannot hold
     if loss_name == "softmax_cross_entropy":
         y = data.class_labels(path, y)  # K = the largest label + 1, within data.MAX_CLASSES
-        if y.max() == 0:
-            raise ValueError(f"{path}: every label is 0; a classifier needs at least 2 classes (labels 0..K-1)")
+        if np.unique(y).size < 2:
+            raise ValueError(f"{path}: every label is {y[0]}; a classifier needs examples of at least 2 classes")
     if loss_name == "squared_error":
         _check_square_fits(path, y, dtype)
     split = data.standardize(data.split(x, y, seed=seed), path)
@@ -184,6 +180,15 @@ def _split(preset, path, target, header, seed, loss_name, dtype):
         warnings.warn(f"{path}: {len(x)} examples leave no {' and no '.join(empty)} split, so there are no "
                       f"{' or '.join(empty)} metrics", UserWarning, stacklevel=2)
     return split
+
+
+def _check_devices(devices) -> None:
+    """``--devices`` beyond the local devices is refused here, before any folder is made."""
+    import jax
+
+    if devices and devices > jax.local_device_count():
+        raise ValueError(f"--devices {devices}: only {jax.local_device_count()} {jax.default_backend()} device(s) "
+                         "are present")
 
 
 def _check_square_fits(path, y, dtype) -> None:

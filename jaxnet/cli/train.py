@@ -110,6 +110,9 @@ def _check_same_settings(settings: Settings, ck) -> None:
     saved = ck.extra.get("config", {}) if isinstance(ck.extra.get("config"), dict) else {}
     changed = {k: (saved.get(k), settings.config[k]) for k in RESUME_KEYS if saved.get(k) != settings.config[k]}
     if changed.pop("data_sha256", None) is not None:
+        if settings.data and saved.get("data") and "data_sha256" not in saved:
+            raise CommandFailed(f"cannot resume {settings.resume}: it records no hash of its data (written by an older "
+                                "jaxnet), so --data cannot be checked against it; train afresh")
         if saved.get("data") is None or settings.data is None:
             raise CommandFailed(f"cannot resume {settings.resume}: it was trained on {saved.get('data') or 'a preset'}"
                                 f"'s data, not {settings.data_name}'s")
