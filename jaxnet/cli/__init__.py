@@ -167,38 +167,26 @@ def _add_train(sub) -> None:
     p.set_defaults(run=train.run, parser=p)
 
 
-def _learning_rate(text):
-    """A finite learning rate > 0 (a negative one trains uphill, NaN poisons every step)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not _float32_positive(value):
-        raise argparse.ArgumentTypeError(f"a learning rate must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), "
-                                         f"got {text!r}")
-    return value
+def _checked(convert, test, what: str):
+    """An argparse ``type``: ``convert(text)`` (a number) that passes ``test``, else an error saying
+    it must be ``what``."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if convert is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _seed(text):
-    """A seed in [0, 2**32): what ``jax.random.key`` and NumPy's generators both take."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"a seed must be an integer in [0, 2**32), got {text!r}")
-    return value
-
-
-def _penalty(text):
-    """A finite L2 strength >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"an L2 strength must be a finite number >= 0, got {text!r}")
-    return value
+_learning_rate = _checked(float, lambda v: _float32_positive(v),
+                          "a learning rate must be a number > 0 that float32 holds (1.2e-38 to 3.4e38)")
+_seed = _checked(int, lambda v: 0 <= v < 2**32, "a seed must be an integer in [0, 2**32)")  # jax.random.key's and NumPy's
+_penalty = _checked(float, lambda v: math.isfinite(v) and v >= 0, "an L2 strength must be a finite number >= 0")
 
 
 def _float32_positive(value: float) -> bool:
