@@ -11,8 +11,8 @@ The reduction over samples (mean or sum) is applied by the network, not here.
 All values are stable at extreme logits: log-softmax goes through log-sum-exp and
 the sigmoid cross-entropy through ``softplus(f) − y f``.
 
-Invalid targets: under jit, out-of-range labels make the loss and every gradient NaN;
-outside jit they raise ValueError. Each head's ``targets`` check reads concrete targets
+Invalid targets: under jit, out-of-range labels make the loss and the output layer's
+gradients NaN (and what the sample reaches further back); outside jit they raise ValueError. Each head's ``targets`` check reads concrete targets
 (outside ``jit``/``vmap``) and raises ``ValueError`` for values out of their domain:
 softmax labels outside ``[0, K)``, softmax probabilities that are negative or not
 finite, sigmoid targets outside ``[0, 1]`` or not finite, squared-error targets that are

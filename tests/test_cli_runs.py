@@ -366,3 +366,29 @@ def test_a_checkpoint_whose_history_was_cut_is_refused(tmp_path, capsys):
     assert checkpoint.load(tmp_path / "checkpoint.npz").history["train_loss"] == arrays[f"history_{i}"].tolist()
     assert cli.main(["train", *FAST, "--epochs", "3", "--resume", str(tmp_path / "checkpoint.npz")]) == 2
     assert "the history's metrics have different lengths" in capsys.readouterr().err
+
+
+def _old_run(folder):
+    folder.mkdir()
+    for file in ("metrics.json", "checkpoint.npz"):
+        (folder / file).write_text(f"the older run's {file}")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_forced_outputs_come_back_after_ctrl_c_and_go_once_the_run_writes(tmp_path):
+    """run_folder: Ctrl-C before the run writes puts the replaced outputs back; a run that wrote an
+    output and then failed keeps only its own; no hidden folder is left either way."""
+    from jaxnet.cli.folders import run_folder
+
+    before = _old_run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        with run_folder(str(tmp_path / "a"), "x", force=True, resume=None) as folder:
+            assert [n[:17] for n in os.listdir(folder)] == [".jaxnet-replaced-"]  # moved aside
+            raise KeyboardInterrupt
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
+    _old_run(tmp_path / "b")
+    with pytest.raises(RuntimeError):
+        with run_folder(str(tmp_path / "b"), "x", force=True, resume=None) as folder:
+            (tmp_path / "b" / "metrics.json").write_text("this run's")
+            raise RuntimeError("diverged")
+    assert {p.name: p.read_text() for p in (tmp_path / "b").iterdir()} == {"metrics.json": "this run's"}

@@ -4,10 +4,11 @@
   folder ``runs/<name>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... when that exists), ``<name>`` being
   the preset or the ``--data`` file's stem (``-sweep`` added for a sweep): two runs never share one.
 - ``--out DIR`` that already holds a run's outputs (:data:`RUN_OUTPUTS`) is refused unless
-  ``--force`` (its old outputs are then removed first, so every file in the folder is this run's),
+  ``--force`` (its old outputs are replaced, see :func:`run_folder`; other files stay),
   or unless the run resumes that folder's checkpoint (``--resume DIR/checkpoint.npz``, which
   continues in place; a checkpoint by another name is not that folder's run).
-- A folder this run created is removed again when the run stops before writing anything.
+- A folder this run created (the last part of its path) is removed again when the run stops
+  before writing anything.
 - A path that is a file, cannot be created or cannot be written is refused before training.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -107,25 +109,43 @@ def _check_writable(out: str) -> None:
 @contextlib.contextmanager
 def run_folder(out: str | None, name: str, *, force: bool, resume: str | None):
     """The folder of :func:`prepare`, for the ``with`` block of a run. The outputs ``--force``
-    replaces are moved aside first and removed when the block ends; should it stop (an error,
-    Ctrl-C) before writing an output of its own, they are put back, and a folder this call
-    created is removed again: a refused run leaves the folder as it was."""
+    replaces are moved aside (into a hidden ``.jaxnet-replaced-*`` folder) and deleted once the
+    block ends; should it stop (an error, Ctrl-C) before writing an output of its own, they are put
+    back and a folder this call created is removed again, so a refused run leaves the folder as
+    it was. Once the run has written an output, the replaced ones are gone. Should putting them
+    back fail, they stay in the hidden folder, which the message names."""
     folder, created, replaced = prepare(out, name, force=force, resume=resume)
-    aside = tempfile.mkdtemp(prefix=".jaxnet-replaced-", dir=folder) if replaced else None
-    for file in replaced:
-        os.replace(os.path.join(folder, file), os.path.join(aside, file))
+    aside, settled = None, False
     try:
-        yield folder
-    except BaseException:
-        if not any(os.path.lexists(os.path.join(folder, file)) for file in RUN_OUTPUTS):  # wrote nothing
+        if replaced:
+            aside = tempfile.mkdtemp(prefix=".jaxnet-replaced-", dir=folder)
             for file in replaced:
-                os.replace(os.path.join(aside, file), os.path.join(folder, file))
+                os.replace(os.path.join(folder, file), os.path.join(aside, file))
+        yield folder
+        settled = True
+    except BaseException:
+        if any(os.path.lexists(os.path.join(folder, file)) for file in RUN_OUTPUTS):
+            settled = True  # this run wrote its own outputs: the replaced ones are not put back
+        else:
+            settled = _put_back(aside, folder)
             if created:
                 _remove_empty(folder)
         raise
     finally:
-        if aside and os.path.isdir(aside):
+        if aside and settled:
             shutil.rmtree(aside, ignore_errors=True)
+        elif aside:
+            print(f"jaxnet: the outputs --force replaced are kept in {aside}", file=sys.stderr)
+
+
+def _put_back(aside, folder) -> bool:
+    """Move every file from ``aside`` back into ``folder``; whether all went back."""
+    try:
+        for file in os.listdir(aside) if aside else []:
+            os.replace(os.path.join(aside, file), os.path.join(folder, file))
+        return True
+    except OSError:
+        return False
 
 
 def _remove_empty(folder) -> None:
