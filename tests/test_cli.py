@@ -48,6 +48,7 @@ def test_check_the_default_preset_on_a_bigger_batch(capsys):
     assert capsys.readouterr().out.rstrip().endswith("all leaves agree")
 
 
+@pytest.mark.slow  # the console script is run in the main suite by tests/test_cli_runs.py
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "jaxnet", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "check" in result.stdout
@@ -150,6 +151,7 @@ def test_train_divergence_exits_nonzero_and_keeps_a_good_checkpoint(tmp_path, ca
     assert np.isfinite(evaluate(ck.params, ck.net, s.x_train, s.y_train)["loss"])
 
 
+@pytest.mark.slow  # tests/test_cli_runs.py and test_data_files.py cover bad data in the main run
 def test_train_bad_data_file(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,label\n1,2,0\n3,4\n")

@@ -35,6 +35,7 @@ def metrics(folder):
         return json.load(f)
 
 
+@pytest.mark.slow  # the console script trains twice; the in-process tests below cover the folder rules
 def test_each_run_gets_its_own_folder(tmp_path):
     """Two runs without --out: two folders under runs/, each with its own outputs."""
     for _ in range(2):
@@ -84,7 +85,7 @@ def _out_cases(tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", lean(["file", "under-a-file", "read-only"], lambda i, c: i == 0))
+@pytest.mark.parametrize("case", lean(["file", "under-a-file", "read-only"], lambda i, c: False))  # in-process: next test
 def test_an_out_folder_that_cannot_be_written_is_refused_before_training(case, tmp_path):
     if case == "read-only" and os.geteuid() == 0:
         pytest.skip("root writes into read-only folders")
@@ -92,6 +93,17 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_training(case, t
     code, printed, err = jaxnet_script("train", *FAST, "--epochs", "1", "--out", out, cwd=tmp_path)
     assert code == 2 and "jaxnet train:" not in printed
     assert err.strip() == f"jaxnet train: --out {out}: {reason}" or (f"--out {out}: {reason}" in err and "Traceback" not in err)
+
+
+@pytest.mark.parametrize("case", ["file", "under-a-file"])
+def test_an_out_folder_that_cannot_be_written_is_refused_in_process(case, tmp_path):
+    from jaxnet.cli.folders import prepare
+    from jaxnet.cli.output import CommandFailed
+
+    out, reason = _out_cases(tmp_path)[case]
+    with pytest.raises(CommandFailed) as e:
+        prepare(out, "x", force=False, resume=None)
+    assert str(e.value) == f"--out {out}: {reason}" or str(e.value).startswith(f"--out {out}: {reason} (")
 
 
 SWEEP_ONLY_FLAGS = [("--resume", "x.npz"), ("--patience", "3"), ("--check",), ("--check-every", "5"), ("--save-every", "2")]
@@ -127,6 +139,7 @@ def _csv(path, rows=40, shift=0):
     path.write_text("a,b,label\n" + "".join(f"{(i + shift) % 7},{(i * 3) % 5},{i % 2}\n" for i in range(rows)))
 
 
+@pytest.mark.slow  # three trainings on a CSV
 def test_a_resume_compares_the_data_by_content_not_by_path(tmp_path, capsys, monkeypatch):
     """The same bytes under another spelling of the path resume; other bytes at the same path are refused."""
     monkeypatch.chdir(tmp_path)
@@ -178,6 +191,7 @@ def test_numbers_have_one_width(value):
     assert text == text.rjust(11) and (np.isnan(value) or float(text) == pytest.approx(value, rel=1e-3, abs=5e-5))
 
 
+@pytest.mark.slow  # a sweep of 001-regression
 def test_the_sweep_table_names_networks_by_their_sizes_and_a_diverged_config_never_wins(tmp_path, capsys):
     code = cli.main(["train", "--preset", "001-regression", "--epochs", "30", "--quiet", "--sweep", "lr=0.001,0.05",
                      "--out", str(tmp_path)])
@@ -248,6 +262,7 @@ def test_bad_data_is_refused_through_the_script(case, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # two trainings on a CSV; tests/test_data_files.py covers the reading
 def test_a_header_of_column_numbers_is_flagged_and_header_reads_it(tmp_path, capsys):
     """What pandas writes for integer column names: a warning without --header; read as a header with it."""
     path = tmp_path / "d.csv"
@@ -260,6 +275,7 @@ def test_a_header_of_column_numbers_is_flagged_and_header_reads_it(tmp_path, cap
     assert metrics(tmp_path / "a")["config"]["header"] is None and metrics(tmp_path / "b")["config"]["header"] is True
 
 
+@pytest.mark.slow  # three trainings
 def test_a_checkpoint_by_another_name_does_not_continue_a_folder_it_sits_in(tmp_path, capsys):
     """Only DIR/checkpoint.npz continues DIR's run: a spiral checkpoint copied into another run's
     folder under another name resumes into a new folder, never over that run's outputs."""
@@ -328,6 +344,7 @@ def _write_csv(path, text):
     return str(path)
 
 
+@pytest.mark.slow  # five CSV runs
 def test_data_the_run_cannot_hold_is_refused_before_training(tmp_path, capsys):
     """A test value that overflows float32 once standardised; regression targets whose squares
     overflow; labels of one class; --patience without a validation split; tiny data warned about."""

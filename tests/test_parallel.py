@@ -150,6 +150,6 @@ def test_cli_devices_flag_errors_clearly(tmp_path, capsys):
 
     args = ["train", "--preset", "000-spiral", "--epochs", "1", "--quiet", "--out", str(tmp_path)]
     assert cli.main(args + ["--devices", "64"]) == 2
-    assert "devices=64, but only" in capsys.readouterr().err
+    assert "--devices 64: only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(args + ["--devices", "0"])
