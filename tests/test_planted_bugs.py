@@ -47,7 +47,8 @@ BUGS = [
         ("tests/test_loss_definitions.py", "-k", "0.3-True")),
     Bug("squared error as 1/2 Σ (value and delta together)", "jaxnet/losses.py",
         (("return jnp.sum(r * r, axis=-1)  # [batch]", "return 0.5 * jnp.sum(r * r, axis=-1)  # [batch]"),
-         ("return 2.0 * (f - y)  # [batch, K]", "return (f - y)  # [batch, K]")),
+         ("return 2.0 * (_marked(f, _target_mask(y)) - y)  # [batch, K]",
+          "return (_marked(f, _target_mask(y)) - y)  # [batch, K]")),
         ("tests/test_loss_definitions.py", "-k", "squared_error")),
     # Conv2D's and the pools' input gradient (seen only through a layer with parameters before them)
     Bug("Conv2D dx: padding shifted by one row", "jaxnet/layers.py",
