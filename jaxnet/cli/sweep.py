@@ -52,8 +52,6 @@ def _sweep(settings: Settings, replicas) -> int:
 def _networks(settings: Settings) -> list:
     """The settings' network, or one MLP per ``hidden=`` entry of the sweep (the network's
     activation, loss and L2)."""
-    import dataclasses
-
     from ..network import mlp
 
     net, spec = settings.net, settings.sweep or {}
