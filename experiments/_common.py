@@ -40,10 +40,16 @@ def arguments(name: str, doc: str, committed: str | None = None, extra=None):
     committed folder is refused (``SystemExit`` with a message), so the committed results only
     ever come from full runs. ``extra(parser)`` adds a script's own flags."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="a few epochs and two seeds only (a smoke test; never written to the committed results)")
-    parser.add_argument("--out", help=f"output folder (default: {os.path.relpath(committed or os.path.join(RESULTS, name))}; "
-                                      "with --quick, a temporary folder)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few epochs and two seeds only (a smoke test; never written to the committed results)",
+    )
+    parser.add_argument(
+        "--out",
+        help=f"output folder (default: {os.path.relpath(committed or os.path.join(RESULTS, name))}; "
+        "with --quick, a temporary folder)",
+    )
     if extra is not None:
         extra(parser)
     args = parser.parse_args()
@@ -81,9 +87,13 @@ def train_seeds(net, x, y, optimizer: str, lr: float, epochs: int, batch_size: i
     Returns ``(manual SweepResult, jax.grad SweepResult, gaps)``, ``gaps[i]`` the
     :func:`curve_gap` of seed ``seeds[i]``'s two train-loss curves."""
     replicas = sweep.grid(net, seeds=seeds, lr=(lr,))
-    runs = {grads: sweep.run(replicas, x, y, optimizer, epochs, batch_size, grads=grads, val=val)
-            for grads in ("manual", "autodiff")}
-    gaps = [curve_gap(m["train_loss"], a["train_loss"]) for m, a in zip(runs["manual"].history, runs["autodiff"].history)]
+    runs = {
+        grads: sweep.run(replicas, x, y, optimizer, epochs, batch_size, grads=grads, val=val)
+        for grads in ("manual", "autodiff")
+    }
+    gaps = [
+        curve_gap(m["train_loss"], a["train_loss"]) for m, a in zip(runs["manual"].history, runs["autodiff"].history)
+    ]
     return runs["manual"], runs["autodiff"], gaps
 
 
@@ -97,8 +107,13 @@ def stats(values) -> dict:
     """Per-seed values [S] -> ``{"per_seed", "mean", "std", "min", "max"}``; std with ddof 0, as
     ``jaxnet.sweep.summary`` and ``jaxnet train --seeds`` print it."""
     v = np.asarray(values, np.float64)
-    return {"per_seed": v.tolist(), "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
-            "max": float(v.max())}
+    return {
+        "per_seed": v.tolist(),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
 def over_seeds(per_seed: list) -> dict:
@@ -112,9 +127,15 @@ def over_seeds(per_seed: list) -> dict:
 
 def evaluate_all(params, net, split) -> dict:
     """``{"train"|"val"|"test": jaxnet.train.evaluate(...)}`` of one set of params."""
-    return {name: jaxnet.train.evaluate(params, net, xs, ys) for name, (xs, ys) in
-            {"train": (split.x_train, split.y_train), "val": (split.x_val, split.y_val),
-             "test": (split.x_test, split.y_test)}.items() if len(xs)}
+    return {
+        name: jaxnet.train.evaluate(params, net, xs, ys)
+        for name, (xs, ys) in {
+            "train": (split.x_train, split.y_train),
+            "val": (split.x_val, split.y_val),
+            "test": (split.x_test, split.y_test),
+        }.items()
+        if len(xs)
+    }
 
 
 def band(ax, curves, label, style="-", color=None, linewidth=2.0):
@@ -122,7 +143,7 @@ def band(ax, curves, label, style="-", color=None, linewidth=2.0):
     the line's colour."""
     c = np.asarray(curves, np.float64)
     epochs = np.arange(1, c.shape[1] + 1)
-    line, = ax.plot(epochs, c.mean(axis=0), style, color=color, linewidth=linewidth, label=label)
+    (line,) = ax.plot(epochs, c.mean(axis=0), style, color=color, linewidth=linewidth, label=label)
     ax.fill_between(epochs, c.min(axis=0), c.max(axis=0), color=line.get_color(), alpha=0.2, linewidth=0)
     return line.get_color()
 

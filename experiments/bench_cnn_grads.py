@@ -30,7 +30,10 @@ def networks():
         (28, 28, 1),
         [Conv2D(32, 3, activation="relu"), Conv2D(64, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(10)],
     )
-    return [("digits CNN 8x8x1 (preset cnn)", digits, 256), ("28x28x1 CNN conv32-conv64-maxpool-dense10", mnist_like, 128)]
+    return [
+        ("digits CNN 8x8x1 (preset cnn)", digits, 256),
+        ("28x28x1 CNN conv32-conv64-maxpool-dense10", mnist_like, 128),
+    ]
 
 
 def _time(fn, *args):
@@ -77,9 +80,21 @@ def main():
     rows = []
     for name, net, batch in networks():
         med, comp = bench(net, batch, args.repeats)
-        rows.append((name, batch, med["manual"] * 1e3, med["autodiff"] * 1e3, med["manual"] / med["autodiff"], comp["manual"], comp["autodiff"]))
-        print(f"{name}, batch {batch}: manual {med['manual'] * 1e3:.2f} ms, jax.grad {med['autodiff'] * 1e3:.2f} ms, "
-              f"ratio {med['manual'] / med['autodiff']:.2f}")
+        rows.append(
+            (
+                name,
+                batch,
+                med["manual"] * 1e3,
+                med["autodiff"] * 1e3,
+                med["manual"] / med["autodiff"],
+                comp["manual"],
+                comp["autodiff"],
+            )
+        )
+        print(
+            f"{name}, batch {batch}: manual {med['manual'] * 1e3:.2f} ms, jax.grad {med['autodiff'] * 1e3:.2f} ms, "
+            f"ratio {med['manual'] / med['autodiff']:.2f}"
+        )
     lines = [
         "# Hand-derived CNN gradients vs jax.grad (jitted, float32)",
         "",

@@ -38,8 +38,20 @@ def networks():
     return [
         ("MLP 784-256-256-10 relu", jaxnet.mlp([784, 256, 256, 10], "relu"), 256),
         ("digits CNN 8x8x1 (preset cnn)", TRAIN_PRESETS["cnn"].build((8, 8, 1), 10), 256),
-        ("28x28x1 CNN conv32-conv64-maxpool-dense10", jaxnet.sequential(
-            (28, 28, 1), [Conv2D(32, 3, activation="relu"), Conv2D(64, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(10)]), 64),
+        (
+            "28x28x1 CNN conv32-conv64-maxpool-dense10",
+            jaxnet.sequential(
+                (28, 28, 1),
+                [
+                    Conv2D(32, 3, activation="relu"),
+                    Conv2D(64, 3, activation="relu"),
+                    MaxPool2D(2),
+                    Flatten(),
+                    Dense(10),
+                ],
+            ),
+            64,
+        ),
     ]
 
 
@@ -52,7 +64,9 @@ def methods(net):
     single = dataclasses.replace(net, reduction="sum", l2=0.0)
     return {
         "closed form": jax.jit(lambda p, x, y: jaxnet.per_example_grad_norms(p, net, x, y)),
-        "vmap(jax.grad)": jax.jit(lambda p, x, y: _norms_of(jax.vmap(jax.grad(jaxnet.loss), (None, None, 0, 0))(p, single, x, y))),
+        "vmap(jax.grad)": jax.jit(
+            lambda p, x, y: _norms_of(jax.vmap(jax.grad(jaxnet.loss), (None, None, 0, 0))(p, single, x, y))
+        ),
         "vmap(manual)": jax.jit(lambda p, x, y: _norms_of(jaxnet.per_example_grads(p, net, x, y))),
     }
 
@@ -73,7 +87,9 @@ def bench(repeats):
     for name, net, batch in networks():
         rng = np.random.default_rng(0)
         params = jaxnet.init_params(jax.random.key(0), net, jnp.float32)
-        params = jax.tree.map(lambda a: a + 0.1 * jnp.asarray(rng.normal(size=a.shape), a.dtype) if a.ndim == 1 else a, params)
+        params = jax.tree.map(
+            lambda a: a + 0.1 * jnp.asarray(rng.normal(size=a.shape), a.dtype) if a.ndim == 1 else a, params
+        )
         x = jnp.asarray(rng.normal(size=(batch, *net.input_shape)), jnp.float32)
         y = jnp.asarray(rng.integers(0, net.output_shape[0], size=batch))
         fns = methods(net)
@@ -87,7 +103,11 @@ def bench(repeats):
         median = {k: statistics.median(v) for k, v in times.items()}
         memory = {k: _memory(f, params, x, y) for k, f in fns.items()}
         rows.append((name, batch, median, memory))
-        print(name, {k: f"{1e3 * v:.3f} ms" for k, v in median.items()}, {k: f"{v / 2**20:.1f} MiB" for k, v in memory.items()})
+        print(
+            name,
+            {k: f"{1e3 * v:.3f} ms" for k, v in median.items()},
+            {k: f"{v / 2**20:.1f} MiB" for k, v in memory.items()},
+        )
     return rows
 
 

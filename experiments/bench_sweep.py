@@ -69,7 +69,15 @@ def configs(quick):
     xb, yb = rng.normal(size=(1280, 784)).astype(np.float32), rng.integers(0, 10, size=1280)
     study = 10 if quick else None
     return [
-        ("2-100-3 relu, spiral N = 300, batch 32 (preset 000-spiral)", net, x, y, 32, study or preset.epochs, SPIRAL_LRS),
+        (
+            "2-100-3 relu, spiral N = 300, batch 32 (preset 000-spiral)",
+            net,
+            x,
+            y,
+            32,
+            study or preset.epochs,
+            SPIRAL_LRS,
+        ),
         ("2-100-3 relu, spiral N = 300, full batch", net, x, y, 300, study or preset.epochs, SPIRAL_LRS),
         ("784-256-256-10 relu, N = 1280, batch 128", big, xb, yb, 128, study or 10, BIG_LRS),
     ]
@@ -105,22 +113,39 @@ def epochs_only(name, net, x, y, batch, lrs, replicas, repeats, devices):
     one = {"p": p1, "s": opt.init(p1), "step": 0}
 
     def run_single(epoch):
-        one["p"], one["s"], one["step"], losses, _ = single(one["p"], one["s"], one["step"], jax.random.key(epoch), xd, yd)
+        one["p"], one["s"], one["step"], losses, _ = single(
+            one["p"], one["s"], one["step"], jax.random.key(epoch), xd, yd
+        )
         return losses
 
     rs = _replicas(net, replicas, lrs)
     seeds = sorted({r.seed for r in rs})
     runs = {"one run": run_single}
-    variants = {"sweep on 1, batched products": (1, False, False), "sweep on 1, products only": (1, True, False),
-                "sweep on 1": (1, True, True), "sweep as run": (devices, None, True)}  # None: sweep.run's default
+    variants = {
+        "sweep on 1, batched products": (1, False, False),
+        "sweep on 1, products only": (1, True, False),
+        "sweep on 1": (1, True, True),
+        "sweep as run": (devices, None, True),
+    }  # None: sweep.run's default
     for label, (d, small, reductions) in variants.items():
         spread = sweep.spread_over(train.device_mesh(d))
         params = jax.tree.map(lambda *a: jnp.stack(a), *[jaxnet.init_params(jax.random.key(r.seed), net) for r in rs])
-        state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, sweep.replica_hyperparams("sgd", rs, jnp.float32))
-        params, state, l2, which = spread((params, state, jnp.full(len(rs), net.l2, jnp.float32), jnp.asarray([seeds.index(r.seed) for r in rs])))  # the net's L2, as the one run
+        state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(
+            params, sweep.replica_hyperparams("sgd", rs, jnp.float32)
+        )
+        params, state, l2, which = spread(
+            (params, state, jnp.full(len(rs), net.l2, jnp.float32), jnp.asarray([seeds.index(r.seed) for r in rs]))
+        )  # the net's L2, as the one run
         keys, xs, ys = spread((jnp.stack([jax.random.key(s) for s in seeds]), xd, yd), replicated=True)
-        group = sweep.group_epoch(net, sweep.replica_optimizer("sgd"), batch, n, "manual", small_contractions=small,
-                                  small_reductions=reductions)
+        group = sweep.group_epoch(
+            net,
+            sweep.replica_optimizer("sgd"),
+            batch,
+            n,
+            "manual",
+            small_contractions=small,
+            small_reductions=reductions,
+        )
         st = {"p": params, "s": state}
 
         def run_sweep(epoch, st=st, group=group, keys=keys, which=which, l2=l2, xs=xs, ys=ys):
@@ -146,8 +171,17 @@ def end_to_end(name, net, x, y, batch, lrs, replicas, repeats, devices, quick):
         return list(np.diff(stamps))  # epoch 2 on: the first epoch's call compiled
 
     def fit(on_epoch):
-        train.fit(net, jaxnet.init_params(jax.random.key(0), net), x, y, optax.sgd(lrs[0]), epochs, batch,
-                  jax.random.key(1), on_epoch=on_epoch)
+        train.fit(
+            net,
+            jaxnet.init_params(jax.random.key(0), net),
+            x,
+            y,
+            optax.sgd(lrs[0]),
+            epochs,
+            batch,
+            jax.random.key(1),
+            on_epoch=on_epoch,
+        )
 
     def the_sweep(on_epoch):
         sweep.run(rs, x, y, "sgd", epochs, batch, devices=devices, on_epoch=on_epoch)
@@ -180,8 +214,10 @@ def shuffles(repeats, n=300, keys=16):
     """Seconds for ``keys`` shuffles of ``n`` (one epoch of a 64-replica sweep of 16 seeds):
     ``jax.random.permutation`` vs ``train.permutation``, and whether they are equal."""
     ks = jax.random.split(jax.random.key(0), keys)
-    fns = {name: jax.jit(jax.vmap(lambda k, f=f: f(k, n)))
-           for name, f in (("jax.random.permutation", jax.random.permutation), ("train.permutation", train.permutation))}
+    fns = {
+        name: jax.jit(jax.vmap(lambda k, f=f: f(k, n)))
+        for name, f in (("jax.random.permutation", jax.random.permutation), ("train.permutation", train.permutation))
+    }
     equal = bool(jnp.all(fns["jax.random.permutation"](ks) == fns["train.permutation"](ks)))
     times = _interleaved({name: (lambda i, f=f: f(ks)) for name, f in fns.items()}, repeats, 20)
     print("shuffles:", {k: f"{1e3 * v:.3f} ms" for k, v in times.items()}, "equal" if equal else "DIFFERENT")
@@ -203,9 +239,9 @@ def markdown(rows, shuffle, args, devices):
         "## 1. Training epochs only: `make_epoch` of one run vs the sweep's epoch of all replicas",
         "",
         "Medians of interleaved repeats after warm-up; no per-epoch metrics. The sweep on 1 device three ways: "
-        "\"no rewrite\" leaves XLA its batched products and reductions (`sweep.group_epoch(..., small_contractions=False)`), "
-        "\"products\" rewrites the small products only (`small_reductions=False`), the next column both. "
-        f"\"As run\": as `sweep.run(..., devices={devices})` runs it (the rewrite on the CPU only), on {devices} device(s); "
+        '"no rewrite" leaves XLA its batched products and reductions (`sweep.group_epoch(..., small_contractions=False)`), '
+        '"products" rewrites the small products only (`small_reductions=False`), the next column both. '
+        f'"As run": as `sweep.run(..., devices={devices})` runs it (the rewrite on the CPU only), on {devices} device(s); '
         "the one run uses one.",
         "",
         "| network | steps per epoch | one run model-steps/s | sweep, 1 device, no rewrite | products | "
@@ -216,7 +252,9 @@ def markdown(rows, shuffle, args, devices):
         one = steps / ep["one run"]
         s0, sp, s1 = (r * steps / ep[f"sweep on 1{k}"] for k in (", batched products", ", products only", ""))
         sd = r * steps / ep["sweep as run"]
-        lines.append(f"| {name} | {steps} | {one:,.0f} | {s0:,.0f} | {sp:,.0f} | {s1:,.0f} | {sd:,.0f} | {sd / one:.1f}× |")
+        lines.append(
+            f"| {name} | {steps} | {one:,.0f} | {s0:,.0f} | {sp:,.0f} | {s1:,.0f} | {sd:,.0f} | {sd / one:.1f}× |"
+        )
     times, equal = shuffle
     lines += [
         "",
@@ -235,7 +273,9 @@ def markdown(rows, shuffle, args, devices):
     ]
     for name, steps, _, e2e, _ in rows:
         a, b = steps / e2e["fit"], r * steps / e2e["sweep.run"]
-        lines.append(f"| {name} | {1e3 * e2e['fit']:.2f} | {a:,.0f} | {1e3 * e2e['sweep.run']:.2f} | {b:,.0f} | {b / a:.1f}× |")
+        lines.append(
+            f"| {name} | {1e3 * e2e['fit']:.2f} | {a:,.0f} | {1e3 * e2e['sweep.run']:.2f} | {b:,.0f} | {b / a:.1f}× |"
+        )
     if not args.no_study:
         lines += [
             "",
@@ -262,52 +302,72 @@ def notes(rows, r, devices):
     """The notes, with the figures taken from this run's rows (the first is 2-100-3, batch 32)."""
     _, steps, ep, e2e, whole = rows[0]
     one = steps / ep["one run"]
-    s0, sp, s1, sd = (r * steps / ep[k] for k in ("sweep on 1, batched products", "sweep on 1, products only",
-                                                    "sweep on 1", "sweep as run"))
+    s0, sp, s1, sd = (
+        r * steps / ep[k]
+        for k in ("sweep on 1, batched products", "sweep on 1, products only", "sweep on 1", "sweep as run")
+    )
     macs = 32 * 2 * 100 + 32 * 100 * 3 + 100 * 32 * 3 + 32 * 3 * 100 + 2 * 32 * 100  # forward 2, backward 3 products
     end_to_end = (r * steps / e2e["sweep.run"]) / (steps / e2e["fit"])
     cpu = jax.devices()[0].platform == "cpu"
     one_device = s1 if cpu else s0  # sweep.run's default on one device (on a GPU: no rewrite)
     split = f" and {sd / one:.1f}× with the replicas split over {devices} devices" if devices > 1 else ""
-    rewrite = ("batched products with a side ≤ 8 (`x W` with 2 inputs, `δ Wᵀ` with 3 outputs, the weight gradients "
-               "`aᵀ δ`) and float reductions over ≤ 8 elements with ≥ 1024 outputs (the softmax's max and sum over 3 "
-               "classes) are rewritten from the jaxpr into fused elementwise code")
-    effect = (f"{sp / s0:.2f}× the throughput of XLA's batched products from the products, {s1 / sp:.2f}× more from "
-              f"the reductions, {s1 / s0:.2f}× in all (table 1)")
+    rewrite = (
+        "batched products with a side ≤ 8 (`x W` with 2 inputs, `δ Wᵀ` with 3 outputs, the weight gradients "
+        "`aᵀ δ`) and float reductions over ≤ 8 elements with ≥ 1024 outputs (the softmax's max and sum over 3 "
+        "classes) are rewritten from the jaxpr into fused elementwise code"
+    )
+    effect = (
+        f"{sp / s0:.2f}× the throughput of XLA's batched products from the products, {s1 / sp:.2f}× more from "
+        f"the reductions, {s1 / s0:.2f}× in all (table 1)"
+    )
     bullets = [
         f"**Steady-state throughput {'meets' if min(sd / one, end_to_end) >= 20 else 'misses'} it**: "
         f"{one_device / one:.1f}× on one device{split} (table 1; the one run uses one device), {end_to_end:.1f}× end "
         f"to end (table 2). One run's step is bound by per-step overhead ({1e6 / one:.0f} µs for {macs / 1e3:.1f} k "
         f"multiply-adds). The sweep shares that overhead among the replicas: {1e6 / one_device:.2f} µs per "
         f"replica-step on one device, about {macs * one_device / 1e9:.0f} G multiply-adds/s.",
-        (f"What the sweep does about it (`jaxnet/contractions.py`): {rewrite}: {effect}. " if cpu else
-         "On the CPU the sweep's small products and reductions are rewritten into fused elementwise code "
-         f"(`jaxnet/contractions.py`); on a GPU that is off by default: here the rewrite gives {effect}, "
-         "and without it the replicas' products are computed as `fit`'s are (float32 products may run in TF32 on a "
-         "GPU, the elementwise form is exact float32). ")
+        (
+            f"What the sweep does about it (`jaxnet/contractions.py`): {rewrite}: {effect}. "
+            if cpu
+            else "On the CPU the sweep's small products and reductions are rewritten into fused elementwise code "
+            f"(`jaxnet/contractions.py`); on a GPU that is off by default: here the rewrite gives {effect}, "
+            "and without it the replicas' products are computed as `fit`'s are (float32 products may run in TF32 on a "
+            "GPU, the elementwise form is exact float32). "
+        )
         + "Shuffles use `train.permutation` and are drawn once per seed; metrics are computed inside the epoch's call"
-        + (f"; `devices=N` splits the replicas over devices ({sd / one_device:.1f}× from the other devices here; one run "
-           "has no replicas to split)." if devices > 1 else "."),
+        + (
+            f"; `devices=N` splits the replicas over devices ({sd / one_device:.1f}× from the other devices here; one run "
+            "has no replicas to split)."
+            if devices > 1
+            else "."
+        ),
     ]
     if cpu:
         bullets.append(
             "**The baseline got faster in an earlier change**: the version of this file at commit 4d676af, "
             "before `fit` was made to one call and one transfer per epoch, measured `fit` at 2,816 "
             "model-steps/s at 2-100-3, batch 32, and the sweep at 17.7× that; table 2 has `fit` at "
-            f"{steps / e2e['fit']:,.0f}.")
+            f"{steps / e2e['fit']:,.0f}."
+        )
     if whole is not None:
         epochs, fits, swept = whole
         bullets.append(
             f"**A whole study (table 3) is where the sweep pays most** ({fits / swept:.1f}× for {r} configurations "
             f"× {epochs} epochs): every `fit` call compiles its own epoch (a new optimizer), the sweep compiles "
-            "once per network.")
+            "once per network."
+        )
     big = [row for row in rows if row[0].startswith("784")]
     if big:
         bep = big[0][2]
-        bullets.append(f"**At 784-256-256-10** the sweep's epoch gives {bep['one run'] * r / bep['sweep as run']:.1f}× "
-                       "the one run's model-steps/s (table 1).")
-    bullets.append("Measured on " + _where() + "." if not cpu else
-                   "On a GPU: `experiments/results/sweep_benchmark_gpu.md` (`--no-study --cpu-devices 1` there).")
+        bullets.append(
+            f"**At 784-256-256-10** the sweep's epoch gives {bep['one run'] * r / bep['sweep as run']:.1f}× "
+            "the one run's model-steps/s (table 1)."
+        )
+    bullets.append(
+        "Measured on " + _where() + "."
+        if not cpu
+        else "On a GPU: `experiments/results/sweep_benchmark_gpu.md` (`--no-study --cpu-devices 1` there)."
+    )
     text = "The issue aimed at ≥ 20× the single run's aggregate model-steps/s at 2-100-3. On this machine:\n\n"
     return text + "\n".join("- " + b for b in bullets)
 
@@ -316,12 +376,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cpu-devices", dest="cpu_devices", type=int, default=2,
-                        help="CPU cores made into XLA devices for the sweep (set before JAX starts)")
+    parser.add_argument(
+        "--cpu-devices",
+        dest="cpu_devices",
+        type=int,
+        default=2,
+        help="CPU cores made into XLA devices for the sweep (set before JAX starts)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 8 replicas, few repeats and epochs")
     parser.add_argument("--no-study", dest="no_study", action="store_true", help="leave out measure 3 (a whole study)")
-    parser.add_argument("--out", help="default: experiments/results/sweep_benchmark.md, on a GPU sweep_benchmark_gpu.md "
-                        "(with --quick: print only)")
+    parser.add_argument(
+        "--out",
+        help="default: experiments/results/sweep_benchmark.md, on a GPU sweep_benchmark_gpu.md "
+        "(with --quick: print only)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.replicas, args.repeats = 8, 2

@@ -98,9 +98,11 @@ def run_make_epoch(spec: dict) -> dict:
         def go():
             for kk in keys:
                 carry["params"], carry["state"], carry["step"], losses, _ = epoch(
-                    carry["params"], carry["state"], carry["step"], kk, xd, yd)
+                    carry["params"], carry["state"], carry["step"], kk, xd, yd
+                )
             carry["epoch"] += k
             jax.block_until_ready((carry["params"], losses))
+
         return go
 
     rate = steady_rate(prepare, steps_per_epoch(len(x), batch), spec["window_s"])
@@ -125,14 +127,28 @@ def run_fit(spec: dict) -> dict:
     jax.block_until_ready(params)
     stamps = []
     start = time.perf_counter()
-    fit(net, params, x, y, sgd(LR), epochs, batch, jax.random.key(1), on_epoch=lambda *_: stamps.append(time.perf_counter()))
+    fit(
+        net,
+        params,
+        x,
+        y,
+        sgd(LR),
+        epochs,
+        batch,
+        jax.random.key(1),
+        on_epoch=lambda *_: stamps.append(time.perf_counter()),
+    )
     end = time.perf_counter()
     steps = steps_per_epoch(len(x), batch)
     start_at = 1  # stamps[1]: the end of epoch 2 (epoch 1 compiles, epoch 2 may still warm caches); epochs 3..E timed
-    return {"steps_per_s": (len(stamps) - 1 - start_at) * steps / (stamps[-1] - stamps[start_at]),
-            "first_call_steps_per_s": epochs * steps / (end - start), "first_call_s": end - start,
-            "first_epoch_s": stamps[0] - start, "epochs": epochs,
-            "loss0": float(jaxnet.loss(params, net, jax.numpy.asarray(x), jax.numpy.asarray(y)))}
+    return {
+        "steps_per_s": (len(stamps) - 1 - start_at) * steps / (stamps[-1] - stamps[start_at]),
+        "first_call_steps_per_s": epochs * steps / (end - start),
+        "first_call_s": end - start,
+        "first_epoch_s": stamps[0] - start,
+        "epochs": epochs,
+        "loss0": float(jaxnet.loss(params, net, jax.numpy.asarray(x), jax.numpy.asarray(y))),
+    }
 
 
 def run_info(spec: dict) -> dict:
@@ -161,11 +177,22 @@ def run_info(spec: dict) -> dict:
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
-    blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
-            for i in threadpool_info() if i.get("user_api") == "blas"]
-    return {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "numpy": np.__version__, "torch": torch_version, "cpu": cpu, "cores": os.cpu_count(),
-            "jax_backend": jax.default_backend(), "numpy_blas": blas}
+    blas = [
+        {k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "numpy": np.__version__,
+        "torch": torch_version,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "numpy_blas": blas,
+    }
 
 
 def run_worker(spec: dict) -> dict:
@@ -198,15 +225,20 @@ def launch(spec: dict, timeout_s: float) -> dict:
         for name in BLAS_ENV:
             env.pop(name, None)
     try:
-        proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                              capture_output=True, text=True, timeout=timeout_s, env=env)
+        proc = subprocess.run(
+            [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout_s:.0f} s"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode or not lines:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         return {"error": f"exit {proc.returncode}: {tail[:300]}"}
-    return json.loads(lines[-1][len(MARK):])
+    return json.loads(lines[-1][len(MARK) :])
 
 
 def thread_choices(cores: int) -> list[int]:
@@ -218,8 +250,11 @@ def calibration_plan(workloads, has_torch, blas_env_set, cores):
     """[(workload, family, threads)]: the variants whose thread count is chosen by measurement."""
     plan = []
     for w in workloads:
-        families = (["torch"] if has_torch else []) + (["numpy"] if is_mlp(w) else []) \
+        families = (
+            (["torch"] if has_torch else [])
+            + (["numpy"] if is_mlp(w) else [])
             + (["numpy unset"] if is_mlp(w) and blas_env_set else [])
+        )
         plan += [(w, family, t) for family in families for t in thread_choices(cores)]
     return plan
 
@@ -228,8 +263,13 @@ def round_plan(workloads, has_torch, blas_env_set, compile_torch):
     """[(workload, column)]: what every round runs."""
     plan = []
     for w in workloads:
-        columns = ["make_epoch", "fit"] + (["torch"] if has_torch else []) + (["torch.compile"] if has_torch and compile_torch else []) \
-            + (["numpy"] if is_mlp(w) else []) + (["numpy unset"] if is_mlp(w) and blas_env_set else [])
+        columns = (
+            ["make_epoch", "fit"]
+            + (["torch"] if has_torch else [])
+            + (["torch.compile"] if has_torch and compile_torch else [])
+            + (["numpy"] if is_mlp(w) else [])
+            + (["numpy unset"] if is_mlp(w) and blas_env_set else [])
+        )
         plan += [(w, c) for c in columns]
     return plan
 
@@ -247,7 +287,12 @@ def rotated(items: list, r: int, rounds: int) -> list:
 
 def spec_for(workload, column, threads, settings):
     w = WORKLOADS[workload]
-    base = {"workload": workload, "problem": settings["problems"][workload], "batch": w.batch, "window_s": settings["window_s"]}
+    base = {
+        "workload": workload,
+        "problem": settings["problems"][workload],
+        "batch": w.batch,
+        "window_s": settings["window_s"],
+    }
     if column in ("make_epoch", "fit"):
         return {**base, "kind": column, "fit_epochs": settings["fit_epochs"] or w.fit_epochs}
     if column in ("torch", "torch.compile"):
@@ -297,8 +342,14 @@ def _measure(workloads, settings, log):
             check_loss0(reference, w, f"{family} ({t} threads)", result)
             calibration[w].setdefault(f"{family}|{t}", []).append(result)
             log(f"calibration {r + 1}: {w} {family} {t} thread(s): {describe(result)}")
-    chosen = {w: {family: best_threads(calibration[w], family) for family in ("torch", "numpy", "numpy unset")
-                  if any(k.startswith(family + "|") for k in calibration[w])} for w in workloads}
+    chosen = {
+        w: {
+            family: best_threads(calibration[w], family)
+            for family in ("torch", "numpy", "numpy unset")
+            if any(k.startswith(family + "|") for k in calibration[w])
+        }
+        for w in workloads
+    }
 
     runs = {w: {} for w in workloads}
     plan = round_plan(workloads, has_torch, blas_env_set, settings["torch_compile"])
@@ -312,12 +363,26 @@ def _measure(workloads, settings, log):
             runs[w].setdefault(column, []).append(result)
             log(f"round {r + 1}/{settings['rounds']}: {w} {column}: {describe(result)}")
     return {
-        "meta": {**{k: v for k, v in settings.items() if k != "problems"}, "info": info, "blas_env": blas_env, "date": datetime.date.today().isoformat(),
-                 "minutes": (time.perf_counter() - started) / 60, "lr": LR},
-        "workloads": {w: {"title": WORKLOADS[w].title, "batch": WORKLOADS[w].batch,
-                          "fit_epochs": settings["fit_epochs"] or WORKLOADS[w].fit_epochs} for w in workloads},
+        "meta": {
+            **{k: v for k, v in settings.items() if k != "problems"},
+            "info": info,
+            "blas_env": blas_env,
+            "date": datetime.date.today().isoformat(),
+            "minutes": (time.perf_counter() - started) / 60,
+            "lr": LR,
+        },
+        "workloads": {
+            w: {
+                "title": WORKLOADS[w].title,
+                "batch": WORKLOADS[w].batch,
+                "fit_epochs": settings["fit_epochs"] or WORKLOADS[w].fit_epochs,
+            }
+            for w in workloads
+        },
         "loss0": {w: ref[1] for w, ref in reference.items()},
-        "calibration": {w: {k: [res.get("steps_per_s") for res in v] for k, v in c.items()} for w, c in calibration.items()},
+        "calibration": {
+            w: {k: [res.get("steps_per_s") for res in v] for k, v in c.items()} for w, c in calibration.items()
+        },
         "chosen_threads": chosen,
         "runs": runs,
     }
@@ -401,9 +466,15 @@ RATIOS = (  # (numerator column, denominator column, the claim's wording)
     ("make_epoch", "numpy", "`make_epoch` vs the NumPy backprop loop (OPENBLAS_CORETYPE as set)"),
     ("make_epoch", "numpy unset", "`make_epoch` vs the NumPy backprop loop (OPENBLAS_CORETYPE unset)"),
 )
-HEADERS = {"make_epoch": "`make_epoch`", "fit": "`fit` steady", "fit one call": "`fit` one call (E epochs)",
-           "torch": "PyTorch eager", "torch.compile": "`torch.compile`", "numpy": "NumPy",
-           "numpy unset": "NumPy, OPENBLAS_CORETYPE unset"}
+HEADERS = {
+    "make_epoch": "`make_epoch`",
+    "fit": "`fit` steady",
+    "fit one call": "`fit` one call (E epochs)",
+    "torch": "PyTorch eager",
+    "torch.compile": "`torch.compile`",
+    "numpy": "NumPy",
+    "numpy unset": "NumPy, OPENBLAS_CORETYPE unset",
+}
 
 
 def _threads(data, w, family):
@@ -441,9 +512,12 @@ def render(data: dict) -> str:
         + (f"torch {info['torch']}, " if info["torch"] else "PyTorch not installed, ")
         + f"numpy {info['numpy']}, Python {info['python']}; {env}. NumPy's BLAS as it ran: "
         f"{_blas_summary(data, 'numpy')}"
-        + (f"; with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset: {_blas_summary(data, 'numpy unset')}"
-           if any("numpy unset" in c for c in data["runs"].values()) else
-           " (OPENBLAS_CORETYPE is not set here, so this column is already the unset figure)") + ".",
+        + (
+            f"; with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset: {_blas_summary(data, 'numpy unset')}"
+            if any("numpy unset" in c for c in data["runs"].values())
+            else " (OPENBLAS_CORETYPE is not set here, so this column is already the unset figure)"
+        )
+        + ".",
         "",
         f"float32, plain SGD (lr {meta['lr']}), the same initial params in every variant (their initial "
         f"full-data losses agree to {LOSS0_RTOL:g} relative); each variant in its own process; "
@@ -464,7 +538,9 @@ def render(data: dict) -> str:
         for c in COLUMNS:
             family = "torch" if c == "torch.compile" else c
             cells.append(rate_cell(rates(data, w, c)) + (_threads(data, w, family) if rates(data, w, c) else ""))
-        lines.append(f"| {data['workloads'][w]['title']} | " + " | ".join(cells) + f" | {data['workloads'][w]['fit_epochs']} |")
+        lines.append(
+            f"| {data['workloads'][w]['title']} | " + " | ".join(cells) + f" | {data['workloads'][w]['fit_epochs']} |"
+        )
     lines += [
         "",
         "## Ratios of steps/s",
@@ -476,8 +552,11 @@ def render(data: dict) -> str:
         "|---|" + "---|" * len(RATIOS),
     ]
     for w in ws:
-        lines.append(f"| {data['workloads'][w]['title']} | "
-                     + " | ".join(ratio_cell(rates(data, w, a), rates(data, w, b)) for a, b, _ in RATIOS) + " |")
+        lines.append(
+            f"| {data['workloads'][w]['title']} | "
+            + " | ".join(ratio_cell(rates(data, w, a), rates(data, w, b)) for a, b, _ in RATIOS)
+            + " |"
+        )
     lines += [
         "",
         "## Calibration: thread counts",
@@ -494,7 +573,9 @@ def render(data: dict) -> str:
             for t in thread_choices(info["cores"]):
                 vals = [v for v in data["calibration"][w].get(f"{family}|{t}", []) if v is not None]
                 cells.append(fmt_rate(statistics.median(vals)) if vals else "n/a")
-            lines.append(f"| {data['workloads'][w]['title']} | {HEADERS[family]} | " + " | ".join(cells) + f" | {t_best} |")
+            lines.append(
+                f"| {data['workloads'][w]['title']} | {HEADERS[family]} | " + " | ".join(cells) + f" | {t_best} |"
+            )
     lines += [
         "",
         "## Start-up",
@@ -507,13 +588,17 @@ def render(data: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for w in ws:
+
         def seconds(column, key):
             results = data["runs"][w].get(column)
             if not results or any("error" in r for r in results):
                 return "n/a"
             return f"{statistics.median(r[key] for r in results):.2f}"
-        lines.append(f"| {data['workloads'][w]['title']} | {seconds('fit', 'first_epoch_s')} | {seconds('fit', 'first_call_s')} "
-                     f"| {seconds('torch.compile', 'first_epoch_s')} | {seconds('torch', 'first_epoch_s')} |")
+
+        lines.append(
+            f"| {data['workloads'][w]['title']} | {seconds('fit', 'first_epoch_s')} | {seconds('fit', 'first_call_s')} "
+            f"| {seconds('torch.compile', 'first_epoch_s')} | {seconds('torch', 'first_epoch_s')} |"
+        )
     errors = _errors(data)
     if errors:
         lines += ["", "## Failed runs", ""] + errors
@@ -538,13 +623,17 @@ def claims(data: dict | None) -> str:
     """README's claims block, generated from the results' data: one line per ratio, naming the
     columns it compares."""
     if data is None:
-        return (f"{CLAIMS_BEGIN}\nNo results of this benchmark's layout are committed yet: `python "
-                f"experiments/benchmark.py` writes them and regenerates this block.\n{CLAIMS_END}")
+        return (
+            f"{CLAIMS_BEGIN}\nNo results of this benchmark's layout are committed yet: `python "
+            f"experiments/benchmark.py` writes them and regenerates this block.\n{CLAIMS_END}"
+        )
     meta, info = data["meta"], data["meta"]["info"]
-    lines = [CLAIMS_BEGIN,
-             f"Measured on {info['cores']} CPU cores ({info['cpu']}), float32, plain SGD: ratios of steps/s, "
-             f"medians of {meta['rounds']} rounds (min–max of the per-round ratios), from "
-             f"[`experiments/results/benchmark.md`](experiments/results/benchmark.md):"]
+    lines = [
+        CLAIMS_BEGIN,
+        f"Measured on {info['cores']} CPU cores ({info['cpu']}), float32, plain SGD: ratios of steps/s, "
+        f"medians of {meta['rounds']} rounds (min–max of the per-round ratios), from "
+        f"[`experiments/results/benchmark.md`](experiments/results/benchmark.md):",
+    ]
     blas_set = any(v is not None for v in meta["blas_env"].values())
     for a, b, wording in RATIOS:
         parts = []
@@ -562,9 +651,11 @@ def claims(data: dict | None) -> str:
 
 
 def short_title(data, w):
-    """"MLP 2-100-3, batch 32" / "MLP 2-100-3, full batch": the title's network and the batch."""
+    """ "MLP 2-100-3, batch 32" / "MLP 2-100-3, full batch": the title's network and the batch."""
     title = data["workloads"][w]["title"]
-    return title.split(",")[0] + (", full batch" if "full batch" in title else f", batch {data['workloads'][w]['batch']}")
+    return title.split(",")[0] + (
+        ", full batch" if "full batch" in title else f", batch {data['workloads'][w]['batch']}"
+    )
 
 
 def replace_block(text: str, block: str) -> str:
@@ -572,7 +663,7 @@ def replace_block(text: str, block: str) -> str:
     start, end = text.find(CLAIMS_BEGIN), text.find(CLAIMS_END)
     if start < 0 or end < start:
         raise ValueError(f"README.md has no claims block ({CLAIMS_BEGIN} ... {CLAIMS_END})")
-    return text[:start] + block + text[end + len(CLAIMS_END):]
+    return text[:start] + block + text[end + len(CLAIMS_END) :]
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:
@@ -625,17 +716,33 @@ def workload_list(s: str) -> list[str]:
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=positive_int, default=None, help="measured rounds (default 5; --quick: 1)")
-    parser.add_argument("--calibration-rounds", type=positive_int, default=None, help="thread-count rounds (default 2; --quick: 1)")
-    parser.add_argument("--window", type=positive_float, default=None, help="seconds per timed loop (default 0.5; --quick: 0.05)")
-    parser.add_argument("--fit-epochs", type=positive_int, default=None,
-                        help="epochs of every fit call (default: each workload's own; --quick: 4)")
+    parser.add_argument(
+        "--calibration-rounds", type=positive_int, default=None, help="thread-count rounds (default 2; --quick: 1)"
+    )
+    parser.add_argument(
+        "--window", type=positive_float, default=None, help="seconds per timed loop (default 0.5; --quick: 0.05)"
+    )
+    parser.add_argument(
+        "--fit-epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of every fit call (default: each workload's own; --quick: 4)",
+    )
     parser.add_argument("--workloads", type=workload_list, default=list(WORKLOADS), help="comma-separated subset")
     parser.add_argument("--no-torch-compile", action="store_true", help="leave out the torch.compile column")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round, short windows; prints only unless --out")
-    parser.add_argument("--out", type=pathlib.Path, default=None,
-                        help=f"results file (default {RESULTS.relative_to(ROOT)} for a full run; a quick or partial run writes only here)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 1 round, short windows; prints only unless --out"
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help=f"results file (default {RESULTS.relative_to(ROOT)} for a full run; a quick or partial run writes only here)",
+    )
     parser.add_argument("--timeout", type=positive_float, default=600.0, help="seconds per worker process")
-    parser.add_argument("--readme-only", action="store_true", help="regenerate README's claims block from the committed results")
+    parser.add_argument(
+        "--readme-only", action="store_true", help="regenerate README's claims block from the committed results"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fit_epochs is not None and args.fit_epochs < 4:
@@ -669,13 +776,23 @@ def main(argv=None):
         "command": "python experiments/benchmark.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
     }
     settings["command"] = settings["command"].strip()
-    full = (not args.quick and args.workloads == list(WORKLOADS) and settings["torch_compile"]
-            and args.fit_epochs is None and args.window is None and settings["rounds"] >= 5
-            and settings["calibration_rounds"] >= 2 and has_torch())
+    full = (
+        not args.quick
+        and args.workloads == list(WORKLOADS)
+        and settings["torch_compile"]
+        and args.fit_epochs is None
+        and args.window is None
+        and settings["rounds"] >= 5
+        and settings["calibration_rounds"] >= 2
+        and has_torch()
+    )
     out = args.out or (RESULTS if full else None)
     if out is not None and not full and out.resolve() == RESULTS.resolve():
-        print(f"error: a quick or partial run (or one without PyTorch) never writes {RESULTS.relative_to(ROOT)}: "
-              "give another --out", file=sys.stderr)
+        print(
+            f"error: a quick or partial run (or one without PyTorch) never writes {RESULTS.relative_to(ROOT)}: "
+            "give another --out",
+            file=sys.stderr,
+        )
         return 2
     try:
         data = measure(args.workloads, settings, log=lambda s: print(s, flush=True))

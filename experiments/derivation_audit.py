@@ -236,8 +236,9 @@ def check_row(formulas: Formulas, applied=()) -> Check:
     applied = tuple(label for label in formulas.labels if label in applied)
     loss_fn, grad_maker = formulas.loss(applied), formulas.grads(applied)
     params, args = formulas.params, formulas.args
-    row = lambda report, unevaluable: Check(formulas.note, formulas.name, formulas.network, formulas.labels, applied,
-                                            report, tuple(unevaluable))
+    row = lambda report, unevaluable: Check(
+        formulas.note, formulas.name, formulas.network, formulas.labels, applied, report, tuple(unevaluable)
+    )
     try:
         value = jax.eval_shape(loss_fn, params, *args)
     except NonConforming as e:
@@ -344,15 +345,23 @@ def audit_000():
 
     def grads(applied):
         reduce = jnp.mean if "mean over i" in applied else None
-        return lambda w, x, y: {leaf: (lambda t=term: per_example(t, reduce)(x, y))
-                                for leaf, term in saxon_terms(w, alpha, applied).items()}
+        return lambda w, x, y: {
+            leaf: (lambda t=term: per_example(t, reduce)(x, y)) for leaf, term in saxon_terms(w, alpha, applied).items()
+        }
 
     formulas = Formulas(
-        "000", "§3, the terms for our program", "2-6-3 ReLU, softmax, L2 (α = 0.01), biases folded",
+        "000",
+        "§3, the terms for our program",
+        "2-6-3 ReLU, softmax, L2 (α = 0.01), biases folded",
         "per example, x [D + 1] and h [H + 1] with their 1; w1 (D + 1) × H, w2 (H + 1) × K as the note states; "
         "· a product that must conform; 1(y_i − k) is 1 where y_i − k ≠ 0",
-        "L = L_d/N + α/2 Σw² (§2)", SAXON_REPAIRS,
-        lambda applied: (lambda w, x, y: relu_softmax_l2_loss(w, x, y, alpha)), grads, w, (x, y))
+        "L = L_d/N + α/2 Σw² (§2)",
+        SAXON_REPAIRS,
+        lambda applied: lambda w, x, y: relu_softmax_l2_loss(w, x, y, alpha),
+        grads,
+        w,
+        (x, y),
+    )
     return [formulas], []
 
 
@@ -408,8 +417,10 @@ def sai_terms(params, applied):
             sigma_prime = z * (1 - z)  # σ'(α_0m + α_mᵀ x_i): [M], a number for each m
         else:
             s = jax.nn.sigmoid(alpha.T)  # σ'(α_mᵀ): σ' of each weight vector α_m: [M, P + 1]
-            raise NonConforming(f"σ'(α_mᵀ) is σ' of the vector α_m, shape {_shape(s[0])}, "
-                                "where the formula for the number ∂L/∂α_ml needs a number")
+            raise NonConforming(
+                f"σ'(α_mᵀ) is σ' of the vector α_m, shape {_shape(s[0])}, "
+                "where the formula for the number ∂L/∂α_ml needs a number"
+            )
         return jnp.einsum("k,mk,m,l->lm", r, beta[1:], sigma_prime, x)  # [P + 1, M]
 
     return {"alpha": d_alpha, "beta": d_beta}
@@ -422,13 +433,22 @@ def audit_001():
     x, y = jnp.asarray(rng.normal(size=(n, p))), jnp.asarray(rng.normal(size=(n, k)))
 
     def grads(applied):
-        return lambda params, x, y: {leaf: (lambda t=term: per_example(t, jnp.sum)(x, y))
-                                     for leaf, term in sai_terms(params, applied).items()}
+        return lambda params, x, y: {
+            leaf: (lambda t=term: per_example(t, jnp.sum)(x, y)) for leaf, term in sai_terms(params, applied).items()
+        }
 
     formulas = Formulas(
-        "001", "∂L/∂β_km, ∂L/∂α_ml", "3-5-2 sigmoid, regression, biases combined into α_m, β_k",
+        "001",
+        "∂L/∂β_km, ∂L/∂α_ml",
+        "3-5-2 sigmoid, regression, biases combined into α_m, β_k",
         "per example, summed over i as the update rule prints (γ Σ_i ∂L/∂β_km); G'_k = 1; σ the sigmoid",
-        "L = Σ_i Σ_k (y_ik − f_k(x_i)), as printed", SAI_REPAIRS, sai_loss, grads, params, (x, y))
+        "L = Σ_i Σ_k (y_ik − f_k(x_i)), as printed",
+        SAI_REPAIRS,
+        sai_loss,
+        grads,
+        params,
+        (x, y),
+    )
     lr = 1e-3
     squared, printed = sai_loss(("(y − f)²",)), sai_loss(())
     rule = f"β, α ← β, α − γ Σ_i ∂L/∂(β, α) (γ = {lr})"
@@ -438,8 +458,17 @@ def audit_001():
         reasons = _unevaluable_leaves(made)
         stepped = None if reasons else jax.tree.map(lambda a, g: a - lr * g, params, {k: t() for k, t in made.items()})
         for loss, name in [(squared, "Σ(y − f)², the RSS"), (printed, "Σ(y − f), as printed")]:
-            steps.append(Step("001", rule, gradient, name, float(loss(params, x, y)),
-                              None if stepped is None else float(loss(stepped, x, y)), "; ".join(reasons.values())))
+            steps.append(
+                Step(
+                    "001",
+                    rule,
+                    gradient,
+                    name,
+                    float(loss(params, x, y)),
+                    None if stepped is None else float(loss(stepped, x, y)),
+                    "; ".join(reasons.values()),
+                )
+            )
     return [formulas], steps
 
 
@@ -463,10 +492,12 @@ def _affine(params, p, z):
 
 def mortensen_loss(depth):
     """Err(ŷ, y) = −1/N Σ_n Σ_i y_{n,i} log ŷ_{n,i}   (eq. 3)."""
+
     def loss(params, x, y):
         zs = _mortensen_forward(params, x, depth)[0]
         logits = _affine(params, depth, zs[-1])
         return -jnp.sum(y * jax.nn.log_softmax(logits, axis=-1)) / len(x)
+
     return loss
 
 
@@ -520,8 +551,11 @@ def audit_002(sizes=(2, 6, 5, 4, 3), n=8):
     def grads(output):
         def make(applied):
             reduce = jnp.sum if "Σ_n" in applied else None
-            return lambda params, x, y: {leaf: (lambda t=term: per_example(t, reduce)(x, y))
-                                         for leaf, term in mortensen_terms(params, depth, n, output, applied).items()}
+            return lambda params, x, y: {
+                leaf: (lambda t=term: per_example(t, reduce)(x, y))
+                for leaf, term in mortensen_terms(params, depth, n, output, applied).items()
+            }
+
         return make
 
     total = ("Σ_n", "sum each sample's term over the samples (the per-sample terms carry the 1/N_samples of eq. 3)")
@@ -529,11 +563,30 @@ def audit_002(sizes=(2, 6, 5, 4, 3), n=8):
     reading = "per sample, row vectors; W^(p) [n_(p−1), n_p] (W_jk: j in, k out, eq. 8); no sum over samples"
     loss = lambda applied: mortensen_loss(depth)
     return [
-        Formulas("002", "(12) for the output, then (11), (12)", net, reading, "Err, eq. (3)", (total,),
-                 loss, grads("12"), params, (x, y)),
-        Formulas("002", "(7) as (5) · (6), then (11), (12)", net, reading, "Err, eq. (3)",
-                 (("ŷ_j in (6)", "∂ŷ_i/∂a_j = ŷ_i (δ_ij − ŷ_j), for ŷ_i (δ_ij − ŷ_i)"), total),
-                 loss, grads("5·6"), params, (x, y)),
+        Formulas(
+            "002",
+            "(12) for the output, then (11), (12)",
+            net,
+            reading,
+            "Err, eq. (3)",
+            (total,),
+            loss,
+            grads("12"),
+            params,
+            (x, y),
+        ),
+        Formulas(
+            "002",
+            "(7) as (5) · (6), then (11), (12)",
+            net,
+            reading,
+            "Err, eq. (3)",
+            (("ŷ_j in (6)", "∂ŷ_i/∂a_j = ŷ_i (δ_ij − ŷ_j), for ŷ_i (δ_ij − ŷ_i)"), total),
+            loss,
+            grads("5·6"),
+            params,
+            (x, y),
+        ),
     ], []
 
 
@@ -574,6 +627,7 @@ def draft_chain_terms(params, applied):
             z1, a1, z2, a2, h = _draft_forward(params, xi[:, None])
             v = {"x": xi[:, None], "z1": z1, "a1": a1, "z2": z2, "a2": a2}
             return dot(h - yi[:, None], dh_dp(v), "(h − y) ∂h/∂p")
+
         return one
 
     def w2t(v):
@@ -633,8 +687,12 @@ def draft_delta_terms(params, n, applied):
             act = a[layer - 1] if "a^(l−1)" in applied else a[layer]
             if "ᵀ" in applied:
                 act = act.T
-            return dot(d[layer], act, f"δ^({layer}) a^({layer - 1 if 'a^(l−1)' in applied else layer})"
-                       + ("ᵀ" if "ᵀ" in applied else ""))
+            return dot(
+                d[layer],
+                act,
+                f"δ^({layer}) a^({layer - 1 if 'a^(l−1)' in applied else layer})" + ("ᵀ" if "ᵀ" in applied else ""),
+            )
+
         return one
 
     terms = {f"W{layer - 1}": big_delta(layer) for layer in (4, 3, 2)}
@@ -657,12 +715,14 @@ def cnn_loss(net, kind, applied):
     ``kind="12"``: J = −y_i log(h_i) if y_i = 1, (1 − y_i) log(h_i) if y_i = 0   (eq. 12).
     Repairs: ``"sign"`` (−(1 − y) …), ``"log(1 − h)"`` (eq. 12's second case), ``"Σ"``
     (sum over the outputs, mean over the examples, the reduction of ``jaxnet.loss``)."""
+
     def loss(params, x, y):
         h = jax.nn.sigmoid(jaxnet.forward(params, net, x))
         second = (1 - y) * jnp.log(1 - h if kind == "11" or "log(1 − h)" in applied else h)
         second = -second if "sign" in applied else second
         j = -y * jnp.log(h) + second if kind == "11" else jnp.where(y == 1, -y * jnp.log(h), second)
         return jnp.sum(j) / len(x) if "Σ" in applied else j
+
     return loss
 
 
@@ -674,70 +734,144 @@ def audit_003():
     def draw(sizes):
         nx, l1, l2, ny = sizes
         shapes = {"W1": (l1, nx), "b1": (l1, 1), "W2": (l2, l1), "b2": (l2, 1), "W3": (ny, l2), "b3": (ny, 1)}
-        params = {k: jnp.asarray(rng.normal(size=s) / np.sqrt(s[1]) + (0.3 if k[0] == "b" else 0.0)) for k, s in shapes.items()}
+        params = {
+            k: jnp.asarray(rng.normal(size=s) / np.sqrt(s[1]) + (0.3 if k[0] == "b" else 0.0))
+            for k, s in shapes.items()
+        }
         return params, jnp.asarray(rng.normal(size=(n, nx))), jnp.asarray(rng.normal(size=(n, ny)))
 
     def chain_grads(applied):
-        return lambda params, x, y: {leaf: (lambda t=term: 2 / len(x) * per_example(t, jnp.sum)(x, y))
-                                     for leaf, term in draft_chain_terms(params, applied).items()}
+        return lambda params, x, y: {
+            leaf: (lambda t=term: 2 / len(x) * per_example(t, jnp.sum)(x, y))
+            for leaf, term in draft_chain_terms(params, applied).items()
+        }
 
     def delta_grads(applied):
         def make(params, x, y):
             terms = draft_delta_terms(params, len(x), applied)
             reduce = jnp.sum if "Σ_i" in applied else None
             return {leaf: (lambda t=term: per_example(t, reduce)(x, y)) for leaf, term in terms.items()}
+
         return make
 
     chain_repair = (("a1 in ∂h/∂W2", "∂h/∂W2 = W3ᵀ f'(z2) a1 (Table 3: ∂z2/∂W2 = a1), for … a2"),)
     against = "J, eq. (2), summed over the outputs"
-    for sizes, label in [((1, 1, 1, 1), "1-1-1-1 ReLU, scalars as the note says (\"used as scalars\")"),
-                         ((3, 5, 4, 2), "3-5-4-2 ReLU, vectors in Table 2's sizes")]:
+    for sizes, label in [
+        ((1, 1, 1, 1), '1-1-1-1 ReLU, scalars as the note says ("used as scalars")'),
+        ((3, 5, 4, 2), "3-5-4-2 ReLU, vectors in Table 2's sizes"),
+    ]:
         params, x, y = draw(sizes)
-        out.append(Formulas("003", "list of ∂h/∂p with eq. (4)", label,
-                            "eq. (4)'s 2/N Σ_i (h − y) ∂h/∂p; products left to right as printed", against,
-                            chain_repair, lambda applied: draft_loss, chain_grads, params, (x, y)))
+        out.append(
+            Formulas(
+                "003",
+                "list of ∂h/∂p with eq. (4)",
+                label,
+                "eq. (4)'s 2/N Σ_i (h − y) ∂h/∂p; products left to right as printed",
+                against,
+                chain_repair,
+                lambda applied: draft_loss,
+                chain_grads,
+                params,
+                (x, y),
+            )
+        )
     params, x, y = draw((3, 5, 4, 2))
-    out.append(Formulas("003", "eqs. (5)–(7), W_i of (6) read as W_(l−1)",
-                        "3-5-4-2 ReLU, vectors in Table 2's sizes",
-                        "numbering a^(1) = x … a^(4) = h; W_i of (6) is W_(l−1), f'(z) is f'(z^(l−1)); "
-                        "Δ^(l) for the weights into layer l; biases get δ^(l) (Table 3)", against,
-                        DRAFT_DELTA_REPAIRS, lambda applied: draft_loss, delta_grads, params, (x, y)))
+    out.append(
+        Formulas(
+            "003",
+            "eqs. (5)–(7), W_i of (6) read as W_(l−1)",
+            "3-5-4-2 ReLU, vectors in Table 2's sizes",
+            "numbering a^(1) = x … a^(4) = h; W_i of (6) is W_(l−1), f'(z) is f'(z^(l−1)); "
+            "Δ^(l) for the weights into layer l; biases get δ^(l) (Table 3)",
+            against,
+            DRAFT_DELTA_REPAIRS,
+            lambda applied: draft_loss,
+            delta_grads,
+            params,
+            (x, y),
+        )
+    )
 
     mu = 1e-2
     fixed = delta_grads(tuple(label for label, _ in DRAFT_DELTA_REPAIRS))(params, x, y)
     grads = {leaf: thunk() for leaf, thunk in fixed.items()}
     before = float(draft_loss(params, x, y))
-    steps = [Step("003", f"p_(i+1) = p_i + μ ∂J/∂p_i, eq. (3) as printed (μ = {mu})", "eqs. (5)–(7), all 4 repairs",
-                  "J, eq. (2)", before, float(draft_loss(jax.tree.map(lambda a, g: a + mu * g, params, grads), x, y))),
-             Step("003", f"p − μ ∂J/∂p (μ = {mu})", "eqs. (5)–(7), all 4 repairs", "J, eq. (2)", before,
-                  float(draft_loss(jax.tree.map(lambda a, g: a - mu * g, params, grads), x, y)))]
+    steps = [
+        Step(
+            "003",
+            f"p_(i+1) = p_i + μ ∂J/∂p_i, eq. (3) as printed (μ = {mu})",
+            "eqs. (5)–(7), all 4 repairs",
+            "J, eq. (2)",
+            before,
+            float(draft_loss(jax.tree.map(lambda a, g: a + mu * g, params, grads), x, y)),
+        ),
+        Step(
+            "003",
+            f"p − μ ∂J/∂p (μ = {mu})",
+            "eqs. (5)–(7), all 4 repairs",
+            "J, eq. (2)",
+            before,
+            float(draft_loss(jax.tree.map(lambda a, g: a - mu * g, params, grads), x, y)),
+        ),
+    ]
 
     # the CNN: eq. (10) against what Conv2D computes, and the cross-entropy of eqs. (11), (12)
     f, g = rng.normal(size=(6, 5)), rng.normal(size=(3, 2))
-    conv = jaxnet.Conv2D(1, (3, 2)).fwd({"W": jnp.asarray(g)[:, :, None, None], "b": jnp.zeros(1)}, jnp.asarray(f)[None, :, :, None])[0]
+    conv = jaxnet.Conv2D(1, (3, 2)).fwd(
+        {"W": jnp.asarray(g)[:, :, None, None], "b": jnp.zeros(1)}, jnp.asarray(f)[None, :, :, None]
+    )[0]
     gap = float(np.max(np.abs(np.asarray(conv)[0, :, :, 0] - _conv_eq10(f, g))))
     flipped = float(np.max(np.abs(np.asarray(conv)[0, :, :, 0] - _conv_eq10(f, g[::-1, ::-1]))))
-    cnn = jaxnet.sequential((6, 6, 1), [jaxnet.Conv2D(2, 3, activation="tanh"), jaxnet.MaxPool2D(2), jaxnet.Flatten(),
-                                        jaxnet.Dense(3)], loss="sigmoid_cross_entropy")
+    cnn = jaxnet.sequential(
+        (6, 6, 1),
+        [jaxnet.Conv2D(2, 3, activation="tanh"), jaxnet.MaxPool2D(2), jaxnet.Flatten(), jaxnet.Dense(3)],
+        loss="sigmoid_cross_entropy",
+    )
     cparams, cx, _ = jaxnet.verify.random_problem(cnn, seed=3, n=6)
     cy = jnp.asarray(np.eye(3)[rng.integers(0, 3, size=6)])  # "all zeros except for a single 1" (eq. 13)
-    manual = lambda applied: (lambda p, x, y: jaxnet.manual_grads(p, cnn, x, y))
+    manual = lambda applied: lambda p, x, y: jaxnet.manual_grads(p, cnn, x, y)
     cnn_name = "conv2-tanh-maxpool-dense3, sigmoid outputs: jaxnet.manual_grads"
     total = ("Σ", "sum over the outputs, mean over the examples (jaxnet.loss's reduction); the note prints none")
     sign = ("sign", "−(1 − y) log(…) for +(1 − y) log(…)")
     out += [
-        Formulas("003", "the loss, eq. (11)", cnn_name, "J elementwise (.*), as printed", "eq. (11)", (total, sign),
-                 lambda applied: cnn_loss(cnn, "11", applied), manual, cparams, (cx, cy)),
-        Formulas("003", "the loss, eq. (12)", cnn_name, "J case by case, as printed", "eq. (12)",
-                 (total, sign, ("log(1 − h)", "log(1 − h_i) for log(h_i) in the case y_i = 0")),
-                 lambda applied: cnn_loss(cnn, "12", applied), manual, cparams, (cx, cy)),
+        Formulas(
+            "003",
+            "the loss, eq. (11)",
+            cnn_name,
+            "J elementwise (.*), as printed",
+            "eq. (11)",
+            (total, sign),
+            lambda applied: cnn_loss(cnn, "11", applied),
+            manual,
+            cparams,
+            (cx, cy),
+        ),
+        Formulas(
+            "003",
+            "the loss, eq. (12)",
+            cnn_name,
+            "J case by case, as printed",
+            "eq. (12)",
+            (total, sign, ("log(1 − h)", "log(1 − h_i) for log(h_i) in the case y_i = 0")),
+            lambda applied: cnn_loss(cnn, "12", applied),
+            manual,
+            cparams,
+            (cx, cy),
+        ),
     ]
     lr = 1e-2
     summed = cnn_loss(cnn, "11", ("Σ",))
     stepped = jax.tree.map(lambda a, g: a - lr * g, cparams, jax.grad(summed)(cparams, cx, cy))
-    steps.append(Step("003", f"descent on eq. (11) (lr {lr})", "jax.grad of eq. (11) summed, its sign as printed",
-                      "the cross-entropy −[y log h + (1 − y) log(1 − h)]",
-                      float(jaxnet.loss(cparams, cnn, cx, cy)), float(jaxnet.loss(stepped, cnn, cx, cy))))
+    steps.append(
+        Step(
+            "003",
+            f"descent on eq. (11) (lr {lr})",
+            "jax.grad of eq. (11) summed, its sign as printed",
+            "the cross-entropy −[y log h + (1 − y) log(1 − h)]",
+            float(jaxnet.loss(cparams, cnn, cx, cy)),
+            float(jaxnet.loss(stepped, cnn, cx, cy)),
+        )
+    )
     return out, steps, {"eq10_vs_conv2d": gap, "eq10_flipped_vs_conv2d": flipped}
 
 
@@ -758,88 +892,194 @@ def _conv_eq10(f, g):
 
 # (note, where, printed (quoted from the note's text), correct, why)
 SLIPS = (
-    ("000", "§1, the net and the sizes", r"w_{ji}^{(1)} x_i", r"w_{ij}^{(1)} x_i (and w_{jk}^{(2)})",
-     "the first index of w_ji is the hidden unit, so w1 as indexed is H × (D + 1), the transpose of the stated "
-     "\"(D + 1) × H\" (likewise w_kj: K × (H + 1)); the audit uses the stated sizes"),
-    ("000", "§2, ∂L_d/∂w_1", r"\frac{\partial L_d}{\partial w_1} = \frac{\partial L}{\partial f_j}",
-     r"\frac{\partial L_d}{\partial w_1} = \sum_k \frac{\partial L_d}{\partial f_k} …",
-     "w1 reaches every output (\"forwards to all outputs\", as the note says), so the chain rule sums over them; "
-     "L is not L_d (L = L_d/N + L_r); and j names the hidden units in §1"),
-    ("000", "§2, ∂g/∂h", "This just turns off the derivative when h is positive",
-     "… when h is negative", "Θ(h) is 0 for h < 0 and 1 for h > 0"),
-    ("000", "§2, ∂L_i/∂f_k", r"- \log \left(e^{f_j} \right)", r"- \log \left(e^{f_{y_i}} \right)",
-     "the loss is −log of the correct class's probability; the next step's 1(y_i = k) comes from f_{y_i}"),
-    ("000", "§3, dw2", r"d\mathbf{w}_2 \equiv \partial L_i/\partial \mathbf{w}_2 = \mathbf{h} \cdot d\mathbf{f} + \alpha \mathbf{w}_2",
-     r"\partial L_i/\partial \mathbf{w}_2 = \mathbf{h} \otimes d\mathbf{f}; \partial L/\partial \mathbf{w}_2 = "
-     r"\frac{1}{N} \sum_i \mathbf{h} \otimes d\mathbf{f} + \alpha \mathbf{w}_2",
-     "L_i (§2) has no regularisation term: α w2 is ∂L_r/∂w2, so the sum carries the wrong label (likewise dw1)"),
-    ("000", "§3, h", r"Calling our hidden layer \mathbf{h}",
-     r"the hidden layer values g (§2's name for them; h is §2's products)",
-     "§2 names the hidden products h (∂g/∂h = Θ(h)) and the values g; §3's dw2 = h · df needs the values, so "
-     "one letter names both. The audit reads §3's h as the values ([H + 1], with the 1): then dh = df · w2ᵀ is "
-     "the derivative with respect to them, and the Θ(h) of the products that dw1 needs is missing (the repair "
-     "∘ Θ(h) in the table above, a numeric finding)"),
-    ("001", "softmax", r"e^{T_{k}}/\sum_{k=1}^{K}e^{T_{k}}", r"e^{T_{k}}/\sum_{l=1}^{K}e^{T_{l}}",
-     "the summation index k is also the free index of the numerator"),
-    ("001", "after the softmax", "The above gives us an array of size kk",
-     "an array of size K", "k is the index of one output (k = 1, …, K); the array has K entries (likewise "
-     "\"a vector consisting of k classes\" and \"a matrix consisting of p columns\": K, P)"),
-    ("001", "combined weights", r"\alpha_{m} = [\alpha_{m1}, \alpha_{m2}, ... , \alpha_{ml}]",
-     r"\alpha_{m} = [\alpha_{m0}, \alpha_{m1}, ... , \alpha_{mP}] (and \beta_{k} = [\beta_{k0}, ... , \beta_{kM}])",
-     "the combined vector must hold the bias α_0m (with x_i0 = 1) and run over the P inputs; l is the running "
-     "index of ∂L/∂α_ml, not the last one (likewise β_k = [β_k1, …, β_km])"),
-    ("001", "∂L/∂β_km", r"\frac{\partial L}{\partial \beta_{km}} = -2 \left (y_{ik}-f_{k}",
-     r"\frac{\partial L_i}{\partial \beta_{km}} = -2 \left (y_{ik}-f_{k} …, with L_i = \sum_k (y_{ik} - f_k(x_i))^2",
-     "the right side has a free index i: it is one example's term (the update rule sums it, γ Σ_i ∂L/∂β_km); "
-     "L itself sums over i (likewise ∂L/∂α_ml)"),
-    ("001", "∂T_k/∂β_km", r"\frac{\partial T_{k}}{\partial \beta_{km}} = Z", r"\frac{\partial T_{k}}{\partial \beta_{km}} = Z_m",
-     "the derivative of the number T_k by one weight is one hidden value (z_mi, as the next line writes), not "
-     "the vector Z"),
-    ("001", "after ∂L/∂β_km", r"G'_{k} \left (T_{k} \right) = T_{k}, the remaining derivative is just 1",
-     r"G_{k} \left (T_{k} \right) = T_{k}, the remaining derivative G'_k is just 1",
-     "the identity output is G_k(T_k) = T_k; G'_k = T_k would not give 1"),
-    ("002", "the output", r"the *i*'th entry is the estimated probability that the input belongs to the class  $\vec{y}_k",
-     r"the k'th entry … the class \vec{y}_k = (\delta_{ik})_i",
-     "the entry and the class must carry the same index"),
-    ("002", "eq. (4), the chain rule", r"\frac{\partial x}{\partial y} = \frac{\partial y}{\partial z} \frac{\partial z}{\partial x}",
-     r"\frac{\partial x}{\partial y} = \frac{\partial x}{\partial z} \frac{\partial z}{\partial y}",
-     "the printed right side is ∂y/∂x, the reciprocal of the left side: the chain rule the wrong way round"),
-    ("003", "eq. (2)", r"(h(x_i; W, b) - y_i)^2", r"\lVert h(x_i; W, b) - y_i \rVert^2",
-     "h and y have ny entries (W3 is [ny L2]); the square of a vector is not a number: the sum over the outputs "
-     "is missing (the audit sums them)"),
-    ("003", "eq. (4)", r"\frac{\partial J}{\partial p_i} = \frac{2}{N} \sum_{i}^{N}",
-     r"\frac{\partial J}{\partial p} = \frac{2}{N} \sum_{n}^{N} (h(x_n; W, b) - y_n) \frac{\partial h(x_n)}{\partial p}",
-     "i is the step of eq. (3) (p_i) and, at once, the summed sample index"),
-    ("003", "∂h/∂b1", r"\frac{\partial a_1}{\partial z_1} \frac{\partial a_1}{\partial b_1}",
-     r"\frac{\partial a_1}{\partial z_1} \frac{\partial z_1}{\partial b_1}",
-     "b1 enters through z1 = W1 x + b1; the last factor differentiates the wrong variable"),
-    ("003", "∂h/∂b2", r"\frac{\partial z_2}{\partial b_2} = W_3 f'(z_2)", r"… = W_3^T f'(z_2)",
-     "it shares ∂h/∂a2 ∂a2/∂z2 with ∂h/∂W2, printed there as W_3^T f'(z_2) (Table 1: ∂(Ax)/∂x = Aᵀ); as "
-     "scalars, as the note evaluates them, no number tells the two apart"),
-    ("003", "Table 3, ∂z2/∂a1", "$\\partial z_2/\\partial a_1$\t$W_2$", r"W_2^T",
-     "z2 = W2 a1 + b2, and Table 1 gives ∂(Ax)/∂x = Aᵀ (the layout of the note's eq. (1)); the list above "
-     "uses W_2^T for this factor. As scalars, as the note evaluates them, no number tells the two apart"),
-    ("003", "Table 3, ∂z3/∂a2", "$\\partial z_3/\\partial a_2$\t$W_3$", r"W_3^T",
-     "likewise: z3 = W3 a2 + b3, and the list uses W_3^T for ∂h/∂a2"),
-    ("003", "eq. (6)", r"\delta^{(l-1)} = W_i^T \delta^{(l)} \cdot * f'(z)",
-     r"\delta^{(l-1)} = W_{l-1}^T \delta^{(l)} .* f'(z_{l-2})",
-     "i is bound nowhere and f'(z) names no layer; with δ^(4) the output's (eq. 5), layer l's pre-activation "
-     "is z_{l−1} of the forward pass, so δ^(l−1) takes W_{l−1} and f'(z_{l−2})"),
+    (
+        "000",
+        "§1, the net and the sizes",
+        r"w_{ji}^{(1)} x_i",
+        r"w_{ij}^{(1)} x_i (and w_{jk}^{(2)})",
+        "the first index of w_ji is the hidden unit, so w1 as indexed is H × (D + 1), the transpose of the stated "
+        '"(D + 1) × H" (likewise w_kj: K × (H + 1)); the audit uses the stated sizes',
+    ),
+    (
+        "000",
+        "§2, ∂L_d/∂w_1",
+        r"\frac{\partial L_d}{\partial w_1} = \frac{\partial L}{\partial f_j}",
+        r"\frac{\partial L_d}{\partial w_1} = \sum_k \frac{\partial L_d}{\partial f_k} …",
+        'w1 reaches every output ("forwards to all outputs", as the note says), so the chain rule sums over them; '
+        "L is not L_d (L = L_d/N + L_r); and j names the hidden units in §1",
+    ),
+    (
+        "000",
+        "§2, ∂g/∂h",
+        "This just turns off the derivative when h is positive",
+        "… when h is negative",
+        "Θ(h) is 0 for h < 0 and 1 for h > 0",
+    ),
+    (
+        "000",
+        "§2, ∂L_i/∂f_k",
+        r"- \log \left(e^{f_j} \right)",
+        r"- \log \left(e^{f_{y_i}} \right)",
+        "the loss is −log of the correct class's probability; the next step's 1(y_i = k) comes from f_{y_i}",
+    ),
+    (
+        "000",
+        "§3, dw2",
+        r"d\mathbf{w}_2 \equiv \partial L_i/\partial \mathbf{w}_2 = \mathbf{h} \cdot d\mathbf{f} + \alpha \mathbf{w}_2",
+        r"\partial L_i/\partial \mathbf{w}_2 = \mathbf{h} \otimes d\mathbf{f}; \partial L/\partial \mathbf{w}_2 = "
+        r"\frac{1}{N} \sum_i \mathbf{h} \otimes d\mathbf{f} + \alpha \mathbf{w}_2",
+        "L_i (§2) has no regularisation term: α w2 is ∂L_r/∂w2, so the sum carries the wrong label (likewise dw1)",
+    ),
+    (
+        "000",
+        "§3, h",
+        r"Calling our hidden layer \mathbf{h}",
+        r"the hidden layer values g (§2's name for them; h is §2's products)",
+        "§2 names the hidden products h (∂g/∂h = Θ(h)) and the values g; §3's dw2 = h · df needs the values, so "
+        "one letter names both. The audit reads §3's h as the values ([H + 1], with the 1): then dh = df · w2ᵀ is "
+        "the derivative with respect to them, and the Θ(h) of the products that dw1 needs is missing (the repair "
+        "∘ Θ(h) in the table above, a numeric finding)",
+    ),
+    (
+        "001",
+        "softmax",
+        r"e^{T_{k}}/\sum_{k=1}^{K}e^{T_{k}}",
+        r"e^{T_{k}}/\sum_{l=1}^{K}e^{T_{l}}",
+        "the summation index k is also the free index of the numerator",
+    ),
+    (
+        "001",
+        "after the softmax",
+        "The above gives us an array of size kk",
+        "an array of size K",
+        "k is the index of one output (k = 1, …, K); the array has K entries (likewise "
+        '"a vector consisting of k classes" and "a matrix consisting of p columns": K, P)',
+    ),
+    (
+        "001",
+        "combined weights",
+        r"\alpha_{m} = [\alpha_{m1}, \alpha_{m2}, ... , \alpha_{ml}]",
+        r"\alpha_{m} = [\alpha_{m0}, \alpha_{m1}, ... , \alpha_{mP}] (and \beta_{k} = [\beta_{k0}, ... , \beta_{kM}])",
+        "the combined vector must hold the bias α_0m (with x_i0 = 1) and run over the P inputs; l is the running "
+        "index of ∂L/∂α_ml, not the last one (likewise β_k = [β_k1, …, β_km])",
+    ),
+    (
+        "001",
+        "∂L/∂β_km",
+        r"\frac{\partial L}{\partial \beta_{km}} = -2 \left (y_{ik}-f_{k}",
+        r"\frac{\partial L_i}{\partial \beta_{km}} = -2 \left (y_{ik}-f_{k} …, with L_i = \sum_k (y_{ik} - f_k(x_i))^2",
+        "the right side has a free index i: it is one example's term (the update rule sums it, γ Σ_i ∂L/∂β_km); "
+        "L itself sums over i (likewise ∂L/∂α_ml)",
+    ),
+    (
+        "001",
+        "∂T_k/∂β_km",
+        r"\frac{\partial T_{k}}{\partial \beta_{km}} = Z",
+        r"\frac{\partial T_{k}}{\partial \beta_{km}} = Z_m",
+        "the derivative of the number T_k by one weight is one hidden value (z_mi, as the next line writes), not "
+        "the vector Z",
+    ),
+    (
+        "001",
+        "after ∂L/∂β_km",
+        r"G'_{k} \left (T_{k} \right) = T_{k}, the remaining derivative is just 1",
+        r"G_{k} \left (T_{k} \right) = T_{k}, the remaining derivative G'_k is just 1",
+        "the identity output is G_k(T_k) = T_k; G'_k = T_k would not give 1",
+    ),
+    (
+        "002",
+        "the output",
+        r"the *i*'th entry is the estimated probability that the input belongs to the class  $\vec{y}_k",
+        r"the k'th entry … the class \vec{y}_k = (\delta_{ik})_i",
+        "the entry and the class must carry the same index",
+    ),
+    (
+        "002",
+        "eq. (4), the chain rule",
+        r"\frac{\partial x}{\partial y} = \frac{\partial y}{\partial z} \frac{\partial z}{\partial x}",
+        r"\frac{\partial x}{\partial y} = \frac{\partial x}{\partial z} \frac{\partial z}{\partial y}",
+        "the printed right side is ∂y/∂x, the reciprocal of the left side: the chain rule the wrong way round",
+    ),
+    (
+        "003",
+        "eq. (2)",
+        r"(h(x_i; W, b) - y_i)^2",
+        r"\lVert h(x_i; W, b) - y_i \rVert^2",
+        "h and y have ny entries (W3 is [ny L2]); the square of a vector is not a number: the sum over the outputs "
+        "is missing (the audit sums them)",
+    ),
+    (
+        "003",
+        "eq. (4)",
+        r"\frac{\partial J}{\partial p_i} = \frac{2}{N} \sum_{i}^{N}",
+        r"\frac{\partial J}{\partial p} = \frac{2}{N} \sum_{n}^{N} (h(x_n; W, b) - y_n) \frac{\partial h(x_n)}{\partial p}",
+        "i is the step of eq. (3) (p_i) and, at once, the summed sample index",
+    ),
+    (
+        "003",
+        "∂h/∂b1",
+        r"\frac{\partial a_1}{\partial z_1} \frac{\partial a_1}{\partial b_1}",
+        r"\frac{\partial a_1}{\partial z_1} \frac{\partial z_1}{\partial b_1}",
+        "b1 enters through z1 = W1 x + b1; the last factor differentiates the wrong variable",
+    ),
+    (
+        "003",
+        "∂h/∂b2",
+        r"\frac{\partial z_2}{\partial b_2} = W_3 f'(z_2)",
+        r"… = W_3^T f'(z_2)",
+        "it shares ∂h/∂a2 ∂a2/∂z2 with ∂h/∂W2, printed there as W_3^T f'(z_2) (Table 1: ∂(Ax)/∂x = Aᵀ); as "
+        "scalars, as the note evaluates them, no number tells the two apart",
+    ),
+    (
+        "003",
+        "Table 3, ∂z2/∂a1",
+        "$\\partial z_2/\\partial a_1$\t$W_2$",
+        r"W_2^T",
+        "z2 = W2 a1 + b2, and Table 1 gives ∂(Ax)/∂x = Aᵀ (the layout of the note's eq. (1)); the list above "
+        "uses W_2^T for this factor. As scalars, as the note evaluates them, no number tells the two apart",
+    ),
+    (
+        "003",
+        "Table 3, ∂z3/∂a2",
+        "$\\partial z_3/\\partial a_2$\t$W_3$",
+        r"W_3^T",
+        "likewise: z3 = W3 a2 + b3, and the list uses W_3^T for ∂h/∂a2",
+    ),
+    (
+        "003",
+        "eq. (6)",
+        r"\delta^{(l-1)} = W_i^T \delta^{(l)} \cdot * f'(z)",
+        r"\delta^{(l-1)} = W_{l-1}^T \delta^{(l)} .* f'(z_{l-2})",
+        "i is bound nowhere and f'(z) names no layer; with δ^(4) the output's (eq. 5), layer l's pre-activation "
+        "is z_{l−1} of the forward pass, so δ^(l−1) takes W_{l−1} and f'(z_{l−2})",
+    ),
 )
 
 
 # (note, where, printed, why it is not in the table above): read, and left out on purpose
 NOT_SLIPS = (
-    ("000", "§1, the net", r"\sum_j^H w_{kj}^{(2)}",
-     "the ranges do not show the constant-1 bias terms, and the note says right after the formula that it does "
-     "not write them (\"we are not explicitly writing the bias nodes\"): a stated convention, not a slip"),
-    ("002", "eqs. (12)", r"\frac{\hat{\vec{y}} - \vec{y}}{N_{\text{samples}}} \tag{12}",
-     "(12) labels both ∂L/∂b^(N_layer) and ∂L/∂W^(i), and ∂L/∂b^(N_layer) is printed again untagged: the "
-     "untagged repeat is an artefact of the text extraction, and the double label may be one too (the text "
-     "cannot tell); no formula is wrong either way"),
-    ("003", "the list of ∂h/∂p", "The order is not correct yet",
-     "the factors stand in the reverse of eq. (1)'s order, but the note says so itself, and the rows above "
-     "evaluate the products in the printed order (a numeric finding, not a textual one)"),
+    (
+        "000",
+        "§1, the net",
+        r"\sum_j^H w_{kj}^{(2)}",
+        "the ranges do not show the constant-1 bias terms, and the note says right after the formula that it does "
+        'not write them ("we are not explicitly writing the bias nodes"): a stated convention, not a slip',
+    ),
+    (
+        "002",
+        "eqs. (12)",
+        r"\frac{\hat{\vec{y}} - \vec{y}}{N_{\text{samples}}} \tag{12}",
+        "(12) labels both ∂L/∂b^(N_layer) and ∂L/∂W^(i), and ∂L/∂b^(N_layer) is printed again untagged: the "
+        "untagged repeat is an artefact of the text extraction, and the double label may be one too (the text "
+        "cannot tell); no formula is wrong either way",
+    ),
+    (
+        "003",
+        "the list of ∂h/∂p",
+        "The order is not correct yet",
+        "the factors stand in the reverse of eq. (1)'s order, but the note says so itself, and the rows above "
+        "evaluate the products in the printed order (a numeric finding, not a textual one)",
+    ),
 )
 
 
@@ -882,8 +1122,11 @@ def finding(rows):
         return text + " " + " ".join(f"The single repair {label} makes it pass." for label in passing)
     if len(labels) == 1:
         same = _row_text(singles[0]) == _row_text(printed)
-        return text + f" The repair {labels[0]} does not make it pass: " + (
-            "it fails the same way." if same else f"it {_row_text(singles[0])}.")
+        return (
+            text
+            + f" The repair {labels[0]} does not make it pass: "
+            + ("it fails the same way." if same else f"it {_row_text(singles[0])}.")
+        )
     full = next(c for c in rows if c.applied == labels)
     if not full.ok:
         return text + f" No single repair makes it pass, nor all {len(labels)} together: it {_row_text(full)}."
@@ -891,8 +1134,11 @@ def finding(rows):
         return text + f" No single repair makes it pass; it needs both, {labels[0]} and {labels[1]}."
     needed = [c for c in rows if len(c.applied) == len(labels) - 1]
     spare = [next(label for label in labels if label not in c.applied) for c in needed if c.ok]
-    tail = (" Leaving out any one of them fails." if not spare
-            else " Without " + ", or without ".join(spare) + " it still passes.")
+    tail = (
+        " Leaving out any one of them fails."
+        if not spare
+        else " Without " + ", or without ".join(spare) + " it still passes."
+    )
     return text + f" No single repair makes it pass; all {len(labels)} together do." + tail
 
 
@@ -905,17 +1151,24 @@ def step_finding(s):
 
 def conv_finding(conv):
     same, flipped = conv["eq10_vs_conv2d"] < 1e-12, conv["eq10_flipped_vs_conv2d"] < 1e-12
-    what = ("the cross-correlation that `Conv2D` computes, not a convolution (that would flip the kernel)"
-            if same and not flipped else "not what `Conv2D` computes" if not same and not flipped
-            else "a convolution (the kernel flipped)")
-    return (f"**003** eq. (10) evaluated literally differs from `jaxnet.Conv2D` by {conv['eq10_vs_conv2d']:.1e}, "
-            f"with the kernel flipped by {conv['eq10_flipped_vs_conv2d']:.1e}: it is {what}.")
+    what = (
+        "the cross-correlation that `Conv2D` computes, not a convolution (that would flip the kernel)"
+        if same and not flipped
+        else "not what `Conv2D` computes"
+        if not same and not flipped
+        else "a convolution (the kernel flipped)"
+    )
+    return (
+        f"**003** eq. (10) evaluated literally differs from `jaxnet.Conv2D` by {conv['eq10_vs_conv2d']:.1e}, "
+        f"with the kernel flipped by {conv['eq10_flipped_vs_conv2d']:.1e}: it is {what}."
+    )
 
 
 def findings(checks, steps, conv):
     """Every Findings sentence, generated from the rows (no fixed prose)."""
-    sentences = ([finding(rows) for rows in _groups(checks).values()] + [step_finding(s) for s in steps]
-                 + [conv_finding(conv)])
+    sentences = (
+        [finding(rows) for rows in _groups(checks).values()] + [step_finding(s) for s in steps] + [conv_finding(conv)]
+    )
     return list(dict.fromkeys(sentences))  # two losses stepped with one unevaluable gradient: said once
 
 
@@ -961,22 +1214,44 @@ def markdown(checks, steps, conv, formulas, date=None) -> str:
     groups = _groups(checks)
     for fs in formulas:
         rows = groups[(fs.note, fs.name, fs.network)]
-        lines += ["", f"## {fs.note}: {fs.name} — {fs.network}", "",
-                  f"Reading: {fs.reading}. Against: {fs.against}.", ""]
+        lines += [
+            "",
+            f"## {fs.note}: {fs.name} — {fs.network}",
+            "",
+            f"Reading: {fs.reading}. Against: {fs.against}.",
+            "",
+        ]
         lines += [f"- **{label}**: {what}" for label, what in fs.repairs]
-        lines += ["", "| repairs | cannot be evaluated | failing leaves vs jax.grad | vs finite differences | verdict |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| repairs | cannot be evaluated | failing leaves vs jax.grad | vs finite differences | verdict |",
+            "|---|---|---|---|---|",
+        ]
         for c in rows:
             uneval = "; ".join(f"{leaf}: {why}" for leaf, why in c.unevaluable) or "-"
-            lines.append("| " + " | ".join(_cell(v) for v in (c.repairs_text, uneval, c.failing("jax.grad"),
-                                                                c.failing("finite diff"), c.verdict)) + " |")
-    lines += ["", "## Update rules and losses: does one step lower the loss?", "",
-              "| note | rule | gradient | loss | before | after | lowered |", "|---|---|---|---|---|---|---|"]
+            lines.append(
+                "| "
+                + " | ".join(
+                    _cell(v)
+                    for v in (c.repairs_text, uneval, c.failing("jax.grad"), c.failing("finite diff"), c.verdict)
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "## Update rules and losses: does one step lower the loss?",
+        "",
+        "| note | rule | gradient | loss | before | after | lowered |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in steps:
         after = "-" if s.after is None else f"{s.after:.6f}"
         lowered = s.lowered if s.after is not None else f"cannot be evaluated: {s.reason}"
-        lines.append("| " + " | ".join(_cell(v) for v in (s.note, s.rule, s.gradient, s.loss, f"{s.before:.6f}", after,
-                                                            lowered)) + " |")
+        lines.append(
+            "| "
+            + " | ".join(_cell(v) for v in (s.note, s.rule, s.gradient, s.loss, f"{s.before:.6f}", after, lowered))
+            + " |"
+        )
     lines += [
         "",
         "## Eq. (10) of note 003, the convolution",

@@ -19,8 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxnet
-from _common import (arguments, curve_gap, histories, over_seeds, plot_curves, seeds_text, staged, stats, train_seeds,
-                     write_metrics)
+from _common import (
+    arguments,
+    curve_gap,
+    histories,
+    over_seeds,
+    plot_curves,
+    seeds_text,
+    staged,
+    stats,
+    train_seeds,
+    write_metrics,
+)
 from derivation_audit import SAXON_REPAIRS, per_example, relu_softmax_l2_loss, saxon_terms
 from jaxnet import data, plots
 
@@ -51,7 +61,9 @@ def folded_vs_unfolded(net, x, y, epochs, seed, unfolded_params, unfolded_losses
     params = jaxnet.init_params(jax.random.split(jax.random.key(seed))[0], net)  # the replica's initial params
     folded_w, losses = train_folded(jaxnet.fold_biases(params), x, y, epochs)
     unfolded = jaxnet.unfold_biases([folded_w["w1"], folded_w["w2"]])
-    param_gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(unfolded), jax.tree.leaves(unfolded_params)))
+    param_gap = max(
+        float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(unfolded), jax.tree.leaves(unfolded_params))
+    )
     return curve_gap(losses, unfolded_losses), param_gap, losses
 
 
@@ -60,26 +72,49 @@ def main():
     epochs = 50 if args.quick else 4000
     x, y = data.spiral(n_per_class=100, classes=3, seed=0)
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y)
-    net = jaxnet.mlp([2, HIDDEN, 3], "relu", "softmax_cross_entropy", "mean", l2=L2, l2_bias=True)  # L2 on the folded biases too
+    net = jaxnet.mlp(
+        [2, HIDDEN, 3], "relu", "softmax_cross_entropy", "mean", l2=L2, l2_bias=True
+    )  # L2 on the folded biases too
     manual, autodiff, gaps = train_seeds(net, x, y, "sgd", LR, epochs, len(x), args.seeds)
-    folded = [folded_vs_unfolded(net, x, y, epochs, seed, p, h["train_loss"])
-              for seed, p, h in zip(args.seeds, manual.params, manual.history)]
+    folded = [
+        folded_vs_unfolded(net, x, y, epochs, seed, p, h["train_loss"])
+        for seed, p, h in zip(args.seeds, manual.params, manual.history)
+    ]
     with staged(args.out) as out:
-        plot_curves({"jaxnet, manual gradients": histories(manual), "jaxnet, jax.grad": histories(autodiff),
-                     "note 000 folded formulation": np.stack([f[2] for f in folded])}, os.path.join(out, "curves.png"))
-        plots.decision_boundary(manual.params[0], net, np.asarray(x), np.asarray(y), os.path.join(out, "decision_boundary.png"))
-        write_metrics(out, args.seeds, {
-            "network": str(net), "data": "spiral, 3 classes x 100 points", "optimizer": f"full-batch gradient descent, lr {LR}",
-            "epochs": epochs, "decision_boundary_seed": args.seeds[0],
-            "final": over_seeds([{"train": f["train"]} for f in manual.final]),
-            "autodiff_final": over_seeds([{"train": f["train"]} for f in autodiff.final]),
-            "manual_vs_autodiff_curve_gap": max(gaps), "manual_vs_autodiff_curve_gaps": gaps,
-            "folded_vs_unfolded_curve_gap": max(f[0] for f in folded),
-            "folded_vs_unfolded_final_param_gap": stats([f[1] for f in folded]),
-            "history_mean": {"manual": histories(manual).mean(0).tolist(), "autodiff": histories(autodiff).mean(0).tolist(),
-                             "folded": np.mean([f[2] for f in folded], axis=0).tolist()},
-            "note": f"every value over {seeds_text(args.seeds)}; curve gaps are the largest over the seeds",
-        })
+        plot_curves(
+            {
+                "jaxnet, manual gradients": histories(manual),
+                "jaxnet, jax.grad": histories(autodiff),
+                "note 000 folded formulation": np.stack([f[2] for f in folded]),
+            },
+            os.path.join(out, "curves.png"),
+        )
+        plots.decision_boundary(
+            manual.params[0], net, np.asarray(x), np.asarray(y), os.path.join(out, "decision_boundary.png")
+        )
+        write_metrics(
+            out,
+            args.seeds,
+            {
+                "network": str(net),
+                "data": "spiral, 3 classes x 100 points",
+                "optimizer": f"full-batch gradient descent, lr {LR}",
+                "epochs": epochs,
+                "decision_boundary_seed": args.seeds[0],
+                "final": over_seeds([{"train": f["train"]} for f in manual.final]),
+                "autodiff_final": over_seeds([{"train": f["train"]} for f in autodiff.final]),
+                "manual_vs_autodiff_curve_gap": max(gaps),
+                "manual_vs_autodiff_curve_gaps": gaps,
+                "folded_vs_unfolded_curve_gap": max(f[0] for f in folded),
+                "folded_vs_unfolded_final_param_gap": stats([f[1] for f in folded]),
+                "history_mean": {
+                    "manual": histories(manual).mean(0).tolist(),
+                    "autodiff": histories(autodiff).mean(0).tolist(),
+                    "folded": np.mean([f[2] for f in folded], axis=0).tolist(),
+                },
+                "note": f"every value over {seeds_text(args.seeds)}; curve gaps are the largest over the seeds",
+            },
+        )
 
 
 if __name__ == "__main__":

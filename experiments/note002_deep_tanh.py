@@ -46,9 +46,22 @@ def train_seed(net, split, epochs, seed, layer_norms):
     def record(epoch, p, opt_state, step, metrics):
         norms.append(np.asarray(layer_norms(p, split.x_train, split.y_train)))
 
-    runs = {grads: fit(net, params, split.x_train, split.y_train, jaxnet.train.sgd(LR), epochs, BATCH, key_train,
-                       grads=grads, val=(split.x_val, split.y_val), on_epoch=record if grads == "manual" else None)
-            for grads in ("manual", "autodiff")}
+    runs = {
+        grads: fit(
+            net,
+            params,
+            split.x_train,
+            split.y_train,
+            jaxnet.train.sgd(LR),
+            epochs,
+            BATCH,
+            key_train,
+            grads=grads,
+            val=(split.x_val, split.y_val),
+            on_epoch=record if grads == "manual" else None,
+        )
+        for grads in ("manual", "autodiff")
+    }
     return runs["manual"], runs["autodiff"], np.stack(norms)
 
 
@@ -82,8 +95,14 @@ def main():
         fig, ax = plt.subplots(figsize=(6, 4))
         for depth, (_, seeds) in runs.items():
             band(ax, [m.history["train_loss"] for m, _, _ in seeds], f"depth {depth}, manual")
-            ax.plot(np.arange(1, epochs + 1), np.mean([a.history["train_loss"] for _, a, _ in seeds], axis=0), "--",
-                    color="k", linewidth=0.8, label="jax.grad (dashed)" if depth == 1 else None)
+            ax.plot(
+                np.arange(1, epochs + 1),
+                np.mean([a.history["train_loss"] for _, a, _ in seeds], axis=0),
+                "--",
+                color="k",
+                linewidth=0.8,
+                label="jax.grad (dashed)" if depth == 1 else None,
+            )
         ax.set_yscale("log")
         ax.set_title(f"mean over {seeds_text(args.seeds)}, band: min–max", fontsize=9)
         ax.set_xlabel("epoch")
@@ -110,19 +129,37 @@ def main():
             gaps = [curve_gap(m.history["train_loss"], a.history["train_loss"]) for m, a, _ in seeds]
             norms = np.stack([n for _, _, n in seeds])  # [S, epochs + 1, depth + 1]
             depths[str(depth)] = {
-                "network": str(net), "final": over_seeds([evaluate_all(m.params, net, split) for m, _, _ in seeds]),
-                "manual_vs_autodiff_curve_gap": max(gaps), "manual_vs_autodiff_curve_gaps": gaps,
-                "initial_layer_grad_norms": norms[:, 0].tolist(), "final_layer_grad_norms": norms[:, -1].tolist(),
-                **over_seeds([{"first_over_last_layer_grad_norm_initial": float(n[0, 0] / n[0, -1]),
-                               "initial_grad_norm_max_over_min": float(n[0].max() / n[0].min()),
-                               "final_grad_norm_max_over_min": float(n[-1].max() / n[-1].min())} for n in norms]),
+                "network": str(net),
+                "final": over_seeds([evaluate_all(m.params, net, split) for m, _, _ in seeds]),
+                "manual_vs_autodiff_curve_gap": max(gaps),
+                "manual_vs_autodiff_curve_gaps": gaps,
+                "initial_layer_grad_norms": norms[:, 0].tolist(),
+                "final_layer_grad_norms": norms[:, -1].tolist(),
+                **over_seeds(
+                    [
+                        {
+                            "first_over_last_layer_grad_norm_initial": float(n[0, 0] / n[0, -1]),
+                            "initial_grad_norm_max_over_min": float(n[0].max() / n[0].min()),
+                            "final_grad_norm_max_over_min": float(n[-1].max() / n[-1].min()),
+                        }
+                        for n in norms
+                    ]
+                ),
             }
-        write_metrics(out, args.seeds, {
-            "data": "two moons, 400 points, noise 0.1, standardised, 70/15/15 split", "optimizer": f"SGD lr {LR}, batch {BATCH}",
-            "epochs": epochs, "width": WIDTH, "decision_boundaries_seed": args.seeds[0], "depths": depths,
-            "note": f"every value over {seeds_text(args.seeds)} (layer gradient norms: per seed, [seed][layer]); "
-                    "curve gaps are the largest over the seeds",
-        })
+        write_metrics(
+            out,
+            args.seeds,
+            {
+                "data": "two moons, 400 points, noise 0.1, standardised, 70/15/15 split",
+                "optimizer": f"SGD lr {LR}, batch {BATCH}",
+                "epochs": epochs,
+                "width": WIDTH,
+                "decision_boundaries_seed": args.seeds[0],
+                "depths": depths,
+                "note": f"every value over {seeds_text(args.seeds)} (layer gradient norms: per seed, [seed][layer]); "
+                "curve gaps are the largest over the seeds",
+            },
+        )
 
 
 if __name__ == "__main__":

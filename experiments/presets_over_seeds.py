@@ -34,11 +34,24 @@ def problem(preset):
 def run_preset(preset, seeds, epochs):
     """The preset trained from every seed side by side; its final metrics per seed and over seeds."""
     split, net, batch = problem(preset)
-    result = sweep.run(sweep.grid(net, seeds=seeds, lr=(preset.learning_rate,)), split.x_train, split.y_train,
-                       preset.optimizer, epochs, batch, val=(split.x_val, split.y_val))
-    return {"description": preset.description, "network": str(net), "optimizer": preset.optimizer,
-            "learning_rate": preset.learning_rate, "epochs": epochs, "batch_size": batch,
-            "final": over_seeds([evaluate_all(p, net, split) for p in result.params])}
+    result = sweep.run(
+        sweep.grid(net, seeds=seeds, lr=(preset.learning_rate,)),
+        split.x_train,
+        split.y_train,
+        preset.optimizer,
+        epochs,
+        batch,
+        val=(split.x_val, split.y_val),
+    )
+    return {
+        "description": preset.description,
+        "network": str(net),
+        "optimizer": preset.optimizer,
+        "learning_rate": preset.learning_rate,
+        "epochs": epochs,
+        "batch_size": batch,
+        "final": over_seeds([evaluate_all(p, net, split) for p in result.params]),
+    }
 
 
 def preset_names(text):
@@ -51,19 +64,30 @@ def preset_names(text):
 
 
 def main():
-    args = arguments("presets", __doc__, committed=RESULTS, extra=lambda p: p.add_argument(
-        "--presets", type=preset_names, default=list(TRAIN_PRESETS), help="comma-separated (default: all)"))
+    args = arguments(
+        "presets",
+        __doc__,
+        committed=RESULTS,
+        extra=lambda p: p.add_argument(
+            "--presets", type=preset_names, default=list(TRAIN_PRESETS), help="comma-separated (default: all)"
+        ),
+    )
     names = args.presets
     if len(names) < len(TRAIN_PRESETS) and os.path.realpath(args.out) == os.path.realpath(RESULTS):
-        raise SystemExit("presets_over_seeds.py: a subset of the presets is not written over the committed results; give --out")
+        raise SystemExit(
+            "presets_over_seeds.py: a subset of the presets is not written over the committed results; give --out"
+        )
     presets = {}
     for name in names:
         preset = TRAIN_PRESETS[name]
         print(f"{name}: {len(args.seeds)} seeds side by side ...", flush=True)
         presets[name] = run_preset(preset, args.seeds, 2 if args.quick else preset.epochs)
     with staged(args.out) as out:
-        write_metrics(out, args.seeds, {"split_seed": SPLIT_SEED, "presets": presets,
-                                        "note": f"every value over {seeds_text(args.seeds)}"})
+        write_metrics(
+            out,
+            args.seeds,
+            {"split_seed": SPLIT_SEED, "presets": presets, "note": f"every value over {seeds_text(args.seeds)}"},
+        )
         os.replace(os.path.join(out, "metrics.json"), os.path.join(out, "presets.json"))
         with open(os.path.join(out, "presets.json")) as f:
             table = presets_table(json.load(f))

@@ -49,45 +49,83 @@ def fmt(metric: str, s: dict, digits: int = 4) -> str:
 def rows():
     """(script, network, result over the seeds, manual vs jax.grad curve gap: the largest over the seeds)."""
     m = _load("note000_relu_softmax_l2")
-    out = [("note000_relu_softmax_l2.py", m["network"] + ", spiral, full-batch GD",
+    out = [
+        (
+            "note000_relu_softmax_l2.py",
+            m["network"] + ", spiral, full-batch GD",
             f"train accuracy {fmt('accuracy', m['final']['train']['accuracy'])}; folded vs unfolded curve gap "
-            f"≤ {m['folded_vs_unfolded_curve_gap']:.1e}", m["manual_vs_autodiff_curve_gap"])]
+            f"≤ {m['folded_vs_unfolded_curve_gap']:.1e}",
+            m["manual_vs_autodiff_curve_gap"],
+        )
+    ]
     m = _load("note001_sigmoid")
     r, c = m["regression"], m["classification"]
-    out.append(("note001_sigmoid.py", r["network"] + ", noisy curve, full-batch GD",
-                f"test R² {fmt('r2', r['final']['test']['r2'])}, RMSE {fmt('rmse', r['final']['test']['rmse'])}",
-                r["manual_vs_autodiff_curve_gap"]))
-    out.append(("note001_sigmoid.py", c["network"] + ", digits",
-                f"test accuracy {fmt('accuracy', c['final']['test']['accuracy'])}", c["manual_vs_autodiff_curve_gap"]))
+    out.append(
+        (
+            "note001_sigmoid.py",
+            r["network"] + ", noisy curve, full-batch GD",
+            f"test R² {fmt('r2', r['final']['test']['r2'])}, RMSE {fmt('rmse', r['final']['test']['rmse'])}",
+            r["manual_vs_autodiff_curve_gap"],
+        )
+    )
+    out.append(
+        (
+            "note001_sigmoid.py",
+            c["network"] + ", digits",
+            f"test accuracy {fmt('accuracy', c['final']['test']['accuracy'])}",
+            c["manual_vs_autodiff_curve_gap"],
+        )
+    )
     m = _load("note002_deep_tanh")
     for depth, d in m["depths"].items():
-        out.append(("note002_deep_tanh.py", d["network"] + ", two moons",
-                    f"test accuracy {fmt('accuracy', d['final']['test']['accuracy'])}; layer gradient norms max/min "
-                    f"{d['initial_grad_norm_max_over_min']['mean']:.2f} at the start, "
-                    f"{d['final_grad_norm_max_over_min']['mean']:.2f} at the end (means)", d["manual_vs_autodiff_curve_gap"]))
+        out.append(
+            (
+                "note002_deep_tanh.py",
+                d["network"] + ", two moons",
+                f"test accuracy {fmt('accuracy', d['final']['test']['accuracy'])}; layer gradient norms max/min "
+                f"{d['initial_grad_norm_max_over_min']['mean']:.2f} at the start, "
+                f"{d['final_grad_norm_max_over_min']['mean']:.2f} at the end (means)",
+                d["manual_vs_autodiff_curve_gap"],
+            )
+        )
     m = _load("note003_relu_mse_cnn")
     r, c = m["regression"], m["cnn"]
-    out.append(("note003_relu_mse_cnn.py", r["network"] + ", 4-D regression",
-                f"test R² {fmt('r2', r['final']['test']['r2'])}, RMSE {fmt('rmse', r['final']['test']['rmse'])}",
-                r["manual_vs_autodiff_curve_gap"]))
-    out.append(("note003_relu_mse_cnn.py", "CNN " + c["network"] + ", digits 8x8x1",
-                f"test accuracy {fmt('accuracy', c['final']['test']['accuracy'])}", c["manual_vs_autodiff_curve_gap"]))
+    out.append(
+        (
+            "note003_relu_mse_cnn.py",
+            r["network"] + ", 4-D regression",
+            f"test R² {fmt('r2', r['final']['test']['r2'])}, RMSE {fmt('rmse', r['final']['test']['rmse'])}",
+            r["manual_vs_autodiff_curve_gap"],
+        )
+    )
+    out.append(
+        (
+            "note003_relu_mse_cnn.py",
+            "CNN " + c["network"] + ", digits 8x8x1",
+            f"test accuracy {fmt('accuracy', c['final']['test']['accuracy'])}",
+            c["manual_vs_autodiff_curve_gap"],
+        )
+    )
     return out
 
 
 def seeds_of_notes():
     """The seeds every note script trained (one list; ``ValueError`` if they differ)."""
-    seeds = {tuple(_load(n)["seeds"]) for n in ("note000_relu_softmax_l2", "note001_sigmoid", "note002_deep_tanh",
-                                               "note003_relu_mse_cnn")}
+    seeds = {
+        tuple(_load(n)["seeds"])
+        for n in ("note000_relu_softmax_l2", "note001_sigmoid", "note002_deep_tanh", "note003_relu_mse_cnn")
+    }
     if len(seeds) != 1:
         raise ValueError(f"the note scripts' results are over different seeds: {sorted(seeds)}")
     return list(seeds.pop())
 
 
 def table():
-    lines = [f"| script | network, data | result over {seeds_text(seeds_of_notes())}, manual gradients: "
-             "mean ± std (worst seed) | manual vs jax.grad loss-curve gap (largest over the seeds) |",
-             "|---|---|---|---|"]
+    lines = [
+        f"| script | network, data | result over {seeds_text(seeds_of_notes())}, manual gradients: "
+        "mean ± std (worst seed) | manual vs jax.grad loss-curve gap (largest over the seeds) |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| `{s}` | {n} | {r} | {g:.1e} |" for s, n, r, g in rows()]
     return "\n".join(lines)
 
@@ -100,37 +138,45 @@ def observations():
     good = [s for s, v in zip(seeds, r2) if v >= 0.5]
     stuck = [v for v in r2 if v < 0.5]
     which = f" ({seeds_text(good)})" if good else ""
-    text = (f"Note 001's regression (full-batch gradient descent on the RSS, {r['epochs']} epochs) depends on the "
-            f"seed: {len(good)} of {len(seeds)} seeds{which} {'reaches' if len(good) == 1 else 'reach'} a test R² "
-            "of 0.5 or more")
+    text = (
+        f"Note 001's regression (full-batch gradient descent on the RSS, {r['epochs']} epochs) depends on the "
+        f"seed: {len(good)} of {len(seeds)} seeds{which} {'reaches' if len(good) == 1 else 'reach'} a test R² "
+        "of 0.5 or more"
+    )
     if stuck:
-        text += (f"; the others stay on the plateau of a nearly constant fit (test R² at most {max(stuck):.4f}), "
-                 "which `fit.png` shows")
+        text += (
+            f"; the others stay on the plateau of a nearly constant fit (test R² at most {max(stuck):.4f}), "
+            "which `fit.png` shows"
+        )
     return text + "."
 
 
 def presets_table(presets: dict) -> str:
     """presets.md: the table of every preset over the seeds, from presets.json's contents."""
     seeds = seeds_text(presets["seeds"])
-    lines = [f"# `jaxnet train` presets over {seeds}",
-             "",
-             f"Written by `python experiments/presets_over_seeds.py` (jax {presets['jax']}, {presets['device']}). "
-             f"Each preset's problem as `jaxnet train --preset P` sets it up (data split with seed "
-             f"{presets['split_seed']}), trained from {seeds} side by side as `jaxnet train --preset P "
-             f"--seeds {len(presets['seeds'])}` trains them, hand-derived gradients; every seed's final params "
-             "evaluated on each split. Mean ± std over the seeds (std with ddof 0), and the worst seed "
-             "(lowest accuracy or R², highest RMSE).",
-             "",
-             "| preset | network | optimizer, epochs, batch | metric | test: mean ± std (worst) | val: mean ± std (worst) "
-             "| train: mean ± std (worst) | test, per seed |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# `jaxnet train` presets over {seeds}",
+        "",
+        f"Written by `python experiments/presets_over_seeds.py` (jax {presets['jax']}, {presets['device']}). "
+        f"Each preset's problem as `jaxnet train --preset P` sets it up (data split with seed "
+        f"{presets['split_seed']}), trained from {seeds} side by side as `jaxnet train --preset P "
+        f"--seeds {len(presets['seeds'])}` trains them, hand-derived gradients; every seed's final params "
+        "evaluated on each split. Mean ± std over the seeds (std with ddof 0), and the worst seed "
+        "(lowest accuracy or R², highest RMSE).",
+        "",
+        "| preset | network | optimizer, epochs, batch | metric | test: mean ± std (worst) | val: mean ± std (worst) "
+        "| train: mean ± std (worst) | test, per seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, p in presets["presets"].items():
         final = p["final"]
         for metric in [k for k in ("accuracy", "r2", "rmse") if k in final["test"]]:
             per_seed = ", ".join(f"{v:.4f}" for v in final["test"][metric]["per_seed"])
-            lines.append(f"| `{name}` | {p['network']} | {p['optimizer']} {p['learning_rate']:g}, {p['epochs']}, "
-                         f"{p['batch_size']} | {metric} | {fmt(metric, final['test'][metric])} | "
-                         f"{fmt(metric, final['val'][metric])} | {fmt(metric, final['train'][metric])} | {per_seed} |")
+            lines.append(
+                f"| `{name}` | {p['network']} | {p['optimizer']} {p['learning_rate']:g}, {p['epochs']}, "
+                f"{p['batch_size']} | {metric} | {fmt(metric, final['test'][metric])} | "
+                f"{fmt(metric, final['val'][metric])} | {fmt(metric, final['train'][metric])} | {per_seed} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -159,8 +205,10 @@ def readme_quotes(presets: dict | None = None) -> dict:
     return {
         "digits": f"test accuracy {fmt('accuracy', digits['test']['accuracy'], 3)} over {seeds}",
         "cnn": f"test accuracy {fmt('accuracy', cnn['test']['accuracy'], 3)} over {seeds}",
-        "experiments": (f"over {seeds} (e.g. note 000's spiral net at {fmt('accuracy', spiral, 3)} training accuracy, "
-                        f"the note-003 CNN at {fmt('accuracy', cnn_note, 3)} test accuracy on the digits"),
+        "experiments": (
+            f"over {seeds} (e.g. note 000's spiral net at {fmt('accuracy', spiral, 3)} training accuracy, "
+            f"the note-003 CNN at {fmt('accuracy', cnn_note, 3)} test accuracy on the digits"
+        ),
         "gaps": f"every manual-vs-autodiff loss curve within {gap_bound(all_gaps())} relative",
     }
 

@@ -22,15 +22,35 @@ import numpy as np
 
 from .devices import device_name, on_device, to_device, working_device
 from .devices import reference_device as device_for  # reference_device is an argument below
-from .gradcheck import (DEFAULT_RTOL, NOT_TRACEABLE, GradReport, LeafReport, check_vjp, compare, count_kinks,
-                        count_layer_kinks, given_in_float64, handle_kinks)
+from .gradcheck import (
+    DEFAULT_RTOL,
+    NOT_TRACEABLE,
+    GradReport,
+    LeafReport,
+    check_vjp,
+    compare,
+    count_kinks,
+    count_layer_kinks,
+    given_in_float64,
+    handle_kinks,
+)
 from .layers import Layer
 from .losses import get_loss
 from .network import check_inputs, forward_pass, prepare_inputs
 
 
-def check_layer(layer: Layer, params: dict, x, *, cotangents: int = 3, kinks: str = "exclude", kink_margin=None,
-                eps: float = 1e-6, seed: int = 0, **options) -> GradReport:
+def check_layer(
+    layer: Layer,
+    params: dict,
+    x,
+    *,
+    cotangents: int = 3,
+    kinks: str = "exclude",
+    kink_margin=None,
+    eps: float = 1e-6,
+    seed: int = 0,
+    **options,
+) -> GradReport:
     """Check ``layer.bwd`` against ``jax.vjp`` of ``layer.fwd`` and float64 finite differences.
 
     ``y = fwd(params, x)[0]``; for each random cotangent ``dy`` (``[batch, *out_shape]``),
@@ -90,7 +110,9 @@ def _check_layer_inputs(layer, params, x):
         raise ValueError(f"x: expected a batch [batch, *in_shape] with at least one example, got shape {x.shape}")
     expected = layer.param_shapes(x.shape[1:])
     if not isinstance(params, dict) or set(params) != set(expected):
-        raise ValueError(f"params: expected keys {sorted(expected)}, got {sorted(params) if isinstance(params, dict) else params!r}")
+        raise ValueError(
+            f"params: expected keys {sorted(expected)}, got {sorted(params) if isinstance(params, dict) else params!r}"
+        )
     for name, shape in expected.items():
         if tuple(jnp.shape(params[name])) != tuple(shape):
             raise ValueError(f"params[{name!r}]: expected shape {tuple(shape)}, got {tuple(jnp.shape(params[name]))}")
@@ -140,8 +162,11 @@ class WrongLayerReport:
             name = "head" if v.index < 0 else str(v.index)
             lines.append(f"{name:>5}  {v.kind:<22}  {worst:9.2e}  {'ok' if v.ok else 'WRONG: ' + ', '.join(v.wrong)}")
         c = self.culprit
-        lines.append("every layer's backward agrees with jax.vjp" if c is None else
-                     f"first wrong layer from the output: {_where(c)} in {', '.join(c.wrong)}")
+        lines.append(
+            "every layer's backward agrees with jax.vjp"
+            if c is None
+            else f"first wrong layer from the output: {_where(c)} in {', '.join(c.wrong)}"
+        )
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
@@ -149,8 +174,17 @@ def _where(verdict):
     return f"the loss head ({verdict.kind})" if verdict.index < 0 else f"layers[{verdict.index}] ({verdict.kind})"
 
 
-def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_margin: float = 1e-4, seed: int = 0,
-                     reference_device="default") -> WrongLayerReport:
+def find_wrong_layer(
+    params,
+    net,
+    x,
+    y,
+    rtol=None,
+    kinks: str = "exclude",
+    kink_margin: float = 1e-4,
+    seed: int = 0,
+    reference_device="default",
+) -> WrongLayerReport:
     """Name the first layer, from the output down, whose hand-written backward pass is wrong.
 
     The loss head's delta ``∂L/∂f`` is compared with ``jax.grad`` of the reduced loss value;
@@ -168,8 +202,14 @@ def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_
       (``index``, ``kind``, ``wrong`` outputs) or None; ``str()`` is a table, one row per layer.
     """
     check_inputs(params, net, x, y)
-    (x, y), notes = handle_kinks(lambda xs: count_kinks(params, net, xs, kink_margin), (x, y), kinks, kink_margin, seed,
-                                 np.shape(x) == tuple(net.input_shape))
+    (x, y), notes = handle_kinks(
+        lambda xs: count_kinks(params, net, xs, kink_margin),
+        (x, y),
+        kinks,
+        kink_margin,
+        seed,
+        np.shape(x) == tuple(net.input_shape),
+    )
     x, y, _ = prepare_inputs(params, net, x, y)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     rtol = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])[0] if rtol is None else rtol
@@ -181,10 +221,14 @@ def find_wrong_layer(params, net, x, y, rtol=None, kinks: str = "exclude", kink_
             delta, yours = jax.jit(lambda *a: _yours(*a))(params, net, x, y, to_device(dys, working))
         except (*NOT_TRACEABLE, TypeError):  # a bwd JAX cannot compile (NumPy, control flow on values): eager
             delta, yours = _yours(params, net, x, y, to_device(dys, working))
-    verdicts = [LayerVerdict(-1, net.loss, GradReport(tuple(compare("jax.grad", {"delta": delta}, {"delta": head}, rtol))))]
+    verdicts = [
+        LayerVerdict(-1, net.loss, GradReport(tuple(compare("jax.grad", {"delta": delta}, {"delta": head}, rtol))))
+    ]
     for i in reversed(range(len(net.layers))):
         (dx, dparams), (dparams_ref, dx_ref) = yours[i], refs[i]
-        verdicts.append(LayerVerdict(i, type(net.layers[i]).__name__, _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol)))
+        verdicts.append(
+            LayerVerdict(i, type(net.layers[i]).__name__, _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol))
+        )
     notes.append(f"references on {device_name(ref)}; your bwd on {device_name(working)}")
     return WrongLayerReport(tuple(verdicts), tuple(notes))
 
@@ -197,9 +241,22 @@ def _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol):
     same = [k for k in yours if jax.tree.structure(yours[k]) == jax.tree.structure(refs[k])]
     rows = compare("jax.vjp", {k: yours[k] for k in same}, {k: refs[k] for k in same}, rtol) if same else []
     rows = [dataclasses.replace(r, path=r.path.replace("['dx']", "dx").replace("['dparams']", "dparams")) for r in rows]
-    rows += [LeafReport("jax.vjp", f"{k} (tree)", (), float("inf"), float("inf"),
-                        f"{jax.tree.structure(yours[k])} != {jax.tree.structure(refs[k])}", float("nan"), float("nan"), 1.0, rtol)
-             for k in yours if k not in same]
+    rows += [
+        LeafReport(
+            "jax.vjp",
+            f"{k} (tree)",
+            (),
+            float("inf"),
+            float("inf"),
+            f"{jax.tree.structure(yours[k])} != {jax.tree.structure(refs[k])}",
+            float("nan"),
+            float("nan"),
+            1.0,
+            rtol,
+        )
+        for k in yours
+        if k not in same
+    ]
     return GradReport(tuple(rows))
 
 

@@ -98,8 +98,9 @@ class Checkpoint:
     history: dict = dataclasses.field(default_factory=dict)  # metric name -> list of floats per epoch
 
 
-def save(path, *, net: Network, params, opt_state=None, epoch: int = 0, step: int = 0, key=None, extra=None,
-         history=None) -> None:
+def save(
+    path, *, net: Network, params, opt_state=None, epoch: int = 0, step: int = 0, key=None, extra=None, history=None
+) -> None:
     """Write a checkpoint atomically (temporary file + fsync + rename).
 
     ``epoch``, ``step``: non-negative integers. ``extra``: a JSON-able dict, stored in the
@@ -151,7 +152,9 @@ def _history_arrays(history) -> tuple[list, dict]:
     if history is None:
         return [], {}
     if not isinstance(history, dict):
-        raise ValueError(f"history must be a dict of metric name -> 1-D sequence of floats, got {type(history).__name__}")
+        raise ValueError(
+            f"history must be a dict of metric name -> 1-D sequence of floats, got {type(history).__name__}"
+        )
     names, arrays = [], {}
     for i, (name, values) in enumerate(history.items()):
         if not isinstance(name, str):
@@ -213,9 +216,12 @@ def _read_entry(path, f, name) -> np.ndarray:
         a = f[name]
     except _UNREADABLE as e:
         if isinstance(e, ValueError) and "allow_pickle" in str(e):
-            raise CheckpointError(f"{path}: {name!r} is an object array, which would need unpickling; "
-                                  "checkpoints are never unpickled") from None
-        raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({name!r}: {type(e).__name__}: {e})") from None
+            raise CheckpointError(
+                f"{path}: {name!r} is an object array, which would need unpickling; checkpoints are never unpickled"
+            ) from None
+        raise CheckpointError(
+            f"{path}: truncated or corrupted checkpoint ({name!r}: {type(e).__name__}: {e})"
+        ) from None
     if not isinstance(a, np.ndarray):
         raise CheckpointError(f"{path}: truncated or corrupted checkpoint ({name!r} is not an .npy array)")
     return a
@@ -224,8 +230,10 @@ def _read_entry(path, f, name) -> np.ndarray:
 def _read_meta(path, raw: np.ndarray) -> dict:
     """The metadata dict, from the 0-d string array ``meta``, of this module's format."""
     if raw.ndim != 0 or raw.dtype.kind != "U":
-        raise CheckpointError(f"{path}: corrupted checkpoint metadata ('meta' is a {raw.dtype} array of shape "
-                              f"{raw.shape}, not a JSON string)")
+        raise CheckpointError(
+            f"{path}: corrupted checkpoint metadata ('meta' is a {raw.dtype} array of shape "
+            f"{raw.shape}, not a JSON string)"
+        )
     try:
         meta = json.loads(str(raw))
     except (json.JSONDecodeError, RecursionError) as e:
@@ -272,8 +280,9 @@ def _from_arrays(path, meta, arrays, net, opt_state_template):
         raise _bad(path, "extra", f"expected a dict, got {type(extra).__name__}")
     params = _rebuild_params(path, saved_net, meta, arrays)
     opt_state = None if opt_state_template is None else _rebuild_opt_state(path, meta, arrays, opt_state_template)
-    return Checkpoint(saved_net, params, opt_state, epoch, step, _key(path, meta, arrays), extra,
-                      _history(path, meta, arrays))
+    return Checkpoint(
+        saved_net, params, opt_state, epoch, step, _key(path, meta, arrays), extra, _history(path, meta, arrays)
+    )
 
 
 def _network(path, meta) -> Network:
@@ -295,8 +304,12 @@ def _rebuild_params(path, net, meta, arrays):
     entries, treedef = jax.tree_util.tree_flatten_with_path(template, is_leaf=lambda s: isinstance(s, tuple))
     n = _count(path, meta, "params_leaves")
     if n != len(entries):
-        raise _bad(path, "params_leaves", f"{n} arrays, but the stored network has {len(entries)}: "
-                                          "the stored parameters do not match the stored network")
+        raise _bad(
+            path,
+            "params_leaves",
+            f"{n} arrays, but the stored network has {len(entries)}: "
+            "the stored parameters do not match the stored network",
+        )
     leaves = []
     for i, (where, shape) in enumerate(entries):
         name = f"params_{i}"
@@ -305,8 +318,12 @@ def _rebuild_params(path, net, meta, arrays):
         if a.dtype.kind != "f":
             raise _bad(path, name, f"{what} has dtype {a.dtype}; parameters must be floating (float16/32/64)")
         if a.shape != tuple(shape):
-            raise _bad(path, name, f"{what} has shape {a.shape}, the stored network's is {tuple(shape)}: "
-                                   "the stored parameters do not match the stored network")
+            raise _bad(
+                path,
+                name,
+                f"{what} has shape {a.shape}, the stored network's is {tuple(shape)}: "
+                "the stored parameters do not match the stored network",
+            )
         if not np.isfinite(a).all():
             raise _bad(path, name, f"{what} holds NaN or infinite values")
         leaves.append(jnp.asarray(a))
@@ -325,9 +342,11 @@ def _rebuild_opt_state(path, meta, arrays, template):
     saved = [_array(path, arrays, f"opt_{i}") for i in range(n)]
     for i, (a, b) in enumerate(zip(saved, leaves)):
         if a.shape != np.shape(b) or a.dtype.kind != jnp.asarray(b).dtype.kind:
-            raise CheckpointError(f"{path}: the optimizer state was saved by another optimizer ({structure}): "
-                                  f"'opt_{i}' is {a.dtype}{list(a.shape)}, this optimizer's {jnp.asarray(b).dtype}"
-                                  f"{list(np.shape(b))}")
+            raise CheckpointError(
+                f"{path}: the optimizer state was saved by another optimizer ({structure}): "
+                f"'opt_{i}' is {a.dtype}{list(a.shape)}, this optimizer's {jnp.asarray(b).dtype}"
+                f"{list(np.shape(b))}"
+            )
     return jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved])
 
 
@@ -344,8 +363,9 @@ def _key(path, meta, arrays):
         raise _bad(path, "key_impl", f"not a PRNG implementation ({e})") from None
     data = _array(path, arrays, "key")
     if data.dtype != expected.dtype or data.shape != expected.shape:
-        raise _bad(path, "key", f"{data.dtype}{list(data.shape)} where a {impl} key is "
-                                f"{expected.dtype}{list(expected.shape)}")
+        raise _bad(
+            path, "key", f"{data.dtype}{list(data.shape)} where a {impl} key is {expected.dtype}{list(expected.shape)}"
+        )
     return jax.random.wrap_key_data(jnp.asarray(data), impl=impl)
 
 
@@ -359,7 +379,6 @@ def _history(path, meta, arrays) -> dict:
     for i, name in enumerate(names):
         a = _array(path, arrays, f"history_{i}")
         if a.ndim != 1 or a.dtype.kind != "f":
-            raise _bad(path, f"history_{i}", f"history[{name!r}] is {a.dtype}{list(a.shape)}, "
-                                             "not a 1-D floating array")
+            raise _bad(path, f"history_{i}", f"history[{name!r}] is {a.dtype}{list(a.shape)}, not a 1-D floating array")
         history[name] = a.astype(np.float64).tolist()
     return history

@@ -108,8 +108,9 @@ def _small_dot(eqn, lhs, rhs):
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     (lhs, lperm), (rhs, rperm) = lhs, rhs
     out_dtype = eqn.outvars[0].aval.dtype
-    if not lb or len(lc) != 1 or not all(a.dtype == out_dtype for a in (lhs, rhs)) \
-            or out_dtype not in _FLOATS:  # no mixed or low-precision accumulation
+    if (
+        not lb or len(lc) != 1 or not all(a.dtype == out_dtype for a in (lhs, rhs)) or out_dtype not in _FLOATS
+    ):  # no mixed or low-precision accumulation
         return None
     lc, lb, rc, rb = ([perm[d] for d in dims] for perm, dims in ((lperm, lc), (lperm, lb), (rperm, rc), (rperm, rb)))
     lf = [d for d in range(lhs.ndim) if d not in (*lc, *lb)]
@@ -151,10 +152,13 @@ def _small_reduce(eqn, x):
     axes = tuple(int(a) for a in eqn.params["axes"])
     extent = int(np.prod([aval.shape[a] for a in axes]))
     spec = getattr(getattr(aval, "sharding", None), "spec", None) or ()
-    if not (1 < extent <= _SMALL and aval.size // extent >= _MIN_REDUCED_OUT
-            and aval.dtype in _FLOATS
-            and eqn.params.get("out_sharding") is None
-            and all(a >= len(spec) or spec[a] is None for a in axes)):
+    if not (
+        1 < extent <= _SMALL
+        and aval.size // extent >= _MIN_REDUCED_OUT
+        and aval.dtype in _FLOATS
+        and eqn.params.get("out_sharding") is None
+        and all(a >= len(spec) or spec[a] is None for a in axes)
+    ):
         return None
     rest = [d for d in range(aval.ndim) if d not in axes]
     flat = jnp.transpose(x, (*axes, *rest)).reshape(extent, *(aval.shape[d] for d in rest))  # [extent, rest...]
@@ -167,5 +171,5 @@ def _small_reduce(eqn, x):
 def _pairwise(op, terms):
     """``op`` over ``terms``, combined in pairs (a tree of depth ⌈log2(len(terms))⌉)."""
     while len(terms) > 1:
-        terms = [op(*terms[i:i + 2]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+        terms = [op(*terms[i : i + 2]) if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
     return terms[0]

@@ -166,7 +166,8 @@ def _check_standardized(path, name, raw, z):
     raise ValueError(
         f"{path or 'standardize'}: column {int(where[-1])} of the {name[2:]} split does not standardise to a "
         f"finite number ({name}[{index}] = {raw[where]:g} becomes {z[where]}); expected finite inputs on a scale "
-        f"the training split's mean and std bring within float64's range")
+        f"the training split's mean and std bring within float64's range"
+    )
 
 
 # --- the user's files -----------------------------------------------------------------------
@@ -177,8 +178,9 @@ beyond it is almost surely not a class (an id, a price, a typo such as 1e9) and 
 network with that many outputs; pass ``classes`` explicitly to go beyond."""
 
 
-def load_file(path: str, target: str | None = None, classes: int | None = None, *,
-              header: bool | None = None, dtype=None):
+def load_file(
+    path: str, target: str | None = None, classes: int | None = None, *, header: bool | None = None, dtype=None
+):
     """Load ``(x, y)`` from ``.npz`` (arrays ``x`` [examples, features] and ``y`` [examples] or
     [examples, outputs]), ``.npy`` (a 2-D array whose last column is the target) or ``.csv`` (UTF-8;
     the last column, or the column named ``target``, is the target).
@@ -252,14 +254,18 @@ def check_finite_in(path: str, x, y, dtype=None) -> None:
         if not np.isfinite(a[where]):
             raise ValueError(f"{path}: {what} contain NaN or Inf, first {entry}; expected finite numbers")
         top = np.finfo(dtype).max
-        raise ValueError(f"{path}: {what} hold {entry}, which overflows {dtype.name} (largest finite value "
-                         f"{top:.4g}); expected values within ±{top:.4g}, so rescale the data")
+        raise ValueError(
+            f"{path}: {what} hold {entry}, which overflows {dtype.name} (largest finite value "
+            f"{top:.4g}); expected values within ±{top:.4g}, so rescale the data"
+        )
 
 
 def _load_npz(path):
     if numpy_format(path) != "npz":
-        raise ValueError(f"{path}: not a .npz file (it does not start as a zip archive does); expected NumPy's "
-                         f"np.savez output with arrays 'x' and 'y'")
+        raise ValueError(
+            f"{path}: not a .npz file (it does not start as a zip archive does); expected NumPy's "
+            f"np.savez output with arrays 'x' and 'y'"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -286,12 +292,14 @@ def _check_npz_shapes(path, x, y):
     if x.ndim == 0:
         raise ValueError(f"{path}: array 'x' is a single number (shape ()), {want}")
     if x.ndim == 1:
-        raise ValueError(f"{path}: array 'x' has shape {x.shape}, {want} (for one feature per example, "
-                         f"save x.reshape(-1, 1))")
+        raise ValueError(
+            f"{path}: array 'x' has shape {x.shape}, {want} (for one feature per example, save x.reshape(-1, 1))"
+        )
     if x.ndim > 2:
         flat = (x.shape[0], int(np.prod(x.shape[1:])))
-        raise ValueError(f"{path}: array 'x' has shape {x.shape}, {want}: --data gives flat feature rows, "
-                         f"so save x.reshape{flat}")
+        raise ValueError(
+            f"{path}: array 'x' has shape {x.shape}, {want}: --data gives flat feature rows, so save x.reshape{flat}"
+        )
     if x.shape[0] == 0 or x.shape[1] == 0:
         none = "no examples" if x.shape[0] == 0 else "no features"
         raise ValueError(f"{path}: array 'x' has shape {x.shape} ({none}), {want} with at least one of each")
@@ -314,8 +322,9 @@ def _load_npy(path):
     if a.ndim != 2 or a.shape[1] < 2:
         raise ValueError(f"{path}: expected a 2-D array [rows, features + target], got shape {a.shape}")
     if a.shape[0] == 0:
-        raise ValueError(f"{path}: the array has shape {a.shape} (no rows), expected [rows, features + target] "
-                         f"with at least one row")
+        raise ValueError(
+            f"{path}: the array has shape {a.shape} (no rows), expected [rows, features + target] with at least one row"
+        )
     if not np.issubdtype(a.dtype, np.number):
         raise ValueError(f"{path}: array is not numeric (dtype {a.dtype})")
     if np.issubdtype(a.dtype, np.complexfloating):
@@ -334,14 +343,19 @@ def _read_csv(path, header=None):
         header = not any(_is_number(c) for c in first)  # a header: no cell of the first row is a number
         if not header and _column_numbers(names):
             shown = ",".join(names[:3]) + (",..." if len(names) > 3 else "")
-            warnings.warn(f"{path}: the first row {shown} looks like a header of column numbers; it is read as data "
-                          f"— pass --header to treat it as a header or --no-header to silence this", UserWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"{path}: the first row {shown} looks like a header of column numbers; it is read as data "
+                f"— pass --header to treat it as a header or --no-header to silence this",
+                UserWarning,
+                stacklevel=3,
+            )
     elif not header:
         bad = [(j, c) for j, c in enumerate(first) if not _is_number(c)]
         if bad:
-            raise ValueError(f"{path}: line {line}, column {bad[0][0] + 1}: {bad[0][1]!r} is not a number, and the "
-                             f"first row is data since no header was asked for (--no-header); expected numbers")
+            raise ValueError(
+                f"{path}: line {line}, column {bad[0][0] + 1}: {bad[0][1]!r} is not a number, and the "
+                f"first row is data since no header was asked for (--no-header); expected numbers"
+            )
     if header:
         rows = rows[1:]
         if not rows:
@@ -366,16 +380,20 @@ def _csv_rows(path):
     with open(path, "rb") as f:
         raw = f.read()
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ValueError(f"{path}: the file is UTF-16 text (it starts with a UTF-16 byte-order mark), "
-                         f"expected UTF-8: save it as a UTF-8 CSV")
+        raise ValueError(
+            f"{path}: the file is UTF-16 text (it starts with a UTF-16 byte-order mark), "
+            f"expected UTF-8: save it as a UTF-8 CSV"
+        )
     skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0  # Excel's byte-order mark
     try:
         text = raw[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
         at = skip + e.start
         line = raw.count(b"\n", 0, at) + 1
-        raise ValueError(f"{path}: byte 0x{raw[at]:02x} at line {line} (byte offset {at}) is not UTF-8 "
-                         f"({e.reason}), expected a UTF-8 text file: save it as a UTF-8 CSV") from None
+        raise ValueError(
+            f"{path}: byte 0x{raw[at]:02x} at line {line} (byte offset {at}) is not UTF-8 "
+            f"({e.reason}), expected a UTF-8 text file: save it as a UTF-8 CSV"
+        ) from None
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         return [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
@@ -400,8 +418,10 @@ def _split_columns(path, values, header, target):
     column = values.shape[1] - 1
     if target is not None:
         if header is None:
-            raise ValueError(f"{path}: no header row, so there is no column named {target!r} "
-                             f"(a first row of numbers is a header only with --header)")
+            raise ValueError(
+                f"{path}: no header row, so there is no column named {target!r} "
+                f"(a first row of numbers is a header only with --header)"
+            )
         if target not in header:
             raise ValueError(f"{path}: no column named {target!r}; columns are {header}")
         column = header.index(target)
@@ -432,8 +452,9 @@ def class_labels(path: str, y, classes: int | None = None):
     if classes is None:
         classes = _inferred_classes(path, y)
     elif y.size and (y.min() < 0 or y.max() >= classes):
-        raise ValueError(f"{path}: label out of range: labels must lie in [0, {classes}), "
-                         f"got [{_label(y.min())}, {_label(y.max())}]")
+        raise ValueError(
+            f"{path}: label out of range: labels must lie in [0, {classes}), got [{_label(y.min())}, {_label(y.max())}]"
+        )
     return y.astype(np.int64)
 
 
@@ -444,16 +465,22 @@ def _inferred_classes(path, y) -> int:
     if y.min() < 0:
         raise ValueError(f"{path}: label out of range: class labels must be 0 or more, got {_label(y.min())}")
     if y.max() >= MAX_CLASSES:
-        raise ValueError(f"{path}: the largest class label is {_label(y.max())}, which would make "
-                         f"{_label(y.max() + 1)} classes (network outputs); expected at most MAX_CLASSES = "
-                         f"{MAX_CLASSES} classes, labels 0..{MAX_CLASSES - 1}")
+        raise ValueError(
+            f"{path}: the largest class label is {_label(y.max())}, which would make "
+            f"{_label(y.max() + 1)} classes (network outputs); expected at most MAX_CLASSES = "
+            f"{MAX_CLASSES} classes, labels 0..{MAX_CLASSES - 1}"
+        )
     classes = int(y.max()) + 1
     unused = np.setdiff1d(np.arange(classes), y.astype(np.int64))
     if unused.size:
         shown = ", ".join(str(int(k)) for k in unused[:5]) + (", ..." if unused.size > 5 else "")
-        warnings.warn(f"{path}: the labels make {classes} classes (the largest is {classes - 1}), but {unused.size} "
-                      f"of them never occur ({shown}), so the network gets outputs no example has; relabel the "
-                      f"classes 0..K-1 to drop them", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: the labels make {classes} classes (the largest is {classes - 1}), but {unused.size} "
+            f"of them never occur ({shown}), so the network gets outputs no example has; relabel the "
+            f"classes 0..K-1 to drop them",
+            UserWarning,
+            stacklevel=3,
+        )
     return classes
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+
 def working_device(tree=None) -> jax.Device:
     """The device ``tree``'s arrays live on: that of its first ``jax.Array`` leaf (the
     lowest-numbered one of an array spread over several), else JAX's default device

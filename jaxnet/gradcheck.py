@@ -97,10 +97,33 @@ class GradReport:
         return [leaf for leaf in self.leaves if not leaf.ok]
 
     def __str__(self):
-        header = ("witness", "leaf", "shape", "max abs", "max rel", "rtol", "worst at", "yours", "reference", "bad", "ok")
+        header = (
+            "witness",
+            "leaf",
+            "shape",
+            "max abs",
+            "max rel",
+            "rtol",
+            "worst at",
+            "yours",
+            "reference",
+            "bad",
+            "ok",
+        )
         body = [
-            (r.witness, r.path, "x".join(map(str, r.shape)) or "()", f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.rtol:.0e}",
-             r.worst, f"{r.yours:.6g}", f"{r.reference:.6g}", f"{100 * r.frac_bad:.0f}%", "ok" if r.ok else "FAIL")
+            (
+                r.witness,
+                r.path,
+                "x".join(map(str, r.shape)) or "()",
+                f"{r.max_abs:.2e}",
+                f"{r.max_rel:.2e}",
+                f"{r.rtol:.0e}",
+                r.worst,
+                f"{r.yours:.6g}",
+                f"{r.reference:.6g}",
+                f"{100 * r.frac_bad:.0f}%",
+                "ok" if r.ok else "FAIL",
+            )
             for r in self.leaves
         ]
         widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
@@ -128,8 +151,18 @@ def _row(witness, path, shape, yours, reference, rtol, scale, atol=0.0, label=No
         return LeafReport(witness, path, tuple(shape), 0.0, 0.0, "-", 0.0, 0.0, 0.0, rtol)
     k = int(np.argmax(rel))
     name = label(k) if label else str(tuple(int(i) for i in np.unravel_index(k, shape)))
-    return LeafReport(witness, path, tuple(shape), float(diff.max()), float(rel.max()), name,
-                      float(yours[k]), float(reference[k]), float(np.mean(rel > rtol)), rtol)
+    return LeafReport(
+        witness,
+        path,
+        tuple(shape),
+        float(diff.max()),
+        float(rel.max()),
+        name,
+        float(yours[k]),
+        float(reference[k]),
+        float(np.mean(rel > rtol)),
+        rtol,
+    )
 
 
 def _largest(a):
@@ -141,8 +174,18 @@ def _largest(a):
 
 def _shape_mismatch(witness, path, yours_shape, shape, rtol):
     """A failing row for a gradient leaf of the wrong shape (e.g. a bias gradient not summed over the batch)."""
-    return LeafReport(witness, path, tuple(shape), float("inf"), float("inf"),
-                      f"shape {tuple(yours_shape)} != {tuple(shape)}", float("nan"), float("nan"), 1.0, rtol)
+    return LeafReport(
+        witness,
+        path,
+        tuple(shape),
+        float("inf"),
+        float("inf"),
+        f"shape {tuple(yours_shape)} != {tuple(shape)}",
+        float("nan"),
+        float("nan"),
+        1.0,
+        rtol,
+    )
 
 
 def compare(witness, yours, reference, rtol, atol=0.0) -> list:
@@ -155,8 +198,20 @@ def compare(witness, yours, reference, rtol, atol=0.0) -> list:
     paths_yours, treedef = jax.tree_util.tree_flatten_with_path(yours)
     ref_leaves, ref_def = jax.tree_util.tree_flatten(reference)
     if treedef != ref_def:
-        return [LeafReport(witness, "(tree)", (), float("inf"), float("inf"), f"{treedef} != {ref_def}",
-                           float("nan"), float("nan"), 1.0, rtol)]
+        return [
+            LeafReport(
+                witness,
+                "(tree)",
+                (),
+                float("inf"),
+                float("inf"),
+                f"{treedef} != {ref_def}",
+                float("nan"),
+                float("nan"),
+                1.0,
+                rtol,
+            )
+        ]
     refs = [np.asarray(r, np.float64) for r in ref_leaves]
     scale = _FLOOR * max((_largest(r) for r in refs), default=0.0)
     out = []
@@ -211,7 +266,6 @@ def finite_difference_grads(f, params, eps: float = 1e-6, chunk: int = 256, jit:
     return unravel(jnp.concatenate(out))
 
 
-
 def fd_round_off(loss_value: float, eps: float = 1e-6) -> float:
     """``100 · ε₆₄ · |L| / eps``: differences from float64 central differences of step ``eps`` below
     this are their own round-off (a fixed step cannot resolve gradient entries finer than that),
@@ -236,11 +290,15 @@ def _finite_differences(loss64, params64, directions, eps, seed, fd_max_elements
             vs = np.eye(leaf.size).reshape(leaf.size, *leaf.shape)
         else:
             vs = _unit_directions((*seed, i), directions, leaf.shape)
-        values = jax.jit(jax.vmap(
-            lambda li, others, i=i: loss64(jax.tree.unflatten(treedef, [*others[:i], li, *others[i:]])), in_axes=(0, None)))
+        values = jax.jit(
+            jax.vmap(
+                lambda li, others, i=i: loss64(jax.tree.unflatten(treedef, [*others[:i], li, *others[i:]])),
+                in_axes=(0, None),
+            )
+        )
         perturbed = leaf[None] + eps * jnp.asarray(np.concatenate([vs, -vs]))  # [2m, *leaf.shape]
-        f = np.asarray(values(perturbed, leaves[:i] + leaves[i + 1:]))
-        probes.append((vs, (f[: len(vs)] - f[len(vs):]) / (2 * eps), leaf.size > fd_max_elements))
+        f = np.asarray(values(perturbed, leaves[:i] + leaves[i + 1 :]))
+        probes.append((vs, (f[: len(vs)] - f[len(vs) :]) / (2 * eps), leaf.size > fd_max_elements))
     return _Probes(probes)
 
 
@@ -261,8 +319,9 @@ def _against_fd(witness, grads, fd, rtol, atol):
             out.append(_shape_mismatch(witness, name, g.shape, shape, rtol))
             continue
         yours_d = np.tensordot(vs, g, axes=g.ndim)  # [m]: ⟨g, v⟩ per probe
-        out.append(_row(witness, name, shape, yours_d, d, rtol, scale, atol,
-                        (lambda k: f"dir {k}") if random else None))
+        out.append(
+            _row(witness, name, shape, yours_d, d, rtol, scale, atol, (lambda k: f"dir {k}") if random else None)
+        )
     return out
 
 
@@ -280,7 +339,9 @@ def _forward_vs_reverse(loss64, params64, grads64, directions, seed, rtol, witne
     consistency) or your gradient in float64 (the dot-product test of a backward pass). A leaf
     of the wrong shape is a failing row."""
     leaves, treedef = jax.tree.flatten(params64)
-    along = jax.jit(jax.vmap(lambda tangents: jax.jvp(loss64, (params64,), (jax.tree.unflatten(treedef, tangents),))[1]))
+    along = jax.jit(
+        jax.vmap(lambda tangents: jax.jvp(loss64, (params64,), (jax.tree.unflatten(treedef, tangents),))[1])
+    )
     pairs = []
     for i, ((path, g), leaf) in enumerate(zip(jax.tree_util.tree_flatten_with_path(grads64)[0], leaves)):
         vs = _unit_directions((*seed, i), directions, leaf.shape)  # [m, *leaf.shape]
@@ -293,8 +354,12 @@ def _forward_vs_reverse(loss64, params64, grads64, directions, seed, rtol, witne
         reverse = np.tensordot(vs, np.asarray(g, np.float64), axes=leaf.ndim)  # [m]
         pairs.append((jax.tree_util.keystr(path), leaf.shape, reverse, forward))
     scale = _FLOOR * max((float(np.max(np.abs(f), initial=0.0)) for *_, f in pairs if f is not None), default=0.0)
-    return [_row(witness, path, shape, rev, fwd, rtol, scale, label=lambda k: f"dir {k}") if fwd is not None
-            else _shape_mismatch(witness, path, rev, shape, rtol) for path, shape, rev, fwd in pairs]
+    return [
+        _row(witness, path, shape, rev, fwd, rtol, scale, label=lambda k: f"dir {k}")
+        if fwd is not None
+        else _shape_mismatch(witness, path, rev, shape, rtol)
+        for path, shape, rev, fwd in pairs
+    ]
 
 
 def _hessian_vector(grad_fn, loss_fn, params64, args64, directions, seed, rtol, devices):
@@ -305,8 +370,9 @@ def _hessian_vector(grad_fn, loss_fn, params64, args64, directions, seed, rtol, 
     leaves, treedef = jax.tree.flatten(params64)
     flat = _unit_directions(seed, directions, (sum(a.size for a in leaves),))  # [m, n]
     splits = np.cumsum([a.size for a in leaves])[:-1]
-    vs = jax.tree.unflatten(treedef, [jnp.asarray(c.reshape(directions, *a.shape))
-                                      for c, a in zip(np.split(flat, splits, axis=1), leaves)])
+    vs = jax.tree.unflatten(
+        treedef, [jnp.asarray(c.reshape(directions, *a.shape)) for c, a in zip(np.split(flat, splits, axis=1), leaves)]
+    )
 
     def products(gradient, p, v, *a):  # [m, *leaf.shape] per leaf: jvp of gradient(·, *a) at p along each v
         return jax.jit(jax.vmap(lambda t: jax.jvp(lambda q: gradient(q, *a), (p,), (t,))[1]))(v)
@@ -367,17 +433,23 @@ def handle_kinks(counter, args, kinks, margin, seed=0, single=False):
         raise ValueError(f"kinks must be 'exclude', 'nudge' or 'count', got {kinks!r}")
     x = np.asarray(args[0])
     found, near = counter(x[None] if single else x)
-    what = (f"{found.elements} pre-activation(s)/pooling window(s) within {margin:g} of a kink "
-            f"in {found.examples} of {found.batch} example(s)")
+    what = (
+        f"{found.elements} pre-activation(s)/pooling window(s) within {margin:g} of a kink "
+        f"in {found.examples} of {found.batch} example(s)"
+    )
     if found.examples == 0 or kinks == "count":
         return args, [what + ("" if found.examples == 0 else "; counted only, not excluded")]
     if kinks == "exclude":
         keep = ~near
         if single or not keep.any():
-            raise ValueError(f"every example has a kink within {margin:g} ({what}); nudge them instead "
-                             "(kinks='nudge', jaxnet check --kinks nudge) or use other inputs")
+            raise ValueError(
+                f"every example has a kink within {margin:g} ({what}); nudge them instead "
+                "(kinks='nudge', jaxnet check --kinks nudge) or use other inputs"
+            )
         sliced = [jnp.asarray(np.asarray(a)[keep]) for a in args[:2]]
-        return (*sliced, *args[2:]), [what + f"; those {found.examples} excluded, checked on the other {int(keep.sum())}"]
+        return (*sliced, *args[2:]), [
+            what + f"; those {found.examples} excluded, checked on the other {int(keep.sum())}"
+        ]
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"kinks='nudge' moves the inputs x, which must be floating point, got dtype {x.dtype}")
     rng = np.random.default_rng(seed)
@@ -397,8 +469,12 @@ def handle_kinks(counter, args, kinks, margin, seed=0, single=False):
 
 
 # The errors of tracing code that JAX cannot trace (NumPy calls, Python control flow on values).
-NOT_TRACEABLE = (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
-                  jax.errors.TracerBoolConversionError, jax.errors.TracerIntegerConversionError)
+NOT_TRACEABLE = (
+    jax.errors.TracerArrayConversionError,
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
 
 
 def _cached(cache, key, make, size=64):
@@ -447,9 +523,26 @@ def _up(a):
     return a
 
 
-def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_atol=None, eps=1e-6,
-                fd_max_elements=256, directions=4, hvp_directions=1, hvp_rtol=None, net=None, kinks="exclude",
-                kink_margin=None, seed=0, reference_device="default", jvp_of_yours=False) -> GradReport:
+def check_grads(
+    loss_fn,
+    grad_fn,
+    params,
+    *args,
+    rtol=None,
+    fd_rtol=None,
+    fd_atol=None,
+    eps=1e-6,
+    fd_max_elements=256,
+    directions=4,
+    hvp_directions=1,
+    hvp_rtol=None,
+    net=None,
+    kinks="exclude",
+    kink_margin=None,
+    seed=0,
+    reference_device="default",
+    jvp_of_yours=False,
+) -> GradReport:
     """Check ``grad_fn(params, *args)`` (your gradient of ``loss_fn(params, *args)``).
 
     Args:
@@ -507,17 +600,28 @@ def check_grads(loss_fn, grad_fn, params, *args, rtol=None, fd_rtol=None, fd_ato
     fd_rtol = default_fd if fd_rtol is None else fd_rtol
     working = working_device(params)
     devices = (working, *(device_for(d, reference_device, params) for d in (dtype, jnp.float64)))
-    options = dict(rtol=rtol, fd_rtol=fd_rtol, fd_atol=fd_atol, eps=eps, fd_max_elements=fd_max_elements,
-                   directions=directions, hvp_directions=hvp_directions, hvp_rtol=hvp_rtol, seed=seed,
-                   jvp_of_yours=jvp_of_yours)
+    options = dict(
+        rtol=rtol,
+        fd_rtol=fd_rtol,
+        fd_atol=fd_atol,
+        eps=eps,
+        fd_max_elements=fd_max_elements,
+        directions=directions,
+        hvp_directions=hvp_directions,
+        hvp_rtol=hvp_rtol,
+        seed=seed,
+        jvp_of_yours=jvp_of_yours,
+    )
     try:
         leaves, more = _witnesses(loss_fn, grad_fn, params, args, devices, **options)
     except ValueError as e:  # the functions close over arrays committed to the working device
         if "incompatible devices" not in str(e) or devices == (working,) * 3:
             raise
         leaves, more = _witnesses(loss_fn, grad_fn, params, args, (working,) * 3, **options)
-        more.append(f"the references could not run on {device_name(devices[2])}: your functions use arrays "
-                    f"committed to another device (jax.device_put), so they ran on {device_name(working)}")
+        more.append(
+            f"the references could not run on {device_name(devices[2])}: your functions use arrays "
+            f"committed to another device (jax.device_put), so they ran on {device_name(working)}"
+        )
         devices = (working,) * 3
     notes += more
     notes.append(_where(dtype, *devices))
@@ -529,12 +633,16 @@ def _check_params(params):
     floating-point arrays to differentiate with respect to."""
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     if not leaves:
-        raise ValueError("check_grads: params holds no arrays; expected a pytree of floating-point arrays "
-                         "(the parameters your gradient is with respect to)")
+        raise ValueError(
+            "check_grads: params holds no arrays; expected a pytree of floating-point arrays "
+            "(the parameters your gradient is with respect to)"
+        )
     for path, leaf in leaves:
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise ValueError(f"check_grads: params{jax.tree_util.keystr(path)} has dtype {jnp.result_type(leaf)}; "
-                             "a gradient is taken with respect to floating-point arrays only")
+            raise ValueError(
+                f"check_grads: params{jax.tree_util.keystr(path)} has dtype {jnp.result_type(leaf)}; "
+                "a gradient is taken with respect to floating-point arrays only"
+            )
 
 
 def _check_loss(loss_fn, params, args):
@@ -544,29 +652,50 @@ def _check_loss(loss_fn, params, args):
     try:
         shape = jax.eval_shape(lambda p: loss_fn(p, *args), params).shape  # params traced, as jax.grad traces them
     except jax.errors.TracerArrayConversionError:
-        raise ValueError("check_grads: loss_fn calls NumPy on the params, so jax.grad cannot differentiate it; write "
-                         "it with jax.numpy, or check a NumPy loss and its gradient with jaxnet.check_vjp "
-                         "(finite differences only)") from None
+        raise ValueError(
+            "check_grads: loss_fn calls NumPy on the params, so jax.grad cannot differentiate it; write "
+            "it with jax.numpy, or check a NumPy loss and its gradient with jaxnet.check_vjp "
+            "(finite differences only)"
+        ) from None
     except (*NOT_TRACEABLE, TypeError, AttributeError):  # Python control flow on values, non-array arguments
         try:
             shape = np.shape(loss_fn(params, *args))
         except Exception:  # noqa: BLE001 - the check itself raises it, with its own traceback
             return
     if tuple(shape) != ():
-        raise ValueError(f"check_grads: loss_fn must return a scalar, got shape {tuple(shape)}; for a vector "
-                         "output and its hand-written backward pass use jaxnet.check_vjp")
+        raise ValueError(
+            f"check_grads: loss_fn must return a scalar, got shape {tuple(shape)}; for a vector "
+            "output and its hand-written backward pass use jaxnet.check_vjp"
+        )
 
 
 def _gradient_dtypes(yours):
     """``ValueError`` for an integer (or other non-floating) leaf of your gradient."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(yours)[0]:
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise ValueError(f"check_grads: your gradient{jax.tree_util.keystr(path)} has dtype "
-                             f"{jnp.result_type(leaf)}; expected floating point, like the params")
+            raise ValueError(
+                f"check_grads: your gradient{jax.tree_util.keystr(path)} has dtype "
+                f"{jnp.result_type(leaf)}; expected floating point, like the params"
+            )
 
 
-def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, eps, fd_max_elements, directions,
-               hvp_directions, hvp_rtol, seed, jvp_of_yours):
+def _witnesses(
+    loss_fn,
+    grad_fn,
+    params,
+    args,
+    devices,
+    rtol,
+    fd_rtol,
+    fd_atol,
+    eps,
+    fd_max_elements,
+    directions,
+    hvp_directions,
+    hvp_rtol,
+    seed,
+    jvp_of_yours,
+):
     """:func:`check_grads`' rows and notes, with your gradient on ``devices[0]``, the ``jax.grad``
     witness on ``devices[1]`` and the float64 references on ``devices[2]``."""
     working, ref, ref64 = devices
@@ -577,13 +706,17 @@ def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, 
     if jax.tree.structure(yours) != jax.tree.structure(params):  # a leaf missing, extra or misnamed
         return compare("jax.grad", yours, params, rtol), [
             f"your gradient's tree {jax.tree.structure(yours)} is not the params' {jax.tree.structure(params)}: "
-            "no witness can pair their leaves"]
+            "no witness can pair their leaves"
+        ]
     reference = on_device(_maybe_jit(_grad_of(loss_fn)), params, *args, device=ref)
     leaves = compare("jax.grad", yours, reference, rtol)
     with jax.enable_x64(True):
         params64 = jax.tree.map(_up, params)
         args64 = jax.tree.map(_up, args)
-        with jax.default_device(ref64), jax.default_matmul_precision("highest"):  # every float64 reference below runs on ref64
+        with (
+            jax.default_device(ref64),
+            jax.default_matmul_precision("highest"),
+        ):  # every float64 reference below runs on ref64
             p64, a64 = to_device((params64, args64), ref64)
             loss64 = lambda p: loss_fn(p, *a64)
             fd = _finite_differences(loss64, p64, directions, eps, (seed, 0), fd_max_elements)
@@ -596,16 +729,29 @@ def _witnesses(loss_fn, grad_fn, params, args, devices, rtol, fd_rtol, fd_atol, 
                 leaves += _forward_vs_reverse(loss64, p64, grads64, directions, (seed, 1), DEFAULT_RTOL["float64"][0])
                 if jvp_of_yours:
                     yours64 = _maybe_jit(grad_fn)(p64, *a64)
-                    leaves += _forward_vs_reverse(loss64, p64, yours64, directions, (seed, 3), DEFAULT_RTOL["float64"][0],
-                                                  "jvp vs yours")
+                    leaves += _forward_vs_reverse(
+                        loss64, p64, yours64, directions, (seed, 3), DEFAULT_RTOL["float64"][0], "jvp vs yours"
+                    )
             except TypeError as e:  # e.g. a custom_vjp in the loss has no forward mode
-                notes.append(f"forward-vs-reverse check skipped: the loss has no forward mode ({str(e).splitlines()[0][:80]})")
+                notes.append(
+                    f"forward-vs-reverse check skipped: the loss has no forward mode ({str(e).splitlines()[0][:80]})"
+                )
         if hvp_directions:
             try:
-                leaves += _hessian_vector(grad_fn, loss_fn, params64, args64, hvp_directions,
-                                          (seed, 2), fd_rtol if hvp_rtol is None else hvp_rtol, (working, ref64))
+                leaves += _hessian_vector(
+                    grad_fn,
+                    loss_fn,
+                    params64,
+                    args64,
+                    hvp_directions,
+                    (seed, 2),
+                    fd_rtol if hvp_rtol is None else hvp_rtol,
+                    (working, ref64),
+                )
             except NOT_TRACEABLE as e:
-                notes.append(f"hessian-vector check skipped: grad_fn cannot be differentiated by JAX ({type(e).__name__})")
+                notes.append(
+                    f"hessian-vector check skipped: grad_fn cannot be differentiated by JAX ({type(e).__name__})"
+                )
     return leaves, notes
 
 
@@ -617,8 +763,10 @@ def _where(dtype, working, ref, ref64):
         refs = f"references computed on {device_name(ref64)} (jax.grad in {name}, finite differences"
         refs += ", jvp, H v)" if name == "float64" else ", jax.grad, jvp, H v in float64)"
     else:
-        refs = (f"jax.grad ({name}, matmul precision highest) computed on {device_name(ref)}; float64 references "
-                f"(finite differences, jax.grad, jvp, H v) on {device_name(ref64)}")
+        refs = (
+            f"jax.grad ({name}, matmul precision highest) computed on {device_name(ref)}; float64 references "
+            f"(finite differences, jax.grad, jvp, H v) on {device_name(ref64)}"
+        )
     return f"{refs}; your gradient on {device_name(working)}"
 
 
@@ -647,23 +795,34 @@ def check_per_example(params, net, x, y, rtol=None, reference_device="default") 
     with jax.default_matmul_precision("highest"):
         mine = jax.jit(_pe.per_example_grads)(params, net, x, y)  # leaves [batch, *shape]
         norms = jax.jit(_pe.per_example_grad_norms)(params, net, x, y)  # [batch]
-    reference = on_device(jax.jit(jax.vmap(jax.grad(_network.loss), (None, None, 0, 0))), params, single, x, y, device=ref)
+    reference = on_device(
+        jax.jit(jax.vmap(jax.grad(_network.loss), (None, None, 0, 0))), params, single, x, y, device=ref
+    )
     batch_grads = on_device(jax.jit(jax.grad(_network.loss)), params, net, x, y, device=ref)
     n = jnp.shape(x)[0]
-    ref_norms = np.sqrt(sum(np.sum(np.asarray(g, np.float64).reshape(n, -1) ** 2, axis=1) for g in jax.tree.leaves(reference)))
+    ref_norms = np.sqrt(
+        sum(np.sum(np.asarray(g, np.float64).reshape(n, -1) ** 2, axis=1) for g in jax.tree.leaves(reference))
+    )
     r = 1.0 / n if net.reduction == "mean" else 1.0
     summed = [
-        {name: r * np.sum(np.asarray(g, np.float64), axis=0)
-         + (net.l2 * np.asarray(params[i][name], np.float64) if name in names else 0.0)
-         for name, g in layer.items()}
+        {
+            name: r * np.sum(np.asarray(g, np.float64), axis=0)
+            + (net.l2 * np.asarray(params[i][name], np.float64) if name in names else 0.0)
+            for name, g in layer.items()
+        }
         for i, (layer, names) in enumerate(zip(mine, _network.penalised_names(net)))
     ]
-    return GradReport(tuple(
-        compare("per-example", mine, reference, rtol)
-        + compare("norms", {"norms": np.asarray(norms)}, {"norms": ref_norms}, rtol)
-        + compare("r Σ g_i + L2", type(params)(summed), batch_grads, rtol)
-    ), (f"jax.grad references ({jnp.dtype(dtype).name}) computed on {device_name(ref)}; "
-        f"hand-derived ones on {device_name(working)}",))
+    return GradReport(
+        tuple(
+            compare("per-example", mine, reference, rtol)
+            + compare("norms", {"norms": np.asarray(norms)}, {"norms": ref_norms}, rtol)
+            + compare("r Σ g_i + L2", type(params)(summed), batch_grads, rtol)
+        ),
+        (
+            f"jax.grad references ({jnp.dtype(dtype).name}) computed on {device_name(ref)}; "
+            f"hand-derived ones on {device_name(working)}",
+        ),
+    )
 
 
 def assert_grads_match(loss_fn, grad_fn, params, *args, **kwargs) -> GradReport:
@@ -678,8 +837,22 @@ def assert_grads_match(loss_fn, grad_fn, params, *args, **kwargs) -> GradReport:
 # --- any hand-written backward pass: vector-Jacobian products --------------------------------
 
 
-def check_vjp(f, f_vjp, *primals, cotangents=3, names=None, rtol=None, fd_rtol=None, fd_atol=None, eps=1e-6,
-              fd_max_elements=256, directions=4, hvp_directions=1, seed=0, reference_device="default") -> GradReport:
+def check_vjp(
+    f,
+    f_vjp,
+    *primals,
+    cotangents=3,
+    names=None,
+    rtol=None,
+    fd_rtol=None,
+    fd_atol=None,
+    eps=1e-6,
+    fd_max_elements=256,
+    directions=4,
+    hvp_directions=1,
+    seed=0,
+    reference_device="default",
+) -> GradReport:
     """Check a hand-written backward pass ``f_vjp(primals, dy)`` of ``y = f(*primals)``.
 
     ``f_vjp`` returns the cotangents of all primals, ``(∂⟨dy, y⟩/∂primals[0], ...)``: the
@@ -717,15 +890,26 @@ def check_vjp(f, f_vjp, *primals, cotangents=3, names=None, rtol=None, fd_rtol=N
     wide = given_in_float64(primals)
     with jax.enable_x64(True) if wide else contextlib.nullcontext():  # float64 primals stay float64
         rng = np.random.default_rng((seed, 4))
-        dys = [jax.tree.map(lambda a: np.asarray(rng.normal(size=np.shape(a)), jnp.result_type(a)), f(*primals))
-               for _ in range(int(cotangents))]
+        dys = [
+            jax.tree.map(lambda a: np.asarray(rng.normal(size=np.shape(a)), jnp.result_type(a)), f(*primals))
+            for _ in range(int(cotangents))
+        ]
         if _traceable(f, primals):
-            options = dict(rtol=rtol, fd_rtol=fd_rtol, fd_atol=fd_atol, eps=eps, fd_max_elements=fd_max_elements,
-                           directions=directions, hvp_directions=hvp_directions, seed=seed,
-                           reference_device=reference_device)
+            options = dict(
+                rtol=rtol,
+                fd_rtol=fd_rtol,
+                fd_atol=fd_atol,
+                eps=eps,
+                fd_max_elements=fd_max_elements,
+                directions=directions,
+                hvp_directions=hvp_directions,
+                seed=seed,
+                reference_device=reference_device,
+            )
             return _check_vjp_jax(f, f_vjp, primals, dys, names, options)
-        check = lambda dy, k: _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_elements,
-                                                directions, seed + k)
+        check = lambda dy, k: _numpy_vjp_report(
+            f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_elements, directions, seed + k
+        )
         return _merge(check, dys, names)
 
 
@@ -734,8 +918,11 @@ def given_in_float64(tree) -> bool:
     counts even with x64 off; Python numbers and lists do not decide): the checks then run with
     x64 on for their duration, in float64 throughout. Mixed float32/float64 inputs run as JAX
     would run them (float32 with x64 off)."""
-    dtypes = [np.dtype(leaf.dtype) for leaf in jax.tree.leaves(tree)
-              if hasattr(leaf, "dtype") and np.issubdtype(np.dtype(leaf.dtype), np.floating)]
+    dtypes = [
+        np.dtype(leaf.dtype)
+        for leaf in jax.tree.leaves(tree)
+        if hasattr(leaf, "dtype") and np.issubdtype(np.dtype(leaf.dtype), np.floating)
+    ]
     return bool(dtypes) and all(d == np.float64 for d in dtypes)
 
 
@@ -744,8 +931,9 @@ def _check_vjp_jax(f, f_vjp, primals, dys, names, options):
     loss, grad = _vjp_functions(f, f_vjp)
     primals = jax.tree.map(jnp.asarray, tuple(primals))
     seed = options.pop("seed")
-    check = lambda dy, k: check_grads(loss, grad, primals, jax.tree.map(jnp.asarray, dy), seed=seed + k,
-                                      jvp_of_yours=True, **options)
+    check = lambda dy, k: check_grads(
+        loss, grad, primals, jax.tree.map(jnp.asarray, dy), seed=seed + k, jvp_of_yours=True, **options
+    )
     return _merge(check, dys, names)
 
 
@@ -764,8 +952,11 @@ def _primal_names(f, n):
     import inspect
 
     try:
-        params = [p.name for p in inspect.signature(f).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [
+            p.name
+            for p in inspect.signature(f).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         params = []
     return tuple(params) if len(params) == n else tuple(f"primal{i}" for i in range(n))
@@ -801,8 +992,10 @@ def _vjp_functions(f, f_vjp):
     def grad(primals, dy):
         cotangents = f_vjp(primals, dy)
         if not isinstance(cotangents, (tuple, list)) or len(cotangents) != len(primals):
-            raise ValueError(f"f_vjp must return a sequence with one cotangent per primal ({len(primals)}), "
-                             f"got {type(cotangents).__name__}")
+            raise ValueError(
+                f"f_vjp must return a sequence with one cotangent per primal ({len(primals)}), "
+                f"got {type(cotangents).__name__}"
+            )
         return tuple(cotangents)
 
     return _cached(_VJP_FUNCTIONS, (f, f_vjp), lambda: (loss, grad))
@@ -830,6 +1023,11 @@ def _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_eleme
     if fd_atol is None:
         fd_atol = fd_round_off(phi(p64), eps)
     rows = _against_fd("finite diff", tuple(np.asarray(g) for g in yours), _Probes(probes), fd_rtol, fd_atol)
-    return GradReport(tuple(rows), ("f could not be traced by JAX (NumPy code, or Python control flow on traced "
-                                    "values): the only witness is float64 central finite differences of ⟨dy, f⟩ "
-                                    "(no jax.vjp, jvp or Hessian-vector witness)",))
+    return GradReport(
+        tuple(rows),
+        (
+            "f could not be traced by JAX (NumPy code, or Python control flow on traced "
+            "values): the only witness is float64 central finite differences of ⟨dy, f⟩ "
+            "(no jax.vjp, jvp or Hessian-vector witness)",
+        ),
+    )

@@ -91,12 +91,17 @@ def layer_kind(name: str) -> type:
     if name in _KINDS:
         return _KINDS[name]
     module, _, qualname = name.rpartition(":")
-    moved = [cls for key, cls in _KINDS.items()
-             if key.partition(":")[2] == qualname and "__main__" in (module, cls.__module__)]
+    moved = [
+        cls
+        for key, cls in _KINDS.items()
+        if key.partition(":")[2] == qualname and "__main__" in (module, cls.__module__)
+    ]
     if module and len(moved) == 1:
         return moved[0]
-    raise KeyError(f"unknown layer kind {name!r}: define (import) that jaxnet.Layer subclass first; "
-                   f"known kinds: {', '.join(sorted(_KINDS))}")
+    raise KeyError(
+        f"unknown layer kind {name!r}: define (import) that jaxnet.Layer subclass first; "
+        f"known kinds: {', '.join(sorted(_KINDS))}"
+    )
 
 
 class Layer:
@@ -138,8 +143,10 @@ class Layer:
         if self.weight_names is not None:
             unknown = set(self.weight_names) - set(shapes)
             if unknown:
-                raise ValueError(f"{type(self).__name__}.weight_names names {sorted(unknown)}, which are not its "
-                                 f"parameters {sorted(shapes)}")
+                raise ValueError(
+                    f"{type(self).__name__}.weight_names names {sorted(unknown)}, which are not its "
+                    f"parameters {sorted(shapes)}"
+                )
             return tuple(self.weight_names)
         return tuple(name for name, shape in shapes.items() if len(shape) >= 2)
 
@@ -163,8 +170,10 @@ class Layer:
         keys = [key] if len(weights) == 1 else list(jax.random.split(key, len(weights)))
         w_keys = dict(zip(weights, keys))
         init = self.weight_init()
-        return {name: init(w_keys[name], shape, dtype) if name in w_keys else jnp.zeros(shape, dtype)
-                for name, shape in shapes.items()}
+        return {
+            name: init(w_keys[name], shape, dtype) if name in w_keys else jnp.zeros(shape, dtype)
+            for name, shape in shapes.items()
+        }
 
     def kink_gaps(self, residuals):
         """Per example, for each of ``m`` places where the derivative can jump (a ReLU
@@ -231,9 +240,7 @@ class Dense(_Activated):
 
     def output_shape(self, in_shape):
         if len(in_shape) != 1:
-            raise ValueError(
-                f"Dense expects flat per-example inputs [n_in], got shape {tuple(in_shape)}"
-            )
+            raise ValueError(f"Dense expects flat per-example inputs [n_in], got shape {tuple(in_shape)}")
         return (self.features,)
 
     def fwd(self, params, x):
@@ -292,7 +299,9 @@ def _padding(padding):
     try:
         pads = tuple((operator.index(lo), operator.index(hi)) for lo, hi in padding)
     except (TypeError, ValueError):
-        raise ValueError(f"padding must be 'VALID', 'SAME' or ((top, bottom), (left, right)), got {padding!r}") from None
+        raise ValueError(
+            f"padding must be 'VALID', 'SAME' or ((top, bottom), (left, right)), got {padding!r}"
+        ) from None
     if len(pads) != 2 or any(p < 0 for pair in pads for p in pair):
         raise ValueError(f"explicit padding must be two non-negative (low, high) pairs, got {padding!r}")
     return pads
@@ -336,8 +345,11 @@ class Conv2D(_Activated):
         get_activation(self.activation)
 
     def _pads(self, in_shape):
-        return jax.lax.padtype_to_pads(in_shape[:2], self.kernel_size, self.strides, self.padding) \
-            if isinstance(self.padding, str) else self.padding
+        return (
+            jax.lax.padtype_to_pads(in_shape[:2], self.kernel_size, self.strides, self.padding)
+            if isinstance(self.padding, str)
+            else self.padding
+        )
 
     def param_shapes(self, in_shape):
         return {"W": (*self.kernel_size, in_shape[-1], self.features), "b": (self.features,)}
@@ -357,9 +369,12 @@ class Conv2D(_Activated):
     def fwd(self, params, x):
         """``x``: [batch, H, W, c_in] -> ``a``: [batch, H', W', c_out]; residuals :class:`Activated` ``(x, z, a)``."""
         g = get_activation(self.activation)
-        z = jax.lax.conv_general_dilated(
-            x, params["W"], self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
-        ) + params["b"][None, None, None, :]  # [batch, H', W', c_out]
+        z = (
+            jax.lax.conv_general_dilated(
+                x, params["W"], self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            + params["b"][None, None, None, :]
+        )  # [batch, H', W', c_out]
         a = g.fn(z)
         return a, Activated(x, z, a)
 
@@ -370,7 +385,12 @@ class Conv2D(_Activated):
         the stride as rhs dilation -> [kh + r, kw + r', c_in, c_out], cropped to the kernel."""
         kh, kw = self.kernel_size
         return jax.lax.conv_general_dilated(
-            x, dz, (1, 1), self._pads(x.shape[1:]), rhs_dilation=self.strides, dimension_numbers=("CHWN", "IHWO", "HWNC")
+            x,
+            dz,
+            (1, 1),
+            self._pads(x.shape[1:]),
+            rhs_dilation=self.strides,
+            dimension_numbers=("CHWN", "IHWO", "HWNC"),
         )[:kh, :kw]
 
     def _gram_norms(self, in_shape) -> bool:
@@ -403,7 +423,11 @@ class Conv2D(_Activated):
         sh, sw = self.strides
         back = ((kh - 1 - pt, h - 1 - (ho - 1) * sh + pt), (kw - 1 - pl, w - 1 - (wo - 1) * sw + pl))
         dx = jax.lax.conv_general_dilated(
-            dz, params["W"][::-1, ::-1], (1, 1), back, lhs_dilation=self.strides,
+            dz,
+            params["W"][::-1, ::-1],
+            (1, 1),
+            back,
+            lhs_dilation=self.strides,
             dimension_numbers=("NHWC", "HWOI", "NHWC"),
         )  # [batch, H, W, c_in]
         return dx, {"W": dW, "b": db}
@@ -433,7 +457,9 @@ class Conv2D(_Activated):
             )  # [batch, H', W', P] (feature order differs from HWIO; the norm does not care)
             u = patches.reshape(n, t, p)  # U: [batch, T, P]
             d = dz.reshape(n, t, c_out)  # Δ: [batch, T, c_out]
-            kernel = jnp.einsum("nts,nts->n", u @ u.transpose(0, 2, 1), d @ d.transpose(0, 2, 1))  # [batch, T, T] ∘ [batch, T, T]
+            kernel = jnp.einsum(
+                "nts,nts->n", u @ u.transpose(0, 2, 1), d @ d.transpose(0, 2, 1)
+            )  # [batch, T, T] ∘ [batch, T, T]
         else:
             gw = jax.vmap(lambda xi, di: self._kernel_grad(xi[None], di[None]))(x, dz)  # [batch, kh, kw, c_in, c_out]
             kernel = jnp.sum(gw * gw, axis=(1, 2, 3, 4))
@@ -447,7 +473,9 @@ class _Pool(Layer):
     def __post_init__(self):
         kind = type(self).__name__
         object.__setattr__(self, "window", _pair(self.window, f"{kind}.window"))
-        object.__setattr__(self, "strides", _pair(self.window if self.strides is None else self.strides, f"{kind}.strides"))
+        object.__setattr__(
+            self, "strides", _pair(self.window if self.strides is None else self.strides, f"{kind}.strides")
+        )
 
     def output_shape(self, in_shape):
         kind = type(self).__name__

@@ -72,8 +72,9 @@ def _label_mask(y, k, dtype):
     if is_concrete(y):
         return None
     ones = jnp.ones((1, k), dtype)
-    return jnp.take_along_axis(ones, y[:, None], axis=-1, mode="fill", fill_value=jnp.nan,
-                               wrap_negative_indices=False)  # [batch, 1]
+    return jnp.take_along_axis(
+        ones, y[:, None], axis=-1, mode="fill", fill_value=jnp.nan, wrap_negative_indices=False
+    )  # [batch, 1]
 
 
 def _target_mask(y, lo=None, hi=None):
@@ -161,8 +162,7 @@ def _class_targets(y, n, k, dtype):
             yv = np.asarray(y)
             if yv.size and (yv.min() < 0 or yv.max() >= k):
                 raise ValueError(
-                    f"y: labels must lie in [0, {k}) for {k} classes, got values in "
-                    f"[{yv.min()}, {yv.max()}]"
+                    f"y: labels must lie in [0, {k}) for {k} classes, got values in [{yv.min()}, {yv.max()}]"
                 )
         return y
     if y.shape != (n, k):
@@ -191,10 +191,7 @@ def _real_targets(what, lo=None, hi=None):
             if not np.all(np.isfinite(yv)):
                 raise ValueError(f"y: {what} targets contain NaN or Inf")
             if lo is not None and yv.size and (yv.min() < lo or yv.max() > hi):
-                raise ValueError(
-                    f"y: {what} targets must lie in [{lo}, {hi}], got values in "
-                    f"[{yv.min()}, {yv.max()}]"
-                )
+                raise ValueError(f"y: {what} targets must lie in [{lo}, {hi}], got values in [{yv.min()}, {yv.max()}]")
         return y
 
     return check

@@ -101,12 +101,16 @@ class Network:
 def _check_layer_kind(i, layer):
     """A layer must be a frozen dataclass subclassing :class:`jaxnet.Layer` (hashable: static under jit)."""
     if not isinstance(layer, Layer):
-        raise ValueError(f"layers[{i}]: {layer!r} is not a layer: use a layer kind of jaxnet.layers (e.g. "
-                         "jaxnet.Dense) or a frozen dataclass subclassing jaxnet.Layer")
+        raise ValueError(
+            f"layers[{i}]: {layer!r} is not a layer: use a layer kind of jaxnet.layers (e.g. "
+            "jaxnet.Dense) or a frozen dataclass subclassing jaxnet.Layer"
+        )
     params = getattr(type(layer), "__dataclass_params__", None)
     if params is None or not params.frozen:
-        raise ValueError(f"layers[{i}]: {type(layer).__name__} must be a frozen dataclass "
-                         "(@dataclasses.dataclass(frozen=True)): a network is static under jit and saved by its fields")
+        raise ValueError(
+            f"layers[{i}]: {type(layer).__name__} must be a frozen dataclass "
+            "(@dataclasses.dataclass(frozen=True)): a network is static under jit and saved by its fields"
+        )
     try:
         hash(layer)
     except TypeError as e:
@@ -173,7 +177,14 @@ def sequential(
     ``input_shape`` is per example (``(H, W, C)`` for images, NHWC batches); the last layer
     must give flat outputs ``[K]``. :func:`mlp` builds the same kind of :class:`Network`.
     """
-    return Network(tuple(_as_sequence(input_shape, "input_shape")), tuple(_as_sequence(layers, "layers")), loss, reduction, l2, l2_bias)
+    return Network(
+        tuple(_as_sequence(input_shape, "input_shape")),
+        tuple(_as_sequence(layers, "layers")),
+        loss,
+        reduction,
+        l2,
+        l2_bias,
+    )
 
 
 def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
@@ -194,10 +205,7 @@ def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
     if not (is_typed or is_raw):
         raise ValueError(f"key must be one PRNG key from jax.random.key(seed), got {key!r}")
     keys = jax.random.split(key, len(net.layers))
-    return [
-        layer.init(k, shape, dtype)
-        for layer, k, shape in zip(net.layers, keys, net.layer_input_shapes)
-    ]
+    return [layer.init(k, shape, dtype) for layer, k, shape in zip(net.layers, keys, net.layer_input_shapes)]
 
 
 # --- input checks (at trace time: shapes and dtypes; values only when concrete) --------
@@ -212,7 +220,11 @@ def check_net(net) -> None:
 def _check_params(params, net):
     """Structure, shapes and dtype of ``params`` against ``net``; returns the dtype."""
     if not isinstance(params, (list, tuple)) or len(params) != len(net.layers):
-        got = f"a {type(params).__name__} of length {len(params)}" if isinstance(params, (list, tuple)) else type(params).__name__
+        got = (
+            f"a {type(params).__name__} of length {len(params)}"
+            if isinstance(params, (list, tuple))
+            else type(params).__name__
+        )
         raise ValueError(f"params: expected a list with one entry per layer ({len(net.layers)}), got {got}")
     dtype = None
     for i, (layer, p, shape) in enumerate(zip(net.layers, params, net.layer_input_shapes)):
@@ -230,7 +242,9 @@ def _check_params(params, net):
             if dtype is None:
                 dtype = leaf_dtype
             elif leaf_dtype != dtype:
-                raise ValueError(f"params[{i}][{name!r}]: dtype {leaf_dtype} differs from the other parameters' {dtype}")
+                raise ValueError(
+                    f"params[{i}][{name!r}]: dtype {leaf_dtype} differs from the other parameters' {dtype}"
+                )
     return dtype
 
 
@@ -273,7 +287,9 @@ def prepare_inputs(params, net, x, y=None):
     try:
         return x, get_loss(net.loss).targets(y[None], n, k, dtype), batched  # a batch of one
     except ValueError as e:
-        raise ValueError(f"{e} (x is one example, so y was given a batch axis: shape {y.shape} -> {(1, *y.shape)})") from None
+        raise ValueError(
+            f"{e} (x is one example, so y was given a batch axis: shape {y.shape} -> {(1, *y.shape)})"
+        ) from None
 
 
 def check_inputs(params, net: Network, x, y=None) -> None:
@@ -329,9 +345,7 @@ def _l2_value(params, net, l2):
     """``l2/2 · Σ W²`` over the penalised leaves."""
     if _is_zero(l2):
         return 0.0
-    total = sum(
-        jnp.sum(params[i][name] ** 2) for i, names in enumerate(penalised_names(net)) for name in names
-    )
+    total = sum(jnp.sum(params[i][name] ** 2) for i, names in enumerate(penalised_names(net)) for name in names)
     return 0.5 * l2 * total
 
 

@@ -57,8 +57,9 @@ def _labels(y, n: int) -> np.ndarray:
     return (y.argmax(axis=1) if y.shape[1] > 1 else np.rint(y[:, 0])).astype(int)
 
 
-def decision_boundary(params, net, x, y, path: str, steps: int = 200, *,
-                      axis_labels: tuple[str, str] = ("feature 0", "feature 1")):
+def decision_boundary(
+    params, net, x, y, path: str, steps: int = 200, *, axis_labels: tuple[str, str] = ("feature 0", "feature 1")
+):
     """Predicted class over the plane of 2-D inputs, with the data on top, axis labels and one
     legend entry per class (its colour in the regions and the points); returns the (closed) figure.
 
@@ -75,9 +76,23 @@ def decision_boundary(params, net, x, y, path: str, steps: int = 200, *,
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.contourf(g0, g1, classes.reshape(g0.shape), levels=np.arange(-0.5, k), cmap=cmap, norm=norm, alpha=0.3)
     ax.scatter(x[:, 0], x[:, 1], c=labels, s=12, cmap=cmap, norm=norm, edgecolors="k", linewidths=0.3)
-    ax.legend(handles=[Line2D([], [], linestyle="", marker="o", markerfacecolor=cmap(norm(c)), markeredgecolor="k",
-                              markeredgewidth=0.3, label=f"class {c}") for c in range(k)],
-              fontsize=8, loc="best")
+    ax.legend(
+        handles=[
+            Line2D(
+                [],
+                [],
+                linestyle="",
+                marker="o",
+                markerfacecolor=cmap(norm(c)),
+                markeredgecolor="k",
+                markeredgewidth=0.3,
+                label=f"class {c}",
+            )
+            for c in range(k)
+        ],
+        fontsize=8,
+        loc="best",
+    )
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.set_title("decision boundary")
@@ -109,7 +124,7 @@ def sweep_curves(result, path: str, metric: str = "train_loss"):
         with np.errstate(invalid="ignore"):  # a diverged replica's inf: no band where std is NaN
             mean, std = c.mean(axis=0), c.std(axis=0)
         epochs = np.arange(1, c.shape[1] + 1)
-        line, = ax.plot(epochs, mean, label=f"{label} ({len(c)} seeds)")
+        (line,) = ax.plot(epochs, mean, label=f"{label} ({len(c)} seeds)")
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric.replace("_", " "))

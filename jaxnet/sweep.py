@@ -51,7 +51,9 @@ class Replica:
     momentum: float = 0.0  # sgd only (0: plain SGD); "momentum" in the optimizer name sets 0.9 by default
 
     def label(self):
-        parts = [f"lr={self.lr:g}", f"l2={self.l2_value:g}"] + ([f"momentum={self.momentum:g}"] if self.momentum else [])
+        parts = [f"lr={self.lr:g}", f"l2={self.l2_value:g}"] + (
+            [f"momentum={self.momentum:g}"] if self.momentum else []
+        )
         return ", ".join(parts)
 
     @property
@@ -94,8 +96,11 @@ def estimate_bytes(net: Network, batch_size: int, n: int, replicas: int, optimiz
     gradients, optimizer state (``adam``: 2 slots, ``sgd``: 1) and the forward residuals of one
     batch (every layer's input, pre-activation and activation), plus the shared data."""
     size = jnp.dtype(dtype).itemsize
-    n_params = sum(int(np.prod(s)) for layer, shape in zip(net.layers, net.layer_input_shapes)
-                   for s in layer.param_shapes(shape).values())
+    n_params = sum(
+        int(np.prod(s))
+        for layer, shape in zip(net.layers, net.layer_input_shapes)
+        for s in layer.param_shapes(shape).values()
+    )
     activations = sum(3 * int(np.prod(shape)) for shape in (*net.layer_input_shapes, net.output_shape))
     per_replica = (n_params * (2 + (2 if optimizer == "adam" else 1)) + 2 * batch_size * activations) * size
     data = n * (int(np.prod(net.input_shape)) + net.output_shape[0]) * size
@@ -159,10 +164,10 @@ def group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, s
     def order_of(key):  # as make_epoch draws it from the epoch's key: [steps, batch]
         return permutation(jax.random.split(key)[0], n)[: steps * batch_size].reshape(steps, batch_size)
 
-    grads_all = rewrite(jax.vmap(lambda p, idx, l2, x, y: vg(p, net, x[idx], y[idx], l2),
-                                 in_axes=(0, 0, 0, None, None)))
-    metrics_all = rewrite(jax.vmap(lambda p, l2, x, y: metric_arrays(p, net, x, y, l2),
-                                   in_axes=(0, 0, None, None)))
+    grads_all = rewrite(
+        jax.vmap(lambda p, idx, l2, x, y: vg(p, net, x[idx], y[idx], l2), in_axes=(0, 0, 0, None, None))
+    )
+    metrics_all = rewrite(jax.vmap(lambda p, l2, x, y: metric_arrays(p, net, x, y, l2), in_axes=(0, 0, None, None)))
 
     def epoch_fn(params, opt_state, keys, epoch, which, l2, x, y, evals):
         keys = jax.vmap(lambda k: epoch_key(k, epoch))(keys)
@@ -180,8 +185,20 @@ def group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, s
     return jax.jit(epoch_fn, donate_argnums=(0, 1))
 
 
-def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str = "manual", val=None,
-        max_bytes: int | None = None, on_epoch=None, dtype=jnp.float32, devices: int | None = None) -> SweepResult:
+def run(
+    replicas,
+    x,
+    y,
+    optimizer: str,
+    epochs: int,
+    batch_size: int,
+    grads: str = "manual",
+    val=None,
+    max_bytes: int | None = None,
+    on_epoch=None,
+    dtype=jnp.float32,
+    devices: int | None = None,
+) -> SweepResult:
     """Train every replica; groups of one network side by side (see the module docstring).
 
     Args:
@@ -226,11 +243,13 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
     for net, members in groups.items():
         one = estimate_bytes(net, batch_size, n, 1, optimizer, x.dtype)
         if one > budget:
-            raise ValueError(f"one replica of {net} needs about {one / 2**20:.0f} MiB (estimated from shapes), "
-                             f"more than the budget {budget / 2**20:.0f} MiB")
+            raise ValueError(
+                f"one replica of {net} needs about {one / 2**20:.0f} MiB (estimated from shapes), "
+                f"more than the budget {budget / 2**20:.0f} MiB"
+            )
         data = estimate_bytes(net, batch_size, n, 0, optimizer, x.dtype)  # on every device
         per = mesh.size * max(1, int((budget - data) // (one - data)))  # replicas per chunk, over all devices
-        chunks += [(net, members[i:i + per]) for i in range(0, len(members), per)]
+        chunks += [(net, members[i : i + per]) for i in range(0, len(members), per)]
     out_params, history, final = [None] * len(replicas), [None] * len(replicas), [None] * len(replicas)
     opt = replica_optimizer(optimizer)
     spread = spread_over(mesh)
@@ -256,8 +275,9 @@ def run(replicas, x, y, optimizer: str, epochs: int, batch_size: int, grads: str
         params, opt_state, l2, which = spread((params, opt_state, l2, which))
         hist = [dict() for _ in rs]
         for epoch in range(1, epochs + 1):
-            params, opt_state, _, ms = epoch_fn(params, opt_state, train_keys, epoch, which, l2, x, y,
-                                                [data for _, data in splits])
+            params, opt_state, _, ms = epoch_fn(
+                params, opt_state, train_keys, epoch, which, l2, x, y, [data for _, data in splits]
+            )
             for (split, _), m in zip(splits, jax.device_get(ms)):
                 for k, values in m.items():
                     for h, value in zip(hist, values.tolist()):

@@ -206,7 +206,8 @@ def make_epoch(
         def epoch(params, opt_state, step, key, x, y):
             order, k_check = order_of(key)
             (params, opt_state, step), (losses, gaps) = jax.lax.scan(
-                lambda carry, idx: body(carry, idx, k_check, x, y), (params, opt_state, step), order)
+                lambda carry, idx: body(carry, idx, k_check, x, y), (params, opt_state, step), order
+            )
             return params, opt_state, step, losses, gaps
 
         if max_traces is not None:
@@ -215,8 +216,10 @@ def make_epoch(
     if loop != "python":
         raise ValueError(f"loop must be 'auto', 'scan' or 'python', got {loop!r}")
     batches = jax.jit(order_of)
-    one_step = jax.jit(body if max_traces is None else chex.assert_max_traces(body, n=max_traces),
-                       donate_argnums=(0,) if donate else ())
+    one_step = jax.jit(
+        body if max_traces is None else chex.assert_max_traces(body, n=max_traces),
+        donate_argnums=(0,) if donate else (),
+    )
 
     def python_epoch(params, opt_state, step, key, x, y):
         order, k_check = batches(key)
@@ -239,7 +242,9 @@ def data_parallel(devices: int | None, batch_size: int):
         return lambda a: a
     mesh = device_mesh(devices)
     if batch_size % devices:
-        raise ValueError(f"devices={devices} must divide the batch size {batch_size} (each device takes an equal share)")
+        raise ValueError(
+            f"devices={devices} must divide the batch size {batch_size} (each device takes an equal share)"
+        )
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     return lambda a: jax.lax.with_sharding_constraint(a, sharding)
 
@@ -423,7 +428,9 @@ def fit(
     val = None if val is None else (jnp.asarray(val[0], x.dtype), jnp.asarray(val[1]))
     # not donated: the params going into an epoch stay valid as the last good state
     loop = _resolve_loop(net, "auto")
-    run_epoch = make_epoch(net, optimizer, batch_size, len(x), grads, check_every, max_traces, loop, devices, donate=False)
+    run_epoch = make_epoch(
+        net, optimizer, batch_size, len(x), grads, check_every, max_traces, loop, devices, donate=False
+    )
 
     def epoch_and_report(params, opt_state, step, key, epoch, x, y, val):
         out = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y)
@@ -439,7 +446,9 @@ def fit(
     best = None  # (val loss, params, epoch) with patience
     worst_gap, stopped, epoch = 0.0, False, start_epoch
     for epoch in range(start_epoch + 1, epochs + 1):
-        (new_params, new_state, new_step, _, _), report = epoch_and_report(params, opt_state, step, key, epoch, x, y, val)
+        (new_params, new_state, new_step, _, _), report = epoch_and_report(
+            params, opt_state, step, key, epoch, x, y, val
+        )
         report = jax.device_get(report)  # one transfer per epoch
         if not report["losses_finite"]:  # a step's loss (before its update) is not finite
             raise TrainingDiverged(epoch, int(step) + int(report["first_bad"]) + 1, params, opt_state)

@@ -114,8 +114,9 @@ def wrong_layer_section(params, net, x, y, kinks="exclude", seed=0) -> str:
     return "each layer's backward, given autodiff's upstream dy, against jax.vjp of its forward:\n" + str(report)
 
 
-def check_notes(dtype=jnp.float64, seed: int = 0, batch: int = 16, kinks: str = "exclude",
-                per_example: bool = False) -> tuple[str, bool]:
+def check_notes(
+    dtype=jnp.float64, seed: int = 0, batch: int = 16, kinks: str = "exclude", per_example: bool = False
+) -> tuple[str, bool]:
     """Check ``manual_grads`` of every network of the notes (:data:`jaxnet.presets.NOTE_NETWORKS`)
     with :func:`jaxnet.check_grads` on a random problem (params with nonzero biases, inputs
     drawn away from kinks); with ``per_example``, also :func:`jaxnet.gradcheck.check_per_example`.
@@ -127,14 +128,25 @@ def check_notes(dtype=jnp.float64, seed: int = 0, batch: int = 16, kinks: str = 
         net = preset.net
         with jax.enable_x64(True):  # for a float64 working dtype; scoped to the check
             params, x, y = random_problem(net, seed=seed + i, n=batch, dtype=dtype)
-            reports = [check_grads(lambda p, x, y: _network.loss(p, net, x, y),
-                                   lambda p, x, y: _network.manual_grads(p, net, x, y),
-                                   params, x, y, net=net, kinks=kinks, seed=seed)]
+            reports = [
+                check_grads(
+                    lambda p, x, y: _network.loss(p, net, x, y),
+                    lambda p, x, y: _network.manual_grads(p, net, x, y),
+                    params,
+                    x,
+                    y,
+                    net=net,
+                    kinks=kinks,
+                    seed=seed,
+                )
+            ]
             if per_example:
                 reports.append(check_per_example(params, net, x, y))
             culprit = [] if reports[0].ok else [wrong_layer_section(params, net, x, y, kinks=kinks, seed=seed)]
         lines += [f"== {preset.name}: {net}  ({preset.description})", *map(str, reports), *culprit, ""]
         failures += [f"{preset.name}{r.path} ({r.witness})" for report in reports for r in report.failures()]
     lines.insert(0, f"manual_grads of the notes' networks, {jnp.dtype(dtype).name}, batch {batch}, seed {seed}\n")
-    lines.append("every leaf agrees with every witness" if not failures else f"MISMATCH in {', '.join(sorted(set(failures)))}")
+    lines.append(
+        "every leaf agrees with every witness" if not failures else f"MISMATCH in {', '.join(sorted(set(failures)))}"
+    )
     return "\n".join(lines), not failures

@@ -15,14 +15,16 @@ from jaxnet import verify
 from jaxnet.gradcheck import fd_round_off
 from jaxnet.verify import finite_difference_grads, leaf_errors
 
+
 def lean(cases, in_main):
     """``cases`` for ``pytest.mark.parametrize``, the main suite running those with
     ``in_main(i, case)`` and ``-m slow`` the others: the two runs together cover the whole grid
     once, the main one a covering subset that keeps it quick (each case compiles its own programs).
     A case is a plain tuple of the parameters, or one value (a NamedTuple is one value)."""
-    return [case if in_main(i, case) else pytest.param(*(case if type(case) is tuple else (case,)),
-                                                        marks=pytest.mark.slow)
-            for i, case in enumerate(cases)]
+    return [
+        case if in_main(i, case) else pytest.param(*(case if type(case) is tuple else (case,)), marks=pytest.mark.slow)
+        for i, case in enumerate(cases)
+    ]
 
 
 # Target forms: name -> (loss, number of outputs K); draw_targets draws each form.

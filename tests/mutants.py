@@ -64,8 +64,12 @@ def mlp_grads(params, x, y, mistake=None):
 
 def mlp_problem(dtype, seed=0):
     rng = np.random.default_rng(seed)
-    params = {"W1": rng.normal(size=(3, 4)), "b1": rng.normal(size=4) / 2,
-              "W2": rng.normal(size=(4, 4)) / 2, "b2": rng.normal(size=4) / 2}
+    params = {
+        "W1": rng.normal(size=(3, 4)),
+        "b1": rng.normal(size=4) / 2,
+        "W2": rng.normal(size=(4, 4)) / 2,
+        "b2": rng.normal(size=4) / 2,
+    }
     x = rng.normal(size=(6, 3))
     y = np.eye(4)[rng.integers(0, 4, size=6)]
     return (jax.tree.map(lambda a: jnp.asarray(a, dtype), params), jnp.asarray(x, dtype), jnp.asarray(y, dtype))
@@ -124,7 +128,9 @@ def cnn_grads(params, x, y, mistake=None):
     dc2 = jnp.sum(dz2, axis=(0, 1, 2))
     kernel = params["K2"] if mistake == "conv kernel not flipped" else params["K2"][::-1, ::-1]
     # ∂L/∂a1: full correlation of dz2 with the flipped kernel, in/out swapped: [N, 5, 5, 2]
-    da1 = jax.lax.conv_general_dilated(dz2, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWOI", "NHWC"))
+    da1 = jax.lax.conv_general_dilated(
+        dz2, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWOI", "NHWC")
+    )
     dz1 = da1 * (1 - a1**2)
     dK1 = _kernel_grad(x, dz1) + L2 * params["K1"]
     dc1 = jnp.sum(dz1, axis=(0, 1, 2))
@@ -133,9 +139,14 @@ def cnn_grads(params, x, y, mistake=None):
 
 def cnn_problem(dtype, seed=0):
     rng = np.random.default_rng(seed)
-    params = {"K1": rng.normal(size=(3, 3, 1, 2)) / 3, "c1": rng.normal(size=2) / 2,
-              "K2": rng.normal(size=(2, 2, 2, 3)) / 3, "c2": rng.normal(size=3) / 2,
-              "W": rng.normal(size=(12, 3)) / 3, "b": rng.normal(size=3) / 2}
+    params = {
+        "K1": rng.normal(size=(3, 3, 1, 2)) / 3,
+        "c1": rng.normal(size=2) / 2,
+        "K2": rng.normal(size=(2, 2, 2, 3)) / 3,
+        "c2": rng.normal(size=3) / 2,
+        "W": rng.normal(size=(12, 3)) / 3,
+        "b": rng.normal(size=3) / 2,
+    }
     x = rng.normal(size=(4, 7, 7, 1))
     y = np.eye(3)[rng.integers(0, 3, size=4)]
     return (jax.tree.map(lambda a: jnp.asarray(a, dtype), params), jnp.asarray(x, dtype), jnp.asarray(y, dtype))

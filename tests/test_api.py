@@ -68,7 +68,13 @@ def test_init_params_structure_and_determinism(dtype):
 
 
 @pytest.mark.parametrize(
-    "activation,expected_var", [("relu", lambda i, o: 2 / i), ("gelu", lambda i, o: 2 / i), ("tanh", lambda i, o: 2 / (i + o)), ("sigmoid", lambda i, o: 2 / (i + o))]
+    "activation,expected_var",
+    [
+        ("relu", lambda i, o: 2 / i),
+        ("gelu", lambda i, o: 2 / i),
+        ("tanh", lambda i, o: 2 / (i + o)),
+        ("sigmoid", lambda i, o: 2 / (i + o)),
+    ],
 )
 def test_init_scale_he_or_glorot(activation, expected_var):
     fan_in, fan_out = 400, 300
@@ -191,10 +197,22 @@ def test_kink_convention_at_exact_zero(activation, slope_at_zero):
     assert_grads_close(jaxnet.manual_grads(params, net, x, y), autodiff_grads(params, net, x, y), 1e-12)
 
 
-@pytest.mark.parametrize("target,dtype", lean(
-    [(t, d) for t in ("softmax_labels", "softmax_probs", "sigmoid_binary", "sigmoid_multilabel") for d in (jnp.float32, jnp.float64)],
-    lambda i, c: i in (1, 6)),  # the main suite: labels in float64, multi-label in float32; -m slow the rest
-    ids=[f"{t}-{d}" for t in ("softmax_labels", "softmax_probs", "sigmoid_binary", "sigmoid_multilabel") for d in ("float32", "float64")])
+@pytest.mark.parametrize(
+    "target,dtype",
+    lean(
+        [
+            (t, d)
+            for t in ("softmax_labels", "softmax_probs", "sigmoid_binary", "sigmoid_multilabel")
+            for d in (jnp.float32, jnp.float64)
+        ],
+        lambda i, c: i in (1, 6),
+    ),  # the main suite: labels in float64, multi-label in float32; -m slow the rest
+    ids=[
+        f"{t}-{d}"
+        for t in ("softmax_labels", "softmax_probs", "sigmoid_binary", "sigmoid_multilabel")
+        for d in ("float32", "float64")
+    ],
+)
 def test_extreme_logits_are_finite(target, dtype):
     net = make_net(target, 0, "identity")
     params, x, y = random_problem(net, target, n=4, dtype=dtype)
@@ -203,15 +221,24 @@ def test_extreme_logits_are_finite(target, dtype):
     params = [{"W": jnp.zeros_like(params[0]["W"]), "b": jnp.array([1e4, -1e4, 1e4][:k], dtype)}]
     value, grads = jaxnet.value_and_manual_grads(params, net, x, y)
     ref = autodiff_grads(params, net, x, y)
-    assert np.isfinite(float(value)) and np.isfinite(float(jaxnet.loss(params, net, x, y))), "loss not finite at extreme logits"
+    assert np.isfinite(float(value)) and np.isfinite(float(jaxnet.loss(params, net, x, y))), (
+        "loss not finite at extreme logits"
+    )
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), "manual gradient not finite at extreme logits"
     assert_grads_close(grads, ref, 1e-6)
 
 
 def test_manual_grads_documents_shapes_conventions_and_formulas():
     doc = jaxnet.manual_grads.__doc__
-    for needle in ["[batch, n_{l−1}]", "W_l: ``[n_{l−1}, n_l]``", "δ_{l−1} = (δ_l W_lᵀ) ∘ g'(z_{l−1})",
-                   "∂L/∂W_l = a_{l−1}ᵀ δ_l + l2 W_l", "δ_L = r (p − y)", "reduction=\"mean\"", "0 at\n    the kink"]:
+    for needle in [
+        "[batch, n_{l−1}]",
+        "W_l: ``[n_{l−1}, n_l]``",
+        "δ_{l−1} = (δ_l W_lᵀ) ∘ g'(z_{l−1})",
+        "∂L/∂W_l = a_{l−1}ᵀ δ_l + l2 W_l",
+        "δ_L = r (p − y)",
+        'reduction="mean"',
+        "0 at\n    the kink",
+    ]:
         assert needle in doc, needle
 
 

@@ -51,8 +51,16 @@ def test_a_product_that_does_not_conform_is_reported_with_its_shapes(da):
 def test_repair_rows_are_one_at_a_time_then_all_then_all_but_one(da):
     assert da.repair_sets(["a"]) == [(), ("a",)]
     assert da.repair_sets(["a", "b"]) == [(), ("a",), ("b",), ("a", "b")]
-    assert da.repair_sets(["a", "b", "c"]) == [(), ("a",), ("b",), ("c",), ("a", "b", "c"), ("b", "c"), ("a", "c"),
-                                               ("a", "b")]
+    assert da.repair_sets(["a", "b", "c"]) == [
+        (),
+        ("a",),
+        ("b",),
+        ("c",),
+        ("a", "b", "c"),
+        ("b", "c"),
+        ("a", "c"),
+        ("a", "b"),
+    ]
 
 
 def test_perturbing_a_printed_formula_flips_its_verdict(da, monkeypatch):
@@ -106,7 +114,7 @@ def test_printed_rows_fail_and_all_repairs_pass(audit):
             assert {leaf for leaf, _ in full.unevaluable} == {"W1", "W2", "W3", "b1", "b2"}
         else:
             assert full.applied == printed.labels and full.verdict == "pass", printed.formulas
-        for c in rows[len(printed.labels) + 2:]:  # all but one: each repair is needed
+        for c in rows[len(printed.labels) + 2 :]:  # all but one: each repair is needed
             assert len(c.applied) == len(printed.labels) - 1 and c.verdict == "FAIL", (c.formulas, c.applied)
 
 
@@ -142,7 +150,8 @@ def test_findings_follow_the_rows(da, audit):
             assert (f"The single repair {c.applied[0]} makes it pass" in sentence) == c.ok, sentence
         if not any(c.ok for c in singles) and len(printed.labels) > 2:
             assert ("Leaving out any one of them fails" in sentence) == all(
-                not c.ok for c in rows if len(c.applied) == len(printed.labels) - 1)
+                not c.ok for c in rows if len(c.applied) == len(printed.labels) - 1
+            )
         # a changed row changes its sentence: the printed row made to pass
         passing = next((c for c in rows if c.ok), None)
         if passing is not None:

@@ -21,7 +21,9 @@ def saved(tmp_path):
     opt = optax.adam(1e-3)
     state = opt.init(params)
     path = tmp_path / "ck.npz"
-    checkpoint.save(path, net=NET, params=params, opt_state=state, epoch=3, step=42, key=jax.random.key(9), extra={"note": "x"})
+    checkpoint.save(
+        path, net=NET, params=params, opt_state=state, epoch=3, step=42, key=jax.random.key(9), extra={"note": "x"}
+    )
     return path, params, opt, state
 
 

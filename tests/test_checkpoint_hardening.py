@@ -22,8 +22,17 @@ def valid(tmp_path_factory):
     """A valid checkpoint with a key, optimizer state and history: (path, params)."""
     params = jaxnet.init_params(jax.random.key(0), NET)
     path = tmp_path_factory.mktemp("ck") / "valid.npz"
-    checkpoint.save(path, net=NET, params=params, opt_state=OPT.init(params), epoch=3, step=42,
-                    key=jax.random.key(9), extra={"note": "x"}, history={"loss": [1.0, 0.5]})
+    checkpoint.save(
+        path,
+        net=NET,
+        params=params,
+        opt_state=OPT.init(params),
+        epoch=3,
+        step=42,
+        key=jax.random.key(9),
+        extra={"note": "x"},
+        history={"loss": [1.0, 0.5]},
+    )
     return path, params
 
 
@@ -146,10 +155,14 @@ def test_forged_arrays(valid, tmp_path, arrays, field):
 
 def test_messages_say_what_is_wrong(valid, tmp_path):
     out = forge(valid[0], tmp_path / "f.npz", change=set_("epoch", "abc"))
-    with pytest.raises(checkpoint.CheckpointError, match=r"'epoch': expected a non-negative integer below 2\*\*31, got 'abc'"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"'epoch': expected a non-negative integer below 2\*\*31, got 'abc'"
+    ):
         checkpoint.load(out)
     out = forge(valid[0], tmp_path / "f.npz", params_0=W0.astype(np.int32))
-    with pytest.raises(checkpoint.CheckpointError, match=r"params\[0\]\['W'\] has dtype int32; parameters must be floating"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"params\[0\]\['W'\] has dtype int32; parameters must be floating"
+    ):
         checkpoint.load(out)
     out = forge(valid[0], tmp_path / "f.npz", params_0=np.zeros((5, 3)))
     with pytest.raises(checkpoint.CheckpointError, match=r"shape \(5, 3\), the stored network's is \(3, 5\)"):
@@ -209,8 +222,13 @@ def test_the_forging_helper_keeps_a_valid_file_valid(valid, tmp_path):
 
 def test_history_round_trip(valid, tmp_path):
     path = tmp_path / "h.npz"
-    history = {"train_loss": [2.0, 1.0, float("nan")], "val/acc": np.array([0.5, np.inf, 1]), "ü": [],
-               "history_0": [1, 2], "n": np.float32([0.25])}
+    history = {
+        "train_loss": [2.0, 1.0, float("nan")],
+        "val/acc": np.array([0.5, np.inf, 1]),
+        "ü": [],
+        "history_0": [1, 2],
+        "n": np.float32([0.25]),
+    }
     checkpoint.save(path, net=NET, params=valid[1], history=history)
     ck = checkpoint.load(path)
     assert list(ck.history) == list(history)  # the order kept
@@ -239,17 +257,20 @@ def test_no_history_and_old_checkpoints(valid, tmp_path):
     assert checkpoint.load(old).history == {}
 
 
-@pytest.mark.parametrize("history, match", [
-    ([1.0], "history must be a dict"),
-    ({1: [1.0]}, "metric names must be strings"),
-    ({"loss": [[1.0], [2.0]]}, r"history\['loss'\] must be a 1-D"),
-    ({"loss": 1.0}, r"history\['loss'\] must be a 1-D"),
-    ({"loss": ["a"]}, r"history\['loss'\] must be a 1-D"),
-    ({"loss": [1.0, None]}, r"history\['loss'\] must be a 1-D"),
-    ({"loss": [True]}, r"history\['loss'\] must be a 1-D"),
-    ({"loss": [1j]}, r"history\['loss'\] must be a 1-D"),
-    ({"loss": [[1.0], 2.0]}, r"history\['loss'\] must be a 1-D"),
-])
+@pytest.mark.parametrize(
+    "history, match",
+    [
+        ([1.0], "history must be a dict"),
+        ({1: [1.0]}, "metric names must be strings"),
+        ({"loss": [[1.0], [2.0]]}, r"history\['loss'\] must be a 1-D"),
+        ({"loss": 1.0}, r"history\['loss'\] must be a 1-D"),
+        ({"loss": ["a"]}, r"history\['loss'\] must be a 1-D"),
+        ({"loss": [1.0, None]}, r"history\['loss'\] must be a 1-D"),
+        ({"loss": [True]}, r"history\['loss'\] must be a 1-D"),
+        ({"loss": [1j]}, r"history\['loss'\] must be a 1-D"),
+        ({"loss": [[1.0], 2.0]}, r"history\['loss'\] must be a 1-D"),
+    ],
+)
 def test_save_refuses_a_bad_history_and_writes_nothing(valid, tmp_path, history, match):
     path = tmp_path / "h.npz"
     with pytest.raises(ValueError, match=match):
@@ -257,8 +278,9 @@ def test_save_refuses_a_bad_history_and_writes_nothing(valid, tmp_path, history,
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("counters", [{"epoch": -1}, {"epoch": 1.5}, {"step": "3"}, {"step": True}, {"epoch": None},
-                                      {"step": 2**31}])
+@pytest.mark.parametrize(
+    "counters", [{"epoch": -1}, {"epoch": 1.5}, {"step": "3"}, {"step": True}, {"epoch": None}, {"step": 2**31}]
+)
 def test_save_refuses_counters_that_load_would_refuse(valid, tmp_path, counters):
     with pytest.raises(ValueError, match=f"{next(iter(counters))} must be a non-negative integer"):
         checkpoint.save(tmp_path / "c.npz", net=NET, params=valid[1], **counters)

@@ -52,7 +52,9 @@ def test_check_the_default_preset_on_a_bigger_batch(capsys):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "jaxnet", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "check" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "jaxnet", "check", "--batch", "0"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "jaxnet", "check", "--batch", "0"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and "--batch must be a positive integer" in bad.stderr
 
 
@@ -131,7 +133,9 @@ def test_train_grads_flag(tmp_path):
     args = ["train", "--preset", "000-spiral", "--quiet", "--batch-size", "0"]
     assert cli.main(args + ["--epochs", "5", "--grads", "autodiff", "--out", str(tmp_path / "ad")]) == 0
     manual = cli.main(args + ["--epochs", "5", "--out", str(tmp_path / "m")]) == 0 and _metrics(tmp_path / "m")
-    np.testing.assert_allclose(_metrics(tmp_path / "ad")["history"]["train_loss"], manual["history"]["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(
+        _metrics(tmp_path / "ad")["history"]["train_loss"], manual["history"]["train_loss"], rtol=1e-5
+    )
 
 
 def test_train_divergence_exits_nonzero_and_keeps_a_good_checkpoint(tmp_path, capsys):
@@ -139,8 +143,22 @@ def test_train_divergence_exits_nonzero_and_keeps_a_good_checkpoint(tmp_path, ca
     from jaxnet import checkpoint, data
     from jaxnet.train import evaluate
 
-    code = cli.main(["train", "--preset", "001-regression", "--lr", "0.02", "--epochs", "100", "--save-every", "1",
-                     "--out", str(tmp_path), "--quiet"])
+    code = cli.main(
+        [
+            "train",
+            "--preset",
+            "001-regression",
+            "--lr",
+            "0.02",
+            "--epochs",
+            "100",
+            "--save-every",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3
     m = re.search(r"not finite at epoch (\d+), step (\d+); the last good checkpoint is", err)
@@ -159,12 +177,46 @@ def test_train_bad_data_file(tmp_path, capsys):
     assert "line 3 has 2 columns, expected 3 (ragged rows)" in capsys.readouterr().err
     good = tmp_path / "good.csv"
     good.write_text("a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 2}\n" for i in range(40)))
-    assert cli.main(["train", "--data", str(good), "--target", "label", "--hidden", "8", "--epochs", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(good),
+                "--target",
+                "label",
+                "--hidden",
+                "8",
+                "--epochs",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert _metrics(tmp_path)["network"].startswith("2-8-2 relu")
 
     three = tmp_path / "three.csv"
     three.write_text("a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 3}\n" for i in range(40)))
-    assert cli.main(["train", "--data", str(three), "--loss", "sigmoid_cross_entropy", "--epochs", "2", "--out", str(tmp_path / "three"), "--quiet"]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(three),
+                "--loss",
+                "sigmoid_cross_entropy",
+                "--epochs",
+                "2",
+                "--out",
+                str(tmp_path / "three"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "targets must lie in [0.0, 1.0]" in capsys.readouterr().err
 
 

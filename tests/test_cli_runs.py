@@ -44,7 +44,9 @@ def test_each_run_gets_its_own_folder(tmp_path):
     first, second = sorted((tmp_path / "runs").iterdir())
     assert re.fullmatch(r"000-spiral-\d{8}-\d{6}(-\d+)?", first.name) and first.name != second.name
     for run in (first, second):
-        assert {"metrics.json", "checkpoint.npz", "curves.png", "decision_boundary.png"} <= {p.name for p in run.iterdir()}
+        assert {"metrics.json", "checkpoint.npz", "curves.png", "decision_boundary.png"} <= {
+            p.name for p in run.iterdir()
+        }
     assert f"wrote {second.relative_to(tmp_path)}/metrics.json" in out
 
 
@@ -57,7 +59,10 @@ def test_a_folder_with_another_run_is_refused_and_force_replaces_all_of_it(tmp_p
     assert cli.main(["train", *FAST, "--epochs", "2", "--out", str(run)]) == 2
     printed = capsys.readouterr()
     assert "jaxnet train:" not in printed.out  # refused before the run starts
-    assert f"--out {run} holds another run's outputs (metrics.json, checkpoint.npz" in printed.err and "--force" in printed.err
+    assert (
+        f"--out {run} holds another run's outputs (metrics.json, checkpoint.npz" in printed.err
+        and "--force" in printed.err
+    )
     assert metrics(run)["epochs"] == 1
     (run / "fit.png").write_bytes(b"a stale plot of an older regression run")
     assert cli.main(["train", *FAST, "--epochs", "2", "--out", str(run), "--force"]) == 0
@@ -85,14 +90,18 @@ def _out_cases(tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", lean(["file", "under-a-file", "read-only"], lambda i, c: False))  # in-process: next test
+@pytest.mark.parametrize(
+    "case", lean(["file", "under-a-file", "read-only"], lambda i, c: False)
+)  # in-process: next test
 def test_an_out_folder_that_cannot_be_written_is_refused_before_training(case, tmp_path):
     if case == "read-only" and os.geteuid() == 0:
         pytest.skip("root writes into read-only folders")
     out, reason = _out_cases(tmp_path)[case]
     code, printed, err = jaxnet_script("train", *FAST, "--epochs", "1", "--out", out, cwd=tmp_path)
     assert code == 2 and "jaxnet train:" not in printed
-    assert err.strip() == f"jaxnet train: --out {out}: {reason}" or (f"--out {out}: {reason}" in err and "Traceback" not in err)
+    assert err.strip() == f"jaxnet train: --out {out}: {reason}" or (
+        f"--out {out}: {reason}" in err and "Traceback" not in err
+    )
 
 
 @pytest.mark.parametrize("case", ["file", "under-a-file"])
@@ -106,7 +115,13 @@ def test_an_out_folder_that_cannot_be_written_is_refused_in_process(case, tmp_pa
     assert str(e.value) == f"--out {out}: {reason}" or str(e.value).startswith(f"--out {out}: {reason} (")
 
 
-SWEEP_ONLY_FLAGS = [("--resume", "x.npz"), ("--patience", "3"), ("--check",), ("--check-every", "5"), ("--save-every", "2")]
+SWEEP_ONLY_FLAGS = [
+    ("--resume", "x.npz"),
+    ("--patience", "3"),
+    ("--check",),
+    ("--check-every", "5"),
+    ("--save-every", "2"),
+]
 
 
 @pytest.mark.parametrize("flag", SWEEP_ONLY_FLAGS, ids=lambda f: f[0])
@@ -127,8 +142,10 @@ def test_a_resume_must_leave_epochs_to_train(tmp_path, capsys):
     assert cli.main(["train", *FAST, "--epochs", "3", "--out", str(tmp_path)]) == 0
     for epochs in ("2", "3"):
         assert cli.main(["train", *FAST, "--epochs", epochs, "--resume", str(tmp_path / "checkpoint.npz")]) == 2
-        assert (f"it is at epoch 3 already and --epochs {epochs} asks for no more (give --epochs > 3 to train on)"
-                in capsys.readouterr().err)
+        assert (
+            f"it is at epoch 3 already and --epochs {epochs} asks for no more (give --epochs > 3 to train on)"
+            in capsys.readouterr().err
+        )
     assert metrics(tmp_path)["epochs"] == 3
     # resumed without --out: continues in the checkpoint's folder
     assert cli.main(["train", *FAST, "--epochs", "4", "--resume", str(tmp_path / "checkpoint.npz")]) == 0
@@ -146,13 +163,21 @@ def test_a_resume_compares_the_data_by_content_not_by_path(tmp_path, capsys, mon
     _csv(tmp_path / "d.csv")
     args = ["--hidden", "4", "--quiet", "--batch-size", "0"]
     assert cli.main(["train", "--data", "d.csv", *args, "--epochs", "2", "--out", "run"]) == 0
-    assert cli.main(["train", "--data", str(tmp_path / "d.csv"), *args, "--epochs", "3", "--resume", "run/checkpoint.npz"]) == 0
+    assert (
+        cli.main(["train", "--data", str(tmp_path / "d.csv"), *args, "--epochs", "3", "--resume", "run/checkpoint.npz"])
+        == 0
+    )
     _csv(tmp_path / "d.csv", shift=1)  # the file changed under the same name
     assert cli.main(["train", "--data", "d.csv", *args, "--epochs", "4", "--resume", "run/checkpoint.npz"]) == 2
-    assert re.search(r"cannot resume run/checkpoint.npz: the contents of --data d.csv differ from the data the "
-                     r"checkpoint was trained on \(\S*d.csv; their SHA-256 differ\)", capsys.readouterr().err)
+    assert re.search(
+        r"cannot resume run/checkpoint.npz: the contents of --data d.csv differ from the data the "
+        r"checkpoint was trained on \(\S*d.csv; their SHA-256 differ\)",
+        capsys.readouterr().err,
+    )
     assert cli.main(["train", *FAST, "--epochs", "4", "--resume", "run/checkpoint.npz"]) == 2  # the preset's data
-    assert re.search(r"cannot resume run/checkpoint.npz: it was trained on \S*d.csv's data, not spiral's", capsys.readouterr().err)
+    assert re.search(
+        r"cannot resume run/checkpoint.npz: it was trained on \S*d.csv's data, not spiral's", capsys.readouterr().err
+    )
     assert metrics(tmp_path / "run")["epochs"] == 3
 
 
@@ -193,8 +218,20 @@ def test_numbers_have_one_width(value):
 
 @pytest.mark.slow  # a sweep of 001-regression
 def test_the_sweep_table_names_networks_by_their_sizes_and_a_diverged_config_never_wins(tmp_path, capsys):
-    code = cli.main(["train", "--preset", "001-regression", "--epochs", "30", "--quiet", "--sweep", "lr=0.001,0.05",
-                     "--out", str(tmp_path)])
+    code = cli.main(
+        [
+            "train",
+            "--preset",
+            "001-regression",
+            "--epochs",
+            "30",
+            "--quiet",
+            "--sweep",
+            "lr=0.001,0.05",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr().out
     assert re.search(r"^0 +1-10-1 +0 +lr=0\.001, l2=0 +\d+\.\d{4} ", out, re.M)
     assert re.search(r"^1 +1-10-1 +0 +lr=0\.05, l2=0 +inf +\S+ ", out, re.M)  # diverged
@@ -269,7 +306,10 @@ def test_a_header_of_column_numbers_is_flagged_and_header_reads_it(tmp_path, cap
     path.write_text("0,1,2\n" + "".join(f"{i % 5},{i % 3},{i % 2}\n" for i in range(30)))
     args = ["train", "--data", str(path), "--hidden", "4", "--epochs", "1", "--quiet"]
     assert cli.main([*args, "--out", str(tmp_path / "a")]) == 0
-    assert f"jaxnet train: warning: {path}: the first row 0,1,2 looks like a header of column numbers" in capsys.readouterr().err
+    assert (
+        f"jaxnet train: warning: {path}: the first row 0,1,2 looks like a header of column numbers"
+        in capsys.readouterr().err
+    )
     assert cli.main([*args, "--header", "--target", "2", "--out", str(tmp_path / "b")]) == 0
     assert "warning" not in capsys.readouterr().err
     assert metrics(tmp_path / "a")["config"]["header"] is None and metrics(tmp_path / "b")["config"]["header"] is True
@@ -322,17 +362,23 @@ def test_default_folders_are_claimed_atomically_and_a_refused_run_leaves_none(tm
     assert not [p for p in (tmp_path / "old").iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--seed", "-1"], "argument --seed: a seed must be an integer in [0, 2**32), got '-1'"),
-    (["--seed", str(2**63)], "argument --seed: a seed must be an integer in [0, 2**32)"),
-    (["--lr", "1e39"], "argument --lr: a learning rate must be a number > 0 that float32 holds (1.2e-38 to 3.4e38)"),
-    (["--sweep", "lr=1e39"], "every lr must be a number > 0 that float32 holds"),
-    (["--sweep", "lr=1e-3 lr=1"], "lr given twice"),
-    (["--sweep", ""], "got nothing"),
-    (["--save-every", "-3"], "--save-every must be an integer >= 0, got -3"),
-    (["--lr", "1e-50"], "argument --lr: a learning rate must be a number > 0 that float32 holds"),
-    (["--seed", str(2**32 - 1), "--seeds", "2"], "the seeds run past 2**32 - 1"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--seed", "-1"], "argument --seed: a seed must be an integer in [0, 2**32), got '-1'"),
+        (["--seed", str(2**63)], "argument --seed: a seed must be an integer in [0, 2**32)"),
+        (
+            ["--lr", "1e39"],
+            "argument --lr: a learning rate must be a number > 0 that float32 holds (1.2e-38 to 3.4e38)",
+        ),
+        (["--sweep", "lr=1e39"], "every lr must be a number > 0 that float32 holds"),
+        (["--sweep", "lr=1e-3 lr=1"], "lr given twice"),
+        (["--sweep", ""], "got nothing"),
+        (["--save-every", "-3"], "--save-every must be an integer >= 0, got -3"),
+        (["--lr", "1e-50"], "argument --lr: a learning rate must be a number > 0 that float32 holds"),
+        (["--seed", str(2**32 - 1), "--seeds", "2"], "the seeds run past 2**32 - 1"),
+    ],
+)
 def test_flags_out_of_range_are_refused_naming_the_flag(argv, words, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["train", *argv])
@@ -355,13 +401,27 @@ def test_data_the_run_cannot_hold_is_refused_before_training(tmp_path, capsys):
     huge = "a,label\n" + "".join(f"{3e38 if i == in_test else i % 3 / 10},{i % 2}\n" for i in range(40))
     cases = {  # 3e38 is finite in float32, but not once the training split's small std divides it
         "test-overflow": (["--preset", "000-spiral"], huge, "(test split, standardised): inputs hold"),
-        "targets": (["--loss", "squared_error"], "a,y\n1,1e30\n" + rows, "targets reach 1e+30, so the squared error overflows float32"),
-        "one-class": ([], "a,label\n" + "".join(f"{i},0\n" for i in range(20)), "every label is 0; a classifier needs examples of at least 2 classes"),
-        "patience": (["--patience", "2"], "a,label\n1,0\n2,1\n3,0\n", "--patience needs a validation split, and the 3 examples"),
+        "targets": (
+            ["--loss", "squared_error"],
+            "a,y\n1,1e30\n" + rows,
+            "targets reach 1e+30, so the squared error overflows float32",
+        ),
+        "one-class": (
+            [],
+            "a,label\n" + "".join(f"{i},0\n" for i in range(20)),
+            "every label is 0; a classifier needs examples of at least 2 classes",
+        ),
+        "patience": (
+            ["--patience", "2"],
+            "a,label\n1,0\n2,1\n3,0\n",
+            "--patience needs a validation split, and the 3 examples",
+        ),
     }
     for name, (flags, text, words) in cases.items():
         path = _write_csv(tmp_path / f"{name}.csv", text)
-        assert cli.main(["train", "--data", path, *flags, "--epochs", "1", "--quiet", "--out", str(tmp_path / name)]) == 2, name
+        assert (
+            cli.main(["train", "--data", path, *flags, "--epochs", "1", "--quiet", "--out", str(tmp_path / name)]) == 2
+        ), name
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err, (name, err)
         assert not (tmp_path / name).exists() or not list((tmp_path / name).iterdir())

@@ -53,16 +53,23 @@ PADDINGS = ["VALID", "SAME", ((1, 0), (2, 1))]  # explicit ((top, bottom), (left
 CONV_GRID = list(itertools.product([1, 2], PADDINGS, [1, 3], [5, 6]))
 
 
-@pytest.mark.parametrize("stride,padding,channels,size", lean(
-    CONV_GRID, lambda i, c: i % 4 == (i // 4) % 4),
-    ids=[f"{s}-{p if isinstance(p, str) else 'explicit'}-{c}-{'odd' if n == 5 else 'even'}".lower()
-         for s, p, c, n in CONV_GRID])
+@pytest.mark.parametrize(
+    "stride,padding,channels,size",
+    lean(CONV_GRID, lambda i, c: i % 4 == (i // 4) % 4),
+    ids=[
+        f"{s}-{p if isinstance(p, str) else 'explicit'}-{c}-{'odd' if n == 5 else 'even'}".lower()
+        for s, p, c, n in CONV_GRID
+    ],
+)
 def test_conv2d(stride, padding, channels, size):
     _check([Conv2D(2, 3, stride, padding, "tanh")], (size, size, channels))
 
 
-@pytest.mark.parametrize("stride,size", lean([(1, 5), (1, 6), (2, 5), (2, 6)], lambda i, c: i in (0, 3)),
-                         ids=["1-odd", "1-even", "2-odd", "2-even"])
+@pytest.mark.parametrize(
+    "stride,size",
+    lean([(1, 5), (1, 6), (2, 5), (2, 6)], lambda i, c: i in (0, 3)),
+    ids=["1-odd", "1-even", "2-odd", "2-even"],
+)
 def test_conv2d_other_explicit_padding(stride, size):
     """No top and no right padding, two at the bottom, one on the left: every side differs."""
     _check([Conv2D(2, 3, stride, ((0, 2), (1, 0)), "tanh")], (size, size, 2))
@@ -73,10 +80,15 @@ def test_conv2d_other_explicit_padding(stride, size):
 POOL_GRID = list(itertools.product([MaxPool2D, AvgPool2D], [(2, 1), (2, 2), (3, 2)], [(5, 1), (6, 3)]))
 
 
-@pytest.mark.parametrize("pool,window,stride,size,channels", lean(
-    [(p, w, s, n, c) for p, (w, s), (n, c) in POOL_GRID], lambda i, c: i % 2 == (i // 2) % 2),
-    ids=[f"{p.__name__}-{({(2, 1): 'overlap-s1', (2, 2): 'tiling', (3, 2): 'overlap-s2'})[ws]}-"
-         f"{'odd-1ch' if n == 5 else 'even-3ch'}" for p, ws, (n, c) in POOL_GRID])
+@pytest.mark.parametrize(
+    "pool,window,stride,size,channels",
+    lean([(p, w, s, n, c) for p, (w, s), (n, c) in POOL_GRID], lambda i, c: i % 2 == (i // 2) % 2),
+    ids=[
+        f"{p.__name__}-{({(2, 1): 'overlap-s1', (2, 2): 'tiling', (3, 2): 'overlap-s2'})[ws]}-"
+        f"{'odd-1ch' if n == 5 else 'even-3ch'}"
+        for p, ws, (n, c) in POOL_GRID
+    ],
+)
 def test_pooling(pool, window, stride, size, channels):
     _check([pool(window, stride)], (size, size, channels))
 
@@ -102,7 +114,9 @@ def test_max_pool_tie_rule():
 def test_cnn_checkpoint_round_trip(tmp_path):
     from jaxnet import checkpoint
 
-    net = jaxnet.sequential((8, 8, 1), [Conv2D(4, 3, padding="SAME", activation="relu"), MaxPool2D(2), Flatten(), Dense(10)])
+    net = jaxnet.sequential(
+        (8, 8, 1), [Conv2D(4, 3, padding="SAME", activation="relu"), MaxPool2D(2), Flatten(), Dense(10)]
+    )
     params = jaxnet.init_params(jax.random.key(0), net)
     assert [sorted(p) for p in params] == [["W", "b"], [], [], ["W", "b"]] and params[0]["W"].shape == (3, 3, 1, 4)
     checkpoint.save(tmp_path / "c.npz", net=net, params=params)
@@ -112,11 +126,18 @@ def test_cnn_checkpoint_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "build,message",
     [
-        (lambda: jaxnet.sequential((8, 8, 1), [Conv2D(2, 5, padding="VALID"), Conv2D(2, 5), Flatten(), Dense(3)]),
-         r"Conv2D: kernel \(5, 5\) is larger than the padded input \(4, 4\)"),
-        (lambda: jaxnet.sequential((8, 8), [Conv2D(2, 3), Flatten(), Dense(3)]),
-         r"Conv2D expects per-example images \[height, width, channels\], got shape \(8, 8\)"),
-        (lambda: jaxnet.sequential((4, 4, 1), [MaxPool2D(5), Flatten(), Dense(3)]), r"MaxPool2D: window \(5, 5\) is larger than the input"),
+        (
+            lambda: jaxnet.sequential((8, 8, 1), [Conv2D(2, 5, padding="VALID"), Conv2D(2, 5), Flatten(), Dense(3)]),
+            r"Conv2D: kernel \(5, 5\) is larger than the padded input \(4, 4\)",
+        ),
+        (
+            lambda: jaxnet.sequential((8, 8), [Conv2D(2, 3), Flatten(), Dense(3)]),
+            r"Conv2D expects per-example images \[height, width, channels\], got shape \(8, 8\)",
+        ),
+        (
+            lambda: jaxnet.sequential((4, 4, 1), [MaxPool2D(5), Flatten(), Dense(3)]),
+            r"MaxPool2D: window \(5, 5\) is larger than the input",
+        ),
         (lambda: jaxnet.sequential((8, 8, 1), [Conv2D(2, 3), Dense(3)]), "Dense expects flat per-example inputs"),
         (lambda: Conv2D(2, 3, padding="FULL"), "padding must be 'VALID', 'SAME'"),
         (lambda: Conv2D(2, 0), "Conv2D.kernel_size must be a positive integer"),
@@ -130,7 +151,9 @@ def test_bad_cnn_descriptions(build, message):
 def test_wrong_image_shape_raises_at_trace_time():
     net = jaxnet.sequential((8, 8, 1), [Conv2D(2, 3), Flatten(), Dense(3)])
     params = jaxnet.init_params(jax.random.key(0), net)
-    with pytest.raises(ValueError, match=r"x: expected shape \[batch, 8, 8, 1\] or a single example \[8, 8, 1\], got \[2, 8, 8, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"x: expected shape \[batch, 8, 8, 1\] or a single example \[8, 8, 1\], got \[2, 8, 8, 3\]"
+    ):
         jax.jit(jaxnet.manual_grads)(params, net, jnp.zeros((2, 8, 8, 3)), jnp.array([0, 1]))
 
 
@@ -169,13 +192,16 @@ def test_eager_matches_jit_and_float32():
 
 @pytest.mark.parametrize(
     "layer,shape",
-    lean([  # the main suite: the first, third and fifth; -m slow the other two
-        (Conv2D(2, (2, 3), (2, 1), "VALID", "tanh"), (7, 6, 2)),  # rectangular kernel and strides, non-square image
-        (Conv2D(2, 2, 3, "SAME", "tanh"), (7, 5, 1)),  # stride larger than the kernel
-        (Conv2D(2, 2, 3, "VALID", "tanh"), (8, 7, 1)),  # rows no window covers
-        (Conv2D(2, 3, 1, ((3, 0), (0, 2)), "tanh"), (5, 6, 2)),  # top padding >= kernel
-        (MaxPool2D((2, 3), (3, 2)), (7, 8, 2)),  # windows that do not tile the input
-    ], lambda i, case: i % 2 == 0),
+    lean(
+        [  # the main suite: the first, third and fifth; -m slow the other two
+            (Conv2D(2, (2, 3), (2, 1), "VALID", "tanh"), (7, 6, 2)),  # rectangular kernel and strides, non-square image
+            (Conv2D(2, 2, 3, "SAME", "tanh"), (7, 5, 1)),  # stride larger than the kernel
+            (Conv2D(2, 2, 3, "VALID", "tanh"), (8, 7, 1)),  # rows no window covers
+            (Conv2D(2, 3, 1, ((3, 0), (0, 2)), "tanh"), (5, 6, 2)),  # top padding >= kernel
+            (MaxPool2D((2, 3), (3, 2)), (7, 8, 2)),  # windows that do not tile the input
+        ],
+        lambda i, case: i % 2 == 0,
+    ),
 )
 def test_conv_and_pool_geometry(layer, shape):
     _check([layer], shape)

@@ -63,12 +63,22 @@ def test_a_file_that_cannot_be_opened_is_refused(tmp_path, monkeypatch):
 # --- CSVs that are not UTF-8 ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"a,b\n1,\xff\n", r"byte 0xff at line 2 \(byte offset 6\) is not UTF-8 \(invalid start byte\), expected a UTF-8 text file"),
-    ("caf\u00e9,y\n1,2\n".encode("latin-1"), r"byte 0xe9 at line 1 \(byte offset 3\) is not UTF-8"),
-    (codecs.BOM_UTF8 + b"a,b\n1,\xff\n", r"byte 0xff at line 2 \(byte offset 9\) is not UTF-8"),  # the offset counts the BOM
-    ("a,b\n1,2\n".encode("utf-16"), r"the file is UTF-16 text .*expected UTF-8"),
-], ids=["invalid-byte", "latin-1", "after-bom", "utf-16"])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            b"a,b\n1,\xff\n",
+            r"byte 0xff at line 2 \(byte offset 6\) is not UTF-8 \(invalid start byte\), expected a UTF-8 text file",
+        ),
+        ("caf\u00e9,y\n1,2\n".encode("latin-1"), r"byte 0xe9 at line 1 \(byte offset 3\) is not UTF-8"),
+        (
+            codecs.BOM_UTF8 + b"a,b\n1,\xff\n",
+            r"byte 0xff at line 2 \(byte offset 9\) is not UTF-8",
+        ),  # the offset counts the BOM
+        ("a,b\n1,2\n".encode("utf-16"), r"the file is UTF-16 text .*expected UTF-8"),
+    ],
+    ids=["invalid-byte", "latin-1", "after-bom", "utf-16"],
+)
 def test_a_csv_that_is_not_utf8_is_refused(tmp_path, content, message):
     path = _write(tmp_path / "enc.csv", content)
     with pytest.raises(ValueError, match=r"^.*enc\.csv: " + message):
@@ -84,17 +94,48 @@ def test_a_csv_the_csv_module_refuses_names_the_line(tmp_path):
 # --- .npz and .npy arrays of the wrong shape ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("x, y, message", [
-    (np.float64(1.0), np.zeros(1), r"array 'x' is a single number \(shape \(\)\), expected a 2-D array \[examples, features\]"),
-    (np.zeros((0, 3)), np.zeros(0), r"array 'x' has shape \(0, 3\) \(no examples\), expected a 2-D array \[examples, features\]"),
-    (np.zeros((4, 0)), np.zeros(4), r"array 'x' has shape \(4, 0\) \(no features\), expected a 2-D array \[examples, features\]"),
-    (np.zeros(4), np.zeros(4), r"array 'x' has shape \(4,\), expected a 2-D array \[examples, features\] .*x\.reshape\(-1, 1\)"),
-    (np.zeros((4, 2, 3)), np.zeros(4),
-     r"array 'x' has shape \(4, 2, 3\), expected a 2-D array \[examples, features\]: --data gives flat feature rows, so save x\.reshape\(4, 6\)"),
-    (np.zeros((4, 2)), np.float64(1.0), r"array 'y' has shape \(\), expected \[examples\] labels or \[examples, outputs\] targets"),
-    (np.zeros((4, 2)), np.zeros((4, 1, 1)), r"array 'y' has shape \(4, 1, 1\), expected \[examples\] labels or \[examples, outputs\]"),
-    (np.zeros((4, 2)), np.zeros((4, 0)), r"array 'y' has shape \(4, 0\) and holds no targets"),
-], ids=["x-0d", "x-no-rows", "x-no-features", "x-1d", "x-3d", "y-0d", "y-3d", "y-empty"])
+@pytest.mark.parametrize(
+    "x, y, message",
+    [
+        (
+            np.float64(1.0),
+            np.zeros(1),
+            r"array 'x' is a single number \(shape \(\)\), expected a 2-D array \[examples, features\]",
+        ),
+        (
+            np.zeros((0, 3)),
+            np.zeros(0),
+            r"array 'x' has shape \(0, 3\) \(no examples\), expected a 2-D array \[examples, features\]",
+        ),
+        (
+            np.zeros((4, 0)),
+            np.zeros(4),
+            r"array 'x' has shape \(4, 0\) \(no features\), expected a 2-D array \[examples, features\]",
+        ),
+        (
+            np.zeros(4),
+            np.zeros(4),
+            r"array 'x' has shape \(4,\), expected a 2-D array \[examples, features\] .*x\.reshape\(-1, 1\)",
+        ),
+        (
+            np.zeros((4, 2, 3)),
+            np.zeros(4),
+            r"array 'x' has shape \(4, 2, 3\), expected a 2-D array \[examples, features\]: --data gives flat feature rows, so save x\.reshape\(4, 6\)",
+        ),
+        (
+            np.zeros((4, 2)),
+            np.float64(1.0),
+            r"array 'y' has shape \(\), expected \[examples\] labels or \[examples, outputs\] targets",
+        ),
+        (
+            np.zeros((4, 2)),
+            np.zeros((4, 1, 1)),
+            r"array 'y' has shape \(4, 1, 1\), expected \[examples\] labels or \[examples, outputs\]",
+        ),
+        (np.zeros((4, 2)), np.zeros((4, 0)), r"array 'y' has shape \(4, 0\) and holds no targets"),
+    ],
+    ids=["x-0d", "x-no-rows", "x-no-features", "x-1d", "x-3d", "y-0d", "y-3d", "y-empty"],
+)
 def test_npz_arrays_of_the_wrong_shape_are_refused(tmp_path, x, y, message):
     path = tmp_path / "shape.npz"
     np.savez(path, x=x, y=y)
@@ -105,7 +146,9 @@ def test_npz_arrays_of_the_wrong_shape_are_refused(tmp_path, x, y, message):
 def test_an_npy_without_rows_is_refused(tmp_path):
     path = tmp_path / "empty.npy"
     np.save(path, np.zeros((0, 3)))
-    with pytest.raises(ValueError, match=r"empty\.npy: the array has shape \(0, 3\) \(no rows\), expected \[rows, features \+ target\]"):
+    with pytest.raises(
+        ValueError, match=r"empty\.npy: the array has shape \(0, 3\) \(no rows\), expected \[rows, features \+ target\]"
+    ):
         data.load_file(str(path))
 
 
@@ -121,23 +164,33 @@ def test_classes_are_inferred_from_the_labels():
         assert data.class_labels("f.csv", np.arange(data.MAX_CLASSES)).max() == data.MAX_CLASSES - 1
 
 
-@pytest.mark.parametrize("labels, message", [
-    ([0, 1e9], r"f\.csv: the largest class label is 1000000000, which would make 1000000001 classes .*"
-               r"expected at most MAX_CLASSES = 10000 classes, labels 0\.\.9999"),
-    ([0, 1e300], r"f\.csv: the largest class label is 1e\+300, which would make 1e\+300 classes"),
-    ([0, 10_000], r"f\.csv: the largest class label is 10000, which would make 10001 classes"),
-    ([0, -1, 1], r"f\.csv: label out of range: class labels must be 0 or more, got -1"),
-    ([], r"f\.csv: no class labels to count the classes from"),
-    ([0, 0.5], r"f\.csv: class labels must be integers, got 0\.5 for example 1"),
-], ids=["billion", "1e300", "one-over", "negative", "empty", "fraction"])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (
+            [0, 1e9],
+            r"f\.csv: the largest class label is 1000000000, which would make 1000000001 classes .*"
+            r"expected at most MAX_CLASSES = 10000 classes, labels 0\.\.9999",
+        ),
+        ([0, 1e300], r"f\.csv: the largest class label is 1e\+300, which would make 1e\+300 classes"),
+        ([0, 10_000], r"f\.csv: the largest class label is 10000, which would make 10001 classes"),
+        ([0, -1, 1], r"f\.csv: label out of range: class labels must be 0 or more, got -1"),
+        ([], r"f\.csv: no class labels to count the classes from"),
+        ([0, 0.5], r"f\.csv: class labels must be integers, got 0\.5 for example 1"),
+    ],
+    ids=["billion", "1e300", "one-over", "negative", "empty", "fraction"],
+)
 def test_inferred_classes_are_checked(labels, message):
     with pytest.raises(ValueError, match=message):
         data.class_labels("f.csv", np.array(labels, dtype=float))
 
 
 def test_unused_labels_are_named_in_a_warning():
-    with pytest.warns(UserWarning, match=r"f\.csv: the labels make 6 classes \(the largest is 5\), but 3 of them never "
-                                         r"occur \(2, 3, 4\), so the network gets outputs no example has"):
+    with pytest.warns(
+        UserWarning,
+        match=r"f\.csv: the labels make 6 classes \(the largest is 5\), but 3 of them never "
+        r"occur \(2, 3, 4\), so the network gets outputs no example has",
+    ):
         assert data.class_labels("f.csv", np.array([0, 1, 5, 1])).tolist() == [0, 1, 5, 1]
     with pytest.warns(UserWarning, match=r"but 94 of them never occur \(1, 2, 3, 4, 5, \.\.\.\)"):
         data.class_labels("f.csv", np.array([0, 99, 50, 7, 8, 9]))
@@ -146,7 +199,9 @@ def test_unused_labels_are_named_in_a_warning():
 def test_given_classes_keep_their_rules():
     with _no_warnings():  # the caller chose the count: unused classes are its business
         assert data.class_labels("f.csv", [0, 2], 5).tolist() == [0, 2]
-    with pytest.raises(ValueError, match=r"f\.csv: label out of range: labels must lie in \[0, 3\), got \[0, 1e\+300\]"):
+    with pytest.raises(
+        ValueError, match=r"f\.csv: label out of range: labels must lie in \[0, 3\), got \[0, 1e\+300\]"
+    ):
         data.class_labels("f.csv", np.array([0.0, 1e300]), 3)
 
 
@@ -155,8 +210,11 @@ def test_given_classes_keep_their_rules():
 
 def test_values_that_overflow_the_working_dtype_are_refused(tmp_path):
     path = _write(tmp_path / "huge.csv", "a,b,y\n1,2,0\n1e300,3,1\n")
-    with pytest.raises(ValueError, match=r"huge\.csv: inputs hold x\[1, 0\] = 1e\+300, which overflows float32 "
-                                         r"\(largest finite value 3\.403e\+38\); expected values within ±3\.403e\+38"):
+    with pytest.raises(
+        ValueError,
+        match=r"huge\.csv: inputs hold x\[1, 0\] = 1e\+300, which overflows float32 "
+        r"\(largest finite value 3\.403e\+38\); expected values within ±3\.403e\+38",
+    ):
         data.load_file(path, dtype=np.float32)
     x, _ = data.load_file(path, dtype=np.float64)  # finite in float64
     assert x[1, 0] == 1e300
@@ -170,7 +228,9 @@ def test_values_that_overflow_the_working_dtype_are_refused(tmp_path):
     path = _write(tmp_path / "target.csv", "a,y\n1,0\n2,-4e38\n")
     with pytest.raises(ValueError, match=r"target\.csv: targets hold y\[1, 0\] = -4e\+38, which overflows float32"):
         data.load_file(path, dtype="float32")
-    with pytest.raises(ValueError, match=r"f\.npz: inputs contain NaN or Inf, first x\[0, 1\] = nan; expected finite numbers"):
+    with pytest.raises(
+        ValueError, match=r"f\.npz: inputs contain NaN or Inf, first x\[0, 1\] = nan; expected finite numbers"
+    ):
         data.check_finite_in("f.npz", np.array([[1.0, np.nan]]), np.zeros(1), np.float64)
     with pytest.raises(ValueError, match=r"f\.npz: targets hold y\[0\] = 70000, which overflows float16"):
         data.check_finite_in("f.npz", np.zeros((1, 1)), np.array([70000]), np.float16)
@@ -181,7 +241,9 @@ def _split(x_train, x_test=None):
     return data.Split(x_train, np.zeros(len(x_train)), x_train[:1], np.zeros(1), x_test, np.zeros(len(x_test)))
 
 
-@pytest.mark.parametrize("dtype, size", [(np.float64, 1e300), (np.float64, 1e200), (np.float32, 1e30), (np.float32, 3e38)])
+@pytest.mark.parametrize(
+    "dtype, size", [(np.float64, 1e300), (np.float64, 1e200), (np.float32, 1e30), (np.float32, 3e38)]
+)
 def test_standardize_copes_with_huge_columns(dtype, size):
     rng = np.random.default_rng(0)
     x = np.stack([rng.normal(size=50), size * rng.uniform(0.5, 1.0, size=50)], axis=1).astype(dtype)
@@ -195,10 +257,18 @@ def test_standardize_copes_with_huge_columns(dtype, size):
 def test_standardize_names_a_column_that_cannot_be_standardised():
     train = np.array([[5.0, 0.0], [6.0, 1.0], [7.0, 0.0], [8.0, 1.0]])
     test = np.array([[5.0, 1.5e308]])  # (1.5e308 - 0.5) / 0.5 overflows
-    with _no_warnings(), pytest.raises(ValueError, match=r"^d\.csv: column 1 of the test split does not standardise to a "
-                                                         r"finite number \(x_test\[0, 1\] = 1\.5e\+308 becomes inf\)"):
+    with (
+        _no_warnings(),
+        pytest.raises(
+            ValueError,
+            match=r"^d\.csv: column 1 of the test split does not standardise to a "
+            r"finite number \(x_test\[0, 1\] = 1\.5e\+308 becomes inf\)",
+        ),
+    ):
         data.standardize(_split(train, test), "d.csv")
-    with pytest.raises(ValueError, match=r"^standardize: column 0 of the train split .*x_train\[1, 0\] = nan becomes nan"):
+    with pytest.raises(
+        ValueError, match=r"^standardize: column 0 of the train split .*x_train\[1, 0\] = nan becomes nan"
+    ):
         data.standardize(_split(np.array([[1.0], [np.nan]])))
 
 
@@ -207,8 +277,11 @@ def test_standardize_names_a_column_that_cannot_be_standardised():
 
 def test_a_first_row_of_column_numbers_is_data_with_a_warning(tmp_path):
     path = _write(tmp_path / "pandas.csv", "0,1,2,3\n1,2,3,0\n4,5,6,1\n")
-    with pytest.warns(UserWarning, match=r"pandas\.csv: the first row 0,1,2,\.\.\. looks like a header of column numbers; "
-                                         r"it is read as data — pass --header to treat it as a header or --no-header to silence this"):
+    with pytest.warns(
+        UserWarning,
+        match=r"pandas\.csv: the first row 0,1,2,\.\.\. looks like a header of column numbers; "
+        r"it is read as data — pass --header to treat it as a header or --no-header to silence this",
+    ):
         x, y = data.load_file(path)
     assert x.shape == (3, 3) and y[:, 0].tolist() == [3, 0, 1]
     with _no_warnings():
@@ -216,8 +289,11 @@ def test_a_first_row_of_column_numbers_is_data_with_a_warning(tmp_path):
         x, y = data.load_file(path, header=True, target="0")  # a numeric column name
         assert x.tolist() == [[2, 3, 0], [5, 6, 1]] and y[:, 0].tolist() == [1, 4]
         data.load_file(_write(tmp_path / "data.csv", "0,2,1\n3,4,5\n"))  # not 0..D-1 in order: no warning
-    with pytest.raises(ValueError, match=r"pandas\.csv: no header row, so there is no column named '0' \(a first row of "
-                                         r"numbers is a header only with --header\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"pandas\.csv: no header row, so there is no column named '0' \(a first row of "
+        r"numbers is a header only with --header\)",
+    ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data.load_file(path, target="0")
@@ -228,8 +304,11 @@ def test_header_true_and_false(tmp_path):
     x, y = data.load_file(path, header=True, target="20")
     assert x.tolist() == [[1, 3], [4, 6]] and y[:, 0].tolist() == [2, 5]
     path = _write(tmp_path / "named.csv", "a,b\n1,2\n")
-    with pytest.raises(ValueError, match=r"named\.csv: line 1, column 1: 'a' is not a number, and the first row is data "
-                                         r"since no header was asked for \(--no-header\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"named\.csv: line 1, column 1: 'a' is not a number, and the first row is data "
+        r"since no header was asked for \(--no-header\)",
+    ):
         data.load_file(path, header=False)
     assert data.load_file(path, header=True)[0].tolist() == [[1]]
     np.savez(tmp_path / "d.npz", x=np.zeros((2, 1)), y=np.zeros(2))
@@ -245,8 +324,13 @@ def test_a_special_file_is_refused_without_reading_it(tmp_path):
         data.load_file(str(link))
 
 
-@pytest.mark.parametrize("name, words", [("fake.npy", "not a .npy file (no NumPy header)"),
-                                         ("fake.npz", "not a .npz file (it does not start as a zip archive does)")])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("fake.npy", "not a .npy file (no NumPy header)"),
+        ("fake.npz", "not a .npz file (it does not start as a zip archive does)"),
+    ],
+)
 def test_a_text_file_under_a_numpy_name_is_not_taken_for_a_pickle(tmp_path, name, words):
     path = tmp_path / name
     path.write_text("a,b\n1,2\n")

@@ -42,7 +42,10 @@ def test_bad_x_raises_at_trace_time(problem, make_x, message, jit):
     [
         (jnp.array([0.0, 1.0, 2.0, 1.0]), r"y: softmax_cross_entropy labels must be integers, got dtype float64"),
         (jnp.array([0, 1, 2]), r"y: expected labels of shape \(4,\) to match x, got \(3,\)"),
-        (jnp.zeros((4, 2)), r"y: softmax_cross_entropy expects integer labels of shape \(4,\) or probabilities of shape \(4, 3\), got \(4, 2\)"),
+        (
+            jnp.zeros((4, 2)),
+            r"y: softmax_cross_entropy expects integer labels of shape \(4,\) or probabilities of shape \(4, 3\), got \(4, 2\)",
+        ),
         (jnp.zeros((4, 3, 1)), r"got \(4, 3, 1\)"),
     ],
 )
@@ -68,7 +71,9 @@ def test_nan_inputs_and_targets_eager(problem):
         jaxnet.loss(params, net, x.at[1, 2].set(jnp.nan), y)
     reg = make_net("squared_error", 1, "tanh")
     with pytest.raises(ValueError, match="y: squared_error targets contain NaN or Inf"):
-        jaxnet.loss(params[:1] + [{"W": params[1]["W"][:, :2], "b": params[1]["b"][:2]}], reg, x, jnp.full((4, 2), jnp.inf))
+        jaxnet.loss(
+            params[:1] + [{"W": params[1]["W"][:, :2], "b": params[1]["b"][:2]}], reg, x, jnp.full((4, 2), jnp.inf)
+        )
     sig = make_net("sigmoid_multilabel", 1, "tanh")
     with pytest.raises(ValueError, match=r"y: sigmoid_cross_entropy targets must lie in \[0.0, 1.0\]"):
         jaxnet.loss(params, sig, x, jnp.full((4, 3), 2.0))
@@ -76,7 +81,9 @@ def test_nan_inputs_and_targets_eager(problem):
 
 def test_params_that_do_not_match_the_network(problem):
     net, params, x, y = problem
-    with pytest.raises(ValueError, match=r"params: expected a list with one entry per layer \(2\), got a list of length 1"):
+    with pytest.raises(
+        ValueError, match=r"params: expected a list with one entry per layer \(2\), got a list of length 1"
+    ):
         jaxnet.loss(params[:1], net, x, y)
     wrong = [params[0], {"W": params[1]["W"].T, "b": params[1]["b"]}]
     with pytest.raises(ValueError, match=r"params\[1\]\['W'\]: expected shape \(4, 3\), got \(3, 4\)"):

@@ -59,8 +59,13 @@ def _check_stats(tree, seeds):
     for path, s in leaves:
         v = np.asarray(s["per_seed"])
         assert len(v) == len(seeds), path
-        np.testing.assert_allclose([s["mean"], s["std"], s["min"], s["max"]], [v.mean(), v.std(), v.min(), v.max()],
-                                   rtol=1e-12, atol=1e-15, err_msg=path)
+        np.testing.assert_allclose(
+            [s["mean"], s["std"], s["min"], s["max"]],
+            [v.mean(), v.std(), v.min(), v.max()],
+            rtol=1e-12,
+            atol=1e-15,
+            err_msg=path,
+        )
     return leaves
 
 
@@ -86,9 +91,12 @@ def test_committed_results_meet_the_bars():
     # worst of seeds 0-4 in results/note003_relu_mse_cnn/metrics.json: 0.9741; bar = that - 0.01
     assert cnn["final"]["test"]["accuracy"]["min"] >= 0.964
     assert [sum(map(sum, c)) for c in cnn["confusion_matrix_test"]] == [270] * len(SEEDS)
-    gaps = [m["manual_vs_autodiff_curve_gap"], cnn["manual_vs_autodiff_curve_gap"],
-            *(v["manual_vs_autodiff_curve_gap"] for k, v in _metrics("note001_sigmoid").items() if isinstance(v, dict)),
-            *(d["manual_vs_autodiff_curve_gap"] for d in _metrics("note002_deep_tanh")["depths"].values())]
+    gaps = [
+        m["manual_vs_autodiff_curve_gap"],
+        cnn["manual_vs_autodiff_curve_gap"],
+        *(v["manual_vs_autodiff_curve_gap"] for k, v in _metrics("note001_sigmoid").items() if isinstance(v, dict)),
+        *(d["manual_vs_autodiff_curve_gap"] for d in _metrics("note002_deep_tanh")["depths"].values()),
+    ]
     assert len(gaps) == 8 and max(gaps) < 1e-3  # manual and jax.grad training curves agree, every seed
     assert set(_metrics("note002_deep_tanh")["depths"]) == {"1", "2", "3", "4"}
     for name, files in SCRIPTS.items():
@@ -114,8 +122,14 @@ def test_readme_quotes_the_measured_results():
     for name, phrase in _import("summarize").readme_quotes().items():
         assert phrase in readme, (name, phrase)
     bound = re.search(r"every manual-vs-autodiff loss curve within ([0-9.e-]+) relative", readme)
-    gaps = [float(g) for name in SCRIPTS for g in re.findall(r'"manual_vs_autodiff_curve_gap": ([0-9.e+-]+)',
-                                                               (EXPERIMENTS / "results" / name / "metrics.json").read_text())]
+    gaps = [
+        float(g)
+        for name in SCRIPTS
+        for g in re.findall(
+            r'"manual_vs_autodiff_curve_gap": ([0-9.e+-]+)',
+            (EXPERIMENTS / "results" / name / "metrics.json").read_text(),
+        )
+    ]
     assert bound and len(gaps) == 9 and max(gaps) <= float(bound.group(1))  # every network of the four scripts
 
 
@@ -139,8 +153,10 @@ def test_presets_problem_is_the_clis(name):
     cli_split, cli_net = settings.split, settings.net
     assert batch == settings.batch_size
     assert net == cli_net and str(net) == str(cli_net)
-    for a, b in zip((split.x_train, split.y_train, split.x_test, split.y_test),
-                    (cli_split.x_train, cli_split.y_train, cli_split.x_test, cli_split.y_test)):
+    for a, b in zip(
+        (split.x_train, split.y_train, split.x_test, split.y_test),
+        (cli_split.x_train, cli_split.y_train, cli_split.x_test, cli_split.y_test),
+    ):
         np.testing.assert_array_equal(a, b)
     preset = TRAIN_PRESETS[name]
     assert batch == min(preset.batch_size or len(split.x_train), len(split.x_train))
@@ -178,8 +194,12 @@ def test_quick_runs_never_write_the_committed_results(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_script_runs_quick(name, tmp_path):
-    result = subprocess.run([sys.executable, str(EXPERIMENTS / f"{name}.py"), "--quick", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / f"{name}.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert SCRIPTS[name] <= {p.name for p in tmp_path.iterdir()}
     metrics = (tmp_path / "metrics.json").read_text()
@@ -193,15 +213,21 @@ def test_presets_script_runs_quick(tmp_path):
     """Two presets, two seeds, two epochs: presets.json and the table rendered from it; a subset of
     the presets is refused over the committed results."""
     script = str(EXPERIMENTS / "presets_over_seeds.py")
-    result = subprocess.run([sys.executable, script, "--quick", "--presets", "digits,001-regression", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, script, "--quick", "--presets", "digits,001-regression", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "presets.json").read_text())
     assert list(data["presets"]) == ["digits", "001-regression"] and data["seeds"] == SEEDS[:2]
     _check_stats(data, SEEDS[:2])
     assert (tmp_path / "presets.md").read_text() == _import("summarize").presets_table(data)
     committed = (EXPERIMENTS / "results" / "presets.json").read_text()
-    refused = subprocess.run([sys.executable, script, "--presets", "digits"], capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [sys.executable, script, "--presets", "digits"], capture_output=True, text=True, timeout=300
+    )
     assert refused.returncode != 0 and "subset of the presets" in refused.stderr
     assert (EXPERIMENTS / "results" / "presets.json").read_text() == committed
 
@@ -212,8 +238,20 @@ def test_benchmark_runs_quick(tmp_path):
     written where asked, its tables are its data's, and the committed results are left alone."""
     out = tmp_path / "bench.md"
     committed = (EXPERIMENTS / "results" / "benchmark.md").read_text()
-    result = subprocess.run([sys.executable, str(EXPERIMENTS / "benchmark.py"), "--quick", "--workloads", "spiral-full,cnn-b64",
-                             "--out", str(out)], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXPERIMENTS / "benchmark.py"),
+            "--quick",
+            "--workloads",
+            "spiral-full,cnn-b64",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     sys.path.insert(0, str(EXPERIMENTS))
     try:
@@ -224,7 +262,9 @@ def test_benchmark_runs_quick(tmp_path):
     data = benchmark.load_data(text)
     assert text.startswith(benchmark.render(data)) and "## Failed runs" not in text
     for w in ("spiral-full", "cnn-b64"):
-        columns = ["make_epoch", "fit", "fit one call"] + (["torch", "torch.compile"] if data["meta"]["info"]["torch"] else [])
+        columns = ["make_epoch", "fit", "fit one call"] + (
+            ["torch", "torch.compile"] if data["meta"]["info"]["torch"] else []
+        )
         assert all(benchmark.rates(data, w, c) for c in columns), w
     assert benchmark.rates(data, "spiral-full", "numpy") and benchmark.rates(data, "cnn-b64", "numpy") is None
     assert (EXPERIMENTS / "results" / "benchmark.md").read_text() == committed
@@ -233,8 +273,12 @@ def test_benchmark_runs_quick(tmp_path):
 @pytest.mark.slow
 def test_sweep_benchmark_runs_quick(tmp_path):
     out = tmp_path / "sweep.md"
-    result = subprocess.run([sys.executable, str(EXPERIMENTS / "bench_sweep.py"), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "bench_sweep.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.read_text()
     assert "(2 XLA devices)" in text and "| as run, 2 device(s) |" in text and "## 3. A whole study" in text

@@ -21,9 +21,13 @@ def _grads(p, x, y):
     return jaxnet.manual_grads(p, NET, x, y)
 
 
-@pytest.mark.parametrize("fd_max_elements,dtype", lean(  # the main suite: every element in float64; -m slow the rest
-    [(256, jnp.float32), (256, jnp.float64), (16, jnp.float32), (16, jnp.float64)], lambda i, c: i == 1),
-    ids=["every-element-float32", "every-element-float64", "directions-float32", "directions-float64"])
+@pytest.mark.parametrize(
+    "fd_max_elements,dtype",
+    lean(  # the main suite: every element in float64; -m slow the rest
+        [(256, jnp.float32), (256, jnp.float64), (16, jnp.float32), (16, jnp.float64)], lambda i, c: i == 1
+    ),
+    ids=["every-element-float32", "every-element-float64", "directions-float32", "directions-float64"],
+)
 def test_right_gradient_passes(dtype, fd_max_elements):
     params, x, y = verify.random_problem(NET, seed=0, n=5, dtype=dtype)
     report = jaxnet.assert_grads_match(_loss, _grads, params, x, y, fd_max_elements=fd_max_elements)
@@ -61,7 +65,11 @@ def test_nan_or_inf_on_either_side_is_a_failure():
         if bad_ref is not None:
             ref["a"][1] = bad_ref
         a, b = gradcheck.compare("jax.grad", mine, ref, 1e-10)
-        assert (a.ok, a.worst, a.max_rel, a.frac_bad) == (False, "(1,)", np.inf, pytest.approx(1 / 3)), (bad_yours, bad_ref, a)
+        assert (a.ok, a.worst, a.max_rel, a.frac_bad) == (False, "(1,)", np.inf, pytest.approx(1 / 3)), (
+            bad_yours,
+            bad_ref,
+            a,
+        )
         assert b.ok and b.max_rel == 0.0, (bad_yours, bad_ref, b)
     # through check_grads: a loss that is NaN at these params (sqrt of negative numbers) and a finite gradient
     x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)))
@@ -99,11 +107,18 @@ def test_one_wrong_element_is_located():
 
     report = jaxnet.check_grads(_loss, wrong, params, x, y)
     bad = report.failures()
-    assert {r.path for r in bad} == {"[1]['W']"} and {r.witness for r in bad} == {"jax.grad", "finite diff", "hessian-vector"}
+    assert {r.path for r in bad} == {"[1]['W']"} and {r.witness for r in bad} == {
+        "jax.grad",
+        "finite diff",
+        "hessian-vector",
+    }
     autodiff = next(r for r in bad if r.witness == "jax.grad")
     assert autodiff.worst == "(7, 2)" and autodiff.frac_bad == pytest.approx(1 / 120)
     assert autodiff.yours == pytest.approx(1.5 * autodiff.reference)
-    with pytest.raises(AssertionError, match=r"gradient mismatch in \[1\]\['W'\] \(finite diff\), \[1\]\['W'\] \(hessian-vector\), \[1\]\['W'\] \(jax.grad\)"):
+    with pytest.raises(
+        AssertionError,
+        match=r"gradient mismatch in \[1\]\['W'\] \(finite diff\), \[1\]\['W'\] \(hessian-vector\), \[1\]\['W'\] \(jax.grad\)",
+    ):
         jaxnet.assert_grads_match(_loss, wrong, params, x, y)
 
 
@@ -137,25 +152,42 @@ def test_kinks_are_counted_and_excluded_or_nudged(dtype):
     x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)), dtype).at[:2].set(0.0)
     y = jnp.arange(6) % 3
     run = lambda kinks: jaxnet.check_grads(
-        lambda p, x, y: jaxnet.loss(p, RELU, x, y), lambda p, x, y: jaxnet.manual_grads(p, RELU, x, y),
-        params, x, y, net=RELU, kinks=kinks, hvp_directions=0)
+        lambda p, x, y: jaxnet.loss(p, RELU, x, y),
+        lambda p, x, y: jaxnet.manual_grads(p, RELU, x, y),
+        params,
+        x,
+        y,
+        net=RELU,
+        kinks=kinks,
+        hvp_directions=0,
+    )
     counted = run("count")
     assert {(r.path, r.witness) for r in counted.failures()} >= {("[0]['b']", "finite diff")}
-    assert counted.notes[:-1] == ("16 pre-activation(s)/pooling window(s) within 0.0001 of a kink in 2 of 6 example(s); "
-                             "counted only, not excluded",)
+    assert counted.notes[:-1] == (
+        "16 pre-activation(s)/pooling window(s) within 0.0001 of a kink in 2 of 6 example(s); "
+        "counted only, not excluded",
+    )
     excluded = run("exclude")
     assert excluded.ok and "those 2 excluded, checked on the other 4" in excluded.notes[0]
     nudged = run("nudge")
     assert nudged.ok and "their inputs nudged" in nudged.notes[0] and "note: 16 pre-activation" in str(nudged)
     with pytest.raises(ValueError, match="every example has a kink"):
-        jaxnet.check_grads(lambda p, x, y: jaxnet.loss(p, RELU, x, y), lambda p, x, y: jaxnet.manual_grads(p, RELU, x, y),
-                           params, x[:2], y[:2], net=RELU)
+        jaxnet.check_grads(
+            lambda p, x, y: jaxnet.loss(p, RELU, x, y),
+            lambda p, x, y: jaxnet.manual_grads(p, RELU, x, y),
+            params,
+            x[:2],
+            y[:2],
+            net=RELU,
+        )
     with pytest.raises(ValueError, match="kinks must be"):
         jaxnet.check_grads(jaxnet.loss, jaxnet.manual_grads, params, x, y, net=RELU, kinks="skip")
 
 
 def test_count_kinks_sees_relu_and_max_pool_near_ties():
-    net = jaxnet.sequential((2, 2, 1), [jaxnet.Activation("relu"), jaxnet.MaxPool2D(2), jaxnet.Flatten(), jaxnet.Dense(2)])
+    net = jaxnet.sequential(
+        (2, 2, 1), [jaxnet.Activation("relu"), jaxnet.MaxPool2D(2), jaxnet.Flatten(), jaxnet.Dense(2)]
+    )
     params = jaxnet.init_params(jax.random.key(0), net, jnp.float64)
     x = jnp.asarray([[[1.0, 3.0], [2.99999, -1e-5]], [[1.0, 3.0], [3.0, 0.5]]])[..., None]  # [2, 2, 2, 1]
     found, near = gradcheck.count_kinks(params, net, x, margin=1e-4)
@@ -219,7 +251,9 @@ def test_finite_differences_allow_for_their_own_round_off():
     right = lambda p, a, b: {"w": 2 * a.T @ (a @ p["w"] - b)}
     report = jaxnet.check_grads(loss, right, params, jnp.asarray(a), jnp.asarray(b))
     assert report.ok, str(report)
-    assert not jaxnet.check_grads(loss, lambda p, a, b: {"w": 1.5 * right(p, a, b)["w"]}, params, jnp.asarray(a), jnp.asarray(b)).ok
+    assert not jaxnet.check_grads(
+        loss, lambda p, a, b: {"w": 1.5 * right(p, a, b)["w"]}, params, jnp.asarray(a), jnp.asarray(b)
+    ).ok
 
 
 def test_a_zero_gradient_leaf_beside_a_big_leaf_passes():
@@ -228,8 +262,10 @@ def test_a_zero_gradient_leaf_beside_a_big_leaf_passes():
     x = jnp.asarray(rng.normal(size=(6, 30)))
     params = {"W": jnp.asarray(rng.normal(size=(30, 20)) / 5), "c": jnp.asarray(rng.normal(size=20))}
     loss = lambda p, x: jnp.sum(jax.nn.log_softmax(x @ p["W"] + p["c"][None] * 0.0 + 0.0, axis=1)[:, 0])
-    grads = lambda p, x: {"W": x.T @ (jax.nn.one_hot(jnp.zeros(6, int), 20) - jax.nn.softmax(x @ p["W"], axis=1)),
-                          "c": jnp.zeros(20)}
+    grads = lambda p, x: {
+        "W": x.T @ (jax.nn.one_hot(jnp.zeros(6, int), 20) - jax.nn.softmax(x @ p["W"], axis=1)),
+        "c": jnp.zeros(20),
+    }
     assert jaxnet.check_grads(loss, grads, params, x, fd_max_elements=64).ok
 
 
@@ -252,7 +288,9 @@ def test_losses_the_checker_cannot_compile_or_run_forward_mode_on():
         return v**2
 
     square.defvjp(lambda v: (v**2, v), lambda v, g: (2 * v * g,))
-    report = jaxnet.check_grads(lambda p, x: jnp.sum(square(x @ p["W"])), lambda p, x: {"W": x.T @ (2 * (x @ p["W"]))}, w, x)
+    report = jaxnet.check_grads(
+        lambda p, x: jnp.sum(square(x @ p["W"])), lambda p, x: {"W": x.T @ (2 * (x @ p["W"]))}, w, x
+    )
     assert report.ok and any("forward-vs-reverse check skipped" in n for n in report.notes)
 
 
@@ -264,11 +302,19 @@ def test_kinks_with_a_single_example_integer_inputs_and_extra_arguments():
     weights = jnp.asarray([2.0, 1.0, 1.0])  # as long as the batch, but not batch-first data: never sliced
     report = jaxnet.check_grads(loss, grads, params, x, jnp.arange(3), weights, net=RELU)
     assert report.ok and "those 1 excluded" in report.notes[0]
-    one = jaxnet.check_grads(lambda p, x, y: jaxnet.loss(p, RELU, x, y), lambda p, x, y: jaxnet.manual_grads(p, RELU, x, y),
-                             params, x[1], 1, net=RELU)  # a single example goes to your functions as it is
+    one = jaxnet.check_grads(
+        lambda p, x, y: jaxnet.loss(p, RELU, x, y),
+        lambda p, x, y: jaxnet.manual_grads(p, RELU, x, y),
+        params,
+        x[1],
+        1,
+        net=RELU,
+    )  # a single example goes to your functions as it is
     assert one.ok
     with pytest.raises(ValueError, match="must be floating point"):
-        jaxnet.check_grads(jaxnet.loss, jaxnet.manual_grads, params, jnp.zeros((2, 3), int), jnp.arange(2), net=RELU, kinks="nudge")
+        jaxnet.check_grads(
+            jaxnet.loss, jaxnet.manual_grads, params, jnp.zeros((2, 3), int), jnp.arange(2), net=RELU, kinks="nudge"
+        )
 
 
 def test_shape_mistakes_are_reported_not_raised():
@@ -282,7 +328,10 @@ def test_shape_mistakes_are_reported_not_raised():
 
     report = jaxnet.check_grads(_loss, unsummed, params, x, y, hvp_directions=0)
     bad = {(r.path, r.witness): r.worst for r in report.failures()}
-    assert bad == {("[1]['b']", "jax.grad"): "shape (5, 3) != (3,)", ("[1]['b']", "finite diff"): "shape (5, 3) != (3,)"}
+    assert bad == {
+        ("[1]['b']", "jax.grad"): "shape (5, 3) != (3,)",
+        ("[1]['b']", "finite diff"): "shape (5, 3) != (3,)",
+    }
 
 
 def test_check_per_example_takes_a_single_example():

@@ -10,14 +10,27 @@ import pytest
 import jaxnet
 from jaxnet.activations import ACTIVATIONS
 
-from .helpers import TARGETS, assert_grads_close, assert_matches_fd, lean, autodiff_grads, fd_grads, grid_target, make_net, on_reference, random_problem
+from .helpers import (
+    TARGETS,
+    assert_grads_close,
+    assert_matches_fd,
+    lean,
+    autodiff_grads,
+    fd_grads,
+    grid_target,
+    make_net,
+    on_reference,
+    random_problem,
+)
 
 # depth 0 has no hidden activation: one case, not one per activation
 ARCHS = [(0, "identity")] + [(depth, act) for depth in (1, 2, 3) for act in ACTIVATIONS]
 L2S = [(0.0, False), (0.0, True), (0.1, False), (0.1, True)]
 # the loss settings, loss-major: 3 losses × 2 reductions × 4 L2 settings = 24
-SETTINGS = [(loss, reduction, l2, l2_bias) for loss, reduction, (l2, l2_bias)
-            in itertools.product(jaxnet.LOSSES, ["mean", "sum"], L2S)]
+SETTINGS = [
+    (loss, reduction, l2, l2_bias)
+    for loss, reduction, (l2, l2_bias) in itertools.product(jaxnet.LOSSES, ["mean", "sum"], L2S)
+]
 ACT_INDEX = {name: i for i, name in enumerate(ACTIVATIONS)}
 
 
@@ -33,12 +46,16 @@ def _grid_in_main(depth, activation, j):
     return j == ((i + depth) % 3) * 8 + ((i // 3 + depth) % 2) * 4 + (i + depth) % 4
 
 
-GRID = [(depth, activation, *setting, _grid_in_main(depth, activation, j))
-        for depth, activation in ARCHS for j, setting in enumerate(SETTINGS)]
+GRID = [
+    (depth, activation, *setting, _grid_in_main(depth, activation, j))
+    for depth, activation in ARCHS
+    for j, setting in enumerate(SETTINGS)
+]
 
 
-@pytest.mark.parametrize("depth,activation,loss,reduction,l2,l2_bias",
-                         lean([case[:-1] for case in GRID], lambda i, case: GRID[i][-1]))
+@pytest.mark.parametrize(
+    "depth,activation,loss,reduction,l2,l2_bias", lean([case[:-1] for case in GRID], lambda i, case: GRID[i][-1])
+)
 def test_float64_grid(depth, activation, loss, reduction, l2, l2_bias):
     target = grid_target(loss, depth, reduction)
     net = make_net(target, depth, activation, reduction, l2, l2_bias)
@@ -77,7 +94,12 @@ def test_jit_matches_eager(target, depth, activation, dtype):
     rtol = 1e-12 if dtype == jnp.float64 else 1e-4
     np.testing.assert_allclose(jitted[0], eager[0], rtol=rtol)
     assert_grads_close(jitted[1], eager[1], rtol, "eager manual_grads")
-    assert_grads_close(jax.jit(jaxnet.manual_grads)(params, net, x, y), autodiff_grads(params, net, x, y, jit=True), 1e-10 if dtype == jnp.float64 else 1e-4, "jit(jax.grad)")
+    assert_grads_close(
+        jax.jit(jaxnet.manual_grads)(params, net, x, y),
+        autodiff_grads(params, net, x, y, jit=True),
+        1e-10 if dtype == jnp.float64 else 1e-4,
+        "jit(jax.grad)",
+    )
 
 
 @pytest.mark.slow  # the main run checks per-example gradients against vmap(jax.grad) in test_per_example

@@ -20,7 +20,10 @@ def test_a_learning_rate_that_cannot_train_is_refused(lr, capsys, tmp_path):
     with pytest.raises(SystemExit) as stop:
         cli.main(["train", "--lr", lr, "--out", str(tmp_path), "--quiet"])
     assert stop.value.code == 2
-    assert f"--lr: a learning rate must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), got '{lr}'" in capsys.readouterr().err
+    assert (
+        f"--lr: a learning rate must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), got '{lr}'"
+        in capsys.readouterr().err
+    )
     assert not os.listdir(tmp_path)  # refused before anything ran
 
 
@@ -28,15 +31,21 @@ def test_a_learning_rate_that_cannot_train_is_refused(lr, capsys, tmp_path):
 def test_an_l2_strength_below_zero_is_refused(l2, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["check", "--l2", l2])
-    assert stop.value.code == 2 and f"--l2: an L2 strength must be a finite number >= 0, got '{l2}'" in capsys.readouterr().err
+    assert (
+        stop.value.code == 2
+        and f"--l2: an L2 strength must be a finite number >= 0, got '{l2}'" in capsys.readouterr().err
+    )
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("lr=0.1,nan", "every lr must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), got nan"),
-    ("lr=-0.1", "every lr must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), got -0.1"),
-    ("l2=0,-1e-4", "every l2 must be a finite number >= 0, got -0.0001"),
-    ("momentum=0,1", "every momentum must be in [0, 1), got 1.0"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("lr=0.1,nan", "every lr must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), got nan"),
+        ("lr=-0.1", "every lr must be a number > 0 that float32 holds (1.2e-38 to 3.4e38), got -0.1"),
+        ("l2=0,-1e-4", "every l2 must be a finite number >= 0, got -0.0001"),
+        ("momentum=0,1", "every momentum must be in [0, 1), got 1.0"),
+    ],
+)
 def test_a_sweep_value_that_cannot_train_is_refused(spec, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as stop:
         cli.main(["train", "--sweep", spec, "--out", str(tmp_path), "--quiet"])
@@ -46,7 +55,9 @@ def test_a_sweep_value_that_cannot_train_is_refused(spec, message, capsys, tmp_p
 def test_complex_arrays_are_refused(tmp_path):
     path = tmp_path / "complex.npz"
     np.savez(path, x=np.ones((4, 2)) + 1j, y=np.arange(4) % 2)
-    with pytest.raises(ValueError, match=r"complex.npz: array 'x' is complex \(dtype complex128\); expected real numbers"):
+    with pytest.raises(
+        ValueError, match=r"complex.npz: array 'x' is complex \(dtype complex128\); expected real numbers"
+    ):
         data.load_file(str(path))
     path = tmp_path / "complex.npy"
     np.save(path, np.ones((4, 3), np.complex64))
@@ -63,17 +74,31 @@ def _grad(p, x):
     return {"W": x.T @ (1 - t**2)}
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda p, x: jaxnet.check_grads(_loss, _grad, {}, x), "params holds no arrays"),
-    (lambda p, x: jaxnet.check_grads(_loss, _grad, {"W": jnp.ones((3, 2), jnp.int32)}, x),
-     r"params\['W'\] has dtype int32; a gradient is taken with respect to floating-point arrays only"),
-    (lambda p, x: jaxnet.check_grads(lambda p, x: jnp.tanh(x @ p["W"]), _grad, p, x),
-     r"loss_fn must return a scalar, got shape \(4, 2\); .* use jaxnet.check_vjp"),
-    (lambda p, x: jaxnet.check_grads(lambda p, x: float(np.sum(np.tanh(np.asarray(x) @ np.asarray(p["W"])))), _grad, p, x),
-     "loss_fn calls NumPy on the params, so jax.grad cannot differentiate it"),
-    (lambda p, x: jaxnet.check_grads(_loss, lambda p, x: {"W": jnp.ones((3, 2), jnp.int32)}, p, x),
-     r"your gradient\['W'\] has dtype int32; expected floating point"),
-], ids=["empty", "integer-params", "vector-loss", "numpy-loss", "integer-gradient"])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda p, x: jaxnet.check_grads(_loss, _grad, {}, x), "params holds no arrays"),
+        (
+            lambda p, x: jaxnet.check_grads(_loss, _grad, {"W": jnp.ones((3, 2), jnp.int32)}, x),
+            r"params\['W'\] has dtype int32; a gradient is taken with respect to floating-point arrays only",
+        ),
+        (
+            lambda p, x: jaxnet.check_grads(lambda p, x: jnp.tanh(x @ p["W"]), _grad, p, x),
+            r"loss_fn must return a scalar, got shape \(4, 2\); .* use jaxnet.check_vjp",
+        ),
+        (
+            lambda p, x: jaxnet.check_grads(
+                lambda p, x: float(np.sum(np.tanh(np.asarray(x) @ np.asarray(p["W"])))), _grad, p, x
+            ),
+            "loss_fn calls NumPy on the params, so jax.grad cannot differentiate it",
+        ),
+        (
+            lambda p, x: jaxnet.check_grads(_loss, lambda p, x: {"W": jnp.ones((3, 2), jnp.int32)}, p, x),
+            r"your gradient\['W'\] has dtype int32; expected floating point",
+        ),
+    ],
+    ids=["empty", "integer-params", "vector-loss", "numpy-loss", "integer-gradient"],
+)
 def test_check_grads_says_what_it_needs(call, message):
     with pytest.raises(ValueError, match=message):
         call({"W": jnp.ones((3, 2))}, jnp.ones((4, 3)))
@@ -81,6 +106,7 @@ def test_check_grads_says_what_it_needs(call, message):
 
 def test_numpy_on_the_data_arguments_is_still_fine():
     """Only the params are traced (as jax.grad traces them): NumPy on x or y is allowed."""
+
     def loss(p, x, y):
         onehot = np.eye(2)[np.asarray(y)]  # NumPy on the labels
         return jnp.sum((jnp.tanh(x @ p["W"]) - onehot) ** 2)
@@ -89,8 +115,9 @@ def test_numpy_on_the_data_arguments_is_still_fine():
         t = jnp.tanh(x @ p["W"])  # [batch, 2]
         return {"W": x.T @ (2 * (t - np.eye(2)[np.asarray(y)]) * (1 - t**2))}
 
-    report = jaxnet.check_grads(loss, grads, {"W": jnp.full((3, 2), 0.3)}, jnp.ones((4, 3)) * 0.5, np.array([0, 1, 1, 0]),
-                                hvp_directions=0)
+    report = jaxnet.check_grads(
+        loss, grads, {"W": jnp.full((3, 2), 0.3)}, jnp.ones((4, 3)) * 0.5, np.array([0, 1, 1, 0]), hvp_directions=0
+    )
     assert report.ok, str(report)
 
 
@@ -138,4 +165,6 @@ def test_atomic_files_get_the_permissions_open_would_give(tmp_path):
             f.write("{}")
     finally:
         os.umask(mask)
-    assert os.stat(tmp_path / "metrics.json").st_mode & 0o777 == os.stat(tmp_path / "plain.json").st_mode & 0o777 == 0o644
+    assert (
+        os.stat(tmp_path / "metrics.json").st_mode & 0o777 == os.stat(tmp_path / "plain.json").st_mode & 0o777 == 0o644
+    )

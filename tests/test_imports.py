@@ -67,10 +67,13 @@ def _files(*folders):
 
 def test_no_private_names_across_modules():
     """jaxnet's modules and the experiments use other modules' public names only."""
-    bad = [f"{path.relative_to(ROOT)}:{line}: {module}.{name}"
-           for path in _files("jaxnet", "experiments")
-           for module, names, line in _imports(path)
-           for name in names if name.startswith("_") and module != _module_name(path)]
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}: {module}.{name}"
+        for path in _files("jaxnet", "experiments")
+        for module, names, line in _imports(path)
+        for name in names
+        if name.startswith("_") and module != _module_name(path)
+    ]
     assert not bad, "private names imported across modules:\n" + "\n".join(bad)
 
 
@@ -86,7 +89,7 @@ def test_no_import_cycle_among_jaxnet_modules():
         stack.append(m)
         for n in sorted(graph.get(m, ())):
             if state.get(n) == "open":
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n):] + [n]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(n) :] + [n]))
             if n not in state:
                 visit(n)
         stack.pop()
@@ -112,9 +115,11 @@ def test_the_checks_can_fail(tmp_path, monkeypatch):
     (package / "b.py").write_text("def _helper():\n    from . import a\n")
     (package / "c.py").write_text("import jaxnet.b\n\njaxnet.b._helper()\n")
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
-    for check, message in ((test_no_private_names_across_modules, "jaxnet/c.py:3: jaxnet.b._helper"),
-                           (test_no_private_names_across_modules, "jaxnet/a.py:1: jaxnet.b._helper"),
-                           (test_no_import_cycle_among_jaxnet_modules, "import cycle: jaxnet -> jaxnet.e -> jaxnet")):
+    for check, message in (
+        (test_no_private_names_across_modules, "jaxnet/c.py:3: jaxnet.b._helper"),
+        (test_no_private_names_across_modules, "jaxnet/a.py:1: jaxnet.b._helper"),
+        (test_no_import_cycle_among_jaxnet_modules, "import cycle: jaxnet -> jaxnet.e -> jaxnet"),
+    ):
         try:
             check()
         except AssertionError as e:

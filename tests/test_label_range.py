@@ -92,8 +92,13 @@ def test_softmax_label_out_of_range_eager_raises(bad, shown):
     net, params = SOFTMAX
     y = _bad_labels(bad)
     message = re.escape(f"labels must lie in [0, {K}) for {K} classes, got values in {shown}")
-    for fn in (jaxnet.loss, jaxnet.manual_grads, jaxnet.value_and_manual_grads, jaxnet.check_inputs,
-               jaxnet.per_example_grads):
+    for fn in (
+        jaxnet.loss,
+        jaxnet.manual_grads,
+        jaxnet.value_and_manual_grads,
+        jaxnet.check_inputs,
+        jaxnet.per_example_grads,
+    ):
         with pytest.raises(ValueError, match=message):
             fn(params, net, X, y)
     one = re.escape(f"labels must lie in [0, {K}) for {K} classes, got values in [{bad}, {bad}]")
@@ -118,8 +123,9 @@ def test_softmax_valid_labels_under_jit_unchanged():
     assert np.isfinite(value) and all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
     np.testing.assert_allclose(value, eager_value, rtol=1e-13)
     np.testing.assert_allclose(jit_loss(params, net, X, LABELS), eager_value, rtol=1e-13)
-    for got, want, auto in zip(jax.tree.leaves(grads), jax.tree.leaves(eager_grads),
-                               jax.tree.leaves(jit_autodiff(params, net, X, LABELS))):
+    for got, want, auto in zip(
+        jax.tree.leaves(grads), jax.tree.leaves(eager_grads), jax.tree.leaves(jit_autodiff(params, net, X, LABELS))
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(got, auto, rtol=1e-10, atol=1e-15)
     # the loss is the mean of −log softmax at the label, computed here independently
@@ -130,6 +136,7 @@ def test_softmax_valid_labels_under_jit_unchanged():
 
 def _unmarked_softmax(head):
     """The softmax head with the label formulas as they were before the marking."""
+
     def value(f, y):
         return -jnp.take_along_axis(jax.nn.log_softmax(f, axis=-1), y[:, None], axis=-1)[:, 0]
 
@@ -148,8 +155,10 @@ def test_valid_labels_under_jit_bitwise_as_before(monkeypatch, dtype):
     x = X.astype(dtype)
 
     def results():  # fresh functions, so that each call traces the head as it is now
-        return (jax.jit(lambda p, x, y: jaxnet.value_and_manual_grads(p, net, x, y))(params, x, LABELS),
-                jax.jit(jax.grad(lambda p, x, y: jaxnet.loss(p, net, x, y)))(params, x, LABELS))
+        return (
+            jax.jit(lambda p, x, y: jaxnet.value_and_manual_grads(p, net, x, y))(params, x, LABELS),
+            jax.jit(jax.grad(lambda p, x, y: jaxnet.loss(p, net, x, y)))(params, x, LABELS),
+        )
 
     now = results()
     monkeypatch.setitem(LOSSES, "softmax_cross_entropy", _unmarked_softmax(LOSSES["softmax_cross_entropy"]))
@@ -161,8 +170,9 @@ def test_valid_labels_under_jit_bitwise_as_before(monkeypatch, dtype):
 @pytest.mark.parametrize("dtype", lean([np.int8, np.uint8, np.int32], lambda i, c: i == 0))
 def test_label_dtypes(dtype):
     net, params = SOFTMAX
-    np.testing.assert_allclose(jit_loss(params, net, X, LABELS.astype(dtype)),
-                               jit_loss(params, net, X, LABELS), rtol=1e-15)
+    np.testing.assert_allclose(
+        jit_loss(params, net, X, LABELS.astype(dtype)), jit_loss(params, net, X, LABELS), rtol=1e-15
+    )
     bad = -1 if np.issubdtype(dtype, np.signedinteger) else 255
     y = _bad_labels(0).astype(dtype)
     y[1] = bad

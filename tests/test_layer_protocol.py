@@ -33,8 +33,16 @@ def test_readme_layer_trains_checkpoints_resumes_and_checks():
     assert lines[0] == "check_layer: True" and lines[-1] == "check_grads: True", out.getvalue()
     assert float(lines[1].split()[-1]) >= 0.8  # the spiral's three arms, 40 epochs
     net, s = scope["net"], scope["s"]
-    whole = train.fit(net, jaxnet.init_params(jax.random.key(1), net), s.x_train, s.y_train, scope["opt"],
-                      epochs=40, batch_size=32, key=jax.random.key(2))
+    whole = train.fit(
+        net,
+        jaxnet.init_params(jax.random.key(1), net),
+        s.x_train,
+        s.y_train,
+        scope["opt"],
+        epochs=40,
+        batch_size=32,
+        key=jax.random.key(2),
+    )
     for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(scope["result"].params)):
         np.testing.assert_array_equal(a, b)
     assert checkpoint.network_to_dict(net)["layers"][1] == {"kind": "__main__:ScaledTanh"}
@@ -69,7 +77,9 @@ def test_defaults_weights_l2_and_init():
     assert layer.weights((4,)) == ("W",)
     assert layer.l2_names((4,)) == ("W",) and set(layer.l2_names((4,), l2_bias=True)) == {"W", "s", "c"}
     params = layer.init(jax.random.key(0), (4,), jnp.float32)
-    np.testing.assert_array_equal(params["W"], jax.nn.initializers.glorot_normal()(jax.random.key(0), (4, 3), jnp.float32))
+    np.testing.assert_array_equal(
+        params["W"], jax.nn.initializers.glorot_normal()(jax.random.key(0), (4, 3), jnp.float32)
+    )
     assert not np.any(params["s"]) and not np.any(params["c"])
     assert layer.kink_gaps({"x": jnp.ones((2, 4))}) is None
     net = jaxnet.mlp([4, 5, 3], "relu")  # Dense: He-normal for the ReLU family, the layer's key, zero biases
@@ -91,9 +101,13 @@ def test_every_kind_is_a_registered_layer():
         layers.layer_kind("Nope")
 
 
-@pytest.mark.parametrize("layer, in_shape", lean([(jaxnet.Dense(4, "tanh"), (5,)),
-                                                   (jaxnet.Conv2D(3, 2, 1, "VALID", "tanh"), (4, 4, 2))],
-                                                  lambda i, case: i == 0), ids=["dense", "conv"])
+@pytest.mark.parametrize(
+    "layer, in_shape",
+    lean(
+        [(jaxnet.Dense(4, "tanh"), (5,)), (jaxnet.Conv2D(3, 2, 1, "VALID", "tanh"), (4, 4, 2))], lambda i, case: i == 0
+    ),
+    ids=["dense", "conv"],
+)
 def test_default_per_example_norms_match_the_closed_forms(layer, in_shape):
     """The base's grad_sq_norms (bwd per example) equals Dense's and Conv2D's closed forms."""
     rng = np.random.default_rng(0)
@@ -101,8 +115,9 @@ def test_default_per_example_norms_match_the_closed_forms(layer, in_shape):
     params, x, _ = verify.random_problem(net, seed=1, n=5)
     _, res = layer.fwd(params[0], x)
     dy = jnp.asarray(rng.normal(size=(5, *layer.output_shape(in_shape))))
-    np.testing.assert_allclose(jaxnet.Layer.grad_sq_norms(layer, params[0], res, dy),
-                               layer.grad_sq_norms(params[0], res, dy), rtol=1e-12)
+    np.testing.assert_allclose(
+        jaxnet.Layer.grad_sq_norms(layer, params[0], res, dy), layer.grad_sq_norms(params[0], res, dy), rtol=1e-12
+    )
 
 
 def test_a_user_layer_checks_out_per_example():
@@ -145,12 +160,19 @@ def _x(shape, seed=0):
     return jnp.asarray(np.random.default_rng(seed).normal(size=shape))
 
 
-@pytest.mark.parametrize("layer, in_shape", lean([
-    (jaxnet.Dense(3, "relu"), (4,)),
-    (jaxnet.Conv2D(2, 2, 2, "SAME", "elu"), (5, 5, 2)),
-    (jaxnet.MaxPool2D(2, 1), (4, 4, 2)),
-    (Affine(3), (4,)),
-], lambda i, case: i == 3), ids=["dense-relu", "conv", "maxpool", "user"])
+@pytest.mark.parametrize(
+    "layer, in_shape",
+    lean(
+        [
+            (jaxnet.Dense(3, "relu"), (4,)),
+            (jaxnet.Conv2D(2, 2, 2, "SAME", "elu"), (5, 5, 2)),
+            (jaxnet.MaxPool2D(2, 1), (4, 4, 2)),
+            (Affine(3), (4,)),
+        ],
+        lambda i, case: i == 3,
+    ),
+    ids=["dense-relu", "conv", "maxpool", "user"],
+)
 def test_check_layer_passes_every_right_backward(layer, in_shape):
     net = jaxnet.sequential(in_shape, [layer, jaxnet.Flatten(), jaxnet.Dense(2)])
     params, x, _ = verify.random_problem(net, seed=3, n=4)
@@ -177,7 +199,9 @@ class AffineShiftMean(Affine):
 
 @pytest.mark.parametrize("layer, wrong", [(AffineForgetsScaleInDx(3), {"x"}), (AffineShiftMean(3), {"params['c']"})])
 def test_check_layer_goes_red_on_a_wrong_backward_in_exactly_that_output(layer, wrong):
-    params = verify.draw_params(jaxnet.sequential((4,), [layer, jaxnet.Dense(2)]), np.random.default_rng(0), jnp.float64)[0]
+    params = verify.draw_params(
+        jaxnet.sequential((4,), [layer, jaxnet.Dense(2)]), np.random.default_rng(0), jnp.float64
+    )[0]
     report = jaxnet.check_layer(layer, params, _x((5, 4)))
     assert {row.path for row in report.failures()} == wrong
     assert {row.witness.split(" · ")[0] for row in report.failures()} >= {"jax.vjp", "finite diff", "jvp vs yours"}
@@ -214,8 +238,11 @@ def test_check_vjp_passes_and_goes_red(numpy):
     assert report.ok, str(report)
     assert {row.path for row in report.leaves} == {"x", "w"}
     witnesses = {row.witness.split(" · ")[0] for row in report.leaves}
-    assert witnesses == ({"finite diff"} if numpy else
-                         {"jax.vjp", "finite diff", "ref vs finite diff", "jvp vs jax.vjp", "jvp vs yours", "hessian-vector"})
+    assert witnesses == (
+        {"finite diff"}
+        if numpy
+        else {"jax.vjp", "finite diff", "ref vs finite diff", "jvp vs jax.vjp", "jvp vs yours", "hessian-vector"}
+    )
     assert any("NumPy code" in note for note in report.notes) == numpy
     bad = jaxnet.check_vjp(f, lambda p, dy: f_vjp(p, dy, slip=1.01), x, w, cotangents=1)
     assert {row.path for row in bad.failures()} == {"w"}
@@ -260,20 +287,31 @@ class SoftplusSigmoidSlip(jaxnet.Activation):
 
 def _five_layers(i, broken):
     """Dense(5, tanh) > Dense(5, sigmoid) > Activation(softplus) > Dense(5, elu) > Dense(3), layer i broken."""
-    kinds = [jaxnet.Dense(5, "tanh"), jaxnet.Dense(5, "sigmoid"), jaxnet.Activation("softplus"),
-             jaxnet.Dense(5, "elu"), jaxnet.Dense(3)]
+    kinds = [
+        jaxnet.Dense(5, "tanh"),
+        jaxnet.Dense(5, "sigmoid"),
+        jaxnet.Activation("softplus"),
+        jaxnet.Dense(5, "elu"),
+        jaxnet.Dense(3),
+    ]
     kinds[i] = broken
     return jaxnet.sequential((5,), kinds, l2=0.01)
 
 
-@pytest.mark.parametrize("i, broken, wrong", lean([
-    (0, NoActivationDerivative(5, "tanh"), {"dx", "dparams['W']", "dparams['b']"}),
-    (1, WeightGradFromDa(5, "sigmoid"), {"dparams['W']"}),
-    (2, SoftplusSigmoidSlip("softplus"), {"dx"}),
-    (3, BiasMeanNotSum(5, "elu"), {"dparams['b']"}),
-    (3, InputGradUntransposed(5, "elu"), {"dx"}),  # W of layer 3 is [5, 5]
-], lambda i, case: i in (0, 1)), ids=["activation-derivative-dropped", "dW-from-da", "derivative-at-a", "bias-mean",
-                                    "dx-untransposed"])
+@pytest.mark.parametrize(
+    "i, broken, wrong",
+    lean(
+        [
+            (0, NoActivationDerivative(5, "tanh"), {"dx", "dparams['W']", "dparams['b']"}),
+            (1, WeightGradFromDa(5, "sigmoid"), {"dparams['W']"}),
+            (2, SoftplusSigmoidSlip("softplus"), {"dx"}),
+            (3, BiasMeanNotSum(5, "elu"), {"dparams['b']"}),
+            (3, InputGradUntransposed(5, "elu"), {"dx"}),  # W of layer 3 is [5, 5]
+        ],
+        lambda i, case: i in (0, 1),
+    ),
+    ids=["activation-derivative-dropped", "dW-from-da", "derivative-at-a", "bias-mean", "dx-untransposed"],
+)
 def test_find_wrong_layer_names_the_broken_layer_and_no_other(i, broken, wrong):
     net = _five_layers(i, broken)
     params, x, y = verify.random_problem(net, seed=i, n=8)
@@ -369,7 +407,9 @@ def test_several_weights_and_weight_names():
     layer = TwoWeights()
     assert layer.weights((4,)) == ("U",) and layer.l2_names((4,)) == ("U",)
     params = layer.init(jax.random.key(0), (4,), jnp.float32)  # only U is a weight: V starts at 0
-    np.testing.assert_array_equal(params["U"], jax.nn.initializers.glorot_normal()(jax.random.key(0), (4, 3), jnp.float32))
+    np.testing.assert_array_equal(
+        params["U"], jax.nn.initializers.glorot_normal()(jax.random.key(0), (4, 3), jnp.float32)
+    )
     assert not np.any(params["V"])
     both = dataclasses.replace(layer)
     object.__setattr__(both, "weight_names", None)  # the default rule: both have two axes
@@ -387,8 +427,12 @@ def test_check_layer_excludes_the_examples_at_a_kink():
     params = {"W": jnp.eye(2), "b": jnp.array([0.3, -0.2])}
     x = jnp.array([[1.0, 2.0], [-0.3 + 1e-7, 1.0], [0.5, -1.0]])  # example 1: z[1, 0] = 1e-7, at the kink
     report = jaxnet.check_layer(layer, params, x)
-    assert report.ok and "1 pre-activation(s)/pooling window(s) within 0.0001 of a kink in 1 of 3 example(s); " \
-        "those 1 excluded, checked on the other 2" in report.notes[0]
+    assert (
+        report.ok
+        and "1 pre-activation(s)/pooling window(s) within 0.0001 of a kink in 1 of 3 example(s); "
+        "those 1 excluded, checked on the other 2"
+        in report.notes[0]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,8 +447,9 @@ class PoolToEvery(jaxnet.MaxPool2D):
 @pytest.mark.slow
 @pytest.mark.parametrize("pool", [jaxnet.MaxPool2D(2), PoolToEvery(2)], ids=["right", "pool-to-every"])
 def test_find_wrong_layer_in_a_cnn(pool):
-    net = jaxnet.sequential((6, 6, 1), [jaxnet.Conv2D(3, 3, 1, "SAME", "tanh"), pool, jaxnet.Flatten(),
-                                        jaxnet.Dense(3)])
+    net = jaxnet.sequential(
+        (6, 6, 1), [jaxnet.Conv2D(3, 3, 1, "SAME", "tanh"), pool, jaxnet.Flatten(), jaxnet.Dense(3)]
+    )
     params, x, y = verify.random_problem(net, seed=0, n=4)
     report = jaxnet.find_wrong_layer(params, net, x, y)
     assert report.ok == (type(pool) is jaxnet.MaxPool2D), str(report)
@@ -470,7 +515,10 @@ def test_check_layer_of_float32_params_and_float64_numpy_inputs_with_x64_off():
     layer = jaxnet.Dense(2, "tanh")
     rng = np.random.default_rng(0)
     with jax.enable_x64(False):
-        params = {"W": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32), "b": jnp.asarray(rng.normal(size=2), jnp.float32)}
+        params = {
+            "W": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=2), jnp.float32),
+        }
         report = jaxnet.check_layer(layer, params, rng.normal(size=(4, 3)), cotangents=1)
         assert report.ok and report.leaves[0].rtol == 1e-4, str(report)
     assert jaxnet.gradcheck.given_in_float64({"a": np.zeros(2), "b": np.zeros(2, np.float32)}) is False

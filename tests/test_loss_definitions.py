@@ -59,6 +59,7 @@ def numpy_loss(ws, bs, x, y, loss, reduction, l2, l2_bias):
 
 def numpy_fd_grads(ws, bs, loss_of, eps=1e-6):
     """Central differences of ``loss_of(ws, bs)`` for every entry: ``([dW_l], [db_l])``."""
+
     def diff(arrays, i, j):
         plus, minus = [a.copy() for a in arrays], [a.copy() for a in arrays]
         plus[i].flat[j] += eps

@@ -20,7 +20,16 @@ from jaxnet.layers import Dense
 from jaxnet.losses import LOSSES
 
 from . import test_api, test_grads, test_properties
-from .helpers import assert_grads_close, assert_matches_fd, autodiff_grads, fd_grads, fresh_jit, make_net, on_reference, random_problem
+from .helpers import (
+    assert_grads_close,
+    assert_matches_fd,
+    autodiff_grads,
+    fd_grads,
+    fresh_jit,
+    make_net,
+    on_reference,
+    random_problem,
+)
 from .test_api import _note_000
 from .test_properties import check_drawn_network
 
@@ -43,7 +52,9 @@ def _unstable_softmax_delta(monkeypatch):
         p = e / jnp.sum(e, axis=-1, keepdims=True)
         return p - (jax.nn.one_hot(y, f.shape[-1], dtype=f.dtype) if y.ndim == 1 else y)
 
-    monkeypatch.setitem(LOSSES, "softmax_cross_entropy", dataclasses.replace(LOSSES["softmax_cross_entropy"], delta=delta))
+    monkeypatch.setitem(
+        LOSSES, "softmax_cross_entropy", dataclasses.replace(LOSSES["softmax_cross_entropy"], delta=delta)
+    )
 
 
 def _label_off_by_one(monkeypatch):
@@ -53,7 +64,9 @@ def _label_off_by_one(monkeypatch):
     def delta(f, y):
         return right(f, (y + 1) % f.shape[-1] if y.ndim == 1 else y)
 
-    monkeypatch.setitem(LOSSES, "softmax_cross_entropy", dataclasses.replace(LOSSES["softmax_cross_entropy"], delta=delta))
+    monkeypatch.setitem(
+        LOSSES, "softmax_cross_entropy", dataclasses.replace(LOSSES["softmax_cross_entropy"], delta=delta)
+    )
 
 
 def _unsummed_bias(monkeypatch):
@@ -81,7 +94,9 @@ def test_finite_difference_check_goes_red(monkeypatch):
     params, x, y = random_problem(net, "squared_error")
     _halve_squared_error_delta(monkeypatch)
     with pytest.raises(AssertionError, match=r"vs finite differences: leaf \[[01]\]\['[Wb]'\] max rel [0-9.]+e-01"):
-        assert_matches_fd(jaxnet.manual_grads(params, net, x, y), fd_grads(params, net, x, y), jaxnet.loss(params, net, x, y))
+        assert_matches_fd(
+            jaxnet.manual_grads(params, net, x, y), fd_grads(params, net, x, y), jaxnet.loss(params, net, x, y)
+        )
 
 
 def test_jit_autodiff_check_goes_red(monkeypatch):

@@ -97,8 +97,10 @@ def test_four_devices_train_like_one():
     for name in ("mlp-manual", "mlp-autodiff", "cnn-manual", "cnn-autodiff"):
         assert out[name]["param_gap"] < 1e-5, (name, out[name])
         assert "NamedSharding" in out[name]["sharding"] and out[name]["loss"][-1] < out[name]["loss"][0]
-    assert out["errors"] == ["devices=4 must divide the batch size 25 (each device takes an equal share)",
-                             "devices=8, but only 4 cpu device(s) are present"]
+    assert out["errors"] == [
+        "devices=4 must divide the batch size 25 (each device takes an equal share)",
+        "devices=8, but only 4 cpu device(s) are present",
+    ]
     assert out["sweep_rows"] == 6 and out["sweep_gap"] < 1e-5 and out["sweep_history_gap"] < 1e-5
     assert out["chunk_sizes"] == [[0, 4], [1, 2]] and out["chunked_gap"] < 1e-5  # 4 replicas (one per device), then 2
     assert out["cli_rc"] == 0
@@ -136,9 +138,13 @@ def test_two_devices_train_like_one():
 def test_devices_errors_in_this_process():
     """Here (one CPU device unless XLA_FLAGS says otherwise, or the GPUs) asking for more is a clear error."""
     net = jaxnet.mlp([2, 4, 3])
-    with pytest.raises(ValueError, match=rf"devices=64, but only \d+ {jax.devices()[0].platform} device\(s\) are present"):
+    with pytest.raises(
+        ValueError, match=rf"devices=64, but only \d+ {jax.devices()[0].platform} device\(s\) are present"
+    ):
         train.make_epoch(net, train.sgd(0.1), 64, 128, devices=64)
-    with pytest.raises(ValueError, match=rf"devices=64, but only \d+ {jax.devices()[0].platform} device\(s\) are present"):
+    with pytest.raises(
+        ValueError, match=rf"devices=64, but only \d+ {jax.devices()[0].platform} device\(s\) are present"
+    ):
         sweep.run(sweep.grid(net), np.zeros((8, 2)), np.zeros(8, int), "sgd", 1, 8, devices=64)
     with pytest.raises(ValueError, match="devices must be a positive integer"):
         train.make_epoch(net, train.sgd(0.1), 64, 128, devices=0)

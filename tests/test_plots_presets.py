@@ -37,17 +37,19 @@ def test_decision_boundary_has_axis_labels_and_a_legend_entry_per_class(tmp_path
         y = y[:, None].astype(np.float32)
     fig = plots.decision_boundary(_params(net), net, x, y, str(tmp_path / "db.png"), steps=30)
     assert (tmp_path / "db.png").stat().st_size > 0
-    ax, = fig.axes
+    (ax,) = fig.axes
     assert ax.get_xlabel() == "feature 0" and ax.get_ylabel() == "feature 1"
     legend = ax.get_legend()
     assert [t.get_text() for t in legend.get_texts()] == [f"class {c}" for c in range(classes)]
     handle_colours = [_rgba(h.get_markerfacecolor()) for h in legend.legend_handles]
 
-    points, = ax.collections[1:]  # [0]: the regions (contourf), [1]: the data
+    (points,) = ax.collections[1:]  # [0]: the regions (contourf), [1]: the data
     point_colours = points.get_facecolors()[:, :3]
     labels = np.asarray(y).reshape(len(x), -1)[:, 0].astype(int)
     for c in range(classes):
-        np.testing.assert_allclose(point_colours[labels == c], np.broadcast_to(handle_colours[c], (np.sum(labels == c), 3)))
+        np.testing.assert_allclose(
+            point_colours[labels == c], np.broadcast_to(handle_colours[c], (np.sum(labels == c), 3))
+        )
 
     regions = ax.collections[0]
     cmap, norm = regions.get_cmap(), regions.norm
@@ -59,8 +61,15 @@ def test_decision_boundary_has_axis_labels_and_a_legend_entry_per_class(tmp_path
 def test_decision_boundary_axis_labels_can_be_named(tmp_path):
     net = jaxnet.mlp([2, 8, 3], "tanh")
     x, y = _points()
-    fig = plots.decision_boundary(_params(net), net, x, y, str(tmp_path / "db.png"), steps=30,
-                                  axis_labels=("x₀ (standardised)", "x₁ (standardised)"))
+    fig = plots.decision_boundary(
+        _params(net),
+        net,
+        x,
+        y,
+        str(tmp_path / "db.png"),
+        steps=30,
+        axis_labels=("x₀ (standardised)", "x₁ (standardised)"),
+    )
     assert (fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()) == ("x₀ (standardised)", "x₁ (standardised)")
 
 
@@ -69,7 +78,7 @@ def test_regression_fit_has_axis_labels_and_a_legend(tmp_path):
     x = np.linspace(-1.5, 1.5, 40, dtype=np.float32)[:, None]
     for y in (np.sin(3 * x), np.sin(3 * x)[:, 0]):  # [N, 1] or [N]
         fig = plots.regression_fit(_params(net), net, x, y, str(tmp_path / "fit.png"))
-        ax, = fig.axes
+        (ax,) = fig.axes
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("x (standardised)", "y")
         assert [t.get_text() for t in ax.get_legend().get_texts()] == ["data", "network"]
     assert (tmp_path / "fit.png").stat().st_size > 0
@@ -90,9 +99,11 @@ def test_sweep_curves_have_axis_labels(tmp_path):
     history = [{"train_loss": list(np.linspace(1.0, 0.1 * (i + 1), 4))} for i in range(len(replicas))]
     result = SweepResult(replicas, [None] * len(replicas), history, [None] * len(replicas))
     fig = plots.sweep_curves(result, str(tmp_path / "sweep.png"))
-    ax, = fig.axes
+    (ax,) = fig.axes
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "train loss")
-    assert len(ax.get_legend().get_texts()) == 2 and all("(2 seeds)" in t.get_text() for t in ax.get_legend().get_texts())
+    assert len(ax.get_legend().get_texts()) == 2 and all(
+        "(2 seeds)" in t.get_text() for t in ax.get_legend().get_texts()
+    )
     assert (tmp_path / "sweep.png").stat().st_size > 0
 
 
@@ -116,7 +127,11 @@ def test_001_regression_preset_is_note_001s_setup_below_the_edge_of_stability():
     net = s.net
     assert (preset.dataset, preset.optimizer, preset.batch_size) == ("regression_1d", "sgd", None)
     assert s.batch_size == len(s.split.x_train) == 140  # full batch
-    assert len(net.layers) == 2 and net.layers[0].activation == "sigmoid" and net.layers[1].activation in (None, "identity")
+    assert (
+        len(net.layers) == 2
+        and net.layers[0].activation == "sigmoid"
+        and net.layers[1].activation in (None, "identity")
+    )
     assert (net.loss, net.reduction, net.l2) == ("squared_error", "sum", 0)
 
     params = jaxnet.init_params(jax.random.split(jax.random.key(0))[0], net)  # the CLI's initial params, seed 0

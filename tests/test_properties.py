@@ -24,6 +24,7 @@ def _manual_autodiff_fd(params, net, x, y):
     mine, fd = _manual_fd(params, net, x, y)
     return mine, autodiff_grads(params, net, x, y, jit=True), fd
 
+
 # Small shape alphabets keep the number of distinct compiled kernels (and so the run time)
 # bounded; everything else (depth, per-layer activations, loss, target form, reduction, L2,
 # dtype, values) is drawn freely.
@@ -44,7 +45,9 @@ problems = st.fixed_dictionaries(
 
 
 def _draw_and_check(p):
-    acts = p["activation"].draw(st.lists(st.sampled_from(list(jaxnet.ACTIVATIONS)), min_size=len(p["widths"]), max_size=len(p["widths"])))
+    acts = p["activation"].draw(
+        st.lists(st.sampled_from(list(jaxnet.ACTIVATIONS)), min_size=len(p["widths"]), max_size=len(p["widths"]))
+    )
     check_drawn_network(p, acts)
 
 
@@ -56,8 +59,7 @@ def test_random_networks(p):
 
 
 @pytest.mark.slow
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems)
 def test_more_random_networks(p):
     _draw_and_check(p)

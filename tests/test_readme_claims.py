@@ -32,7 +32,7 @@ NOT_MEASURED = {  # (file, the ratio as written): why it is not a number of a re
 def _claims_block(text):
     start, end = text.find(benchmark.CLAIMS_BEGIN), text.find(benchmark.CLAIMS_END)
     assert 0 <= start < end, "README.md lost its benchmark claims block"
-    return text[start:end + len(benchmark.CLAIMS_END)]
+    return text[start : end + len(benchmark.CLAIMS_END)]
 
 
 def test_readme_benchmark_claims_are_generated_from_the_committed_table():
@@ -52,8 +52,14 @@ def _sections_and_sources(path):
         text = text.replace(_claims_block(text), "")
     for section in re.split(r"(?m)^## ", text):
         names = sorted(set(re.findall(r"results/([\w.-]+\.md)", section)))
-        yield section, "\n".join(re.sub(r"<!--.*?-->", "", (RESULTS / n).read_text(), flags=re.S)
-                                 for n in names if (RESULTS / n).exists())
+        yield (
+            section,
+            "\n".join(
+                re.sub(r"<!--.*?-->", "", (RESULTS / n).read_text(), flags=re.S)
+                for n in names
+                if (RESULTS / n).exists()
+            ),
+        )
 
 
 @pytest.mark.parametrize("name", ["README.md", "experiments/README.md"])
@@ -72,8 +78,11 @@ def test_other_ratio_claims_appear_in_the_results_their_section_links(name):
 def test_a_ratio_that_no_linked_table_has_is_caught(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("## A\n[t](experiments/results/sweep_benchmark.md): 10.8× and 42.4×\n## B\n10.8×\n")
-    found = [(m.group(0), bool(re.search(r"(?<![\d.])" + re.escape(m.group(1)) + r"(?!\d)", sources)))
-             for section, sources in _sections_and_sources(readme) for m in RATIO.finditer(section)]
+    found = [
+        (m.group(0), bool(re.search(r"(?<![\d.])" + re.escape(m.group(1)) + r"(?!\d)", sources)))
+        for section, sources in _sections_and_sources(readme)
+        for m in RATIO.finditer(section)
+    ]
     assert found == [("10.8×", True), ("42.4×", False), ("10.8×", False)]  # B links no table
 
 
@@ -89,21 +98,55 @@ def _data(make_epoch, torch, fit=None):
     """A results-data dict with one workload and the given per-round rates."""
     rounds = len(make_epoch)
     fit = fit or make_epoch
-    runs = {"make_epoch": [{"steps_per_s": v, "loss0": 1.0} for v in make_epoch],
-            "fit": [{"steps_per_s": v, "first_call_steps_per_s": v / 10, "first_call_s": 2.0, "first_epoch_s": 1.5,
-                     "epochs": 300, "loss0": 1.0} for v in fit],
-            "torch": [{"steps_per_s": v, "first_epoch_s": 0.1, "loss0": 1.0} for v in torch]}
-    info = {"cpu": "test cpu", "cores": 2, "jax": "0", "jaxlib": "0", "jax_backend": "cpu", "torch": "0", "numpy": "0",
-            "python": "3", "numpy_blas": []}
-    return {"meta": {"rounds": rounds, "calibration_rounds": 1, "window_s": 0.5, "fit_epochs": None, "torch_compile": False,
-                     "timeout_s": 600.0, "command": "python experiments/benchmark.py", "info": info,
-                     "blas_env": {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}, "date": "2000-01-01",
-                     "minutes": 1.0, "lr": 0.01},
-            "workloads": {"spiral-full": {"title": "MLP 2-100-3, spiral N = 300, full batch", "batch": 300, "fit_epochs": 300}},
-            "loss0": {"spiral-full": 1.0},
-            "calibration": {"spiral-full": {"torch|1": [5.0], "torch|2": [3.0]}},
-            "chosen_threads": {"spiral-full": {"torch": 1}},
-            "runs": {"spiral-full": runs}}
+    runs = {
+        "make_epoch": [{"steps_per_s": v, "loss0": 1.0} for v in make_epoch],
+        "fit": [
+            {
+                "steps_per_s": v,
+                "first_call_steps_per_s": v / 10,
+                "first_call_s": 2.0,
+                "first_epoch_s": 1.5,
+                "epochs": 300,
+                "loss0": 1.0,
+            }
+            for v in fit
+        ],
+        "torch": [{"steps_per_s": v, "first_epoch_s": 0.1, "loss0": 1.0} for v in torch],
+    }
+    info = {
+        "cpu": "test cpu",
+        "cores": 2,
+        "jax": "0",
+        "jaxlib": "0",
+        "jax_backend": "cpu",
+        "torch": "0",
+        "numpy": "0",
+        "python": "3",
+        "numpy_blas": [],
+    }
+    return {
+        "meta": {
+            "rounds": rounds,
+            "calibration_rounds": 1,
+            "window_s": 0.5,
+            "fit_epochs": None,
+            "torch_compile": False,
+            "timeout_s": 600.0,
+            "command": "python experiments/benchmark.py",
+            "info": info,
+            "blas_env": {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None},
+            "date": "2000-01-01",
+            "minutes": 1.0,
+            "lr": 0.01,
+        },
+        "workloads": {
+            "spiral-full": {"title": "MLP 2-100-3, spiral N = 300, full batch", "batch": 300, "fit_epochs": 300}
+        },
+        "loss0": {"spiral-full": 1.0},
+        "calibration": {"spiral-full": {"torch|1": [5.0], "torch|2": [3.0]}},
+        "chosen_threads": {"spiral-full": {"torch": 1}},
+        "runs": {"spiral-full": runs},
+    }
 
 
 def test_ratio_is_a_ratio_of_medians_with_the_per_round_spread():
@@ -131,7 +174,13 @@ def test_claims_and_tables_come_from_the_data():
 
 def test_results_file_keeps_the_row_order():
     data = _data([2.0, 4.0], [1.0, 2.0])
-    for part in ("workloads", "loss0", "calibration", "chosen_threads", "runs"):  # a second workload, sorting before the first
+    for part in (
+        "workloads",
+        "loss0",
+        "calibration",
+        "chosen_threads",
+        "runs",
+    ):  # a second workload, sorting before the first
         data[part]["cnn-b64"] = data[part]["spiral-full"]
     data["workloads"]["cnn-b64"] = {**data["workloads"]["spiral-full"], "title": "CNN"}
     text = benchmark.results_text(data, "")
@@ -163,22 +212,40 @@ def test_initial_loss_mismatch_stops_the_run():
 
 
 def test_thread_choice_is_the_faster_median():
-    calibration = {"torch|1": [{"steps_per_s": 10.0}, {"steps_per_s": 30.0}], "torch|2": [{"steps_per_s": 25.0}] * 2,
-                   "numpy|1": [{"error": "x"}], "numpy|2": [{"steps_per_s": 1.0}]}
+    calibration = {
+        "torch|1": [{"steps_per_s": 10.0}, {"steps_per_s": 30.0}],
+        "torch|2": [{"steps_per_s": 25.0}] * 2,
+        "numpy|1": [{"error": "x"}],
+        "numpy|2": [{"steps_per_s": 1.0}],
+    }
     assert benchmark.best_threads(calibration, "torch") == 2 and benchmark.best_threads(calibration, "numpy") == 2
 
 
-@pytest.mark.parametrize("argv, message", [(["--rounds", "0"], "positive integer"), (["--window", "nan"], "positive number"),
-                                           (["--workloads", "spiral,nope"], "unknown workload"),
-                                           (["--fit-epochs", "3"], "at least 4")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rounds", "0"], "positive integer"),
+        (["--window", "nan"], "positive number"),
+        (["--workloads", "spiral,nope"], "unknown workload"),
+        (["--fit-epochs", "3"], "at least 4"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
         benchmark.parse(argv)
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--quick"], ["--rounds", "1"], ["--calibration-rounds", "1"], ["--workloads", "spiral-full"],
-                                  ["--no-torch-compile"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--quick"],
+        ["--rounds", "1"],
+        ["--calibration-rounds", "1"],
+        ["--workloads", "spiral-full"],
+        ["--no-torch-compile"],
+    ],
+)
 def test_a_quick_or_partial_run_never_writes_the_committed_results(argv, capsys, monkeypatch):
     """Refused before anything is measured (``measure`` would raise here)."""
     monkeypatch.setattr(benchmark, "measure", lambda *a, **k: pytest.fail("measured"))

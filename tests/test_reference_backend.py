@@ -26,7 +26,9 @@ from jaxnet.layers import Conv2D, Dense, Flatten
 
 from .helpers import assert_grads_close, autodiff_grads
 
-CNN = jaxnet.sequential((5, 5, 2), [Conv2D(2, 3, 2, "SAME", "tanh"), Flatten(), Dense(3)], l2=0.01)  # strided, as on the H200
+CNN = jaxnet.sequential(
+    (5, 5, 2), [Conv2D(2, 3, 2, "SAME", "tanh"), Flatten(), Dense(3)], l2=0.01
+)  # strided, as on the H200
 
 
 def test_reference_device_choice():
@@ -42,7 +44,7 @@ def test_reference_device_choice():
     with pytest.raises(ValueError, match="reference_device must be a jax.Device, 'default' or 'same', got 'gpu'"):
         verify.reference_device(jnp.float64, "gpu")
     with pytest.raises(ValueError, match="reference_device must be"):
-        jaxnet.check_grads(lambda p: jnp.sum(p ** 2), lambda p: 2 * p, jnp.ones(2), reference_device="cpu:0")
+        jaxnet.check_grads(lambda p: jnp.sum(p**2), lambda p: 2 * p, jnp.ones(2), reference_device="cpu:0")
 
 
 def test_autodiff_reference_helper():
@@ -134,7 +136,10 @@ REFS_ON_CPU0 = [["cpu:0"], ["cpu:0"], ["cpu:0"], ["cpu:1"], ["cpu:0"]]
 def test_float64_references_run_on_the_cpu_device_and_the_report_says_so(two_devices):
     default = two_devices["default"]
     assert default["ok"] and default["placed"] == REFS_ON_CPU0
-    assert default["note"] == "references computed on cpu:0 (jax.grad in float64, finite differences, jvp, H v); your gradient on cpu:1"
+    assert (
+        default["note"]
+        == "references computed on cpu:0 (jax.grad in float64, finite differences, jvp, H v); your gradient on cpu:1"
+    )
     same = two_devices["inexact_same"]  # reference_device="same" moves them (no Hessian-vector products here)
     assert same["placed"] == [["cpu:1"]] * 3 and same["note"].startswith("references computed on cpu:1 ")
 
@@ -156,17 +161,23 @@ def test_float32_per_example_and_reference_grads_placement():
     more = _two_devices("more")
     float32 = more["float32"]
     assert float32["ok"] and float32["placed"] == [["cpu:1"], ["cpu:0"], ["cpu:0"], ["cpu:1"], ["cpu:0"]]
-    assert float32["note"] == ("jax.grad (float32, matmul precision highest) computed on cpu:1; float64 references "
-                               "(finite differences, jax.grad, jvp, H v) on cpu:0; your gradient on cpu:1")
+    assert float32["note"] == (
+        "jax.grad (float32, matmul precision highest) computed on cpu:1; float64 references "
+        "(finite differences, jax.grad, jvp, H v) on cpu:0; your gradient on cpu:1"
+    )
     assert more["device"]["ok"] and more["device"]["placed"] == [["cpu:1"]] * 3
     per_example = more["per_example"]
     assert per_example["ok"] and per_example["placed"] == [["cpu:0"], ["cpu:0"]]
     assert per_example["notes"] == ["jax.grad references (float64) computed on cpu:0; hand-derived ones on cpu:1"]
     assert more["reference_grads"] == [["cpu:0"], ["cpu:1"]]
-    assert more["committed_closure"] == {"ok": True, "notes": [  # a loss closing over arrays committed elsewhere
-        "the references could not run on cpu:0: your functions use arrays committed to another device (jax.device_put), "
-        "so they ran on cpu:1",
-        "references computed on cpu:1 (jax.grad in float64, finite differences, jvp, H v); your gradient on cpu:1"]}
+    assert more["committed_closure"] == {
+        "ok": True,
+        "notes": [  # a loss closing over arrays committed elsewhere
+            "the references could not run on cpu:0: your functions use arrays committed to another device (jax.device_put), "
+            "so they ran on cpu:1",
+            "references computed on cpu:1 (jax.grad in float64, finite differences, jvp, H v); your gradient on cpu:1",
+        ],
+    }
 
 
 def _products(jaxpr):
@@ -195,8 +206,11 @@ def test_the_spot_check_reference_runs_at_highest_precision():
     assert {name for name, _ in gap} == {"conv_general_dilated", "dot_general"}
     assert all("HIGHEST" in p for _, p in gap), gap
     opt = optax.sgd(0.1)
-    epoch = lambda check: jax.make_jaxpr(train.make_epoch(net, opt, 4, 8, check_every=check, loop="scan"))(
-        params, opt.init(params), jnp.int32(0), jax.random.key(1), x, y).jaxpr
+    epoch = lambda check: (
+        jax.make_jaxpr(train.make_epoch(net, opt, 4, 8, check_every=check, loop="scan"))(
+            params, opt.init(params), jnp.int32(0), jax.random.key(1), x, y
+        ).jaxpr
+    )
     with_check, without = _products(epoch(1)), _products(epoch(0))
     assert sorted(p for p in with_check if "HIGHEST" in p[1]) == sorted(gap)
     assert sorted(p for p in with_check if "HIGHEST" not in p[1]) == sorted(without)
@@ -210,10 +224,20 @@ def test_on_a_gpu_float64_strided_conv_checks_pass_against_the_cpu_reference():
     gpu = jax.devices()[0]
     params, x, y = verify.random_problem(CNN, seed=0, n=2)
     assert verify.working_device(params) == gpu
-    assert_grads_close(jaxnet.manual_grads(params, CNN, x, y), autodiff_grads(params, CNN, x, y), 1e-10, "jax.grad (CPU)")
-    report = jaxnet.check_grads(lambda p, x, y: jaxnet.loss(p, CNN, x, y), lambda p, x, y: jaxnet.manual_grads(p, CNN, x, y),
-                                params, x, y, net=CNN)
+    assert_grads_close(
+        jaxnet.manual_grads(params, CNN, x, y), autodiff_grads(params, CNN, x, y), 1e-10, "jax.grad (CPU)"
+    )
+    report = jaxnet.check_grads(
+        lambda p, x, y: jaxnet.loss(p, CNN, x, y),
+        lambda p, x, y: jaxnet.manual_grads(p, CNN, x, y),
+        params,
+        x,
+        y,
+        net=CNN,
+    )
     assert report.ok, str(report)
-    assert report.notes[-1].startswith("references computed on cpu:0 ") and report.notes[-1].endswith(verify.device_name(gpu))
+    assert report.notes[-1].startswith("references computed on cpu:0 ") and report.notes[-1].endswith(
+        verify.device_name(gpu)
+    )
     per_example = jaxnet.check_per_example(params, CNN, x, y)
     assert per_example.ok and "computed on cpu:0" in per_example.notes[0], str(per_example)

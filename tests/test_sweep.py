@@ -25,10 +25,13 @@ def _alone(replica, optimizer, epochs, batch, grads):
     return train.fit(net, jaxnet.init_params(key_init, net), X, Y, opt, epochs, batch, key_train, grads=grads)
 
 
-@pytest.mark.parametrize("optimizer,grads", [("sgd", "manual"), pytest.param("adam", "autodiff", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "optimizer,grads", [("sgd", "manual"), pytest.param("adam", "autodiff", marks=pytest.mark.slow)]
+)
 def test_each_replica_equals_its_configuration_trained_alone(optimizer, grads):
-    replicas = sweep.grid(NET, seeds=(0, 1), lr=(0.05, 0.2), l2=(0.0, 1e-2),
-                          momentum=(0.0, 0.9) if optimizer == "sgd" else (0.0,))
+    replicas = sweep.grid(
+        NET, seeds=(0, 1), lr=(0.05, 0.2), l2=(0.0, 1e-2), momentum=(0.0, 0.9) if optimizer == "sgd" else (0.0,)
+    )
     result = sweep.run(replicas, X, Y, optimizer, 3, 16, grads=grads, val=(X[:20], Y[:20]))
     assert len(result.params) == len(replicas) == (16 if optimizer == "sgd" else 8)
     for i in (0, 5, len(replicas) - 1):  # a few, each against its own fit
@@ -61,13 +64,30 @@ def test_cli_seeds_and_sweep(tmp_path, capsys):
 
     from jaxnet import cli
 
-    args = ["train", "--preset", "000-spiral", "--epochs", "3", "--out", str(tmp_path), "--seeds", "2",
-            "--sweep", "lr=0.1,1 hidden=8;4,4"]
+    args = [
+        "train",
+        "--preset",
+        "000-spiral",
+        "--epochs",
+        "3",
+        "--out",
+        str(tmp_path),
+        "--seeds",
+        "2",
+        "--sweep",
+        "lr=0.1,1 hidden=8;4,4",
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "sweep of 8 replicas (2 network group(s))" in out and "mean ± std over seeds:" in out and "best by mean val_loss" in out
+    assert (
+        "sweep of 8 replicas (2 network group(s))" in out
+        and "mean ± std over seeds:" in out
+        and "best by mean val_loss" in out
+    )
     saved = json.loads((tmp_path / "sweep.json").read_text())
-    assert len(saved["replicas"]) == 8 and saved["summary"]["metric"] == "val_loss" and (tmp_path / "sweep.png").exists()
+    assert (
+        len(saved["replicas"]) == 8 and saved["summary"]["metric"] == "val_loss" and (tmp_path / "sweep.png").exists()
+    )
     assert {r["network"].split(" ")[0] for r in saved["replicas"]} == {"2-8-3", "2-4-4-3"}
     with pytest.raises(SystemExit):
         cli.main(["train", "--sweep", "batch=1,2"])
@@ -77,8 +97,10 @@ def test_cli_seeds_and_sweep(tmp_path, capsys):
 def _eqns(jaxpr, *names):
     """Equations of these primitives in a jaxpr, nested jaxprs included."""
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # a ClosedJaxpr's Jaxpr
-    return sum((eqn.primitive.name in names) + sum(_eqns(sub, *names) for sub in jex_core.jaxprs_in_params(eqn.params))
-               for eqn in jaxpr.eqns)
+    return sum(
+        (eqn.primitive.name in names) + sum(_eqns(sub, *names) for sub in jex_core.jaxprs_in_params(eqn.params))
+        for eqn in jaxpr.eqns
+    )
 
 
 def _dots(jaxpr):
@@ -153,8 +175,15 @@ def test_small_reductions_equal_the_reductions(name):
     tol = {"rtol": 1e-12} if dtype == np.float64 else {"rtol": 1e-6, "atol": 1e-5}  # float32: sums of ~±30
     np.testing.assert_allclose(np.asarray(jax.jit(g)(a), np.float64), np.asarray(f(a), np.float64), **tol)
     assert (_eqns(jax.make_jaxpr(g)(a), "reduce_sum", "reduce_max", "reduce_min") == 0) == rewritten
-    assert _eqns(jax.make_jaxpr(contractions.small_contractions(f, reductions=False))(a), "reduce_sum", "reduce_max",
-                 "reduce_min") == 1  # switched off: the reduction stays
+    assert (
+        _eqns(
+            jax.make_jaxpr(contractions.small_contractions(f, reductions=False))(a),
+            "reduce_sum",
+            "reduce_max",
+            "reduce_min",
+        )
+        == 1
+    )  # switched off: the reduction stays
 
 
 @pytest.mark.parametrize("name", ["max", "min", "sum"])
@@ -185,9 +214,11 @@ def test_sharded_reductions_are_left_alone():
     with jax.set_mesh(mesh):
         rows = jax.device_put(np.ones((1024, 3)), NamedSharding(mesh, P("r", None)))  # 1024 rows over "r"
         cols = jax.device_put(np.ones((8, 1024)), NamedSharding(mesh, P("r", None)))  # 8 rows over "r"
-        for f, a, left in [(lambda a: jax.lax.reduce_sum(a, (1,), out_sharding=P("r")), rows, True),
-                           (lambda a: jax.numpy.max(a, 0), cols, True),  # the sharded axis reduced
-                           (lambda a: jax.numpy.sum(a, 1), rows, False)]:  # the sharded axis kept: rewritten
+        for f, a, left in [
+            (lambda a: jax.lax.reduce_sum(a, (1,), out_sharding=P("r")), rows, True),
+            (lambda a: jax.numpy.max(a, 0), cols, True),  # the sharded axis reduced
+            (lambda a: jax.numpy.sum(a, 1), rows, False),
+        ]:  # the sharded axis kept: rewritten
             g = contractions.small_contractions(f)
             assert (_eqns(jax.make_jaxpr(g)(a), "reduce_sum", "reduce_max") == 1) == left
             np.testing.assert_allclose(jax.jit(g)(a), jax.jit(f)(a))
@@ -200,7 +231,9 @@ def test_a_reduction_of_a_python_scalar_is_left_alone():
 
 def test_the_notes_small_network_has_its_small_products_rewritten():
     net = jaxnet.mlp([2, 20, 3], "relu", l2=1e-3)  # 2 inputs, 3 classes: every product has a small side
-    params = jax.tree.map(lambda *a: np.stack(a), *[jaxnet.init_params(jax.random.key(s), net, np.float64) for s in range(4)])
+    params = jax.tree.map(
+        lambda *a: np.stack(a), *[jaxnet.init_params(jax.random.key(s), net, np.float64) for s in range(4)]
+    )
     idx = np.arange(4 * 256).reshape(4, 256) % len(X)  # 4 replicas × 256 examples: softmaxes of 1024 rows
     x, y = jax.numpy.asarray(X, np.float64), jax.numpy.asarray(Y)
     plain = jax.vmap(lambda p, i: jaxnet.value_and_manual_grads(p, net, x[i], y[i]))
@@ -222,7 +255,8 @@ def test_the_rewrite_is_on_by_default_on_the_cpu_only(monkeypatch, backend, rewr
     net, r = jaxnet.mlp([2, 8, 3], "relu"), 2
     params = jax.tree.map(lambda *a: np.stack(a), *[jaxnet.init_params(jax.random.key(s), net) for s in range(r)])
     state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(
-        params, {"learning_rate": np.ones(r, np.float32), "momentum": np.zeros(r, np.float32)})
+        params, {"learning_rate": np.ones(r, np.float32), "momentum": np.zeros(r, np.float32)}
+    )
     keys = jax.random.split(jax.random.key(0), r)
     args = (params, state, keys, 1, np.arange(r), np.zeros(r, np.float32), X.astype(np.float32), Y, [])
     epoch = sweep.group_epoch(net, sweep.replica_optimizer("sgd"), 20, len(X), "manual")

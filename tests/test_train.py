@@ -34,10 +34,15 @@ def test_sgd_step_is_p_minus_lr_g():
     assert float(value) == pytest.approx(float(jaxnet.loss(params, NET, X, Y)), rel=1e-13)
 
 
-@pytest.mark.parametrize("optimizer", lean([train.sgd(0.3), optax.sgd(0.1, momentum=0.9), optax.adam(1e-2)], lambda i, o: i == 0),
-                         ids=["sgd", "momentum", "adam"])
+@pytest.mark.parametrize(
+    "optimizer",
+    lean([train.sgd(0.3), optax.sgd(0.1, momentum=0.9), optax.adam(1e-2)], lambda i, o: i == 0),
+    ids=["sgd", "momentum", "adam"],
+)
 def test_manual_and_autodiff_training_agree(optimizer):
-    runs = [train.fit(NET, _params(), X, Y, optimizer, 3, 16, jax.random.key(1), grads=g) for g in ("manual", "autodiff")]
+    runs = [
+        train.fit(NET, _params(), X, Y, optimizer, 3, 16, jax.random.key(1), grads=g) for g in ("manual", "autodiff")
+    ]
     np.testing.assert_allclose(runs[0].history["train_loss"], runs[1].history["train_loss"], rtol=1e-5)
     assert_grads_close(runs[0].params, runs[1].params, 1e-5, "autodiff-trained params")
     assert runs[0].history["train_loss"][-1] < runs[0].history["train_loss"][0]
@@ -88,13 +93,23 @@ def test_early_stopping_returns_the_best_params():
     result = train.fit(NET, _params(), X, Y, optax.adam(3e-2), 50, 20, jax.random.key(4), val=(X, flipped), patience=2)
     assert result.stopped_early and result.epoch < 50
     best = int(np.argmin(result.history["val_loss"]))
-    assert train.evaluate(result.params, NET, X, flipped)["loss"] == pytest.approx(result.history["val_loss"][best], rel=1e-6)
+    assert train.evaluate(result.params, NET, X, flipped)["loss"] == pytest.approx(
+        result.history["val_loss"][best], rel=1e-6
+    )
 
 
 def test_divergence_names_epoch_and_step():
     with pytest.raises(train.TrainingDiverged, match=r"not finite at epoch \d+, step \d+") as info:
-        train.fit(jaxnet.mlp([2, 8, 3], "relu"), jaxnet.init_params(jax.random.key(0), jaxnet.mlp([2, 8, 3], "relu")),
-                  X * 1e3, Y, train.sgd(1e6), 20, 10, jax.random.key(5))
+        train.fit(
+            jaxnet.mlp([2, 8, 3], "relu"),
+            jaxnet.init_params(jax.random.key(0), jaxnet.mlp([2, 8, 3], "relu")),
+            X * 1e3,
+            Y,
+            train.sgd(1e6),
+            20,
+            10,
+            jax.random.key(5),
+        )
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(info.value.params))
 
 
@@ -125,14 +140,20 @@ def test_resume_is_bitwise_identical(tmp_path):
     full = train.fit(NET, p0, X, Y, opt, 4, 16, key)
     half = train.fit(NET, p0, X, Y, opt, 2, 16, key)
     path = tmp_path / "ck.npz"
-    checkpoint.save(path, net=NET, params=half.params, opt_state=half.opt_state, epoch=half.epoch, step=half.step, key=key)
+    checkpoint.save(
+        path, net=NET, params=half.params, opt_state=half.opt_state, epoch=half.epoch, step=half.step, key=key
+    )
     ck = checkpoint.load(path, NET, opt.init(p0))
-    rest = train.fit(NET, ck.params, X, Y, opt, 4, 16, ck.key, opt_state=ck.opt_state, start_epoch=ck.epoch, start_step=ck.step)
+    rest = train.fit(
+        NET, ck.params, X, Y, opt, 4, 16, ck.key, opt_state=ck.opt_state, start_epoch=ck.epoch, start_step=ck.step
+    )
     chex.assert_trees_all_equal(full.params, rest.params)
     assert rest.step == full.step and rest.history["train_loss"] == full.history["train_loss"][2:]
 
 
-CNN = jaxnet.sequential((4, 4, 1), [jaxnet.Conv2D(2, 3, padding="SAME", activation="tanh"), jaxnet.Flatten(), jaxnet.Dense(3)])
+CNN = jaxnet.sequential(
+    (4, 4, 1), [jaxnet.Conv2D(2, 3, padding="SAME", activation="tanh"), jaxnet.Flatten(), jaxnet.Dense(3)]
+)
 
 
 @pytest.mark.slow  # the python loop is the CPU's path for conv nets only; -m slow checks both
@@ -163,7 +184,9 @@ def test_python_loop_epoch_equals_the_scan(net):
     assert int(step) == 0  # the caller's step array is not donated
 
 
-@pytest.mark.parametrize("n", lean([0, 1, 2, 300, 1024, 1626, 65536], lambda i, n: n != 1024 and n != 65536))  # 1626: two sort rounds; 2¹⁶: 16-bit positions
+@pytest.mark.parametrize(
+    "n", lean([0, 1, 2, 300, 1024, 1626, 65536], lambda i, n: n != 1024 and n != 65536)
+)  # 1626: two sort rounds; 2¹⁶: 16-bit positions
 def test_permutation_is_jax_random_permutation(n):
     keys = jax.random.split(jax.random.key(n), 3)
     ours = jax.jit(jax.vmap(lambda k: train.permutation(k, n)))(keys)

@@ -62,10 +62,17 @@ def run(spec: dict) -> dict:
 
     net, x, y, params = load_problem(spec["problem"])
     layers = net["layers"]
-    if not all(layer["type"] == "dense" and layer["activation"] == "relu" for layer in layers[:-1]) \
-            or layers[-1]["type"] != "dense" or layers[-1]["activation"] != "identity" or net["l2"] \
-            or net["loss"] != "softmax_cross_entropy" or net["reduction"] != "mean":
-        raise ValueError(f"the NumPy baseline covers ReLU MLPs with softmax cross-entropy (mean) and no L2, not {spec['workload']}")
+    if (
+        not all(layer["type"] == "dense" and layer["activation"] == "relu" for layer in layers[:-1])
+        or layers[-1]["type"] != "dense"
+        or layers[-1]["activation"] != "identity"
+        or net["l2"]
+        or net["loss"] != "softmax_cross_entropy"
+        or net["reduction"] != "mean"
+    ):
+        raise ValueError(
+            f"the NumPy baseline covers ReLU MLPs with softmax cross-entropy (mean) and no L2, not {spec['workload']}"
+        )
     loss0 = loss(params, x, y)
     batch = min(spec["batch"], len(x))
     n, steps = len(x), steps_per_epoch(len(x), batch)
@@ -74,7 +81,7 @@ def run(spec: dict) -> dict:
     def epoch():
         perm = rng.permutation(n)
         for i in range(steps):
-            idx = perm[i * batch:(i + 1) * batch]
+            idx = perm[i * batch : (i + 1) * batch]
             value = numpy_step(params, x[idx], y[idx])
         return value
 
@@ -82,7 +89,10 @@ def run(spec: dict) -> dict:
         return lambda: [epoch() for _ in range(k)]
 
     with threadpool_limits(limits=spec["threads"], user_api="blas"):
-        blas = [{k: info.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "threading_layer")}
-                for info in threadpool_info() if info.get("user_api") == "blas"]
+        blas = [
+            {k: info.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "threading_layer")}
+            for info in threadpool_info()
+            if info.get("user_api") == "blas"
+        ]
         rate = steady_rate(prepare, steps, spec["window_s"])
     return {"steps_per_s": rate, "loss0": loss0, "blas": blas, "numpy": np.__version__}

@@ -43,8 +43,13 @@ def torch_model(net: dict, params):
         elif kind == "conv":
             if layer["padding"] not in ("SAME", "VALID") or (layer["padding"] == "SAME" and layer["strides"] != [1, 1]):
                 raise ValueError(f"no PyTorch twin for padding {layer['padding']!r} with strides {layer['strides']}")
-            m = torch.nn.Conv2d(shape[-1], layer["features"], tuple(layer["kernel"]), tuple(layer["strides"]),
-                                padding="same" if layer["padding"] == "SAME" else 0)
+            m = torch.nn.Conv2d(
+                shape[-1],
+                layer["features"],
+                tuple(layer["kernel"]),
+                tuple(layer["strides"]),
+                padding="same" if layer["padding"] == "SAME" else 0,
+            )
             m.weight.data = torch.from_numpy(np.ascontiguousarray(p["W"].transpose(3, 2, 0, 1)))
         elif kind == "maxpool":
             m = torch.nn.MaxPool2d(tuple(layer["window"]), tuple(layer["strides"]))
@@ -96,7 +101,7 @@ def run(spec: dict) -> dict:
     def epoch():
         perm = torch.randperm(n)
         for i in range(steps):
-            idx = perm[i * batch:(i + 1) * batch]
+            idx = perm[i * batch : (i + 1) * batch]
             opt.zero_grad(set_to_none=True)
             loss = lossf(forward(xt[idx]), yt[idx])
             loss.backward()
@@ -112,8 +117,14 @@ def run(spec: dict) -> dict:
             for _ in range(k):
                 loss = epoch()
             return float(loss.detach())
+
         return go
 
     rate = steady_rate(prepare, steps, spec["window_s"])
-    return {"steps_per_s": rate, "loss0": loss0, "first_epoch_s": first_epoch_s,
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+    return {
+        "steps_per_s": rate,
+        "loss0": loss0,
+        "first_epoch_s": first_epoch_s,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }

@@ -95,9 +95,14 @@ def describe(net) -> dict:
         if isinstance(layer, Dense):
             entry.update(type="dense", features=layer.features, activation=layer.activation)
         elif isinstance(layer, Conv2D):
-            entry.update(type="conv", features=layer.features, kernel=list(layer.kernel_size), strides=list(layer.strides),
-                         padding=layer.padding if isinstance(layer.padding, str) else [list(p) for p in layer.padding],
-                         activation=layer.activation)
+            entry.update(
+                type="conv",
+                features=layer.features,
+                kernel=list(layer.kernel_size),
+                strides=list(layer.strides),
+                padding=layer.padding if isinstance(layer.padding, str) else [list(p) for p in layer.padding],
+                activation=layer.activation,
+            )
         elif isinstance(layer, MaxPool2D):
             entry.update(type="maxpool", window=list(layer.window), strides=list(layer.strides))
         elif isinstance(layer, Flatten):
@@ -121,7 +126,9 @@ def load_problem(path: str):
     """``(description, x, y, params)`` as :func:`save_problem` wrote them (NumPy only)."""
     with np.load(path) as f:
         spec = json.loads(str(f["net"]))
-        params = [{k: f[f"p{i}_{k}"].copy() for k in ("W", "b") if f"p{i}_{k}" in f} for i in range(len(spec["layers"]))]
+        params = [
+            {k: f[f"p{i}_{k}"].copy() for k in ("W", "b") if f"p{i}_{k}" in f} for i in range(len(spec["layers"]))
+        ]
         return spec, f["x"].copy(), f["y"].copy(), params
 
 

@@ -44,11 +44,21 @@ def _check_described(args, dtype) -> int:
     params = draw_params(net, np.random.default_rng(args.seed), dtype)
     n = min(args.batch, len(split.x_train))
     x, y = jnp.asarray(split.x_train[:n], dtype), jnp.asarray(split.y_train[:n])
-    print(f"jaxnet check: {net}; random params (seed {args.seed}, nonzero biases), the first {n} training "
-          f"examples of {settings.data_name}, {dtype.name}")
+    print(
+        f"jaxnet check: {net}; random params (seed {args.seed}, nonzero biases), the first {n} training "
+        f"examples of {settings.data_name}, {dtype.name}"
+    )
     try:
-        report = check_grads(lambda p, x, y: loss(p, net, x, y), lambda p, x, y: manual_grads(p, net, x, y),
-                             params, x, y, net=net, kinks=args.kinks, seed=args.seed)
+        report = check_grads(
+            lambda p, x, y: loss(p, net, x, y),
+            lambda p, x, y: manual_grads(p, net, x, y),
+            params,
+            x,
+            y,
+            net=net,
+            kinks=args.kinks,
+            seed=args.seed,
+        )
     except ValueError as e:
         raise CommandFailed(str(e)) from None
     print(report)
@@ -59,6 +69,9 @@ def _check_described(args, dtype) -> int:
         per_example = check_per_example(params, net, x, y)
         print(per_example)
         failures += per_example.failures()
-    print("all leaves agree" if not failures else "MISMATCH in " + ", ".join(
-        sorted({f"{r.path} ({r.witness})" for r in failures})))
+    print(
+        "all leaves agree"
+        if not failures
+        else "MISMATCH in " + ", ".join(sorted({f"{r.path} ({r.witness})" for r in failures}))
+    )
     return 0 if not failures else 1

@@ -24,8 +24,15 @@ import time
 from ..files import remove_stale_temporaries
 from .output import CommandFailed
 
-RUN_OUTPUTS = ("metrics.json", "checkpoint.npz", "curves.png", "decision_boundary.png", "fit.png",
-               "sweep.json", "sweep.png")
+RUN_OUTPUTS = (
+    "metrics.json",
+    "checkpoint.npz",
+    "curves.png",
+    "decision_boundary.png",
+    "fit.png",
+    "sweep.json",
+    "sweep.png",
+)
 """The files a ``jaxnet train`` run (or sweep) writes into its folder."""
 
 CHECKPOINT = "checkpoint.npz"
@@ -86,7 +93,8 @@ def prepare(out: str | None, name: str, *, force: bool, resume: str | None) -> t
         if not force:
             raise CommandFailed(
                 f"--out {out} holds another run's outputs ({', '.join(old)}); pass --force to replace them, "
-                f"--resume {os.path.join(out, CHECKPOINT)} to continue that run, or another --out")
+                f"--resume {os.path.join(out, CHECKPOINT)} to continue that run, or another --out"
+            )
         folders = [file for file in old if os.path.isdir(os.path.join(out, file))]
         if folders:
             raise CommandFailed(f"--out {out}: {folders[0]} is a folder, not a run's output; move it away")

@@ -73,9 +73,18 @@ class Settings:
     def config(self) -> dict:
         """The settings a checkpoint records; a resume with other values in :data:`RESUME_KEYS` is
         refused (the data by its content hash, not by the spelling of its path)."""
-        return {"preset": self.preset_name, "data": self.data, "data_sha256": self.data_sha256,
-                "target": self.target, "header": self.header, "seed": self.seed, "optimizer": self.optimizer,
-                "lr": self.lr, "batch_size": self.batch_size, "grads": self.grads}
+        return {
+            "preset": self.preset_name,
+            "data": self.data,
+            "data_sha256": self.data_sha256,
+            "target": self.target,
+            "header": self.header,
+            "seed": self.seed,
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "grads": self.grads,
+        }
 
     def optimizer_transform(self):
         """The optax transformation of ``optimizer`` at ``lr`` (``jaxnet.train.sgd`` for ``sgd``)."""
@@ -116,21 +125,38 @@ def resolve(args) -> Settings:
     preset_loss = preset.build((8, 8, 1) if _is_image_preset(preset) else (2,), 2).loss
     loss_name = flag("loss") or preset_loss
     seed = flag("seed", 0)
-    split = _split(preset, flag("data"), flag("target"), flag("header"), seed, loss_name,
-                   flag("dtype", "float32"))  # train: float32 params; check: its --dtype
+    split = _split(
+        preset, flag("data"), flag("target"), flag("header"), seed, loss_name, flag("dtype", "float32")
+    )  # train: float32 params; check: its --dtype
     net = _network(args, preset, split.x_train.shape[1:], _outputs(split, loss_name), loss_name)
     epochs = flag("epochs") or preset.epochs
     _check_devices(flag("devices"))
     return Settings(
-        preset_name=preset_name, preset=preset, data=flag("data"), data_sha256=_sha256(flag("data")),
-        target=flag("target"), header=flag("header"), seed=seed,
-        split=split, net=net, optimizer=flag("optimizer") or preset.optimizer,
-        lr=flag("lr") if flag("lr") is not None else preset.learning_rate, epochs=epochs,
-        batch_size=_batch_size(flag("batch_size"), preset, len(split.x_train)), grads=flag("grads", "manual"),
-        devices=flag("devices"), seeds=flag("seeds"), sweep=flag("sweep"),
-        out=flag("out") or resumed_folder(flag("resume")), force=bool(flag("force", False)),
-        check=bool(flag("check", False)), check_every=flag("check_every", 0), patience=flag("patience"),
-        resume=flag("resume"), save_every=flag("save_every", 0) or max(1, epochs // 20), quiet=bool(flag("quiet", False)),
+        preset_name=preset_name,
+        preset=preset,
+        data=flag("data"),
+        data_sha256=_sha256(flag("data")),
+        target=flag("target"),
+        header=flag("header"),
+        seed=seed,
+        split=split,
+        net=net,
+        optimizer=flag("optimizer") or preset.optimizer,
+        lr=flag("lr") if flag("lr") is not None else preset.learning_rate,
+        epochs=epochs,
+        batch_size=_batch_size(flag("batch_size"), preset, len(split.x_train)),
+        grads=flag("grads", "manual"),
+        devices=flag("devices"),
+        seeds=flag("seeds"),
+        sweep=flag("sweep"),
+        out=flag("out") or resumed_folder(flag("resume")),
+        force=bool(flag("force", False)),
+        check=bool(flag("check", False)),
+        check_every=flag("check_every", 0),
+        patience=flag("patience"),
+        resume=flag("resume"),
+        save_every=flag("save_every", 0) or max(1, epochs // 20),
+        quiet=bool(flag("quiet", False)),
     )
 
 
@@ -174,11 +200,17 @@ def _split(preset, path, target, header, seed, loss_name, dtype):
         _check_square_fits(path, y, dtype)
     split = data.standardize(data.split(x, y, seed=seed), path)
     for name in ("train", "val", "test"):  # standardised in float64; the run casts to dtype
-        data.check_finite_in(f"{path} ({name} split, standardised)", getattr(split, "x_" + name), getattr(split, "y_" + name), dtype)
+        data.check_finite_in(
+            f"{path} ({name} split, standardised)", getattr(split, "x_" + name), getattr(split, "y_" + name), dtype
+        )
     empty = [name for name, xs in (("validation", split.x_val), ("test", split.x_test)) if not len(xs)]
     if empty:
-        warnings.warn(f"{path}: {len(x)} examples leave no {' and no '.join(empty)} split, so there are no "
-                      f"{' or '.join(empty)} metrics", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"{path}: {len(x)} examples leave no {' and no '.join(empty)} split, so there are no "
+            f"{' or '.join(empty)} metrics",
+            UserWarning,
+            stacklevel=2,
+        )
     return split
 
 
@@ -187,8 +219,9 @@ def _check_devices(devices) -> None:
     import jax
 
     if devices and devices > jax.local_device_count():
-        raise ValueError(f"--devices {devices}: only {jax.local_device_count()} {jax.default_backend()} device(s) "
-                         "are present")
+        raise ValueError(
+            f"--devices {devices}: only {jax.local_device_count()} {jax.default_backend()} device(s) are present"
+        )
 
 
 def _check_square_fits(path, y, dtype) -> None:
@@ -198,8 +231,10 @@ def _check_square_fits(path, y, dtype) -> None:
     limit = float(np.sqrt(np.finfo(dtype).max / max(1, np.size(y))))
     top = float(np.max(np.abs(y)))
     if top > limit:
-        raise ValueError(f"{path}: targets reach {top:.4g}, so the squared error overflows {np.dtype(dtype).name}; "
-                         f"expected targets within ±{limit:.3g} for {np.size(y)} values: rescale the targets")
+        raise ValueError(
+            f"{path}: targets reach {top:.4g}, so the squared error overflows {np.dtype(dtype).name}; "
+            f"expected targets within ±{limit:.3g} for {np.size(y)} values: rescale the targets"
+        )
 
 
 def _outputs(split, loss_name) -> int:

@@ -31,14 +31,24 @@ def _sweep(settings: Settings, replicas) -> int:
     """:func:`run` once the output folder is ``settings.out``."""
     from .. import sweep
 
-    print(f"jaxnet train: sweep of {len(replicas)} replicas ({len({r.net for r in replicas})} network group(s)), "
-          f"{settings.optimizer}, batch {settings.batch_size}, {settings.epochs} epochs, {settings.grads} gradients"
-          + (f", replicas split over {settings.devices} devices" if settings.devices and settings.devices > 1 else ""))
+    print(
+        f"jaxnet train: sweep of {len(replicas)} replicas ({len({r.net for r in replicas})} network group(s)), "
+        f"{settings.optimizer}, batch {settings.batch_size}, {settings.epochs} epochs, {settings.grads} gradients"
+        + (f", replicas split over {settings.devices} devices" if settings.devices and settings.devices > 1 else "")
+    )
     split = settings.split
     try:
-        result = sweep.run(replicas, split.x_train, split.y_train, settings.optimizer, settings.epochs,
-                           settings.batch_size, grads=settings.grads,
-                           val=(split.x_val, split.y_val) if len(split.x_val) else None, devices=settings.devices)
+        result = sweep.run(
+            replicas,
+            split.x_train,
+            split.y_train,
+            settings.optimizer,
+            settings.epochs,
+            settings.batch_size,
+            grads=settings.grads,
+            val=(split.x_val, split.y_val) if len(split.x_val) else None,
+            devices=settings.devices,
+        )
     except ValueError as e:
         raise CommandFailed(str(e)) from None
     summary = sweep.summary(result)
@@ -60,8 +70,16 @@ def _networks(settings: Settings) -> list:
     if not all(hasattr(layer, "activation") and type(layer).__name__ == "Dense" for layer in net.layers):
         raise CommandFailed(f"--sweep hidden= applies to MLP presets, not {settings.preset.name!r}")
     act = net.layers[0].activation if len(net.layers) > 1 else "relu"
-    return [dataclasses.replace(mlp([net.sizes[0], *h, net.sizes[-1]], act), loss=net.loss, reduction=net.reduction,
-                                l2=net.l2, l2_bias=net.l2_bias) for h in spec["hidden"]]
+    return [
+        dataclasses.replace(
+            mlp([net.sizes[0], *h, net.sizes[-1]], act),
+            loss=net.loss,
+            reduction=net.reduction,
+            l2=net.l2,
+            l2_bias=net.l2_bias,
+        )
+        for h in spec["hidden"]
+    ]
 
 
 def _replicas(settings: Settings) -> list:
@@ -70,16 +88,23 @@ def _replicas(settings: Settings) -> list:
 
     spec = settings.sweep or {}
     momentum = spec.get("momentum", [0.9 if settings.optimizer == "momentum" else 0.0])
-    return sweep.grid(_networks(settings), seeds=range(settings.seed, settings.seed + (settings.seeds or 1)),
-                      lr=spec.get("lr", [settings.lr]), l2=spec.get("l2", [None]), momentum=momentum)
+    return sweep.grid(
+        _networks(settings),
+        seeds=range(settings.seed, settings.seed + (settings.seeds or 1)),
+        lr=spec.get("lr", [settings.lr]),
+        l2=spec.get("l2", [None]),
+        momentum=momentum,
+    )
 
 
 def _print_tables(result, summary) -> None:
     """Each replica's final metrics, the mean ± std over seeds per configuration, and the best one."""
     metric = summary["metric"]
     shown = [k for k in sorted(result.history[0]) if k.startswith(("train_", "val_"))]
-    rows = [[str(i), "-".join(map(str, r.net.sizes)), str(r.seed), r.label()] + [number(h[k][-1]).strip() for k in shown]
-            for i, (r, h) in enumerate(zip(result.replicas, result.history))]
+    rows = [
+        [str(i), "-".join(map(str, r.net.sizes)), str(r.seed), r.label()] + [number(h[k][-1]).strip() for k in shown]
+        for i, (r, h) in enumerate(zip(result.replicas, result.history))
+    ]
     print()
     _print_columns(["replica", "network", "seed", "config"] + shown, rows)
     diverged = [str(i) for i, h in enumerate(result.history) if _diverged(h)]
@@ -87,11 +112,17 @@ def _print_tables(result, summary) -> None:
         print(f"diverged (a loss that is not finite; their other metrics mean nothing): replica {', '.join(diverged)}")
     print("\nmean ± std over seeds:")
     for row in summary["configs"]:
-        print(f"  {row['network']} | {row['config']} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''}): "
-              + ", ".join(f"{k} {number(m).strip()} ± {number(sd).strip()}" for k, (m, sd) in row["final"].items() if k in shown))
+        print(
+            f"  {row['network']} | {row['config']} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''}): "
+            + ", ".join(
+                f"{k} {number(m).strip()} ± {number(sd).strip()}" for k, (m, sd) in row["final"].items() if k in shown
+            )
+        )
     best = summary["best"]
     if best is not None:
-        print(f"\nbest by mean {metric}: {best['network']} | {best['config']} ({number(best['final'][metric][0]).strip()})")
+        print(
+            f"\nbest by mean {metric}: {best['network']} | {best['config']} ({number(best['final'][metric][0]).strip()})"
+        )
 
 
 def _diverged(history) -> bool:
@@ -111,11 +142,28 @@ def _write(settings: Settings, result, summary) -> None:
     from .. import plots
 
     out = settings.out
-    write_json(os.path.join(out, "sweep.json"), {
-        "optimizer": settings.optimizer, "epochs": settings.epochs, "batch_size": settings.batch_size,
-        "grads": settings.grads,
-        "replicas": [{"network": str(r.net), "seed": r.seed, "lr": r.lr, "l2": r.l2_value, "momentum": r.momentum,
-                      "diverged": _diverged(h), "final": fin, "history": h} for r, fin, h in zip(result.replicas, result.final, result.history)],
-        "summary": summary})
+    write_json(
+        os.path.join(out, "sweep.json"),
+        {
+            "optimizer": settings.optimizer,
+            "epochs": settings.epochs,
+            "batch_size": settings.batch_size,
+            "grads": settings.grads,
+            "replicas": [
+                {
+                    "network": str(r.net),
+                    "seed": r.seed,
+                    "lr": r.lr,
+                    "l2": r.l2_value,
+                    "momentum": r.momentum,
+                    "diverged": _diverged(h),
+                    "final": fin,
+                    "history": h,
+                }
+                for r, fin, h in zip(result.replicas, result.final, result.history)
+            ],
+            "summary": summary,
+        },
+    )
     plots.sweep_curves(result, os.path.join(out, "sweep.png"))
     print(f"wrote {out}/sweep.json and sweep.png")

@@ -20,8 +20,10 @@ def run(args) -> int:
         given = [name for name, unset in SINGLE_RUN_FLAGS.items() if getattr(args, name, unset) != unset]
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise CommandFailed(f"{flags}: not supported with --seeds/--sweep (a sweep trains every replica "
-                                "from scratch, without checks, early stopping or checkpoints)")
+            raise CommandFailed(
+                f"{flags}: not supported with --seeds/--sweep (a sweep trains every replica "
+                "from scratch, without checks, early stopping or checkpoints)"
+            )
     try:
         settings = resolve(args)
     except ValueError as e:
@@ -49,8 +51,10 @@ def train(settings: Settings) -> int:
     optimizer = settings.optimizer_transform()
     start = _initial_state(settings, optimizer)
     if settings.patience and not len(settings.split.x_val):
-        raise CommandFailed(f"--patience needs a validation split, and the {len(settings.split.x_train)} "
-                            f"examples of {settings.data_name} leave none")
+        raise CommandFailed(
+            f"--patience needs a validation split, and the {len(settings.split.x_train)} "
+            f"examples of {settings.data_name} leave none"
+        )
     with folders.run_folder(settings.out, settings.run_name, force=settings.force, resume=settings.resume) as out:
         return _train(dataclasses.replace(settings, out=out), optimizer, start)
 
@@ -62,9 +66,18 @@ def _train(settings: Settings, optimizer, start: _Start) -> int:
         _check_first(settings, start.params)
     result, history = _fit(settings, optimizer, start)
     final = _evaluate(settings, result.params)
-    _save(settings, history, start.key, result.params, result.opt_state, result.epoch, result.step)  # after early stopping: the best params
-    _write_metrics(settings, history, result.epoch, result.step, final=final, stopped_early=result.stopped_early,
-                   **({"worst_grad_gap": result.worst_gap} if settings.check_every else {}))
+    _save(
+        settings, history, start.key, result.params, result.opt_state, result.epoch, result.step
+    )  # after early stopping: the best params
+    _write_metrics(
+        settings,
+        history,
+        result.epoch,
+        result.step,
+        final=final,
+        stopped_early=result.stopped_early,
+        **({"worst_grad_gap": result.worst_gap} if settings.check_every else {}),
+    )
     _plot(settings, history, result.params)
     _print_summary(settings, final, result)
     if not all_finite(final):
@@ -74,10 +87,18 @@ def _train(settings: Settings, optimizer, start: _Start) -> int:
 
 def _write_metrics(s: Settings, history, epochs, steps, **results) -> None:
     """``metrics.json``: the network, settings, epochs and steps, the history and ``results``."""
-    write_json(os.path.join(s.out, "metrics.json"), {
-        "network": str(s.net), "config": s.config, "epochs": epochs, "steps": steps, **results,
-        "history": history, "devices": s.devices or 1,
-    })
+    write_json(
+        os.path.join(s.out, "metrics.json"),
+        {
+            "network": str(s.net),
+            "config": s.config,
+            "epochs": epochs,
+            "steps": steps,
+            **results,
+            "history": history,
+            "devices": s.devices or 1,
+        },
+    )
 
 
 def _initial_state(settings: Settings, optimizer) -> _Start:
@@ -100,8 +121,10 @@ def _initial_state(settings: Settings, optimizer) -> _Start:
     if len({len(v) for v in ck.history.values()}) > 1:
         raise CommandFailed(f"cannot resume: {settings.resume}: the history's metrics have different lengths")
     if settings.epochs <= ck.epoch:
-        raise CommandFailed(f"cannot resume {settings.resume}: it is at epoch {ck.epoch} already and --epochs "
-                            f"{settings.epochs} asks for no more (give --epochs > {ck.epoch} to train on)")
+        raise CommandFailed(
+            f"cannot resume {settings.resume}: it is at epoch {ck.epoch} already and --epochs "
+            f"{settings.epochs} asks for no more (give --epochs > {ck.epoch} to train on)"
+        )
     return _Start(ck.params, ck.opt_state, ck.epoch, ck.step, ck.key, ck.history or _older_history(ck.extra))
 
 
@@ -111,13 +134,19 @@ def _check_same_settings(settings: Settings, ck) -> None:
     changed = {k: (saved.get(k), settings.config[k]) for k in RESUME_KEYS if saved.get(k) != settings.config[k]}
     if changed.pop("data_sha256", None) is not None:
         if settings.data and saved.get("data") and "data_sha256" not in saved:
-            raise CommandFailed(f"cannot resume {settings.resume}: it records no hash of its data (written by an older "
-                                "jaxnet), so --data cannot be checked against it; train afresh")
+            raise CommandFailed(
+                f"cannot resume {settings.resume}: it records no hash of its data (written by an older "
+                "jaxnet), so --data cannot be checked against it; train afresh"
+            )
         if saved.get("data") is None or settings.data is None:
-            raise CommandFailed(f"cannot resume {settings.resume}: it was trained on {saved.get('data') or 'a preset'}"
-                                f"'s data, not {settings.data_name}'s")
-        raise CommandFailed(f"cannot resume {settings.resume}: the contents of --data {settings.data} differ from the "
-                            f"data the checkpoint was trained on ({saved.get('data')}; their SHA-256 differ)")
+            raise CommandFailed(
+                f"cannot resume {settings.resume}: it was trained on {saved.get('data') or 'a preset'}"
+                f"'s data, not {settings.data_name}'s"
+            )
+        raise CommandFailed(
+            f"cannot resume {settings.resume}: the contents of --data {settings.data} differ from the "
+            f"data the checkpoint was trained on ({saved.get('data')}; their SHA-256 differ)"
+        )
     if changed:
         what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise CommandFailed(f"cannot resume {settings.resume} with other settings ({what})")
@@ -135,10 +164,12 @@ def _print_header(s: Settings) -> None:
     import jax
 
     split = s.split
-    print(f"jaxnet train: {s.net}; {len(split.x_train)}/{len(split.x_val)}/{len(split.x_test)} train/val/test; "
-          f"{s.optimizer} lr={s.lr:g}, batch {s.batch_size}, "
-          f"{s.epochs} epochs, {s.grads} gradients, device {jax.devices()[0].platform}"
-          + (f" x {s.devices} (data-parallel)" if s.devices and s.devices > 1 else ""))
+    print(
+        f"jaxnet train: {s.net}; {len(split.x_train)}/{len(split.x_val)}/{len(split.x_test)} train/val/test; "
+        f"{s.optimizer} lr={s.lr:g}, batch {s.batch_size}, "
+        f"{s.epochs} epochs, {s.grads} gradients, device {jax.devices()[0].platform}"
+        + (f" x {s.devices} (data-parallel)" if s.devices and s.devices > 1 else "")
+    )
 
 
 def _check_first(s: Settings, params) -> None:
@@ -150,9 +181,15 @@ def _check_first(s: Settings, params) -> None:
     from ..network import loss, manual_grads
 
     net, n = s.net, min(64, len(s.split.x_train))
-    report = check_grads(lambda p, x, y: loss(p, net, x, y), lambda p, x, y: manual_grads(p, net, x, y),
-                         params, jnp.asarray(s.split.x_train[:n]), jnp.asarray(s.split.y_train[:n]), net=net,
-                         kinks="nudge")  # zero initial biases put units exactly at kinks on zero pixels
+    report = check_grads(
+        lambda p, x, y: loss(p, net, x, y),
+        lambda p, x, y: manual_grads(p, net, x, y),
+        params,
+        jnp.asarray(s.split.x_train[:n]),
+        jnp.asarray(s.split.y_train[:n]),
+        net=net,
+        kinks="nudge",
+    )  # zero initial biases put units exactly at kinks on zero pixels
     print(report)
     if not report.ok:
         raise CommandFailed("the gradient check failed; not training", exit_code=1)
@@ -165,8 +202,17 @@ def _checkpoint_path(s: Settings) -> str:
 def _save(s: Settings, history, key, params, opt_state, epoch, step) -> None:
     from .. import checkpoint
 
-    checkpoint.save(_checkpoint_path(s), net=s.net, params=params, opt_state=opt_state, epoch=epoch, step=step,
-                    key=key, extra={"config": s.config}, history=history)
+    checkpoint.save(
+        _checkpoint_path(s),
+        net=s.net,
+        params=params,
+        opt_state=opt_state,
+        epoch=epoch,
+        step=step,
+        key=key,
+        extra={"config": s.config},
+        history=history,
+    )
 
 
 def _fit(s: Settings, optimizer, start: _Start):
@@ -190,15 +236,30 @@ def _fit(s: Settings, optimizer, start: _Start):
             _save(s, history, start.key, params, opt_state, epoch, step)
             last_good = _checkpoint_path(s)
         bar.update(1)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("train_loss", "val_loss", "val_accuracy", "val_rmse")})
+        bar.set_postfix(
+            {k: f"{v:.4g}" for k, v in metrics.items() if k in ("train_loss", "val_loss", "val_accuracy", "val_rmse")}
+        )
 
     split = s.split
     try:
         result = fit(
-            s.net, start.params, split.x_train, split.y_train, optimizer, s.epochs, s.batch_size, start.key,
-            grads=s.grads, val=(split.x_val, split.y_val) if len(split.x_val) else None, patience=s.patience,
-            check_every=s.check_every, opt_state=start.opt_state, start_epoch=start.epoch, start_step=start.step,
-            on_epoch=on_epoch, devices=s.devices,
+            s.net,
+            start.params,
+            split.x_train,
+            split.y_train,
+            optimizer,
+            s.epochs,
+            s.batch_size,
+            start.key,
+            grads=s.grads,
+            val=(split.x_val, split.y_val) if len(split.x_val) else None,
+            patience=s.patience,
+            check_every=s.check_every,
+            opt_state=start.opt_state,
+            start_epoch=start.epoch,
+            start_step=start.step,
+            on_epoch=on_epoch,
+            devices=s.devices,
         )
     except TrainingDiverged as e:
         bar.close()
@@ -217,7 +278,11 @@ def _evaluate(s: Settings, params) -> dict:
     from ..train import evaluate
 
     split = s.split
-    splits = {"train": (split.x_train, split.y_train), "val": (split.x_val, split.y_val), "test": (split.x_test, split.y_test)}
+    splits = {
+        "train": (split.x_train, split.y_train),
+        "val": (split.x_val, split.y_val),
+        "test": (split.x_test, split.y_test),
+    }
     return {name: evaluate(params, s.net, xs, ys) for name, (xs, ys) in splits.items() if len(xs)}
 
 
@@ -231,8 +296,14 @@ def _plot(s: Settings, history, params) -> None:
     d = shape[0] if len(shape) == 1 else None
     classification = s.net.loss != "squared_error"
     if d == 2 and classification:
-        plots.decision_boundary(params, s.net, s.split.x_train, s.split.y_train, os.path.join(s.out, "decision_boundary.png"),
-                                axis_labels=("feature 0 (standardised)", "feature 1 (standardised)"))
+        plots.decision_boundary(
+            params,
+            s.net,
+            s.split.x_train,
+            s.split.y_train,
+            os.path.join(s.out, "decision_boundary.png"),
+            axis_labels=("feature 0 (standardised)", "feature 1 (standardised)"),
+        )
     if d == 1 and not classification:
         plots.regression_fit(params, s.net, s.split.x_train, s.split.y_train, os.path.join(s.out, "fit.png"))
 
@@ -242,5 +313,7 @@ def _print_summary(s: Settings, final, result) -> None:
     print(f"\n{'split':<6}" + "".join(f" {n:>11}" for n in names))
     for split_name, m in final.items():
         print(f"{split_name:<6}" + "".join(f" {number(m[n])}" for n in names))
-    print(f"\n{result.epoch} epochs, {result.step} steps{' (stopped early)' if result.stopped_early else ''}; "
-          f"wrote {s.out}/metrics.json, checkpoint.npz and plots")
+    print(
+        f"\n{result.epoch} epochs, {result.step} steps{' (stopped early)' if result.stopped_early else ''}; "
+        f"wrote {s.out}/metrics.json, checkpoint.npz and plots"
+    )
