@@ -20,12 +20,12 @@ import jax
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from summarize import seeds_text  # noqa: F401  (re-exported: the scripts name their seeds with it)
 
-import jaxnet  # noqa: E402
-from jaxnet import sweep  # noqa: E402
-from summarize import seeds_text  # noqa: E402,F401  (re-exported: the scripts name their seeds with it)
+import jaxnet
+from jaxnet import sweep
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SEEDS = (0, 1, 2, 3, 4)  # every experiment and preset result is over these seeds

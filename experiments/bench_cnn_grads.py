@@ -98,11 +98,13 @@ def main():
     lines = [
         "# Hand-derived CNN gradients vs jax.grad (jitted, float32)",
         "",
-        f"Measured {datetime.date.today().isoformat()} on {device.platform} ({cpu_name()}, {os.cpu_count()} cores visible), "
+        f"Measured {datetime.date.today().isoformat()} on {device.platform} "
+        f"({cpu_name()}, {os.cpu_count()} cores visible), "
         f"jax {jax.__version__}, by `python experiments/bench_cnn_grads.py --repeats {args.repeats}`: "
         "medians of interleaved runs after warm-up, one process.",
         "",
-        "| network | batch | manual_grads (ms) | jax.grad (ms) | manual / jax.grad | compile manual (s) | compile jax.grad (s) |",
+        "| network | batch | manual_grads (ms) | jax.grad (ms) | manual / jax.grad "
+        "| compile manual (s) | compile jax.grad (s) |",
         "|---|---|---|---|---|---|---|",
         *(f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} |" for r in rows),
         "",

@@ -239,9 +239,11 @@ def markdown(rows, shuffle, args, devices):
         "## 1. Training epochs only: `make_epoch` of one run vs the sweep's epoch of all replicas",
         "",
         "Medians of interleaved repeats after warm-up; no per-epoch metrics. The sweep on 1 device three ways: "
-        '"no rewrite" leaves XLA its batched products and reductions (`sweep.group_epoch(..., small_contractions=False)`), '
+        '"no rewrite" leaves XLA its batched products and reductions '
+        "(`sweep.group_epoch(..., small_contractions=False)`), "
         '"products" rewrites the small products only (`small_reductions=False`), the next column both. '
-        f'"As run": as `sweep.run(..., devices={devices})` runs it (the rewrite on the CPU only), on {devices} device(s); '
+        f'"As run": as `sweep.run(..., devices={devices})` runs it '
+        f"(the rewrite on the CPU only), on {devices} device(s); "
         "the one run uses one.",
         "",
         "| network | steps per epoch | one run model-steps/s | sweep, 1 device, no rewrite | products | "
@@ -259,16 +261,19 @@ def markdown(rows, shuffle, args, devices):
     lines += [
         "",
         "Shuffles of one sweep epoch at 2-100-3 (16 seeds, n = 300): `jax.random.permutation` "
-        f"{1e3 * times['jax.random.permutation']:.3f} ms, `train.permutation` {1e3 * times['train.permutation']:.3f} ms "
+        f"{1e3 * times['jax.random.permutation']:.3f} ms, "
+        f"`train.permutation` {1e3 * times['train.permutation']:.3f} ms "
         f"({times['jax.random.permutation'] / times['train.permutation']:.1f}× faster; "
         f"{'the same permutations' if equal else 'DIFFERENT permutations'}).",
         "",
         f"## 2. End to end, steady state: `fit` of one run vs `sweep.run` of all ({devices} devices)",
         "",
         "Both record the training-set metrics after every epoch. Seconds per epoch: the median time between "
-        f"consecutive epochs' `on_epoch` calls (the first epoch, which compiles, left out), over {max(1, args.repeats // 2)} runs.",
+        "consecutive epochs' `on_epoch` calls (the first epoch, which "
+        f"compiles, left out), over {max(1, args.repeats // 2)} runs.",
         "",
-        "| network | fit ms/epoch | fit model-steps/s | sweep.run ms/epoch | sweep.run model-steps/s | sweep / one run |",
+        "| network | fit ms/epoch | fit model-steps/s | sweep.run "
+        "ms/epoch | sweep.run model-steps/s | sweep / one run |",
         "|---|---|---|---|---|---|",
     ]
     for name, steps, _, e2e, _ in rows:
@@ -336,7 +341,8 @@ def notes(rows, r, devices):
         )
         + "Shuffles use `train.permutation` and are drawn once per seed; metrics are computed inside the epoch's call"
         + (
-            f"; `devices=N` splits the replicas over devices ({sd / one_device:.1f}× from the other devices here; one run "
+            "; `devices=N` splits the replicas over devices "
+            f"({sd / one_device:.1f}× from the other devices here; one run "
             "has no replicas to split)."
             if devices > 1
             else "."

@@ -77,9 +77,9 @@ def run_make_epoch(spec: dict) -> dict:
     """``make_epoch``'s steady-state steps/s and the initial full-data loss."""
     import jax
     import jax.numpy as jnp
+    from baselines.workloads import load_problem, network, steady_rate, steps_per_epoch
 
     import jaxnet
-    from baselines.workloads import load_problem, network, steady_rate, steps_per_epoch
     from jaxnet.train import epoch_key, make_epoch, sgd
 
     net, (_, x, y, params) = network(spec["workload"]), load_problem(spec["problem"])
@@ -113,9 +113,9 @@ def run_fit(spec: dict) -> dict:
     """One ``fit`` call of ``fit_epochs`` epochs in a fresh process: its steady rate (epochs 2..E,
     from ``on_epoch`` stamps), the whole call's rate and the seconds to the end of epoch 1."""
     import jax
+    from baselines.workloads import load_problem, network, steps_per_epoch
 
     import jaxnet
-    from baselines.workloads import load_problem, network, steps_per_epoch
     from jaxnet.train import fit, sgd
 
     net, (_, x, y, params) = network(spec["workload"]), load_problem(spec["problem"])
@@ -584,13 +584,14 @@ def render(data: dict) -> str:
         "compilation, one epoch), the whole `fit` call, and the first epoch of the `torch.compile` loop "
         "(its compilation) and of the eager loop.",
         "",
-        "| workload | `fit` to the end of epoch 1 | `fit` whole call (E epochs) | `torch.compile` first epoch | PyTorch eager first epoch |",
+        "| workload | `fit` to the end of epoch 1 | `fit` whole call (E "
+        "epochs) | `torch.compile` first epoch | PyTorch eager first epoch |",
         "|---|---|---|---|---|",
     ]
     for w in ws:
 
         def seconds(column, key):
-            results = data["runs"][w].get(column)
+            results = data["runs"][w].get(column)  # noqa: B023 (called in this iteration)
             if not results or any("error" in r for r in results):
                 return "n/a"
             return f"{statistics.median(r[key] for r in results):.2f}"
@@ -737,7 +738,8 @@ def parse(argv):
         "--out",
         type=pathlib.Path,
         default=None,
-        help=f"results file (default {RESULTS.relative_to(ROOT)} for a full run; a quick or partial run writes only here)",
+        help=f"results file (default {RESULTS.relative_to(ROOT)} for a full run; "
+        "a quick or partial run writes only here)",
     )
     parser.add_argument("--timeout", type=positive_float, default=600.0, help="seconds per worker process")
     parser.add_argument(

@@ -28,7 +28,7 @@ import itertools
 import os
 import re
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -542,7 +542,7 @@ def audit_002(sizes=(2, 6, 5, 4, 3), n=8):
     rng = _rng(2)
     depth = len(sizes) - 1
     params = {}
-    for p, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+    for p, (a, b) in enumerate(itertools.pairwise(sizes), start=1):
         params[f"W{p}"] = jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a))
         params[f"b{p}"] = jnp.asarray(rng.normal(size=b) / 2)
     x = jnp.asarray(rng.normal(size=(n, sizes[0])))
@@ -1012,7 +1012,8 @@ SLIPS = (
         "003",
         "eq. (4)",
         r"\frac{\partial J}{\partial p_i} = \frac{2}{N} \sum_{i}^{N}",
-        r"\frac{\partial J}{\partial p} = \frac{2}{N} \sum_{n}^{N} (h(x_n; W, b) - y_n) \frac{\partial h(x_n)}{\partial p}",
+        r"\frac{\partial J}{\partial p} = \frac{2}{N} \sum_{n}^{N} "
+        r"(h(x_n; W, b) - y_n) \frac{\partial h(x_n)}{\partial p}",
         "i is the step of eq. (3) (p_i) and, at once, the summed sample index",
     ),
     (

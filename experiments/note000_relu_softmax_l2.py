@@ -17,8 +17,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-import jaxnet
 from _common import (
     arguments,
     curve_gap,
@@ -32,6 +30,8 @@ from _common import (
     write_metrics,
 )
 from derivation_audit import SAXON_REPAIRS, per_example, relu_softmax_l2_loss, saxon_terms
+
+import jaxnet
 from jaxnet import data, plots
 
 HIDDEN, L2, LR = 100, 1e-3, 1.0

@@ -14,8 +14,6 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
-
-import jaxnet
 from _common import (
     arguments,
     evaluate_all,
@@ -27,6 +25,8 @@ from _common import (
     train_seeds,
     write_metrics,
 )
+
+import jaxnet
 from jaxnet import data
 
 

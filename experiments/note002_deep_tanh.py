@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
+from _common import arguments, band, curve_gap, evaluate_all, over_seeds, seeds_text, staged, write_metrics
 
 import jaxnet
-from _common import arguments, band, curve_gap, evaluate_all, over_seeds, seeds_text, staged, write_metrics
 from jaxnet import data
 from jaxnet.train import fit
 

@@ -15,8 +15,6 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
-
-import jaxnet
 from _common import (
     arguments,
     evaluate_all,
@@ -28,6 +26,8 @@ from _common import (
     train_seeds,
     write_metrics,
 )
+
+import jaxnet
 from jaxnet import data
 from jaxnet.presets import TRAIN_PRESETS
 

@@ -16,10 +16,11 @@ import json
 import os
 
 from _common import RESULTS, arguments, evaluate_all, over_seeds, staged, write_metrics
+from summarize import presets_table, seeds_text
+
 from jaxnet import sweep
 from jaxnet.cli.settings import resolve
 from jaxnet.presets import TRAIN_PRESETS
-from summarize import presets_table, seeds_text
 
 SPLIT_SEED = 0  # jaxnet train's default --seed, which also seeds the split
 

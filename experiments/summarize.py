@@ -23,8 +23,8 @@ def _load(name):
         return json.load(f)
 
 
-def load_presets(path=os.path.join(RESULTS, "presets.json")):
-    with open(path) as f:
+def load_presets(path=None):
+    with open(path or os.path.join(RESULTS, "presets.json")) as f:
         return json.load(f)
 
 
@@ -77,7 +77,7 @@ def rows():
         )
     )
     m = _load("note002_deep_tanh")
-    for depth, d in m["depths"].items():
+    for d in m["depths"].values():
         out.append(
             (
                 "note002_deep_tanh.py",

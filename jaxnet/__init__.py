@@ -2,8 +2,9 @@
 
 from . import sweep as sweep
 from . import train as train
-
 from .activations import ACTIVATIONS as ACTIVATIONS
+from .check_layers import check_layer as check_layer
+from .check_layers import find_wrong_layer as find_wrong_layer
 from .gradcheck import GradReport as GradReport
 from .gradcheck import assert_grads_match as assert_grads_match
 from .gradcheck import check_grads as check_grads
@@ -17,8 +18,6 @@ from .layers import Dense as Dense
 from .layers import Flatten as Flatten
 from .layers import Layer as Layer
 from .layers import MaxPool2D as MaxPool2D
-from .check_layers import check_layer as check_layer
-from .check_layers import find_wrong_layer as find_wrong_layer
 from .losses import LOSSES as LOSSES
 from .network import Network as Network
 from .network import check_inputs as check_inputs

@@ -16,7 +16,7 @@ Conventions at kinks (chosen to match JAX's autodiff of the ``jax.nn`` function)
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

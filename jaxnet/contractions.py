@@ -141,7 +141,8 @@ def _small_reduce(eqn, x):
     ``x``: the operand, ``[...]``. The reduced elements are taken as slices
     ``[extent, rest...]`` and combined pairwise with ``+`` / ``max`` / ``min``: NaNs propagate
     as in ``lax.max`` / ``lax.min`` and NumPy (XLA:CPU's own max and min reductions of a few
-    thousand rows dropped them in jax 0.10.2), and a sum starts from +0.0 as XLA's does (a sum of -0.0s is +0.0). Only reductions with at least ``_MIN_REDUCED_OUT``
+    thousand rows dropped them in jax 0.10.2), and a sum starts from +0.0 as XLA's does (a sum
+    of -0.0s is +0.0). Only reductions with at least ``_MIN_REDUCED_OUT``
     outputs are rewritten: the softmaxes of 64 replicas × 32 examples run faster unrolled
     (``experiments/results/sweep_benchmark.md``, table 1: "products and reductions" against
     "products"); fewer rows are left to XLA (no committed measurement of them yet: it would be

@@ -113,7 +113,7 @@ def split(x, y, val: float = 0.15, test: float = 0.15, seed: int = 0) -> Split:
     if len(y) != n:
         raise ValueError(f"x and y hold different numbers of examples: {n} vs {len(y)}")
     order = np.random.default_rng(seed).permutation(n)
-    n_test, n_val = int(round(test * n)), int(round(val * n))
+    n_test, n_val = round(test * n), round(val * n)
     te, va, tr = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
     if len(tr) == 0:
         raise ValueError(f"no training examples left from {n}")

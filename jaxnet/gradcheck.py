@@ -46,7 +46,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.flatten_util import ravel_pytree
 
 from .devices import device_name, on_device, to_device, working_device
@@ -577,7 +576,8 @@ def check_grads(
         checker did before); a ``jax.Device``: all there. Your gradient always runs on the
         working device, the device of ``params``. ``report.notes`` ends with where each ran.
       jvp_of_yours: also the dot-product test of your gradient: ``⟨grad_fn(p), v⟩`` (your
-        gradient run in float64, where the float64 references run) against forward mode, ``jvp(loss_fn)(p; v)``, along ``directions`` random unit
+        gradient run in float64, where the float64 references run) against forward mode,
+        ``jvp(loss_fn)(p; v)``, along ``directions`` random unit
         directions per leaf (witness ``jvp vs yours``, float64 tolerance).
 
     Returns:
@@ -660,7 +660,7 @@ def _check_loss(loss_fn, params, args):
     except (*NOT_TRACEABLE, TypeError, AttributeError):  # Python control flow on values, non-array arguments
         try:
             shape = np.shape(loss_fn(params, *args))
-        except Exception:  # noqa: BLE001 - the check itself raises it, with its own traceback
+        except Exception:
             return
     if tuple(shape) != ():
         raise ValueError(
@@ -1018,7 +1018,7 @@ def _numpy_vjp_report(f, f_vjp, primals, dy, fd_rtol, fd_atol, eps, fd_max_eleme
     for i, p in enumerate(p64):
         small = p.size <= fd_max_elements
         vs = np.eye(p.size).reshape(p.size, *p.shape) if small else _unit_directions((seed, 0, i), directions, p.shape)
-        moved = lambda v, sign: phi([q + sign * eps * v if j == i else q for j, q in enumerate(p64)])
+        moved = lambda v, sign: phi([q + sign * eps * v if j == i else q for j, q in enumerate(p64)])  # noqa: B023 (called in this iteration)
         probes.append((vs, np.array([(moved(v, 1) - moved(v, -1)) / (2 * eps) for v in vs]), not small))
     if fd_atol is None:
         fd_atol = fd_round_off(phi(p64), eps)

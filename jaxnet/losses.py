@@ -12,7 +12,8 @@ All values are stable at extreme logits: log-softmax goes through log-sum-exp an
 the sigmoid cross-entropy through ``softplus(f) − y f``.
 
 Invalid targets: under jit, out-of-range labels make the loss and the output layer's
-gradients NaN (and what the sample reaches further back); outside jit they raise ValueError. Each head's ``targets`` check reads concrete targets
+gradients NaN (and what the sample reaches further back); outside jit they raise ValueError.
+Each head's ``targets`` check reads concrete targets
 (outside ``jit``/``vmap``) and raises ``ValueError`` for values out of their domain:
 softmax labels outside ``[0, K)``, softmax probabilities that are negative or not
 finite, sigmoid targets outside ``[0, 1]`` or not finite, squared-error targets that are
@@ -39,7 +40,7 @@ in the last bit, where the extra operation changes how XLA fuses a reduction.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ import numpy as np
 
 from .activations import get_activation
 from .layers import Dense, Layer, positive_int
-from .losses import REDUCTIONS, is_concrete, get_loss
+from .losses import REDUCTIONS, get_loss, is_concrete
 
 
 @jax.tree_util.register_static

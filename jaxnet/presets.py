@@ -7,8 +7,7 @@ Sizes the notes leave open are chosen small (D = 2 for the 2-D classification se
 from __future__ import annotations
 
 import dataclasses
-
-from typing import Callable
+from collections.abc import Callable
 
 from .layers import Conv2D, Dense, Flatten, MaxPool2D
 from .network import Network, mlp, sequential

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import chex
 import jax
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .network import Network, check_net, check_inputs, forward, loss, value_and_manual_grads
+from .network import Network, check_inputs, check_net, forward, loss, value_and_manual_grads
 
 GRADS = ("manual", "autodiff")
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import network as _network
+from .check_layers import find_wrong_layer
 from .devices import device_name as device_name
 from .devices import on_device as on_device
 from .devices import reference_device as reference_device
@@ -27,7 +28,6 @@ from .gradcheck import LeafError as LeafError
 from .gradcheck import check_grads, check_per_example
 from .gradcheck import finite_difference_grads as finite_difference_grads
 from .gradcheck import leaf_errors as leaf_errors
-from .check_layers import find_wrong_layer
 
 
 def reference_grads(loss_fn, params, *args, device="default", jit: bool = False):
@@ -130,8 +130,8 @@ def check_notes(
             params, x, y = random_problem(net, seed=seed + i, n=batch, dtype=dtype)
             reports = [
                 check_grads(
-                    lambda p, x, y: _network.loss(p, net, x, y),
-                    lambda p, x, y: _network.manual_grads(p, net, x, y),
+                    lambda p, x, y: _network.loss(p, net, x, y),  # noqa: B023 (called in this iteration)
+                    lambda p, x, y: _network.manual_grads(p, net, x, y),  # noqa: B023
                     params,
                     x,
                     y,

@@ -111,7 +111,7 @@ def _kernel_grad(a, dz):  # ∂L/∂K[p, q, c, o] = Σ_{n,i,j} a[n, i + p, j + q
 
 
 def cnn_grads(params, x, y, mistake=None):
-    z1, a1, z2, a2, m, f = _cnn_forward(params, x)
+    _z1, a1, _z2, a2, m, f = _cnn_forward(params, x)
     n = x.shape[0]
     df = (jax.nn.softmax(f, axis=1) - y) / n  # [N, 3]
     dW = m.reshape(n, 12).T @ df + L2 * params["W"]  # [12, N] @ [N, 3]

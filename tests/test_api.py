@@ -259,5 +259,5 @@ def test_l2_override_sweeps_under_vmap():
     for i, l2 in enumerate([0.0, 0.1, 0.3]):
         fixed = make_net("squared_error", 1, "tanh", l2=l2, l2_bias=True)
         np.testing.assert_allclose(values[i], jaxnet.loss(params, fixed, x, y), rtol=1e-13)
-        assert_grads_close(jax.tree.map(lambda g: g[i], grads), autodiff_grads(params, fixed, x, y), 1e-12)
+        assert_grads_close(jax.tree.map(lambda g: g[i], grads), autodiff_grads(params, fixed, x, y), 1e-12)  # noqa: B023 (called in this iteration)
     np.testing.assert_allclose(jax.jit(jaxnet.loss)(params, net, x, y, l2=0.1), values[1], rtol=1e-13)

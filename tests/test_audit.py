@@ -104,7 +104,7 @@ def test_every_quoted_slip_is_in_its_note(da):
 
 @pytest.mark.slow
 def test_printed_rows_fail_and_all_repairs_pass(audit):
-    checks, _, _, formulas = audit
+    checks, _, _, _formulas = audit
     for rows in _groups(checks).values():
         printed = rows[0]
         full = next(c for c in rows if c.applied == printed.labels)

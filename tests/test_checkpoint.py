@@ -62,7 +62,7 @@ def test_truncated_and_corrupted_files(saved):
     # flip bytes inside a stored array: the zip CRC check catches it
     with zipfile.ZipFile(path.parent / "fresh.npz", "w") as z:
         z.writestr("meta.npy", b"garbage")
-    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupted|corrupted checkpoint metadata"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"truncated or corrupted|corrupted checkpoint metadata"):
         checkpoint.load(path.parent / "fresh.npz")
     corrupted = bytearray(data)
     start = data.index(b"params_0.npy") + 200

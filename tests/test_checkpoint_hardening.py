@@ -3,6 +3,7 @@ the file and the field), and the training history stored as float64 arrays."""
 
 import json
 import math
+import pathlib
 import zipfile
 
 import jax
@@ -185,7 +186,7 @@ def test_an_optimizer_leaf_of_another_dtype_or_shape_is_refused(valid, tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match="'opt_leaves'"):
         checkpoint.load(out, NET, template)
     out = forge(path, tmp_path / "f.npz", opt_1=None)
-    with pytest.raises(checkpoint.CheckpointError, match="inconsistent checkpoint.*'opt_1'"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"inconsistent checkpoint.*'opt_1'"):
         checkpoint.load(out, NET, template)
 
 
@@ -198,7 +199,7 @@ def test_files_that_are_not_checkpoint_archives(valid, tmp_path):
         checkpoint.load(tmp_path / "text.npz")
     with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint file"):
         checkpoint.load(tmp_path)
-    (tmp_path / "cut.npz").write_bytes(open(valid[0], "rb").read()[:200])
+    (tmp_path / "cut.npz").write_bytes(pathlib.Path(valid[0]).read_bytes()[:200])
     with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupted"):
         checkpoint.load(tmp_path / "cut.npz")
     stored = _arrays(valid[0])

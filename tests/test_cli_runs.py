@@ -294,7 +294,7 @@ DATA_CASES = ["folder", "not-utf8", "npz-1d", "npz-3d", "billion-classes", "over
 def test_bad_data_is_refused_through_the_script(case, tmp_path):
     """Exit 2 and one line naming the file and the problem, no traceback, nothing written."""
     path, words = _bad_data(tmp_path, case)
-    code, out, err = jaxnet_script("train", "--data", str(path), "--out", "run", "--quiet", cwd=tmp_path)
+    code, _out, err = jaxnet_script("train", "--data", str(path), "--out", "run", "--quiet", cwd=tmp_path)
     assert code == 2 and "Traceback" not in err and f"jaxnet train: {path}: " in err and words in err, err
     assert not (tmp_path / "run").exists()
 
@@ -458,14 +458,12 @@ def test_forced_outputs_come_back_after_ctrl_c_and_go_once_the_run_writes(tmp_pa
     from jaxnet.cli.folders import run_folder
 
     before = _old_run(tmp_path / "a")
-    with pytest.raises(KeyboardInterrupt):
-        with run_folder(str(tmp_path / "a"), "x", force=True, resume=None) as folder:
-            assert [n[:17] for n in os.listdir(folder)] == [".jaxnet-replaced-"]  # moved aside
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), run_folder(str(tmp_path / "a"), "x", force=True, resume=None) as folder:
+        assert [n[:17] for n in os.listdir(folder)] == [".jaxnet-replaced-"]  # moved aside
+        raise KeyboardInterrupt
     assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
     _old_run(tmp_path / "b")
-    with pytest.raises(RuntimeError):
-        with run_folder(str(tmp_path / "b"), "x", force=True, resume=None) as folder:
-            (tmp_path / "b" / "metrics.json").write_text("this run's")
-            raise RuntimeError("diverged")
+    with pytest.raises(RuntimeError), run_folder(str(tmp_path / "b"), "x", force=True, resume=None) as folder:
+        (tmp_path / "b" / "metrics.json").write_text("this run's")
+        raise RuntimeError("diverged")
     assert {p.name: p.read_text() for p in (tmp_path / "b").iterdir()} == {"metrics.json": "this run's"}

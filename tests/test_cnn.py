@@ -9,8 +9,8 @@ import pytest
 
 import jaxnet
 from jaxnet import verify
-from jaxnet.verify import finite_difference_grads
 from jaxnet.layers import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D
+from jaxnet.verify import finite_difference_grads
 
 from .helpers import InputProbe, assert_grads_close, assert_matches_fd, autodiff_grads, fresh_jit, lean
 
@@ -213,7 +213,7 @@ def test_the_cnn_preset_can_be_checked():
     from jaxnet.presets import TRAIN_PRESETS
 
     net = TRAIN_PRESETS["cnn"].build((8, 8, 1), 10)
-    params, x, y = verify.random_problem(net, seed=0, n=2)
+    params, x, _y = verify.random_problem(net, seed=0, n=2)
     assert np.all(verify.kink_distance(params, net, x) > 1e-3)
     flatten = Flatten()
     y2, res = jax.jit(flatten.fwd)({}, x)

@@ -120,7 +120,8 @@ def test_a_csv_the_csv_module_refuses_names_the_line(tmp_path):
         (
             np.zeros((4, 2, 3)),
             np.zeros(4),
-            r"array 'x' has shape \(4, 2, 3\), expected a 2-D array \[examples, features\]: --data gives flat feature rows, so save x\.reshape\(4, 6\)",
+            r"array 'x' has shape \(4, 2, 3\), expected a 2-D array \[examples, "
+            r"features\]: --data gives flat feature rows, so save x\.reshape\(4, 6\)",
         ),
         (
             np.zeros((4, 2)),
@@ -289,14 +290,16 @@ def test_a_first_row_of_column_numbers_is_data_with_a_warning(tmp_path):
         x, y = data.load_file(path, header=True, target="0")  # a numeric column name
         assert x.tolist() == [[2, 3, 0], [5, 6, 1]] and y[:, 0].tolist() == [1, 4]
         data.load_file(_write(tmp_path / "data.csv", "0,2,1\n3,4,5\n"))  # not 0..D-1 in order: no warning
-    with pytest.raises(
-        ValueError,
-        match=r"pandas\.csv: no header row, so there is no column named '0' \(a first row of "
-        r"numbers is a header only with --header\)",
+    with (
+        pytest.raises(
+            ValueError,
+            match=r"pandas\.csv: no header row, so there is no column named '0' \(a first row of "
+            r"numbers is a header only with --header\)",
+        ),
+        warnings.catch_warnings(),
     ):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data.load_file(path, target="0")
+        warnings.simplefilter("ignore")
+        data.load_file(path, target="0")
 
 
 def test_header_true_and_false(tmp_path):

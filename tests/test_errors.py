@@ -44,7 +44,8 @@ def test_bad_x_raises_at_trace_time(problem, make_x, message, jit):
         (jnp.array([0, 1, 2]), r"y: expected labels of shape \(4,\) to match x, got \(3,\)"),
         (
             jnp.zeros((4, 2)),
-            r"y: softmax_cross_entropy expects integer labels of shape \(4,\) or probabilities of shape \(4, 3\), got \(4, 2\)",
+            r"y: softmax_cross_entropy expects integer labels of shape "
+            r"\(4,\) or probabilities of shape \(4, 3\), got \(4, 2\)",
         ),
         (jnp.zeros((4, 3, 1)), r"got \(4, 3, 1\)"),
     ],
@@ -141,7 +142,7 @@ def test_single_example_target_error_says_what_happened(problem):
 
 def test_bad_l2_override(problem):
     net, params, x, y = problem
-    with pytest.raises(ValueError, match="l2 must be a non-negative finite number, got -0.5"):
+    with pytest.raises(ValueError, match=r"l2 must be a non-negative finite number, got -0\.5"):
         jaxnet.loss(params, net, x, y, l2=-0.5)
     with pytest.raises(ValueError, match="l2: expected a non-negative number or a real scalar array"):
         jaxnet.manual_grads(params, net, x, y, l2=jnp.ones(2))
@@ -151,7 +152,7 @@ def test_bad_layers_keys_and_nets(problem):
     net, params, x, _ = problem
     with pytest.raises(ValueError, match=r"layers\[0\]: 5 is not a layer: .*subclassing jaxnet.Layer"):
         jaxnet.Network((3,), (5,))
-    with pytest.raises(ValueError, match="key must be one PRNG key from jax.random.key"):
+    with pytest.raises(ValueError, match=r"key must be one PRNG key from jax\.random\.key"):
         jaxnet.init_params(0, net)
     with pytest.raises(ValueError, match="net must be a jaxnet Network"):
         jaxnet.predict(params, "mlp", x)

@@ -181,10 +181,9 @@ def test_quick_runs_never_write_the_committed_results(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "metrics.json").write_text("old")
-    with pytest.raises(RuntimeError):
-        with common.staged(str(out)) as stage:
-            (pathlib.Path(stage) / "metrics.json").write_text("partial")
-            raise RuntimeError("the run fails half way")
+    with pytest.raises(RuntimeError), common.staged(str(out)) as stage:
+        (pathlib.Path(stage) / "metrics.json").write_text("partial")
+        raise RuntimeError("the run fails half way")
     assert (out / "metrics.json").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     with common.staged(str(out)) as stage:
         (pathlib.Path(stage) / "metrics.json").write_text("new")

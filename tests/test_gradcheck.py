@@ -117,7 +117,8 @@ def test_one_wrong_element_is_located():
     assert autodiff.yours == pytest.approx(1.5 * autodiff.reference)
     with pytest.raises(
         AssertionError,
-        match=r"gradient mismatch in \[1\]\['W'\] \(finite diff\), \[1\]\['W'\] \(hessian-vector\), \[1\]\['W'\] \(jax.grad\)",
+        match=r"gradient mismatch in \[1\]\['W'\] \(finite diff\), \[1\]\['W'\] \(hessian-vector\), "
+        r"\[1\]\['W'\] \(jax\.grad\)",
     ):
         jaxnet.assert_grads_match(_loss, wrong, params, x, y)
 

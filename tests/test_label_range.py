@@ -18,10 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.helpers import lean
-
 import jaxnet
 from jaxnet.losses import LOSSES
+from tests.helpers import lean
 
 K = 4  # classes of the softmax network
 X = np.random.default_rng(0).normal(size=(6, 3))

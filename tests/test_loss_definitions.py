@@ -38,9 +38,9 @@ def numpy_loss(ws, bs, x, y, loss, reduction, l2, l2_bias):
     ``ws[l]``: [n_{l−1}, n_l], ``bs[l]``: [n_l], ``x``: [N, D]; ``y``: [N] labels or [N, K]
     (softmax), [N] or [N, 1] (sigmoid, K = 1), [N, K] otherwise."""
     a = x
-    for l, (w, b) in enumerate(zip(ws, bs)):
+    for layer, (w, b) in enumerate(zip(ws, bs)):
         z = a @ w + b[None, :]  # [N, n_l]
-        a = np.tanh(z) if l < len(ws) - 1 else z
+        a = np.tanh(z) if layer < len(ws) - 1 else z
     f = a  # [N, K]
     n, k = f.shape
     if loss == "softmax_cross_entropy":

@@ -75,7 +75,7 @@ def _unsummed_bias(monkeypatch):
 
     def wrong(self, params, residuals, da):
         dx, grads = right(self, params, residuals, da)
-        x, z, a = residuals
+        _x, z, a = residuals
         return dx, {**grads, "b": (da * jaxnet.ACTIVATIONS[self.activation].deriv(z, a))[0]}
 
     monkeypatch.setattr(Dense, "bwd", wrong)

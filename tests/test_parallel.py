@@ -21,26 +21,30 @@ SCRIPT = textwrap.dedent("""
     import jaxnet
     from jaxnet import data, train
 
+
+    def gap(a, b):  # the largest elementwise difference between two pytrees
+        return max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
     x, y = data.spiral(40, 3, seed=0)  # 120 examples
     images = np.random.default_rng(0).normal(size=(120, 6, 6, 1)).astype(np.float32)
     nets = {
         "mlp": (jaxnet.mlp([2, 16, 3], "relu", l2=1e-3), x),
-        "cnn": (jaxnet.sequential((6, 6, 1), [jaxnet.Conv2D(4, 3, padding="SAME", activation="relu"), jaxnet.MaxPool2D(2),
-                                              jaxnet.Flatten(), jaxnet.Dense(3)]), images),
+        "cnn": (jaxnet.sequential((6, 6, 1), [jaxnet.Conv2D(4, 3, padding="SAME", activation="relu"),
+                                              jaxnet.MaxPool2D(2), jaxnet.Flatten(), jaxnet.Dense(3)]), images),
     }
     out = {"devices": len(jax.devices())}
     for name, (net, inputs) in nets.items():
         for grads in ("manual", "autodiff"):
             runs = {d: train.fit(net, jaxnet.init_params(jax.random.key(0), net), inputs, y, optax.adam(1e-2), 3, 24,
                                  jax.random.key(1), grads=grads, devices=d) for d in (1, 4)}
-            gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(runs[1].params), jax.tree.leaves(runs[4].params)))
-            out[f"{name}-{grads}"] = {"param_gap": gap, "loss": runs[4].history["train_loss"],
+            out[f"{name}-{grads}"] = {"param_gap": gap(runs[1].params, runs[4].params),
+                                      "loss": runs[4].history["train_loss"],
                                       "sharding": str(runs[4].params[0]["W"].sharding)}
     # the step's compiled program splits the batch: partial sums combined by an all-reduce
     net = nets["mlp"][0]
     step_epoch = train.make_epoch(net, optax.sgd(0.1), 24, 120, devices=4)
-    p, s, xs, ys = train.replicate((jaxnet.init_params(jax.random.key(0), net), optax.sgd(0.1).init(jaxnet.init_params(jax.random.key(0), net)),
-                                    jnp.asarray(x, jnp.float32), jnp.asarray(y)), 4)
+    p0 = jaxnet.init_params(jax.random.key(0), net)
+    p, s, xs, ys = train.replicate((p0, optax.sgd(0.1).init(p0), jnp.asarray(x, jnp.float32), jnp.asarray(y)), 4)
     hlo = step_epoch.lower(p, s, 0, jax.random.key(0), xs, ys).compile().as_text()
     out["all_reduce"] = "all-reduce" in hlo
     cnn = nets["cnn"][0]  # the CNN's steps too (on the CPU its epochs run as a Python loop of this same body)
@@ -60,15 +64,16 @@ SCRIPT = textwrap.dedent("""
     from jaxnet import sweep  # replicas split over the devices: 6 replicas padded to 8
     replicas = sweep.grid(jaxnet.mlp([2, 16, 3], "relu"), seeds=(0, 1, 2), lr=(0.1, 0.3))
     one, four = (sweep.run(replicas, x, y, "sgd", 3, 24, val=(x[:30], y[:30]), devices=d) for d in (None, 4))
-    out["sweep_gap"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)))
-    out["sweep_history_gap"] = max(abs(a - b) for h1, h4 in zip(one.history, four.history) for k in h1 for a, b in zip(h1[k], h4[k]))
+    out["sweep_gap"] = gap(one.params, four.params)
+    out["sweep_history_gap"] = max(abs(a - b) for h1, h4 in zip(one.history, four.history)
+                                   for k in h1 for a, b in zip(h1[k], h4[k]))
     out["sweep_rows"] = len(four.params)
     one_replica = sweep.estimate_bytes(replicas[0].net, 24, 120, 1, "sgd")  # a budget of one replica per device
     groups = []
     chunked = sweep.run(replicas, x, y, "sgd", 3, 24, val=(x[:30], y[:30]), devices=4, max_bytes=one_replica,
                         on_epoch=lambda g, e, losses: groups.append((g, len(losses))))
     out["chunk_sizes"] = sorted(set(groups))
-    out["chunked_gap"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(chunked.params)))
+    out["chunked_gap"] = gap(one.params, chunked.params)
     import tempfile
     from jaxnet import cli
     out["cli_rc"] = cli.main(["train", "--preset", "000-spiral", "--epochs", "1", "--seeds", "3", "--devices", "4",
@@ -77,8 +82,10 @@ SCRIPT = textwrap.dedent("""
     spread = sweep.spread_over(mesh)
     net = replicas[0].net
     params = jax.tree.map(lambda *a: jnp.stack(a), *[jaxnet.init_params(jax.random.key(i), net) for i in range(4)])
-    state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, {"learning_rate": jnp.ones(4), "momentum": jnp.zeros(4)})
-    xs, ys, keys = spread((jnp.asarray(x, jnp.float32), jnp.asarray(y), jax.random.split(jax.random.key(0), 4)), replicated=True)
+    hypers = {"learning_rate": jnp.ones(4), "momentum": jnp.zeros(4)}
+    state = jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, hypers)
+    xs, ys, keys = spread((jnp.asarray(x, jnp.float32), jnp.asarray(y), jax.random.split(jax.random.key(0), 4)),
+                          replicated=True)
     args = (*spread((params, state)), keys, 1, *spread((jnp.arange(4), jnp.zeros(4))), xs, ys, [(xs, ys)])
     hlo = sweep.group_epoch(net, sweep.replica_optimizer("sgd"), 24, 120, "manual").lower(*args).compile().as_text()
     out["sweep_collectives"] = [c for c in ("all-reduce", "all-gather", "all-to-all", "collective-permute") if c in hlo]
@@ -113,13 +120,17 @@ QUICK = textwrap.dedent("""
     import jaxnet
     from jaxnet import data, train
 
+
+    def gap(a, b):  # the largest elementwise difference between two pytrees
+        return max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
     x, y = data.spiral(16, 3, seed=0)  # 48 examples
     net = jaxnet.mlp([2, 8, 3], "tanh", l2=1e-3)
     runs = {d: train.fit(net, jaxnet.init_params(jax.random.key(0), net), x, y, optax.adam(1e-2), 2, 16,
                          jax.random.key(1), devices=d) for d in (1, 2)}
-    gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(runs[1].params), jax.tree.leaves(runs[2].params)))
-    print(json.dumps({"devices": len(jax.devices()), "param_gap": gap, "steps": runs[2].step,
-                      "moved": float(jnp.max(jnp.abs(runs[2].params[0]["W"] - jaxnet.init_params(jax.random.key(0), net)[0]["W"]))),
+    print(json.dumps({"devices": len(jax.devices()), "param_gap": gap(runs[1].params, runs[2].params),
+                      "steps": runs[2].step,
+                      "moved": gap(runs[2].params[0]["W"], jaxnet.init_params(jax.random.key(0), net)[0]["W"]),
                       "sharding": str(runs[2].params[0]["W"].sharding)}))
 """)
 

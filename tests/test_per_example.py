@@ -15,7 +15,8 @@ from .helpers import lean, on_reference
 NETS = {
     "mlp-relu-mean-l2": jaxnet.mlp([4, 7, 5, 3], "relu", l2=0.1, l2_bias=True),
     "mlp-tanh-sum-sigmoid": jaxnet.mlp([3, 6, 2], "tanh", "sigmoid_cross_entropy", "sum"),
-    # conv 1 (T = 64, P = 18, c_out = 3) forms the per-example kernels; conv 2 (T = 4, P = 18, c_out = 16) uses Gram matrices
+    # conv 1 (T = 64, P = 18, c_out = 3) forms the per-example kernels;
+    # conv 2 (T = 4, P = 18, c_out = 16) uses Gram matrices
     "cnn-both-conv-paths": jaxnet.sequential(
         (8, 8, 2),
         [
@@ -93,7 +94,7 @@ def test_a_wrong_norm_formula_goes_red(monkeypatch):
         "per_example_grads",
         "per_example_grad_norms",
     ):  # new functions, so check_per_example's jit traces afresh
-        monkeypatch.setattr(jaxnet.per_example, name, lambda *args, f=getattr(jaxnet.per_example, name): f(*args))
+        monkeypatch.setattr(jaxnet.per_example, name, lambda *args, f=getattr(jaxnet.per_example, name): f(*args))  # noqa: B008 (binds the original now)
     report = gradcheck.check_per_example(params, net, x, y)
     assert [r.witness for r in report.failures()] == ["norms"]
 

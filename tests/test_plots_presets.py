@@ -9,9 +9,9 @@ import pytest
 
 matplotlib.use("Agg")
 
-import jaxnet  # noqa: E402
-from jaxnet import plots  # noqa: E402
-from jaxnet.sweep import SweepResult, grid  # noqa: E402
+import jaxnet
+from jaxnet import plots
+from jaxnet.sweep import SweepResult, grid
 
 
 def _params(net, seed=0):

@@ -1,8 +1,8 @@
 """Property-based: random architectures, batch sizes, dtypes and inputs (hypothesis)."""
 
 import jax
-import pytest
 import jax.numpy as jnp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

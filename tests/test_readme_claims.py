@@ -207,7 +207,7 @@ def test_initial_loss_mismatch_stops_the_run():
     reference = {}
     benchmark.check_loss0(reference, "w", "make_epoch", {"loss0": 2.0})
     benchmark.check_loss0(reference, "w", "torch", {"loss0": 2.0 * (1 + 1e-6)})
-    with pytest.raises(benchmark.LossMismatch, match="torch.compile"):
+    with pytest.raises(benchmark.LossMismatch, match=r"torch\.compile"):
         benchmark.check_loss0(reference, "w", "torch.compile", {"loss0": 2.01})
 
 

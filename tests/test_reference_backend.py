@@ -41,7 +41,7 @@ def test_reference_device_choice():
     assert verify.reference_device(jnp.float64, "same", here) == working
     assert verify.reference_device(jnp.float32, cpu, here) == cpu
     assert verify.working_device({"a": 1.0, "b": here}) == working
-    with pytest.raises(ValueError, match="reference_device must be a jax.Device, 'default' or 'same', got 'gpu'"):
+    with pytest.raises(ValueError, match=r"reference_device must be a jax\.Device, 'default' or 'same', got 'gpu'"):
         verify.reference_device(jnp.float64, "gpu")
     with pytest.raises(ValueError, match="reference_device must be"):
         jaxnet.check_grads(lambda p: jnp.sum(p**2), lambda p: 2 * p, jnp.ones(2), reference_device="cpu:0")
@@ -173,7 +173,8 @@ def test_float32_per_example_and_reference_grads_placement():
     assert more["committed_closure"] == {
         "ok": True,
         "notes": [  # a loss closing over arrays committed elsewhere
-            "the references could not run on cpu:0: your functions use arrays committed to another device (jax.device_put), "
+            "the references could not run on cpu:0: your functions "
+            "use arrays committed to another device (jax.device_put), "
             "so they ran on cpu:1",
             "references computed on cpu:1 (jax.grad in float64, finite differences, jvp, H v); your gradient on cpu:1",
         ],
@@ -181,7 +182,7 @@ def test_float32_per_example_and_reference_grads_placement():
 
 
 def _products(jaxpr):
-    """``(primitive, precision)`` of every dot_general and conv_general_dilated in ``jaxpr`` and the jaxprs inside it."""
+    """``(primitive, precision)`` of every dot_general and conv_general_dilated in ``jaxpr`` and the jaxprs in it."""
     out = []
     for eqn in jaxpr.eqns:
         if eqn.primitive.name in ("dot_general", "conv_general_dilated"):

@@ -52,7 +52,7 @@ def test_groups_chunks_summary_and_memory_errors():
     s = sweep.summary(whole)
     assert s["metric"] == "train_loss" and len(s["configs"]) == 4 and all(c["seeds"] == 3 for c in s["configs"])
     assert s["best"]["final"]["train_loss"][0] == min(c["final"]["train_loss"][0] for c in s["configs"])
-    with pytest.raises(ValueError, match="one replica of .* needs about"):
+    with pytest.raises(ValueError, match=r"one replica of .* needs about"):
         sweep.run(replicas, X, Y, "sgd", 1, 20, max_bytes=100)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         sweep.run(replicas, X, Y, "rmsprop", 1, 20)
@@ -141,7 +141,7 @@ def test_small_contractions_equal_the_products(name):
 
 def test_mixed_precision_products_are_left_alone():
     a = jax.numpy.ones((4, 5, 3), jax.numpy.bfloat16)
-    f = lambda a, b: jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))), preferred_element_type=np.float32)  # noqa: E731
+    f = lambda a, b: jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))), preferred_element_type=np.float32)
     assert _dots(jax.make_jaxpr(contractions.small_contractions(f))(a, a.mT)) == 1
 
 
@@ -208,7 +208,8 @@ def test_small_sums_of_negative_zeros_are_positive_zero_as_in_xla():
 
 def test_sharded_reductions_are_left_alone():
     """An explicit output sharding, or a reduced axis sharded over an explicit mesh (1 device here)."""
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     mesh = jax.make_mesh((1,), ("r",), axis_types=(AxisType.Explicit,))
     with jax.set_mesh(mesh):

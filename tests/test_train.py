@@ -70,7 +70,7 @@ def test_retrace_is_caught():
     opt = train.sgd(0.1)
     args = lambda p, x: (p, opt.init(p), jnp.int32(0), jax.random.key(0), x, jnp.asarray(Y))
     run_epoch(*args(_params(), jnp.asarray(X, jnp.float32)))
-    with pytest.raises(AssertionError, match="retrac|trace"):
+    with pytest.raises(AssertionError, match=r"retrac|trace"):
         run_epoch(*args(_params(jnp.float64), jnp.asarray(X, jnp.float64)))  # a new dtype: a second trace
 
 

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         parser.error("--batch must be a positive integer")
     for name in ("epochs", "patience", "check_every", "batch_size", "save_every", "devices", "seeds"):
         value, positive = getattr(args, name, None), name in ("epochs", "patience", "devices", "seeds")
-        if value is not None and (value < 0 or positive and value == 0):
+        if value is not None and (value < 0 or (positive and value == 0)):
             kind = "a positive integer" if positive else "an integer >= 0"
             args.parser.error(f"--{name.replace('_', '-')} must be {kind}, got {value}")
     if getattr(args, "seeds", None) and args.seed + args.seeds > 2**32:

@@ -157,7 +157,5 @@ def _put_back(aside, folder) -> bool:
 
 
 def _remove_empty(folder) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(folder)  # only when empty
-    except OSError:
-        pass

@@ -120,9 +120,8 @@ def _print_tables(result, summary) -> None:
         )
     best = summary["best"]
     if best is not None:
-        print(
-            f"\nbest by mean {metric}: {best['network']} | {best['config']} ({number(best['final'][metric][0]).strip()})"
-        )
+        value = number(best["final"][metric][0]).strip()
+        print(f"\nbest by mean {metric}: {best['network']} | {best['config']} ({value})")
 
 
 def _diverged(history) -> bool:
