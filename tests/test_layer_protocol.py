@@ -12,14 +12,14 @@ import pytest
 
 import jaxnet
 from jaxnet import checkpoint, layers, train, verify
+from tests import readme_blocks
 from tests.helpers import lean
 
 ROOT = pathlib.Path(__file__).parents[1]
 
 
 def _readme_layer_block():
-    readme = (ROOT / "README.md").read_text()
-    return readme.split("## Your own layer\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    return readme_blocks.block("README.md", "Your own layer").code
 
 
 @pytest.mark.slow  # two trainings and three checks; .ci/run runs it
@@ -186,7 +186,7 @@ def test_check_layer_passes_every_right_backward(layer, in_shape):
 @dataclasses.dataclass(frozen=True)
 class AffineForgetsScaleInDx(Affine):
     def bwd(self, params, res, dy):
-        dx, grads = super().bwd(params, res, dy)
+        _dx, grads = super().bwd(params, res, dy)
         return dy @ params["W"].T, grads  # dx without the ∘ s
 
 
@@ -275,7 +275,7 @@ class BiasMeanNotSum(jaxnet.Dense):
 @dataclasses.dataclass(frozen=True)
 class InputGradUntransposed(jaxnet.Dense):
     def bwd(self, params, residuals, da):
-        dx, grads = super().bwd(params, residuals, da)
+        _dx, grads = super().bwd(params, residuals, da)
         return da @ params["W"], grads  # δ W instead of δ Wᵀ (g' dropped too); needs a square W
 
 
@@ -414,7 +414,7 @@ def test_several_weights_and_weight_names():
     both = dataclasses.replace(layer)
     object.__setattr__(both, "weight_names", None)  # the default rule: both have two axes
     params = both.init(jax.random.key(0), (4,), jnp.float32)
-    k_u, k_v = jax.random.split(jax.random.key(0))
+    _k_u, k_v = jax.random.split(jax.random.key(0))
     np.testing.assert_array_equal(params["V"], jax.nn.initializers.glorot_normal()(k_v, (3, 2), jnp.float32))
     with pytest.raises(ValueError, match=r"weight_names names \['W'\], which are not its parameters"):
         object.__setattr__(both, "weight_names", ("W",))
