@@ -88,6 +88,9 @@ def _tuples(value):
 
 @dataclasses.dataclass
 class Checkpoint:
+    """What :func:`load` read back: the network, params and optimizer state, the counters, the
+    run's key, your ``extra`` JSON data and the per-epoch metric history."""
+
     net: Network
     params: list
     opt_state: object  # None unless an opt_state template was given to load()

@@ -93,6 +93,7 @@ class GradReport:
         return all(leaf.ok for leaf in self.leaves)
 
     def failures(self):
+        """The rows that failed (empty when the report is ok)."""
         return [leaf for leaf in self.leaves if not leaf.ok]
 
     def __str__(self):

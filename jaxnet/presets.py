@@ -15,6 +15,9 @@ from .network import Network, mlp, sequential
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
+    """A named network of the notes with its description (see :data:`TRAIN_PRESETS` for the training
+    settings each preset runs with)."""
+
     name: str
     note: str
     description: str

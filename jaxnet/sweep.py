@@ -51,6 +51,7 @@ class Replica:
     momentum: float = 0.0  # sgd only (0: plain SGD); "momentum" in the optimizer name sets 0.9 by default
 
     def label(self):
+        """The scalar hyperparameters as printed in tables: ``"lr=0.1, l2=0.001"`` (and momentum)."""
         parts = [f"lr={self.lr:g}", f"l2={self.l2_value:g}"] + (
             [f"momentum={self.momentum:g}"] if self.momentum else []
         )
@@ -120,6 +121,9 @@ def _device_memory():
 
 @dataclasses.dataclass
 class SweepResult:
+    """What :func:`run` returns, one row per replica in the order given: the replica, its final
+    params, its per-epoch history and its final metrics per split."""
+
     replicas: list  # Replica per row
     params: list  # per replica, its final params
     history: list  # per replica, {"train_loss": [...], "val_loss": [...], ...}

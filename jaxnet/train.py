@@ -361,6 +361,10 @@ class TrainingDiverged(RuntimeError):
 
 @dataclasses.dataclass
 class FitResult:
+    """What :func:`fit` returns: the final params and optimizer state, the counters (epochs and
+    steps completed since the very start, resumes included), the per-epoch metric history,
+    whether early stopping ended the run, and the largest in-training spot-check gap."""
+
     params: list
     opt_state: object
     epoch: int  # epochs completed, counting from 0 at the very start (resumes included)
