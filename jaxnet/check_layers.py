@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from .devices import device_name, on_device, to_device, working_device
 from .devices import reference_device as device_for  # reference_device is an argument below
@@ -36,20 +39,20 @@ from .gradcheck import (
 )
 from .layers import Layer
 from .losses import get_loss
-from .network import check_inputs, forward_pass, prepare_inputs
+from .network import Network, Params, check_inputs, forward_pass, prepare_inputs
 
 
 def check_layer(
     layer: Layer,
-    params: dict,
-    x,
+    params: dict[str, jax.Array],
+    x: ArrayLike,
     *,
     cotangents: int = 3,
     kinks: str = "exclude",
-    kink_margin=None,
+    kink_margin: float | None = None,
     eps: float = 1e-6,
     seed: int = 0,
-    **options,
+    **options: Any,
 ) -> GradReport:
     """Check ``layer.bwd`` against ``jax.vjp`` of ``layer.fwd`` and float64 finite differences.
 
@@ -73,6 +76,10 @@ def check_layer(
 
 def _check_layer(layer, params, x, cotangents, kinks, kink_margin, eps, seed, options):
     """:func:`check_layer` in the working precision."""
+    f: Callable[..., jax.Array]
+    f_vjp: Callable[..., tuple[Any, ...]]
+    primals: tuple[Any, ...]
+    names: tuple[str, ...]
     x = _check_layer_inputs(layer, params, x)
     margin = 100 * eps if kink_margin is None else float(kink_margin)
     (x,), notes = handle_kinks(lambda xs: count_layer_kinks(layer, params, xs, margin), (x,), kinks, margin, seed)
@@ -87,13 +94,13 @@ def _check_layer(layer, params, x, cotangents, kinks, kink_margin, eps, seed, op
     return GradReport(report.leaves, (*notes, *report.notes))
 
 
-def _layer_functions(layer):
+def _layer_functions(layer: Layer) -> tuple[Callable[..., jax.Array], Callable[..., tuple[Any, jax.Array]]]:
     """``f(params, x) = fwd(params, x)[0]`` and ``f_vjp((params, x), dy) = (dparams, dx)`` from ``bwd``."""
 
-    def f(params, x):
+    def f(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
         return layer.fwd(params, x)[0]
 
-    def f_vjp(primals, dy):
+    def f_vjp(primals: tuple[dict[str, jax.Array], jax.Array], dy: jax.Array) -> tuple[Any, jax.Array]:
         params, x = primals
         dx, dparams = layer.bwd(params, layer.fwd(params, x)[1], dy)
         return dparams, dx
@@ -132,10 +139,11 @@ class LayerVerdict:
 
     @property
     def ok(self) -> bool:
+        """This layer's ``bwd`` agrees with the reference."""
         return self.report.ok
 
     @property
-    def wrong(self) -> tuple:
+    def wrong(self) -> tuple[str, ...]:
         """The outputs that disagree, e.g. ``("dx", "dparams['W']")``."""
         return tuple(dict.fromkeys(row.path for row in self.report.failures()))
 
@@ -144,18 +152,20 @@ class LayerVerdict:
 class WrongLayerReport:
     """Every layer's verdict, from the output down; ``culprit`` is the first wrong one (or None)."""
 
-    verdicts: tuple
-    notes: tuple = ()
+    verdicts: tuple[LayerVerdict, ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def culprit(self) -> LayerVerdict | None:
+        """The first wrong layer from the output down, or None."""
         return next((v for v in self.verdicts if not v.ok), None)
 
     @property
     def ok(self) -> bool:
+        """Every layer agrees."""
         return self.culprit is None
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = [f"{'layer':>5}  {'kind':<22}  {'worst rel':>9}  verdict"]
         for v in self.verdicts:
             worst = max((row.max_rel for row in v.report.leaves), default=0.0)
@@ -170,20 +180,20 @@ class WrongLayerReport:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
 
-def _where(verdict):
+def _where(verdict: LayerVerdict) -> str:
     return f"the loss head ({verdict.kind})" if verdict.index < 0 else f"layers[{verdict.index}] ({verdict.kind})"
 
 
 def find_wrong_layer(
-    params,
-    net,
-    x,
-    y,
-    rtol=None,
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    y: ArrayLike,
+    rtol: float | None = None,
     kinks: str = "exclude",
     kink_margin: float = 1e-4,
     seed: int = 0,
-    reference_device="default",
+    reference_device: str | jax.Device = "default",
 ) -> WrongLayerReport:
     """Name the first layer, from the output down, whose hand-written backward pass is wrong.
 
@@ -238,7 +248,7 @@ def _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol):
     1e-3 of their largest entry); an output of the wrong tree (a missing leaf, ``dx`` not an
     array) is one failing row ``dx (tree)`` / ``dparams (tree)``, and the other is still compared."""
     yours, refs = {"dx": dx, "dparams": dparams}, {"dx": dx_ref, "dparams": dparams_ref}
-    same = [k for k in yours if jax.tree.structure(yours[k]) == jax.tree.structure(refs[k])]
+    same = [k for k in yours if jax.tree.structure(yours[k]) == jax.tree.structure(refs[k])]  # type: ignore[operator]  # PyTreeDef (C++) has no stub
     rows = compare("jax.vjp", {k: yours[k] for k in same}, {k: refs[k] for k in same}, rtol) if same else []
     rows = [dataclasses.replace(r, path=r.path.replace("['dx']", "dx").replace("['dparams']", "dparams")) for r in rows]
     rows += [

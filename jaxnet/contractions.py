@@ -11,6 +11,8 @@ its usual rate. What the rewrite gains is measured by ``experiments/bench_sweep.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,14 +70,15 @@ def small_contractions(fun, reductions=True):
 
 
 def _eval_jaxpr(jaxpr, consts, args, reductions=True):
-    env = {}
+    env: dict[jex_core.Var, Any] = {}  # var -> its value
 
     def read(v):
         return v.val if isinstance(v, jex_core.Literal) else env[v]
 
     env.update(zip(jaxpr.constvars, consts))
     env.update(zip(jaxpr.invars, args))
-    transposed = {}  # var -> (the array it is a transpose of, the permutation)
+    # var -> (the array it is a transpose of, the permutation)
+    transposed: dict[jex_core.Var, tuple[Any, tuple[int, ...]]] = {}
     for eqn in jaxpr.eqns:
         ins = [read(v) for v in eqn.invars]
         if eqn.primitive is jex_core.primitives.dot_general_p:

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import os
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -92,7 +93,7 @@ def digits(images: bool = False):
     return x, bunch.target.astype(np.int64)
 
 
-DATASETS = {
+DATASETS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "spiral": spiral,
     "moons": moons,
     "circles": circles,
@@ -144,7 +145,7 @@ def _moments(x, axes):
     mean or std overflows, then each feature's largest finite magnitude. A zero std becomes 1."""
     with np.errstate(over="ignore", invalid="ignore"):
         mean, std = x.mean(axis=axes, keepdims=True), x.std(axis=axes, keepdims=True)
-    scale = 1.0
+    scale: float | np.ndarray = 1.0
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
         with np.errstate(invalid="ignore"):
             scale = np.max(np.abs(x), axis=axes, keepdims=True)

@@ -26,7 +26,7 @@ def working_device(tree=None) -> jax.Device:
     for leaf in jax.tree.leaves(tree):
         if isinstance(leaf, jax.Array):
             return min(leaf.devices(), key=lambda d: d.id)
-    default = jax.config.jax_default_device
+    default = jax.config.jax_default_device  # type: ignore[attr-defined]  # config options are dynamic, not in the stub
     if isinstance(default, jax.Device):
         return default
     return jax.devices(default)[0] if default else jax.devices()[0]

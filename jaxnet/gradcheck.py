@@ -42,15 +42,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.typing import ArrayLike
 
 from .devices import device_name, on_device, to_device, working_device
 from .devices import reference_device as device_for  # the name reference_device is check_grads' argument
-from .network import forward_pass, prepare_inputs
+from .network import Network, Params, forward_pass, prepare_inputs
 
 DEFAULT_RTOL = {  # (vs jax.grad in the working dtype, vs float64 finite differences)
     "float64": (1e-10, 1e-6),
@@ -64,7 +67,7 @@ class LeafReport:
 
     witness: str
     path: str
-    shape: tuple
+    shape: tuple[int, ...]
     max_abs: float
     max_rel: float
     worst: str  # the index (or direction) of the worst element
@@ -75,6 +78,7 @@ class LeafReport:
 
     @property
     def ok(self) -> bool:
+        """Every element (or direction) within tolerance."""
         return self.frac_bad == 0.0
 
 
@@ -85,18 +89,19 @@ class GradReport:
     ``notes``: what the checker did besides comparing (kinks found and excluded or nudged,
     witnesses skipped and why), printed under the table."""
 
-    leaves: tuple
-    notes: tuple = ()
+    leaves: tuple[LeafReport, ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
+        """Every row passed."""
         return all(leaf.ok for leaf in self.leaves)
 
-    def failures(self):
+    def failures(self) -> list[LeafReport]:
         """The rows that failed (empty when the report is ok)."""
         return [leaf for leaf in self.leaves if not leaf.ok]
 
-    def __str__(self):
+    def __str__(self) -> str:
         header = (
             "witness",
             "leaf",
@@ -197,7 +202,7 @@ def compare(witness, yours, reference, rtol, atol=0.0) -> list:
     wrong shape is a failing row."""
     paths_yours, treedef = jax.tree_util.tree_flatten_with_path(yours)
     ref_leaves, ref_def = jax.tree_util.tree_flatten(reference)
-    if treedef != ref_def:
+    if treedef != ref_def:  # type: ignore[operator]  # PyTreeDef (C++) has no stub: mypy sees no __ne__
         return [
             LeafReport(
                 witness,
@@ -342,7 +347,7 @@ def _forward_vs_reverse(loss64, params64, grads64, directions, seed, rtol, witne
     along = jax.jit(
         jax.vmap(lambda tangents: jax.jvp(loss64, (params64,), (jax.tree.unflatten(treedef, tangents),))[1])
     )
-    pairs = []
+    pairs: list[tuple[str, tuple[int, ...], Any, np.ndarray | None]] = []  # (path, shape, reverse, forward)
     for i, ((path, g), leaf) in enumerate(zip(jax.tree_util.tree_flatten_with_path(grads64)[0], leaves)):
         vs = _unit_directions((*seed, i), directions, leaf.shape)  # [m, *leaf.shape]
         if np.shape(g) != leaf.shape:
@@ -410,7 +415,7 @@ def _tally(gap_list, margin, batch):
     return KinkCount(float(margin), elements, int(near.sum()), int(batch)), near
 
 
-def count_kinks(params, net, x, margin: float = 1e-3) -> tuple[KinkCount, np.ndarray]:
+def count_kinks(params: Params, net: Network, x: ArrayLike, margin: float = 1e-3) -> tuple[KinkCount, np.ndarray]:
     """Count kinks within ``margin`` in ``net``'s forward pass on ``x`` ([batch, ...]) using
     the layers' ``kink_gaps``; also return the ``[batch]`` mask of examples that have one."""
     x, _, _ = prepare_inputs(params, net, x)
@@ -491,7 +496,8 @@ def _cached(cache, key, make, size=64):
     return value
 
 
-_COMPILED = {}  # fn -> its jax.jit, so that checks of one loss or gradient share compilations
+# fn -> its jax.jit, so that checks of one loss or gradient share compilations
+_COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def _maybe_jit(fn):
@@ -513,7 +519,7 @@ def _grad_of(loss_fn):
     return _cached(_GRADS, loss_fn, lambda: jax.grad(loss_fn))
 
 
-_GRADS = {}
+_GRADS: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def _up(a):
@@ -524,24 +530,24 @@ def _up(a):
 
 
 def check_grads(
-    loss_fn,
-    grad_fn,
-    params,
-    *args,
-    rtol=None,
-    fd_rtol=None,
-    fd_atol=None,
-    eps=1e-6,
-    fd_max_elements=256,
-    directions=4,
-    hvp_directions=1,
-    hvp_rtol=None,
-    net=None,
-    kinks="exclude",
-    kink_margin=None,
-    seed=0,
-    reference_device="default",
-    jvp_of_yours=False,
+    loss_fn: Callable[..., jax.Array],
+    grad_fn: Callable[..., Any],
+    params: Any,
+    *args: Any,
+    rtol: float | None = None,
+    fd_rtol: float | None = None,
+    fd_atol: float | None = None,
+    eps: float = 1e-6,
+    fd_max_elements: int = 256,
+    directions: int = 4,
+    hvp_directions: int = 1,
+    hvp_rtol: float | None = None,
+    net: Network | None = None,
+    kinks: str = "exclude",
+    kink_margin: float | None = None,
+    seed: int = 0,
+    reference_device: str | jax.Device = "default",
+    jvp_of_yours: bool = False,
 ) -> GradReport:
     """Check ``grad_fn(params, *args)`` (your gradient of ``loss_fn(params, *args)``).
 
@@ -704,7 +710,8 @@ def _witnesses(
     with jax.default_matmul_precision("highest"):
         yours = _maybe_jit(grad_fn)(params, *args)
     _gradient_dtypes(yours)
-    if jax.tree.structure(yours) != jax.tree.structure(params):  # a leaf missing, extra or misnamed
+    # a leaf missing, extra or misnamed (the ignore: PyTreeDef (C++) has no stub, mypy sees no __ne__)
+    if jax.tree.structure(yours) != jax.tree.structure(params):  # type: ignore[operator]
         return compare("jax.grad", yours, params, rtol), [
             f"your gradient's tree {jax.tree.structure(yours)} is not the params' {jax.tree.structure(params)}: "
             "no witness can pair their leaves"
@@ -771,7 +778,14 @@ def _where(dtype, working, ref, ref64):
     return f"{refs}; your gradient on {device_name(working)}"
 
 
-def check_per_example(params, net, x, y, rtol=None, reference_device="default") -> GradReport:
+def check_per_example(
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    y: ArrayLike,
+    rtol: float | None = None,
+    reference_device: str | jax.Device = "default",
+) -> GradReport:
     """Per-example gradients and norms of :mod:`jaxnet.per_example` against ``vmap(jax.grad)``.
 
     Witnesses: ``per-example`` (every ``g_i = ∂ℓ_i/∂params`` from the hand-derived backward
@@ -826,7 +840,9 @@ def check_per_example(params, net, x, y, rtol=None, reference_device="default") 
     )
 
 
-def assert_grads_match(loss_fn, grad_fn, params, *args, **kwargs) -> GradReport:
+def assert_grads_match(
+    loss_fn: Callable[..., jax.Array], grad_fn: Callable[..., Any], params: Any, *args: Any, **kwargs: Any
+) -> GradReport:
     """:func:`check_grads`, raising ``AssertionError`` with the table when anything fails."""
     report = check_grads(loss_fn, grad_fn, params, *args, **kwargs)
     if not report.ok:
@@ -839,20 +855,20 @@ def assert_grads_match(loss_fn, grad_fn, params, *args, **kwargs) -> GradReport:
 
 
 def check_vjp(
-    f,
-    f_vjp,
-    *primals,
-    cotangents=3,
-    names=None,
-    rtol=None,
-    fd_rtol=None,
-    fd_atol=None,
-    eps=1e-6,
-    fd_max_elements=256,
-    directions=4,
-    hvp_directions=1,
-    seed=0,
-    reference_device="default",
+    f: Callable[..., Any],
+    f_vjp: Callable[..., Sequence[Any]],
+    *primals: Any,
+    cotangents: int = 3,
+    names: Sequence[str] | None = None,
+    rtol: float | None = None,
+    fd_rtol: float | None = None,
+    fd_atol: float | None = None,
+    eps: float = 1e-6,
+    fd_max_elements: int = 256,
+    directions: int = 4,
+    hvp_directions: int = 1,
+    seed: int = 0,
+    reference_device: str | jax.Device = "default",
 ) -> GradReport:
     """Check a hand-written backward pass ``f_vjp(primals, dy)`` of ``y = f(*primals)``.
 
@@ -914,7 +930,7 @@ def check_vjp(
         return _merge(check, dys, names)
 
 
-def given_in_float64(tree) -> bool:
+def given_in_float64(tree: Any) -> bool:
     """Whether every floating-point array of ``tree`` was given in float64 (a NumPy float64 array
     counts even with x64 off; Python numbers and lists do not decide): the checks then run with
     x64 on for their duration, in float64 throughout. Mixed float32/float64 inputs run as JAX
@@ -980,7 +996,7 @@ def _traceable(f, primals):
     return True
 
 
-_VJP_FUNCTIONS = {}
+_VJP_FUNCTIONS: dict[tuple[Callable[..., Any], Callable[..., Any]], tuple[Callable[..., Any], Callable[..., Any]]] = {}
 
 
 def _vjp_functions(f, f_vjp):

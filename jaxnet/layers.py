@@ -37,16 +37,18 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from .activations import get_activation
 
 
-def positive_int(value, what: str) -> int:
+def positive_int(value: Any, what: str) -> int:
     """``value`` as an int, or a ``ValueError`` naming ``what``."""
     if isinstance(value, bool):
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
@@ -59,7 +61,7 @@ def positive_int(value, what: str) -> int:
     return number
 
 
-def _activation_gaps(activation, z):
+def _activation_gaps(activation: str, z: jax.Array) -> jax.Array | None:
     """|z| per unit, flattened to [batch, m], when the activation has a kink at 0; else None."""
     if not get_activation(activation).kink:
         return None
@@ -71,7 +73,7 @@ _INITS = {
     "glorot": jax.nn.initializers.glorot_normal(),  # Var W = 2 / (fan_in + fan_out)
 }
 
-_KINDS: dict = {}  # kind name -> Layer subclass, filled as subclasses are defined
+_KINDS: dict[str, type[Layer]] = {}  # kind name -> Layer subclass, filled as subclasses are defined
 
 
 def kind_name(cls: type) -> str:
@@ -82,7 +84,7 @@ def kind_name(cls: type) -> str:
     return cls.__name__ if own else f"{cls.__module__}:{cls.__qualname__}"
 
 
-def layer_kind(name: str) -> type:
+def layer_kind(name: str) -> type[Layer]:
     """The :class:`Layer` subclass registered under ``name`` (see :func:`kind_name`). A kind that
     a script or notebook defined (``"__main__:Name"``) is also found in an importable module,
     and the other way round, when exactly one defined kind has that qualified name (the class
@@ -113,30 +115,32 @@ class Layer:
     See the module docstring for what each default does.
     """
 
-    weight_names: tuple | None = None  # None: the parameters with two or more axes
+    weight_names: tuple[str, ...] | None = None  # None: the parameters with two or more axes
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__name__.startswith("_"):  # a shared private base is not a kind
             _KINDS[kind_name(cls)] = cls  # a redefinition (a notebook cell run again) replaces the old class
 
-    def output_shape(self, in_shape) -> tuple:
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Per-example output shape for per-example input shape ``in_shape``."""
         raise NotImplementedError(f"{type(self).__name__} must define output_shape(in_shape)")
 
-    def fwd(self, params, x):
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, Any]:
         """``x``: [batch, *in_shape] -> ``(y [batch, *out_shape], residuals)``."""
         raise NotImplementedError(f"{type(self).__name__} must define fwd(params, x)")
 
-    def bwd(self, params, residuals, dy):
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: Any, dy: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``dy`` = ∂L/∂y: [batch, *out_shape] -> ``(∂L/∂x [batch, *in_shape], {name: ∂L/∂param})``."""
         raise NotImplementedError(f"{type(self).__name__} must define bwd(params, residuals, dy)")
 
-    def param_shapes(self, in_shape) -> dict:
+    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
         """Parameter name -> shape; default: no parameters."""
         return {}
 
-    def weights(self, in_shape) -> tuple:
+    def weights(self, in_shape: tuple[int, ...]) -> tuple[str, ...]:
         """The names of the weights: ``weight_names`` when the class sets it, else the
         parameters with two or more axes."""
         shapes = self.param_shapes(in_shape)
@@ -150,17 +154,17 @@ class Layer:
             return tuple(self.weight_names)
         return tuple(name for name, shape in shapes.items() if len(shape) >= 2)
 
-    def l2_names(self, in_shape, l2_bias: bool = False) -> tuple:
+    def l2_names(self, in_shape: tuple[int, ...], l2_bias: bool = False) -> tuple[str, ...]:
         """The parameters that L2 penalises: the weights, and every parameter with ``l2_bias``."""
         weights = self.weights(in_shape)
         return tuple(self.param_shapes(in_shape)) if l2_bias else weights
 
-    def weight_init(self):
+    def weight_init(self) -> jax.nn.initializers.Initializer:
         """The initializer of the weights (a ``jax.nn.initializers`` function): Glorot-normal,
         ``Var W = 2 / (fan_in + fan_out)``."""
         return _INITS["glorot"]
 
-    def init(self, key, in_shape, dtype) -> dict:
+    def init(self, key: jax.Array, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
         """Initial parameters: each weight from :meth:`weight_init`, every other parameter zero.
 
         With one weight, the layer's ``key`` draws it; several get ``jax.random.split(key, n)``
@@ -175,14 +179,14 @@ class Layer:
             for name, shape in shapes.items()
         }
 
-    def kink_gaps(self, residuals):
+    def kink_gaps(self, residuals: Any) -> jax.Array | None:
         """Per example, for each of ``m`` places where the derivative can jump (a ReLU
         pre-activation, a pooling window), how far the forward pass came from the jump:
         ``[batch, m]``; ``None`` (the default) for a smooth layer. Verification draws inputs
         away from kinks and the checker counts and excludes the rest."""
         return None
 
-    def grad_sq_norms(self, params, residuals, dy):
+    def grad_sq_norms(self, params: dict[str, jax.Array], residuals: Any, dy: jax.Array) -> jax.Array:
         """``||∂ℓ_i/∂params||²`` of every example's own gradient: [batch].
 
         Default: ``bwd`` on each example alone (``jax.vmap`` over the batch axis of
@@ -192,7 +196,8 @@ class Layer:
             return jnp.zeros(dy.shape[:1], dy.dtype)
         one = lambda r, d: self.bwd(params, jax.tree.map(lambda a: a[None], r), d[None])[1]
         grads = jax.vmap(one)(residuals, dy)  # every leaf [batch, *param.shape]
-        return sum(jnp.sum(g * g, axis=tuple(range(1, g.ndim))) for g in jax.tree.leaves(grads))
+        squares = sum(jnp.sum(g * g, axis=tuple(range(1, g.ndim))) for g in jax.tree.leaves(grads))
+        return cast(jax.Array, squares)  # params is not empty: a sum of arrays, never the start value 0
 
 
 class Activated(NamedTuple):
@@ -207,11 +212,13 @@ class _Activated(Layer):
     """Layers that apply their ``activation`` to pre-activations ``z``; He-normal weights for the
     ReLU family, Glorot-normal otherwise."""
 
-    def kink_gaps(self, residuals):
+    activation: str  # each subclass's dataclass field
+
+    def kink_gaps(self, residuals: Activated) -> jax.Array | None:
         """|z| of every unit when the activation has a kink at 0 ([batch, m]), else None."""
         return _activation_gaps(self.activation, residuals.z)
 
-    def weight_init(self):
+    def weight_init(self) -> jax.nn.initializers.Initializer:
         return _INITS[get_activation(self.activation).init]
 
 
@@ -231,19 +238,19 @@ class Dense(_Activated):
     features: int
     activation: str = "identity"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "features", positive_int(self.features, "Dense.features"))
         get_activation(self.activation)  # fail early on an unknown name
 
-    def param_shapes(self, in_shape):
+    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
         return {"W": (in_shape[-1], self.features), "b": (self.features,)}
 
-    def output_shape(self, in_shape):
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(in_shape) != 1:
             raise ValueError(f"Dense expects flat per-example inputs [n_in], got shape {tuple(in_shape)}")
         return (self.features,)
 
-    def fwd(self, params, x):
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, Activated]:
         """``x``: [batch, n_in] -> ``a``: [batch, n_out].
 
         z = x W + b,  a = g(z).  Residuals: :class:`Activated` ``(x, z, a)``.
@@ -253,7 +260,9 @@ class Dense(_Activated):
         a = g.fn(z)  # [batch, n_out]
         return a, Activated(x, z, a)
 
-    def bwd(self, params, residuals, da):
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: Activated, da: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``da`` = ∂L/∂a: [batch, n_out] -> (∂L/∂x: [batch, n_in], {∂L/∂W, ∂L/∂b}).
 
         δ = ∂L/∂z = da ∘ g'(z)      (the layer recursion δ_{l−1} = (δ_l W_lᵀ) ∘ g'(z_{l−1}))
@@ -267,7 +276,7 @@ class Dense(_Activated):
         dx = dz @ params["W"].T  # [batch, n_out] @ [n_out, n_in] -> [batch, n_in]
         return dx, {"W": dW, "b": db}
 
-    def grad_sq_norms(self, params, residuals, da):
+    def grad_sq_norms(self, params: dict[str, jax.Array], residuals: Activated, da: jax.Array) -> jax.Array:
         """Per example ``||x_i||² ||δ_i||² + ||δ_i||²``: [batch].
 
         The example's own gradient is the outer product ``∂ℓ_i/∂W = x_iᵀ δ_i`` (rank one), so
@@ -283,14 +292,14 @@ class Dense(_Activated):
 # --- convolution and pooling (NHWC inputs, HWIO kernels) -------------------------------------
 
 
-def _pair(value, what):
+def _pair(value: int | Sequence[int], what: str) -> tuple[int, ...]:
     values = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
     if len(values) != 2:
         raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
     return tuple(positive_int(v, what) for v in values)
 
 
-def _padding(padding):
+def _padding(padding: str | Sequence[tuple[int, int]]) -> str | tuple[tuple[int, int], ...]:
     """'VALID', 'SAME', or explicit ((top, bottom), (left, right)) non-negative ints."""
     if isinstance(padding, str):
         if padding.upper() not in ("VALID", "SAME"):
@@ -307,7 +316,7 @@ def _padding(padding):
     return pads
 
 
-def _image(in_shape, kind):
+def _image(in_shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
     if len(in_shape) != 3:
         raise ValueError(f"{kind} expects per-example images [height, width, channels], got shape {tuple(in_shape)}")
     return in_shape
@@ -332,74 +341,86 @@ class Conv2D(_Activated):
     """
 
     features: int
-    kernel_size: tuple = (3, 3)
-    strides: tuple = (1, 1)
-    padding: object = "VALID"
+    kernel_size: int | tuple[int, int] = (3, 3)
+    strides: int | tuple[int, int] = (1, 1)
+    padding: str | Sequence[tuple[int, int]] = "VALID"
     activation: str = "identity"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "features", positive_int(self.features, "Conv2D.features"))
         object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "Conv2D.kernel_size"))
         object.__setattr__(self, "strides", _pair(self.strides, "Conv2D.strides"))
         object.__setattr__(self, "padding", _padding(self.padding))
         get_activation(self.activation)
 
-    def _pads(self, in_shape):
+    @property
+    def _kernel_pair(self) -> tuple[int, int]:
+        """``kernel_size`` as the pair that ``__post_init__`` made of it."""
+        return cast("tuple[int, int]", self.kernel_size)  # the field's type is what the constructor accepts
+
+    @property
+    def _stride_pair(self) -> tuple[int, int]:
+        """``strides`` as the pair that ``__post_init__`` made of it."""
+        return cast("tuple[int, int]", self.strides)  # the field's type is what the constructor accepts
+
+    def _pads(self, in_shape: tuple[int, ...]) -> Sequence[tuple[int, int]]:
         return (
-            jax.lax.padtype_to_pads(in_shape[:2], self.kernel_size, self.strides, self.padding)
+            jax.lax.padtype_to_pads(in_shape[:2], self._kernel_pair, self._stride_pair, self.padding)
             if isinstance(self.padding, str)
             else self.padding
         )
 
-    def param_shapes(self, in_shape):
-        return {"W": (*self.kernel_size, in_shape[-1], self.features), "b": (self.features,)}
+    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        return {"W": (*self._kernel_pair, in_shape[-1], self.features), "b": (self.features,)}
 
-    def output_shape(self, in_shape):
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         h, w, _ = _image(in_shape, "Conv2D")
         (pt, pb), (pl, pr) = self._pads(in_shape)
-        kh, kw = self.kernel_size
+        kh, kw = self._kernel_pair
         if h + pt + pb < kh or w + pl + pr < kw:
             raise ValueError(
                 f"Conv2D: kernel {self.kernel_size} is larger than the padded input "
                 f"{(h + pt + pb, w + pl + pr)} (input {(h, w)}, padding {self.padding})"
             )
-        sh, sw = self.strides
+        sh, sw = self._stride_pair
         return ((h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1, self.features)
 
-    def fwd(self, params, x):
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, Activated]:
         """``x``: [batch, H, W, c_in] -> ``a``: [batch, H', W', c_out]; residuals :class:`Activated` ``(x, z, a)``."""
         g = get_activation(self.activation)
         z = (
             jax.lax.conv_general_dilated(
-                x, params["W"], self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
+                x, params["W"], self._stride_pair, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
             )
             + params["b"][None, None, None, :]
         )  # [batch, H', W', c_out]
         a = g.fn(z)
         return a, Activated(x, z, a)
 
-    def _kernel_grad(self, x, dz):
+    def _kernel_grad(self, x: jax.Array, dz: jax.Array) -> jax.Array:
         """Σ_{n,i,j} x_pad[n, s i + p, s j + q, c] δ[n,i,j,o]: [kh, kw, c_in, c_out].
 
         lhs x as [c_in (batch), H, W, batch (features)], rhs δ as [batch (in), H', W', c_out (out)],
         the stride as rhs dilation -> [kh + r, kw + r', c_in, c_out], cropped to the kernel."""
-        kh, kw = self.kernel_size
+        kh, kw = self._kernel_pair
         return jax.lax.conv_general_dilated(
             x,
             dz,
             (1, 1),
             self._pads(x.shape[1:]),
-            rhs_dilation=self.strides,
+            rhs_dilation=self._stride_pair,
             dimension_numbers=("CHWN", "IHWO", "HWNC"),
         )[:kh, :kw]
 
-    def _gram_norms(self, in_shape) -> bool:
+    def _gram_norms(self, in_shape: tuple[int, ...]) -> bool:
         """Whether :meth:`grad_sq_norms` uses the Gram form for per-example inputs ``in_shape``."""
         ho, wo, c_out = self.output_shape(in_shape)
-        t, p = ho * wo, self.kernel_size[0] * self.kernel_size[1] * in_shape[-1]
+        t, p = ho * wo, self._kernel_pair[0] * self._kernel_pair[1] * in_shape[-1]
         return t * t + t * p < p * c_out
 
-    def bwd(self, params, residuals, da):
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: Activated, da: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """δ = da ∘ g'(z): [batch, H', W', c_out].
 
         ∂L/∂b[o] = Σ_{n,i,j} δ[n,i,j,o];
@@ -414,25 +435,25 @@ class Conv2D(_Activated):
         dz = da * g.deriv(z, a)  # δ: [batch, H', W', c_out]
         db = jnp.sum(dz, axis=(0, 1, 2))  # [c_out]
         pads = self._pads(x.shape[1:])
-        kh, kw = self.kernel_size
+        kh, kw = self._kernel_pair
         dW = self._kernel_grad(x, dz)  # [kh, kw, c_in, c_out]
         # dx: δ with the stride as lhs dilation, full padding, kernel flipped and transposed
         h, w = x.shape[1:3]
         ho, wo = dz.shape[1:3]
         (pt, _), (pl, _) = pads
-        sh, sw = self.strides
+        sh, sw = self._stride_pair
         back = ((kh - 1 - pt, h - 1 - (ho - 1) * sh + pt), (kw - 1 - pl, w - 1 - (wo - 1) * sw + pl))
         dx = jax.lax.conv_general_dilated(
             dz,
             params["W"][::-1, ::-1],
             (1, 1),
             back,
-            lhs_dilation=self.strides,
+            lhs_dilation=self._stride_pair,
             dimension_numbers=("NHWC", "HWOI", "NHWC"),
         )  # [batch, H, W, c_in]
         return dx, {"W": dW, "b": db}
 
-    def grad_sq_norms(self, params, residuals, da):
+    def grad_sq_norms(self, params: dict[str, jax.Array], residuals: Activated, da: jax.Array) -> jax.Array:
         """Per example ``||∂ℓ_i/∂W||² + ||∂ℓ_i/∂b||²``: [batch], exactly.
 
         The example's kernel gradient is ``U_iᵀ Δ_i`` (reshaped to HWIO), with ``U_i``: [T, P]
@@ -450,10 +471,14 @@ class Conv2D(_Activated):
         x, z, a = residuals.x, residuals.z, residuals.a
         dz = da * g.deriv(z, a)  # δ: [batch, H', W', c_out]
         n, ho, wo, c_out = dz.shape
-        t, p = ho * wo, self.kernel_size[0] * self.kernel_size[1] * x.shape[-1]
+        t, p = ho * wo, self._kernel_pair[0] * self._kernel_pair[1] * x.shape[-1]
         if self._gram_norms(x.shape[1:]):
             patches = jax.lax.conv_general_dilated_patches(
-                x, self.kernel_size, self.strides, self._pads(x.shape[1:]), dimension_numbers=("NHWC", "HWIO", "NHWC")
+                x,
+                self._kernel_pair,
+                self._stride_pair,
+                self._pads(x.shape[1:]),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )  # [batch, H', W', P] (feature order differs from HWIO; the norm does not care)
             u = patches.reshape(n, t, p)  # U: [batch, T, P]
             d = dz.reshape(n, t, c_out)  # Δ: [batch, T, c_out]
@@ -470,24 +495,32 @@ class Conv2D(_Activated):
 class _Pool(Layer):
     """Shared pooling geometry: VALID windows of ``window`` with ``strides`` (default: window)."""
 
-    def __post_init__(self):
+    window: int | tuple[int, int]  # each subclass's dataclass fields
+    strides: int | tuple[int, int] | None
+
+    def __post_init__(self) -> None:
         kind = type(self).__name__
         object.__setattr__(self, "window", _pair(self.window, f"{kind}.window"))
         object.__setattr__(
             self, "strides", _pair(self.window if self.strides is None else self.strides, f"{kind}.strides")
         )
 
-    def output_shape(self, in_shape):
+    def _geometry(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(window, strides)``, the pairs that ``__post_init__`` made of them (strides never None)."""
+        pairs = (self.window, self.strides)  # the fields' types are what the constructor accepts
+        return cast("tuple[tuple[int, int], tuple[int, int]]", pairs)
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         kind = type(self).__name__
         h, w, c = _image(in_shape, kind)
-        (kh, kw), (sh, sw) = self.window, self.strides
+        (kh, kw), (sh, sw) = self._geometry()
         if h < kh or w < kw:
             raise ValueError(f"{kind}: window {self.window} is larger than the input {(h, w)}")
         return ((h - kh) // sh + 1, (w - kw) // sw + 1, c)
 
-    def _offsets(self, x, ho, wo):
+    def _offsets(self, x: jax.Array, ho: int, wo: int) -> Iterator[tuple[tuple[slice, slice, slice], jax.Array]]:
         """For each window offset (p, q): the slice of x that sits at that offset of every window."""
-        (kh, kw), (sh, sw) = self.window, self.strides
+        (kh, kw), (sh, sw) = self._geometry()
         for p in range(kh):
             for q in range(kw):
                 index = (slice(None), slice(p, p + (ho - 1) * sh + 1, sh), slice(q, q + (wo - 1) * sw + 1, sw))
@@ -503,16 +536,18 @@ class MaxPool2D(_Pool):
     (``p`` then ``q``). Overlapping windows (stride < window) add their contributions.
     """
 
-    window: tuple = (2, 2)
-    strides: tuple | None = None
+    window: int | tuple[int, int] = (2, 2)
+    strides: int | tuple[int, int] | None = None
 
-    def fwd(self, params, x):
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``x``: [batch, H, W, c] -> [batch, H', W', c]; residuals ``{"x", "y"}``."""
-        (kh, kw), (sh, sw) = self.window, self.strides
+        (kh, kw), (sh, sw) = self._geometry()
         y = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, kh, kw, 1), (1, sh, sw, 1), "VALID")
         return y, {"x": x, "y": y}
 
-    def bwd(self, params, residuals, dy):
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: dict[str, jax.Array], dy: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """∂L/∂x[n, s i + p, s j + q, c] += dy[n,i,j,c] where (p, q) is the window's (first) arg-max."""
         x, y = residuals["x"], residuals["y"]
         dx = jnp.zeros_like(x)
@@ -523,7 +558,7 @@ class MaxPool2D(_Pool):
             dx = dx.at[index].add(jnp.where(first, dy, 0.0))
         return dx, {}
 
-    def kink_gaps(self, residuals):
+    def kink_gaps(self, residuals: dict[str, jax.Array]) -> jax.Array:
         """Per window, the gap between its maximum and the nearest other entry below it: [batch, H' W' c].
 
         Exact ties are not counted. In a network they come from identical computations (windows
@@ -543,16 +578,18 @@ class AvgPool2D(_Pool):
     """Mean over VALID windows: ``y[n,i,j,c] = 1/(kh kw) Σ_{p,q} x[n, s i + p, s j + q, c]``;
     backward spreads each δ evenly: ``∂L/∂x[n, s i + p, s j + q, c] += dy[n,i,j,c] / (kh kw)``."""
 
-    window: tuple = (2, 2)
-    strides: tuple | None = None
+    window: int | tuple[int, int] = (2, 2)
+    strides: int | tuple[int, int] | None = None
 
-    def fwd(self, params, x):
-        (kh, kw), (sh, sw) = self.window, self.strides
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        (kh, kw), (sh, sw) = self._geometry()
         y = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1), "VALID") / (kh * kw)
         return y, {"x_shape": jnp.zeros((*x.shape, 0), x.dtype)}  # an empty array that carries x's shape
 
-    def bwd(self, params, residuals, dy):
-        kh, kw = self.window
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: dict[str, jax.Array], dy: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        (kh, kw), _ = self._geometry()
         dx = jnp.zeros(residuals["x_shape"].shape[:-1], dy.dtype)  # [batch, H, W, c]
         share = dy / (kh * kw)
         for index, _ in self._offsets(dx, *dy.shape[1:3]):
@@ -564,14 +601,16 @@ class AvgPool2D(_Pool):
 class Flatten(Layer):
     """``[batch, H, W, c]`` -> ``[batch, H W c]`` (row-major); backward reshapes back."""
 
-    def output_shape(self, in_shape):
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (int(np.prod(in_shape)),)
 
-    def fwd(self, params, x):
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         # [batch, H, W, c] -> [batch, H W c]; the residual is an empty array carrying x's shape
         return x.reshape(x.shape[0], -1), {"x_shape": jnp.zeros((*x.shape, 0), x.dtype)}
 
-    def bwd(self, params, residuals, dy):
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: dict[str, jax.Array], dy: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         return dy.reshape(residuals["x_shape"].shape[:-1]), {}  # [batch, H W c] -> [batch, H, W, c]
 
 
@@ -581,19 +620,21 @@ class Activation(Layer):
 
     name: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         get_activation(self.name)
 
-    def output_shape(self, in_shape):
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(in_shape)
 
-    def fwd(self, params, z):
+    def fwd(self, params: dict[str, jax.Array], z: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         a = get_activation(self.name).fn(z)
         return a, {"z": z, "a": a}
 
-    def bwd(self, params, residuals, da):
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: dict[str, jax.Array], da: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         z, a = residuals["z"], residuals["a"]
         return da * get_activation(self.name).deriv(z, a), {}
 
-    def kink_gaps(self, residuals):
+    def kink_gaps(self, residuals: dict[str, jax.Array]) -> jax.Array | None:
         return _activation_gaps(self.name, residuals["z"])

@@ -11,14 +11,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any, TypeAlias, overload
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
 from .activations import get_activation
 from .layers import Dense, Layer, positive_int
 from .losses import REDUCTIONS, get_loss, is_concrete
+
+Params: TypeAlias = list[dict[str, jax.Array]]
+"""A network's parameters: one ``{name: array}`` dict per layer, as :func:`init_params` makes them
+(and :func:`manual_grads` returns their gradients)."""
 
 
 @jax.tree_util.register_static
@@ -35,14 +41,14 @@ class Network:
       l2_bias: also penalise biases.
     """
 
-    input_shape: tuple
-    layers: tuple
+    input_shape: tuple[int, ...]
+    layers: tuple  # Layer instances (a bare tuple: callers read the attributes of their own kinds)
     loss: str = "softmax_cross_entropy"
     reduction: str = "mean"
     l2: float = 0.0
     l2_bias: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         shape = tuple(positive_int(d, "input_shape entries") for d in _as_sequence(self.input_shape, "input_shape"))
         object.__setattr__(self, "input_shape", shape)
         object.__setattr__(self, "layers", tuple(_as_sequence(self.layers, "layers")))
@@ -68,7 +74,7 @@ class Network:
             raise ValueError(f"{self.loss} needs at least {head.min_outputs} outputs, got {out[0]}")
 
     @property
-    def layer_input_shapes(self) -> tuple:
+    def layer_input_shapes(self) -> tuple[tuple[int, ...], ...]:
         """Per-example input shape of every layer."""
         shapes, shape = [], self.input_shape
         for layer in self.layers:
@@ -77,18 +83,18 @@ class Network:
         return tuple(shapes)
 
     @property
-    def output_shape(self) -> tuple:
+    def output_shape(self) -> tuple[int, ...]:
         """Per-example output shape, ``(K,)``."""
         return self.layers[-1].output_shape(self.layer_input_shapes[-1])
 
     @property
-    def sizes(self) -> tuple:
+    def sizes(self) -> tuple[int, ...]:
         """``(D, H1, ..., K)`` for a network of dense layers."""
         if not all(isinstance(layer, Dense) for layer in self.layers):
             raise ValueError("sizes is defined for networks of Dense layers only")
         return self.input_shape + tuple(layer.features for layer in self.layers)
 
-    def __str__(self):
+    def __str__(self) -> str:
         if all(isinstance(layer, Dense) for layer in self.layers):
             acts = [layer.activation for layer in self.layers[:-1]]
             arch = "-".join(map(str, self.sizes)) + (f" {'/'.join(dict.fromkeys(acts))}" if acts else "")
@@ -98,7 +104,7 @@ class Network:
         return f"{arch}, {self.loss} ({self.reduction}){reg}"
 
 
-def _check_layer_kind(i, layer):
+def _check_layer_kind(i: int, layer: Any) -> None:
     """A layer must be a frozen dataclass subclassing :class:`jaxnet.Layer` (hashable: static under jit)."""
     if not isinstance(layer, Layer):
         raise ValueError(
@@ -117,7 +123,7 @@ def _check_layer_kind(i, layer):
         raise ValueError(f"layers[{i}]: {layer!r} must be hashable (a network is static under jit): {e}") from None
 
 
-def _as_sequence(value, what):
+def _as_sequence(value: Any, what: str) -> list[Any]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ValueError(f"{what} must be a sequence, got {value!r}")
     return list(value)
@@ -163,7 +169,7 @@ def mlp(
 
 def sequential(
     input_shape: Sequence[int],
-    layers: Sequence,
+    layers: Sequence[Layer],
     loss: str = "softmax_cross_entropy",
     reduction: str = "mean",
     l2: float = 0.0,
@@ -187,7 +193,7 @@ def sequential(
     )
 
 
-def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
+def init_params(key: jax.Array, net: Network, dtype: DTypeLike = jnp.float32) -> Params:
     """Initial parameters: a list with one entry per layer, deterministic given ``key``.
 
     Dense layers get ``{"W": [fan_in, fan_out], "b": [fan_out]}``: He-normal weights
@@ -211,13 +217,13 @@ def init_params(key: jax.Array, net: Network, dtype=jnp.float32) -> list:
 # --- input checks (at trace time: shapes and dtypes; values only when concrete) --------
 
 
-def check_net(net) -> None:
+def check_net(net: Any) -> None:
     """``ValueError`` unless ``net`` is a :class:`Network`."""
     if not isinstance(net, Network):
         raise ValueError(f"net must be a jaxnet Network (from jaxnet.mlp), got {type(net).__name__}")
 
 
-def _check_params(params, net):
+def _check_params(params: Params, net: Network) -> Any:
     """Structure, shapes and dtype of ``params`` against ``net``; returns the dtype."""
     if not isinstance(params, (list, tuple)) or len(params) != len(net.layers):
         got = (
@@ -248,7 +254,13 @@ def _check_params(params, net):
     return dtype
 
 
-def prepare_inputs(params, net, x, y=None):
+@overload
+def prepare_inputs(params: Params, net: Network, x: ArrayLike, y: None = None) -> tuple[jax.Array, None, bool]: ...
+@overload
+def prepare_inputs(params: Params, net: Network, x: ArrayLike, y: ArrayLike) -> tuple[jax.Array, jax.Array, bool]: ...
+def prepare_inputs(
+    params: Params, net: Network, x: ArrayLike, y: ArrayLike | None = None
+) -> tuple[jax.Array, jax.Array | None, bool]:
     """The input checks of :func:`loss` and friends, and their canonical inputs.
 
     Checks ``net``, ``params`` against it, ``x`` (and ``y`` when given) as described in
@@ -292,7 +304,7 @@ def prepare_inputs(params, net, x, y=None):
         ) from None
 
 
-def check_inputs(params, net: Network, x, y=None) -> None:
+def check_inputs(params: Params, net: Network, x: ArrayLike, y: ArrayLike | None = None) -> None:
     """Run every input check now, values included, and raise ``ValueError`` on bad input.
 
     :func:`loss`, :func:`manual_grads` and friends check shapes and dtypes at trace
@@ -323,7 +335,7 @@ def backward_pass(params, net, residuals, dout, l2):
     :func:`forward_pass` -> gradients of every layer (each layer's ``bwd``, plus
     ``l2 · θ`` for the penalised leaves), in the container type of ``params`` (list or tuple).
     ``l2``: a float (0.0 skips the term) or a scalar array."""
-    grads = [None] * len(net.layers)
+    grads: list[Any] = [None] * len(net.layers)  # each layer's dict, filled from the last layer down
     dh = dout
     for i in reversed(range(len(net.layers))):
         dh, grads[i] = net.layers[i].bwd(params[i], residuals[i], dh)
@@ -375,7 +387,7 @@ def _scale(net, n):
 # --- public functions --------------------------------------------------------------------
 
 
-def forward(params: list, net: Network, x: jax.Array) -> jax.Array:
+def forward(params: Params, net: Network, x: ArrayLike) -> jax.Array:
     """Raw network outputs: logits for classification heads, predictions for regression.
 
     Args:
@@ -391,7 +403,7 @@ def forward(params: list, net: Network, x: jax.Array) -> jax.Array:
     return out if batched else out[0]
 
 
-def predict(params: list, net: Network, x: jax.Array) -> jax.Array:
+def predict(params: Params, net: Network, x: ArrayLike) -> jax.Array:
     """Probabilities for classification heads (softmax / sigmoid), predictions otherwise.
 
     ``x``: ``[batch, D]`` (or ``[D]``) -> ``[batch, K]`` (or ``[K]``).
@@ -400,7 +412,7 @@ def predict(params: list, net: Network, x: jax.Array) -> jax.Array:
     return get_loss(net.loss).link(forward(params, net, x))
 
 
-def loss(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None) -> jax.Array:
+def loss(params: Params, net: Network, x: ArrayLike, y: ArrayLike, l2: float | jax.Array | None = None) -> jax.Array:
     """The scalar training loss: data loss (reduced over samples) + L2 penalty.
 
     ``L = r · Σ_i ℓ_i(f(x_i), y_i) + l2/2 · Σ W²``, with ``r = 1/N`` for
@@ -426,7 +438,9 @@ def loss(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None) -> jax
     return data + _l2_value(params, net, _l2_coefficient(net, l2))
 
 
-def value_and_manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None):
+def value_and_manual_grads(
+    params: Params, net: Network, x: ArrayLike, y: ArrayLike, l2: float | jax.Array | None = None
+) -> tuple[jax.Array, Params]:
     """``(loss(params, net, x, y), manual_grads(params, net, x, y))`` from one forward pass.
 
     See :func:`manual_grads` for shapes, conventions and formulas.
@@ -441,7 +455,9 @@ def value_and_manual_grads(params: list, net: Network, x: jax.Array, y: jax.Arra
     return value, backward_pass(params, net, residuals, dout, l2)
 
 
-def manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None) -> list:
+def manual_grads(
+    params: Params, net: Network, x: ArrayLike, y: ArrayLike, l2: float | jax.Array | None = None
+) -> Params:
     """Gradients of :func:`loss` with respect to ``params``, by hand-derived backprop.
 
     No autodiff transform is used: an explicit forward pass keeps each layer's input
@@ -480,7 +496,7 @@ def manual_grads(params: list, net: Network, x: jax.Array, y: jax.Array, l2=None
     return value_and_manual_grads(params, net, x, y, l2)[1]
 
 
-def fold_biases(params: list) -> list:
+def fold_biases(params: Params) -> list[jax.Array]:
     """Note 000's "ones" convention: each ``{"W": [n_in, n_out], "b": [n_out]}``
     becomes one ``[n_in + 1, n_out]`` matrix whose last row is the bias, so that
     ``[x, 1] @ folded == x @ W + b``.
@@ -493,7 +509,7 @@ def fold_biases(params: list) -> list:
     return folded
 
 
-def unfold_biases(folded: list) -> list:
+def unfold_biases(folded: Sequence[jax.Array]) -> Params:
     """Inverse of :func:`fold_biases`: ``[n_in + 1, n_out]`` -> ``{"W", "b"}``."""
     out = []
     for i, m in enumerate(folded):

@@ -21,17 +21,18 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from . import network as _network
 from .losses import get_loss
 
 
-def example_loss_net(net):
+def example_loss_net(net: _network.Network) -> _network.Network:
     """The same network with each example's own loss: no 1/N, no L2."""
     return dataclasses.replace(net, reduction="sum", l2=0.0)
 
 
-def per_example_grads(params: list, net: _network.Network, x: jax.Array, y: jax.Array) -> list:
+def per_example_grads(params: _network.Params, net: _network.Network, x: ArrayLike, y: ArrayLike) -> _network.Params:
     """``g_i = ∂ℓ_i/∂params`` for every example: the hand-derived backward pass on each example alone.
 
     Args:
@@ -48,7 +49,7 @@ def per_example_grads(params: list, net: _network.Network, x: jax.Array, y: jax.
     return jax.vmap(lambda xi, yi: _network.manual_grads(params, single, xi[None], yi[None]))(x, y)
 
 
-def per_example_grad_norms(params: list, net: _network.Network, x: jax.Array, y: jax.Array) -> jax.Array:
+def per_example_grad_norms(params: _network.Params, net: _network.Network, x: ArrayLike, y: ArrayLike) -> jax.Array:
     """``||g_i||`` (Euclidean norm over every leaf) for every example: [batch].
 
     One batched forward pass, the closed-form output delta of each example's own loss

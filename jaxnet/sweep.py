@@ -27,17 +27,28 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike, DTypeLike
 
 from . import contractions
-from .network import Network, init_params
+from .network import Network, Params, init_params
 from .train import device_mesh, epoch_key, metric_arrays, permutation, value_and_grads_fn
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
+
+_Tree = TypeVar("_Tree")
+
+
+class Placement(Protocol):
+    """What :func:`spread_over` returns: ``place(tree, replicated=False)``, a tree of the same structure."""
+
+    def __call__(self, tree: _Tree, replicated: bool = False) -> _Tree: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +61,7 @@ class Replica:
     l2: float | None = None  # None: the network's own l2
     momentum: float = 0.0  # sgd only (0: plain SGD); "momentum" in the optimizer name sets 0.9 by default
 
-    def label(self):
+    def label(self) -> str:
         """The scalar hyperparameters as printed in tables: ``"lr=0.1, l2=0.001"`` (and momentum)."""
         parts = [f"lr={self.lr:g}", f"l2={self.l2_value:g}"] + (
             [f"momentum={self.momentum:g}"] if self.momentum else []
@@ -58,17 +69,23 @@ class Replica:
         return ", ".join(parts)
 
     @property
-    def l2_value(self):
+    def l2_value(self) -> float:
         return self.net.l2 if self.l2 is None else float(self.l2)
 
 
-def grid(net_or_nets, seeds=(0,), lr=(0.01,), l2=(None,), momentum=(0.0,)) -> list[Replica]:
+def grid(
+    net_or_nets: Network | Sequence[Network],
+    seeds: Sequence[int] = (0,),
+    lr: Sequence[float] = (0.01,),
+    l2: Sequence[float | None] = (None,),
+    momentum: Sequence[float] = (0.0,),
+) -> list[Replica]:
     """Every combination of the given networks, seeds and hyperparameter values."""
     nets = net_or_nets if isinstance(net_or_nets, (list, tuple)) else [net_or_nets]
     return [Replica(n, s, a, b, m) for n, a, b, m, s in itertools.product(nets, lr, l2, momentum, seeds)]
 
 
-def replica_optimizer(name):
+def replica_optimizer(name: str) -> optax.GradientTransformation:
     """The optax optimizer ``name`` (one of :data:`OPTIMIZERS`) that a group's replicas share,
     with its hyperparameters injected (``optax.inject_hyperparams``), learning rate 0 (and
     momentum 0 for ``sgd`` / ``momentum``): each replica's own values live in its optimizer
@@ -80,7 +97,7 @@ def replica_optimizer(name):
     raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
 
 
-def replica_hyperparams(name, replicas, dtype):
+def replica_hyperparams(name: str, replicas: Sequence[Replica], dtype: DTypeLike) -> dict[str, jax.Array]:
     """The hyperparameters of optimizer ``name`` per replica, ``{hyperparameter: [R]}`` of
     ``dtype``: each replica's learning rate, and its momentum unless ``name`` is ``adam``.
     ``jax.vmap(lambda p, h: optax.inject_hyperparams(optax.sgd)(**h).init(p))(params, hyper)``
@@ -92,7 +109,9 @@ def replica_hyperparams(name, replicas, dtype):
     return {"learning_rate": lr, "momentum": jnp.asarray([r.momentum for r in replicas], dtype)}
 
 
-def estimate_bytes(net: Network, batch_size: int, n: int, replicas: int, optimizer: str, dtype=jnp.float32) -> int:
+def estimate_bytes(
+    net: Network, batch_size: int, n: int, replicas: int, optimizer: str, dtype: DTypeLike = jnp.float32
+) -> int:
     """A rough upper estimate of a group's device memory from shapes: per replica, params,
     gradients, optimizer state (``adam``: 2 slots, ``sgd``: 1) and the forward residuals of one
     batch (every layer's input, pre-activation and activation), plus the shared data."""
@@ -108,7 +127,7 @@ def estimate_bytes(net: Network, batch_size: int, n: int, replicas: int, optimiz
     return replicas * per_replica + data
 
 
-def _device_memory():
+def _device_memory() -> int:
     """Bytes the first device can hold: its memory stats, else the host's physical memory."""
     stats = jax.devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
@@ -124,13 +143,21 @@ class SweepResult:
     """What :func:`run` returns, one row per replica in the order given: the replica, its final
     params, its per-epoch history and its final metrics per split."""
 
-    replicas: list  # Replica per row
-    params: list  # per replica, its final params
-    history: list  # per replica, {"train_loss": [...], "val_loss": [...], ...}
-    final: list  # per replica, {"train": metrics, "val": metrics}
+    replicas: list[Replica]  # Replica per row
+    params: list[Params]  # per replica, its final params
+    history: list[dict[str, list[float]]]  # per replica, {"train_loss": [...], "val_loss": [...], ...}
+    final: list[dict[str, dict[str, float]]]  # per replica, {"train": metrics, "val": metrics}
 
 
-def group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, small_reductions=True):
+def group_epoch(
+    net: Network,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    n: int,
+    grads: str,
+    small_contractions: bool | None = None,
+    small_reductions: bool = True,
+) -> Callable[..., tuple[Params, Any, jax.Array, list[dict[str, jax.Array]]]]:
     """A jitted epoch for R replicas of one network, with their metrics after it.
 
     ``(params [R, ...], opt_state [R, ...], keys [S], epoch, which [R], l2 [R], x, y, evals)
@@ -190,17 +217,17 @@ def group_epoch(net, optimizer, batch_size, n, grads, small_contractions=None, s
 
 
 def run(
-    replicas,
-    x,
-    y,
+    replicas: Sequence[Replica],
+    x: ArrayLike,
+    y: ArrayLike,
     optimizer: str,
     epochs: int,
     batch_size: int,
     grads: str = "manual",
-    val=None,
+    val: tuple[ArrayLike, ArrayLike] | None = None,
     max_bytes: int | None = None,
-    on_epoch=None,
-    dtype=jnp.float32,
+    on_epoch: Callable[[int, int, list[float]], object] | None = None,
+    dtype: DTypeLike = jnp.float32,
     devices: int | None = None,
 ) -> SweepResult:
     """Train every replica; groups of one network side by side (see the module docstring).
@@ -254,7 +281,10 @@ def run(
         data = estimate_bytes(net, batch_size, n, 0, optimizer, x.dtype)  # on every device
         per = mesh.size * max(1, int((budget - data) // (one - data)))  # replicas per chunk, over all devices
         chunks += [(net, members[i : i + per]) for i in range(0, len(members), per)]
-    out_params, history, final = [None] * len(replicas), [None] * len(replicas), [None] * len(replicas)
+    # per replica, in the order given; each chunk fills its own
+    out_params: list[Any] = [None] * len(replicas)
+    history: list[Any] = [None] * len(replicas)
+    final: list[Any] = [None] * len(replicas)
     opt = replica_optimizer(optimizer)
     spread = spread_over(mesh)
     x, y = spread((x, y), replicated=True)
@@ -277,7 +307,7 @@ def run(
         train_keys = spread(jnp.stack([jax.random.split(jax.random.key(s))[1] for s in seeds]), replicated=True)  # [S]
         which = jnp.asarray([seeds.index(r.seed) for r in padded])  # [R]
         params, opt_state, l2, which = spread((params, opt_state, l2, which))
-        hist = [dict() for _ in rs]
+        hist: list[dict[str, list[float]]] = [dict() for _ in rs]
         for epoch in range(1, epochs + 1):
             params, opt_state, _, ms = epoch_fn(
                 params, opt_state, train_keys, epoch, which, l2, x, y, [data for _, data in splits]
@@ -298,7 +328,7 @@ def run(
     return SweepResult(list(replicas), out_params, history, final)
 
 
-def spread_over(mesh):
+def spread_over(mesh: jax.sharding.Mesh) -> Placement:
     """``place(tree, replicated=False) -> tree``: ``tree``'s arrays put on ``mesh`` (a 1-D mesh,
     e.g. ``jaxnet.train.device_mesh(devices)``), split along their leading (replica) axis, or
     whole on every device with ``replicated=True`` (the data, the seeds' keys). On a mesh of one
@@ -314,11 +344,11 @@ def spread_over(mesh):
     return place
 
 
-def _inner(optimizer):
+def _inner(optimizer: str) -> Callable[..., optax.GradientTransformation]:
     return optax.adam if optimizer == "adam" else optax.sgd
 
 
-def summary(result: SweepResult, metric: str = "val_loss") -> dict:
+def summary(result: SweepResult, metric: str = "val_loss") -> dict[str, Any]:
     """Per configuration (network + hyperparameters, seeds pooled): mean ± std of the final
     metrics over seeds, and the best configuration by the mean of ``metric`` (lower is better
     for losses and RMSE, higher for accuracy and R²; ``train_loss`` when there is no ``val_``).

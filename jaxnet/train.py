@@ -18,14 +18,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import ArrayLike
 
-from .network import Network, check_inputs, check_net, forward, loss, value_and_manual_grads
+from .network import Network, Params, check_inputs, check_net, forward, loss, value_and_manual_grads
 
 GRADS = ("manual", "autodiff")
 
@@ -45,7 +47,7 @@ def sgd(learning_rate: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def value_and_grads_fn(grads: str = "manual") -> Callable:
+def value_and_grads_fn(grads: str = "manual") -> Callable[..., tuple[jax.Array, Params]]:
     """``(params, net, x, y) -> (loss, grads)``: hand-derived or autodiff."""
     if grads == "manual":
         return value_and_manual_grads
@@ -54,7 +56,9 @@ def value_and_grads_fn(grads: str = "manual") -> Callable:
     raise ValueError(f"grads must be one of {list(GRADS)}, got {grads!r}")
 
 
-def make_step(net: Network, optimizer: optax.GradientTransformation, grads: str = "manual"):
+def make_step(
+    net: Network, optimizer: optax.GradientTransformation, grads: str = "manual"
+) -> Callable[..., tuple[Params, Any, jax.Array]]:
     """A jitted step ``(params, opt_state, x, y) -> (params, opt_state, loss)``.
 
     ``params`` and ``opt_state`` are donated: do not reuse the arrays passed in.
@@ -70,7 +74,7 @@ def make_step(net: Network, optimizer: optax.GradientTransformation, grads: str 
     return jax.jit(step, donate_argnums=(0, 1))
 
 
-def permutation(key, n: int) -> jax.Array:
+def permutation(key: jax.Array, n: int) -> jax.Array:
     """``jax.random.permutation(key, n)``, the same values, computed with cheaper sorts.
 
     JAX draws 32-bit random keys ``u`` (one round per ``3 ln n / ln(2³² − 1)``, rounded up) and
@@ -95,7 +99,7 @@ def permutation(key, n: int) -> jax.Array:
     return order
 
 
-def _stable_argsort_u32(u):
+def _stable_argsort_u32(u: jax.Array) -> jax.Array:
     """Indices that stably sort ``u`` ([n] uint32, 2 ≤ n ≤ 2³⁰): ⌈32 / (32 − ⌈log₂ n⌉)⌉ LSD radix
     passes of int32 sorts (two for n ≤ 2¹⁶)."""
     n = u.shape[0]
@@ -140,7 +144,7 @@ def make_epoch(
     loop: str = "auto",
     devices: int | None = None,
     donate: bool = True,
-):
+) -> Callable[..., tuple[Params, Any, jax.Array, jax.Array, jax.Array]]:
     """A jitted epoch ``(params, opt_state, step, key, x, y) -> (params, opt_state, step, losses, gaps)``.
 
     ``x``: [n, ...], ``y``: [n] or [n, K], resident on the device. The epoch draws a
@@ -233,7 +237,7 @@ def make_epoch(
     return python_epoch
 
 
-def data_parallel(devices: int | None, batch_size: int):
+def data_parallel(devices: int | None, batch_size: int) -> Callable[[jax.Array], jax.Array]:
     """``x -> x`` constrained to be split along its batch axis over a 1-D mesh of the first
     ``devices`` devices (identity for ``None`` or 1). ``ValueError`` when ``devices`` exceeds
     the devices present or does not divide ``batch_size``. With several processes
@@ -263,7 +267,7 @@ def device_mesh(devices: int) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.array(present[:devices]), ("data",))
 
 
-def replicate(tree, devices: int | None):
+def replicate(tree: Any, devices: int | None) -> Any:
     """``tree``'s arrays on each of the first ``devices`` devices (a replicated ``NamedSharding``);
     unchanged for ``None`` or 1. Built with ``jax.make_array_from_callback`` from the full
     value, which every process must hold (as ``fit``'s callers do with their data)."""
@@ -295,7 +299,9 @@ def _has_conv(net):
 
 
 @jax.jit
-def metric_arrays(params, net, x, y, l2=None):
+def metric_arrays(
+    params: Params, net: Network, x: jax.Array, y: jax.Array, l2: float | jax.Array | None = None
+) -> dict[str, jax.Array]:
     """:func:`evaluate`'s metrics as a dict of scalar arrays, jitted, for use inside traced code
     (``fit``'s per-epoch report, ``jaxnet.sweep`` under ``vmap``): ``loss``, and ``accuracy``
     (classification) or ``rmse`` and ``r2`` (regression). ``l2``: the penalty in the loss
@@ -316,7 +322,7 @@ def metric_arrays(params, net, x, y, l2=None):
     return values
 
 
-def evaluate(params, net: Network, x, y) -> dict:
+def evaluate(params: Params, net: Network, x: ArrayLike, y: ArrayLike) -> dict[str, float]:
     """Loss, and accuracy (classification) or RMSE and R² (regression), as Python floats.
 
     Accuracy: argmax vs label (softmax), or the fraction of outputs with ``(f > 0) == (y > 0.5)``
@@ -354,7 +360,7 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; ``epoch``/``step`` say where, ``params``/``opt_state``
     hold the last good state (the end of the previous epoch)."""
 
-    def __init__(self, epoch, step, params, opt_state):
+    def __init__(self, epoch: int, step: int, params: Params, opt_state: Any) -> None:
         super().__init__(f"training diverged: the loss is not finite at epoch {epoch}, step {step}")
         self.epoch, self.step, self.params, self.opt_state = epoch, step, params, opt_state
 
@@ -365,34 +371,34 @@ class FitResult:
     steps completed since the very start, resumes included), the per-epoch metric history,
     whether early stopping ended the run, and the largest in-training spot-check gap."""
 
-    params: list
-    opt_state: object
+    params: Params
+    opt_state: Any
     epoch: int  # epochs completed, counting from 0 at the very start (resumes included)
     step: int
-    history: dict  # name -> list of per-epoch values
+    history: dict[str, list[float]]  # name -> list of per-epoch values
     stopped_early: bool = False
     worst_gap: float = 0.0  # largest in-training spot-check gap (0 with check_every=0)
 
 
-def epoch_key(key, epoch: int):
+def epoch_key(key: jax.Array, epoch: int | jax.Array) -> jax.Array:
     """The key of epoch ``epoch``: ``fold_in(key, epoch)``, so a resumed run draws the same."""
     return jax.random.fold_in(key, epoch)
 
 
 def fit(
     net: Network,
-    params,
-    x,
-    y,
+    params: Params,
+    x: ArrayLike,
+    y: ArrayLike,
     optimizer: optax.GradientTransformation,
     epochs: int,
     batch_size: int,
-    key,
+    key: jax.Array,
     grads: str = "manual",
-    val: tuple | None = None,
+    val: tuple[ArrayLike, ArrayLike] | None = None,
     patience: int | None = None,
     check_every: int = 0,
-    opt_state=None,
+    opt_state: Any = None,
     start_epoch: int = 0,
     start_step: int = 0,
     on_epoch: Callable | None = None,
@@ -446,7 +452,7 @@ def fit(
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     params, opt_state, x, y = replicate((params, opt_state, x, y), devices)
     step = jnp.asarray(start_step, jnp.int32)
-    history: dict = {}
+    history: dict[str, list[float]] = {}
     best = None  # (val loss, params, epoch) with patience
     worst_gap, stopped, epoch = 0.0, False, start_epoch
     for epoch in range(start_epoch + 1, epochs + 1):

@@ -67,7 +67,6 @@ def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: fl
         break
     else:
         raise RuntimeError(f"could not draw inputs {margin} away from every kink")
-    x = jnp.asarray(x, dtype)
     k = net.output_shape[0]
     if targets is not None:
         y = targets(rng, n, k, dtype)
@@ -77,7 +76,7 @@ def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: fl
         y = jnp.asarray(rng.uniform(size=(n, k)), dtype)
     else:
         y = jnp.asarray(rng.normal(size=(n, k)), dtype)
-    return params, x, y
+    return params, jnp.asarray(x, dtype), y
 
 
 def draw_params(net, rng: np.random.Generator, dtype) -> list:

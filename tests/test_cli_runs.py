@@ -15,7 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from jaxnet import cli
+from jaxnet import checkpoint, cli, train
 from jaxnet.cli.output import number
 from tests.helpers import lean
 
@@ -147,6 +147,14 @@ def test_a_resume_must_leave_epochs_to_train(tmp_path, capsys):
             in capsys.readouterr().err
         )
     assert metrics(tmp_path)["epochs"] == 3
+    saved = checkpoint.load(tmp_path / "checkpoint.npz")  # the same run, saved by hand without its key
+    ck = checkpoint.load(tmp_path / "checkpoint.npz", saved.net, train.sgd(1.0).init(saved.params))  # 000's sgd
+    keyless = tmp_path / "keyless" / "checkpoint.npz"
+    keyless.parent.mkdir()
+    fields = ("net", "params", "opt_state", "epoch", "step", "extra", "history")
+    checkpoint.save(keyless, **{f: getattr(ck, f) for f in fields})
+    assert cli.main(["train", *FAST, "--epochs", "4", "--resume", str(keyless)]) == 2
+    assert f"cannot resume: {keyless} holds no training key" in capsys.readouterr().err
     # resumed without --out: continues in the checkpoint's folder
     assert cli.main(["train", *FAST, "--epochs", "4", "--resume", str(tmp_path / "checkpoint.npz")]) == 0
     assert metrics(tmp_path)["epochs"] == 4 and len(metrics(tmp_path)["history"]["train_loss"]) == 4

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 from ..files import remove_stale_temporaries
 from .output import CommandFailed
@@ -115,7 +116,7 @@ def _check_writable(out: str) -> None:
 
 
 @contextlib.contextmanager
-def run_folder(out: str | None, name: str, *, force: bool, resume: str | None):
+def run_folder(out: str | None, name: str, *, force: bool, resume: str | None) -> Iterator[str]:
     """The folder of :func:`prepare`, for the ``with`` block of a run. The outputs ``--force``
     replaces are moved aside (into a hidden ``.jaxnet-replaced-*`` folder) and deleted once the
     block ends; should it stop (an error, Ctrl-C) before writing an output of its own, they are put

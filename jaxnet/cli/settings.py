@@ -12,6 +12,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optax
+
+    from ..data import Split
+    from ..network import Network
+    from ..presets import TrainPreset
 
 DEFAULT_PRESET = "digits"
 """The preset of ``jaxnet train`` (and of ``jaxnet check`` given a network flag but no ``--preset``)."""
@@ -28,14 +36,14 @@ class Settings:
     """Everything a run needs, resolved from the flags (see :func:`resolve`)."""
 
     preset_name: str
-    preset: object  # jaxnet.presets.TrainPreset
+    preset: TrainPreset
     data: str | None  # --data: the user's file, else None (the preset's data set)
     data_sha256: str | None  # the SHA-256 of the --data file's bytes (None for a preset's data set)
     target: str | None
     header: bool | None  # --header / --no-header (None: a first row that is not all numbers)
     seed: int  # seeds the data split, initialisation and shuffling
-    split: object  # jaxnet.data.Split, standardised
-    net: object  # jaxnet.Network
+    split: Split  # standardised
+    net: Network
     optimizer: str
     lr: float
     epochs: int
@@ -86,7 +94,7 @@ class Settings:
             "grads": self.grads,
         }
 
-    def optimizer_transform(self):
+    def optimizer_transform(self) -> optax.GradientTransformation:
         """The optax transformation of ``optimizer`` at ``lr`` (``jaxnet.train.sgd`` for ``sgd``)."""
         import optax
 
@@ -177,7 +185,9 @@ def _is_image_preset(preset) -> bool:
     return bool(preset.dataset_kwargs.get("images"))
 
 
-def _split(preset, path, target, header, seed, loss_name, dtype):
+def _split(
+    preset: TrainPreset, path: str | None, target, header: bool | None, seed: int, loss_name: str, dtype
+) -> Split:
     """The standardised split of ``--data`` (``path``) or of the preset's data set; ``dtype``:
     the working dtype the run casts the data to (every value must stay finite in it)."""
     import numpy as np
@@ -250,7 +260,7 @@ def _batch_size(flag, preset, n_train) -> int:
     return n_train if batch == 0 else min(batch, n_train)
 
 
-def _network(args, preset, shape, k, loss_name):
+def _network(args, preset: TrainPreset, shape: tuple, k: int, loss_name: str) -> Network:
     """The preset's network for this data, with the flags' overrides."""
     from ..layers import Dense
     from ..network import mlp

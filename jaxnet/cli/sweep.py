@@ -5,10 +5,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from typing import TYPE_CHECKING
 
 from . import folders
 from .output import CommandFailed, number, write_json
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from ..network import Network
+    from ..sweep import Replica, SweepResult
 
 SWEPT = ("lr", "l2", "momentum", "hidden")
 """The names a ``--sweep`` spec may sweep."""
@@ -27,7 +32,7 @@ def run(settings: Settings) -> int:
         return _sweep(dataclasses.replace(settings, out=out), replicas)
 
 
-def _sweep(settings: Settings, replicas) -> int:
+def _sweep(settings: Settings, replicas: list[Replica]) -> int:
     """:func:`run` once the output folder is ``settings.out``."""
     from .. import sweep
 
@@ -59,7 +64,7 @@ def _sweep(settings: Settings, replicas) -> int:
     return 0
 
 
-def _networks(settings: Settings) -> list:
+def _networks(settings: Settings) -> list[Network]:
     """The settings' network, or one MLP per ``hidden=`` entry of the sweep (the network's
     activation, loss and L2)."""
     from ..network import mlp
@@ -82,7 +87,7 @@ def _networks(settings: Settings) -> list:
     ]
 
 
-def _replicas(settings: Settings) -> list:
+def _replicas(settings: Settings) -> list[Replica]:
     """Every (network, seed, lr, l2, momentum) of the sweep."""
     from .. import sweep
 
@@ -136,11 +141,12 @@ def _print_columns(names, rows) -> None:
         print("  ".join(c.ljust(w) if j < 4 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))).rstrip())
 
 
-def _write(settings: Settings, result, summary) -> None:
+def _write(settings: Settings, result: SweepResult, summary: dict) -> None:
     """``sweep.json`` (settings, every replica's final metrics and history, the summary) and ``sweep.png``."""
     from .. import plots
 
     out = settings.out
+    assert out is not None, "the sweep's folder is set (by run) before anything is written to it"
     write_json(
         os.path.join(out, "sweep.json"),
         {

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 from . import folders, sweep
 from .output import CommandFailed, all_finite, number, write_json
 from .settings import RESUME_KEYS, Settings, resolve
+
+if TYPE_CHECKING:
+    import jax
+
+    from ..network import Params
+    from ..train import FitResult
 
 SINGLE_RUN_FLAGS = {"resume": None, "patience": None, "check": False, "check_every": 0, "save_every": 0}
 """The flags (and their unset values) of a single run that a sweep (``--seeds``/``--sweep``) does not support."""
@@ -37,11 +44,11 @@ def run(args) -> int:
 class _Start:
     """Where training starts: fresh parameters at epoch 0, or a resumed checkpoint's state."""
 
-    params: object
+    params: Params
     opt_state: object
     epoch: int
     step: int
-    key: object  # the training (shuffling) key
+    key: jax.Array  # the training (shuffling) key
     history: dict  # the metrics so far, per name
 
 
@@ -85,10 +92,16 @@ def _train(settings: Settings, optimizer, start: _Start) -> int:
     return 0
 
 
-def _write_metrics(s: Settings, history, epochs, steps, **results) -> None:
+def _out(s: Settings) -> str:
+    """The run's folder: ``s.out``, which :func:`train` sets (to the folder it made) before any output."""
+    assert s.out is not None, "the run's folder is set before anything is written to it"
+    return s.out
+
+
+def _write_metrics(s: Settings, history: dict, epochs: int, steps: int, **results: object) -> None:
     """``metrics.json``: the network, settings, epochs and steps, the history and ``results``."""
     write_json(
-        os.path.join(s.out, "metrics.json"),
+        os.path.join(_out(s), "metrics.json"),
         {
             "network": str(s.net),
             "config": s.config,
@@ -118,6 +131,8 @@ def _initial_state(settings: Settings, optimizer) -> _Start:
         ck = checkpoint.load(settings.resume, settings.net, optimizer.init(params))
     except checkpoint.CheckpointError as e:
         raise CommandFailed(f"cannot resume: {e}") from None
+    if ck.key is None:
+        raise CommandFailed(f"cannot resume: {settings.resume} holds no training key (jaxnet train always saves one)")
     if len({len(v) for v in ck.history.values()}) > 1:
         raise CommandFailed(f"cannot resume: {settings.resume}: the history's metrics have different lengths")
     if settings.epochs <= ck.epoch:
@@ -196,7 +211,7 @@ def _check_first(s: Settings, params) -> None:
 
 
 def _checkpoint_path(s: Settings) -> str:
-    return os.path.join(s.out, "checkpoint.npz")
+    return os.path.join(_out(s), "checkpoint.npz")
 
 
 def _save(s: Settings, history, key, params, opt_state, epoch, step) -> None:
@@ -215,7 +230,7 @@ def _save(s: Settings, history, key, params, opt_state, epoch, step) -> None:
     )
 
 
-def _fit(s: Settings, optimizer, start: _Start):
+def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
     """``jaxnet.train.fit`` from ``start`` with a progress bar and a checkpoint every ``save_every``
     epochs; ``(result, history)``. A divergence is exit code 3, data the network cannot take 2."""
     from tqdm import tqdm
@@ -286,12 +301,13 @@ def _evaluate(s: Settings, params) -> dict:
     return {name: evaluate(params, s.net, xs, ys) for name, (xs, ys) in splits.items() if len(xs)}
 
 
-def _plot(s: Settings, history, params) -> None:
+def _plot(s: Settings, history: dict, params) -> None:
     """The learning curves; the decision boundary of a 2-D classifier, the fit of a 1-D regression."""
     from .. import plots
 
+    out = _out(s)
     if history:
-        plots.curves(history, os.path.join(s.out, "curves.png"))
+        plots.curves(history, os.path.join(out, "curves.png"))
     shape = s.split.x_train.shape[1:]
     d = shape[0] if len(shape) == 1 else None
     classification = s.net.loss != "squared_error"
@@ -301,14 +317,14 @@ def _plot(s: Settings, history, params) -> None:
             s.net,
             s.split.x_train,
             s.split.y_train,
-            os.path.join(s.out, "decision_boundary.png"),
+            os.path.join(out, "decision_boundary.png"),
             axis_labels=("feature 0 (standardised)", "feature 1 (standardised)"),
         )
     if d == 1 and not classification:
-        plots.regression_fit(params, s.net, s.split.x_train, s.split.y_train, os.path.join(s.out, "fit.png"))
+        plots.regression_fit(params, s.net, s.split.x_train, s.split.y_train, os.path.join(out, "fit.png"))
 
 
-def _print_summary(s: Settings, final, result) -> None:
+def _print_summary(s: Settings, final: dict, result: FitResult) -> None:
     names = sorted({k for m in final.values() for k in m})
     print(f"\n{'split':<6}" + "".join(f" {n:>11}" for n in names))
     for split_name, m in final.items():
