@@ -12,6 +12,7 @@ or when a public function, class, method or property has no docstring of its own
 from __future__ import annotations
 
 import argparse
+import inspect
 import pathlib
 import pkgutil
 import sys
@@ -37,6 +38,11 @@ def public_modules() -> list[str]:
     return names
 
 
+def _is_property(ns: pdoc.doc.Namespace, name: str) -> bool:
+    """Whether ``name`` is a property of the class ``ns`` (pdoc lists properties as variables)."""
+    return isinstance(ns, pdoc.doc.Class) and isinstance(inspect.getattr_static(ns.obj, name, None), property)
+
+
 def undocumented(module: pdoc.doc.Module) -> list[str]:
     """Public functions, classes, methods and properties of ``module`` without a docstring."""
     missing = []
@@ -49,7 +55,7 @@ def undocumented(module: pdoc.doc.Module) -> list[str]:
                 if not member.docstring:
                     missing.append(member.fullname)
                 visit(member)
-            elif isinstance(member, pdoc.doc.Function) and not member.docstring:
+            elif (isinstance(member, pdoc.doc.Function) or _is_property(ns, member.name)) and not member.docstring:
                 missing.append(member.fullname)
 
     visit(module)
