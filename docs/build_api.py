@@ -4,14 +4,16 @@
     python docs/build_api.py --out DIR       # elsewhere
 
 The reference covers the package and every public module under it (``jaxnet.__main__`` aside,
-which runs the command line). The build fails, naming each problem, when pdoc warns (a
-docstring it cannot parse, an annotation it cannot resolve, a module that does not import)
-or when a public function, class, method or property has no docstring of its own or inherited.
+which runs the command line), documenting the ``jaxnet`` of this tree. The build fails, naming
+each problem, when pdoc warns (a docstring it cannot parse, an annotation it cannot resolve, a
+module that does not import), when jaxnet's own modules warn on import, or when a public
+function, class, method or property has no docstring of its own or inherited.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import pathlib
 import pkgutil
@@ -24,18 +26,15 @@ import pdoc.render
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCFORMAT = "google"  # Args:/Returns: sections, with reStructuredText's ``code`` inline
+DEPENDENCIES = ("jax", "numpy", "optax", "chex", "sklearn", "matplotlib", "tqdm")
 
 
 def public_modules() -> list[str]:
-    """``jaxnet`` and its submodules whose names do not start with ``_``, in import order."""
+    """``jaxnet`` and every module under it whose dotted name has no part starting with ``_``."""
     import jaxnet
 
-    names = ["jaxnet"]  # which adds the modules its __all__ names
-    named = {f"jaxnet.{name}" for name in jaxnet.__all__}
-    for info in pkgutil.walk_packages(jaxnet.__path__, "jaxnet."):
-        if info.name not in named and not any(part.startswith("_") for part in info.name.split(".")):
-            names.append(info.name)
-    return names
+    found = (info.name for info in pkgutil.walk_packages(jaxnet.__path__, "jaxnet."))
+    return ["jaxnet", *(name for name in found if not any(part.startswith("_") for part in name.split(".")))]
 
 
 def _is_property(ns: pdoc.doc.Namespace, name: str) -> bool:
@@ -64,16 +63,20 @@ def undocumented(module: pdoc.doc.Module) -> list[str]:
 
 def build(out: pathlib.Path) -> list[str]:
     """Write the reference into ``out``; return the problems found (empty when clean)."""
-    import jaxnet  # imported first: its dependencies' import-time warnings are theirs
-
-    names = public_modules()
-    pdoc.render.configure(docformat=DOCFORMAT, footer_text=f"jaxnet {jaxnet.__version__}")
-    problems = []
+    for dependency in DEPENDENCIES:
+        importlib.import_module(dependency)  # their import-time warnings are theirs, not the docs'
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pdoc.pdoc(*names, output_directory=out)
+        names = public_modules()  # jaxnet's own import-time warnings count
+        for name in names:
+            importlib.import_module(name)
+        import jaxnet
+
+        pdoc.render.configure(docformat=DOCFORMAT, footer_text=f"jaxnet {jaxnet.__version__}")
+        added = {f"jaxnet.{name}" for name in jaxnet.__all__}  # pdoc adds the modules jaxnet.__all__ names
+        pdoc.pdoc(*(name for name in names if name not in added), output_directory=out)
         modules = [pdoc.doc.Module.from_name(name) for name in names]
-    problems += [f"pdoc: {w.category.__name__}: {w.message}" for w in caught]
+    problems = [f"pdoc: {w.category.__name__}: {w.message}" for w in caught]
     for module in modules:
         problems += [f"{name}: no docstring" for name in undocumented(module)]
     return problems
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "build" / "api", help="output folder")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))  # document this tree's jaxnet, whichever one is installed
     problems = build(args.out)
     for problem in problems:
         print(problem, file=sys.stderr)

@@ -87,10 +87,10 @@ def bench(repeats):
     for name, net, batch in networks():
         rng = np.random.default_rng(0)
         params = jaxnet.init_params(jax.random.key(0), net, jnp.float32)
-        params = jax.tree.map(
-            lambda a: a + 0.1 * jnp.asarray(rng.normal(size=a.shape), a.dtype) if a.ndim == 1 else a,  # noqa: B023
-            params,  # (called in this iteration)
-        )
+        params = [  # nonzero biases
+            {k: v + 0.1 * jnp.asarray(rng.normal(size=v.shape), v.dtype) if v.ndim == 1 else v for k, v in p.items()}
+            for p in params
+        ]
         x = jnp.asarray(rng.normal(size=(batch, *net.input_shape)), jnp.float32)
         y = jnp.asarray(rng.integers(0, net.output_shape[0], size=batch))
         fns = methods(net)

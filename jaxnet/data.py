@@ -35,7 +35,9 @@ class Split:
 # --- generators -------------------------------------------------------------------------
 
 
-def spiral(n_per_class: int = 100, classes: int = 3, noise: float = 0.2, seed: int = 0):
+def spiral(
+    n_per_class: int = 100, classes: int = 3, noise: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The K-armed spiral of note 000's kind (CS231n style): x [K n, 2], labels [K n]."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -47,7 +49,7 @@ def spiral(n_per_class: int = 100, classes: int = 3, noise: float = 0.2, seed: i
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def moons(n: int = 400, noise: float = 0.1, seed: int = 0):
+def moons(n: int = 400, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaving half circles: x [n, 2], labels [n] in {0, 1}."""
     rng = np.random.default_rng(seed)
     n0 = n // 2
@@ -57,7 +59,7 @@ def moons(n: int = 400, noise: float = 0.1, seed: int = 0):
     return x + noise * rng.normal(size=x.shape), y
 
 
-def circles(n: int = 400, factor: float = 0.5, noise: float = 0.05, seed: int = 0):
+def circles(n: int = 400, factor: float = 0.5, noise: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two concentric circles: x [n, 2], labels [n] (1 = inner)."""
     rng = np.random.default_rng(seed)
     n0 = n // 2
@@ -67,14 +69,16 @@ def circles(n: int = 400, factor: float = 0.5, noise: float = 0.05, seed: int = 
     return x, (np.arange(n) >= n0).astype(int)
 
 
-def regression_1d(n: int = 200, noise: float = 0.1, seed: int = 0):
+def regression_1d(n: int = 200, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A noisy curve y = sin(3x) + x/2 on [-2, 2]: x [n, 1], y [n, 1]."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-2.0, 2.0, size=(n, 1))
     return x, np.sin(3 * x) + 0.5 * x + noise * rng.normal(size=(n, 1))
 
 
-def regression(n: int = 500, d: int = 4, outputs: int = 2, noise: float = 0.1, seed: int = 0):
+def regression(
+    n: int = 500, d: int = 4, outputs: int = 2, noise: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A smooth nonlinear multi-output target of d inputs: x [n, d], y [n, outputs]."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d))
@@ -82,7 +86,7 @@ def regression(n: int = 500, d: int = 4, outputs: int = 2, noise: float = 0.1, s
     return x, np.tanh(x @ w1) @ w2 + noise * rng.normal(size=(n, outputs))
 
 
-def digits(images: bool = False):
+def digits(images: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled 8×8 digits (1797 images, no download): x [N, 64] flattened,
     or [N, 8, 8, 1] images (NHWC) with ``images=True``, pixel values 0..16; labels [N]."""
     from sklearn.datasets import load_digits

@@ -341,8 +341,8 @@ class Conv2D(_Activated):
     """
 
     features: int
-    kernel_size: int | tuple[int, int] = (3, 3)
-    strides: int | tuple[int, int] = (1, 1)
+    kernel_size: int | Sequence[int] = (3, 3)
+    strides: int | Sequence[int] = (1, 1)
     padding: str | Sequence[tuple[int, int]] = "VALID"
     activation: str = "identity"
 
@@ -495,8 +495,8 @@ class Conv2D(_Activated):
 class _Pool(Layer):
     """Shared pooling geometry: VALID windows of ``window`` with ``strides`` (default: window)."""
 
-    window: int | tuple[int, int]  # each subclass's dataclass fields
-    strides: int | tuple[int, int] | None
+    window: int | Sequence[int]  # each subclass's dataclass fields
+    strides: int | Sequence[int] | None
 
     def __post_init__(self) -> None:
         kind = type(self).__name__
@@ -536,8 +536,8 @@ class MaxPool2D(_Pool):
     (``p`` then ``q``). Overlapping windows (stride < window) add their contributions.
     """
 
-    window: int | tuple[int, int] = (2, 2)
-    strides: int | tuple[int, int] | None = None
+    window: int | Sequence[int] = (2, 2)
+    strides: int | Sequence[int] | None = None
 
     def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``x``: [batch, H, W, c] -> [batch, H', W', c]; residuals ``{"x", "y"}``."""
@@ -578,8 +578,8 @@ class AvgPool2D(_Pool):
     """Mean over VALID windows: ``y[n,i,j,c] = 1/(kh kw) Σ_{p,q} x[n, s i + p, s j + q, c]``;
     backward spreads each δ evenly: ``∂L/∂x[n, s i + p, s j + q, c] += dy[n,i,j,c] / (kh kw)``."""
 
-    window: int | tuple[int, int] = (2, 2)
-    strides: int | tuple[int, int] | None = None
+    window: int | Sequence[int] = (2, 2)
+    strides: int | Sequence[int] | None = None
 
     def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         (kh, kw), (sh, sw) = self._geometry()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import jax
@@ -70,15 +70,16 @@ class Replica:
 
     @property
     def l2_value(self) -> float:
+        """The L2 coefficient this replica trains with: ``l2``, or the network's own when ``None``."""
         return self.net.l2 if self.l2 is None else float(self.l2)
 
 
 def grid(
-    net_or_nets: Network | Sequence[Network],
-    seeds: Sequence[int] = (0,),
-    lr: Sequence[float] = (0.01,),
-    l2: Sequence[float | None] = (None,),
-    momentum: Sequence[float] = (0.0,),
+    net_or_nets: Network | list[Network] | tuple[Network, ...],
+    seeds: Iterable[int] = (0,),
+    lr: Iterable[float] = (0.01,),
+    l2: Iterable[float | None] = (None,),
+    momentum: Iterable[float] = (0.0,),
 ) -> list[Replica]:
     """Every combination of the given networks, seeds and hyperparameter values."""
     nets = net_or_nets if isinstance(net_or_nets, (list, tuple)) else [net_or_nets]

@@ -130,7 +130,7 @@ def check_notes(
             reports = [
                 check_grads(
                     lambda p, x, y: _network.loss(p, net, x, y),  # noqa: B023 (called in this iteration)
-                    lambda p, x, y: _network.manual_grads(p, net, x, y),  # noqa: B023
+                    lambda p, x, y: _network.manual_grads(p, net, x, y),  # noqa: B023 (called in this iteration)
                     params,
                     x,
                     y,

@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).parents[1]
 
 
 def _readme_layer_block():
-    return readme_blocks.block("README.md", "Your own layer").code
+    return readme_blocks.block("README.md", "Your own layer").padded
 
 
 @pytest.mark.slow  # two trainings and three checks; .ci/run runs it

@@ -72,7 +72,8 @@ def test_every_block_is_run_checked_or_marked():
     for key, test_id in ELSEWHERE.items():
         module, name = test_id.split("::")
         source = (readme_blocks.ROOT / module).read_text()
-        assert f"def {name}(" in source and f'"{key[1]}"' in source, (key, test_id)
+        runs_it = f'readme_blocks.block("{key[0]}", "{key[1]}")'
+        assert f"def {name}(" in source and runs_it in source, (key, test_id)
 
 
 def test_a_broken_block_fails_naming_its_readme_line():
@@ -91,3 +92,13 @@ def test_fragments_are_skipped_only_when_marked():
     assert first.fragment and not second.fragment
     with pytest.raises(ValueError, match="never closed"):
         readme_blocks.blocks("README.md", "```python\nx = 1\n")
+
+
+@pytest.mark.parametrize(
+    "fence", ["```python", "```py", "```Python3", "~~~python", "````python", "  ```pycon", "```py {.x}"]
+)
+def test_every_python_fence_is_a_block(fence):
+    closing = fence.strip()[:3] if "`" not in fence else "`" * (len(fence.strip()) - len(fence.strip().lstrip("`")))
+    text = f"## Real\n```bash\n# install, not a heading\n```\n{fence}\nimport nope\n{closing}\n```text\nplain\n```\n"
+    (b,) = readme_blocks.blocks("README.md", text)
+    assert (b.section, b.code, b.line) == ("Real", "import nope\n", 6)
