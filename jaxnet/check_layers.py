@@ -239,6 +239,11 @@ def find_wrong_layer(
         verdicts.append(
             LayerVerdict(i, type(net.layers[i]).__name__, _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol))
         )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        notes.append(
+            f"layers[0] ({type(net.layers[0]).__name__}): x has dtype {x.dtype}: held fixed, only its "
+            "parameters checked"
+        )
     notes.append(f"references on {device_name(ref)}; your bwd on {device_name(working)}")
     return WrongLayerReport(tuple(verdicts), tuple(notes))
 
@@ -246,8 +251,11 @@ def find_wrong_layer(
 def _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol):
     """``dx`` and every ``dparams`` leaf against the references, one measure over both (the floor:
     1e-3 of their largest entry); an output of the wrong tree (a missing leaf, ``dx`` not an
-    array) is one failing row ``dx (tree)`` / ``dparams (tree)``, and the other is still compared."""
+    array) is one failing row ``dx (tree)`` / ``dparams (tree)``, and the other is still compared.
+    ``dx_ref`` None (integer inputs, held fixed): ``dparams`` only."""
     yours, refs = {"dx": dx, "dparams": dparams}, {"dx": dx_ref, "dparams": dparams_ref}
+    if dx_ref is None:
+        yours, refs = {"dparams": dparams}, {"dparams": dparams_ref}
     same = [k for k in yours if jax.tree.structure(yours[k]) == jax.tree.structure(refs[k])]  # type: ignore[operator]  # PyTreeDef (C++) has no stub
     rows = compare("jax.vjp", {k: yours[k] for k in same}, {k: refs[k] for k in same}, rtol) if same else []
     rows = [dataclasses.replace(r, path=r.path.replace("['dx']", "dx").replace("['dparams']", "dparams")) for r in rows]
@@ -298,12 +306,18 @@ def _autodiff_upstream(params, net, x, y):
     head, dys = dy, [None] * len(net.layers)
     for i in reversed(range(len(net.layers))):
         dys[i] = dy
+        if not jnp.issubdtype(inputs[i].dtype, jnp.floating):
+            break  # integer inputs (token ids, the first layer's): nothing below to send a dy to
         _, pullback = jax.vjp(lambda a, i=i: net.layers[i].fwd(params[i], a)[0], inputs[i])
         (dy,) = pullback(dy)
     return inputs, dys, head
 
 
 def _layer_vjp(layer, params, x, dy):
-    """``(∂⟨dy, fwd⟩/∂params, ∂⟨dy, fwd⟩/∂x)`` by ``jax.vjp``."""
+    """``(∂⟨dy, fwd⟩/∂params, ∂⟨dy, fwd⟩/∂x)`` by ``jax.vjp``; for integer ``x`` (token ids, held
+    fixed) ``(∂⟨dy, fwd⟩/∂params, None)``."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        _, pullback = jax.vjp(lambda p: layer.fwd(p, x)[0], params)
+        return (*pullback(dy), None)
     _, pullback = jax.vjp(lambda p, a: layer.fwd(p, a)[0], params, x)
     return pullback(dy)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .files import atomic_write, numpy_format
-from .layers import kind_name, layer_kind
+from .layers import Layer, kind_name, layer_kind
 from .network import Network
 
 FORMAT = "jaxnet-checkpoint/1"
@@ -57,7 +57,7 @@ def network_to_dict(net: Network) -> dict:
     """A JSON-able description of ``net`` (inverse: :func:`network_from_dict`)."""
     return {
         "input_shape": list(net.input_shape),
-        "layers": [{"kind": kind_name(type(layer)), **dataclasses.asdict(layer)} for layer in net.layers],
+        "layers": [layer_to_dict(layer) for layer in net.layers],
         "loss": net.loss,
         "reduction": net.reduction,
         "l2": net.l2,
@@ -69,21 +69,49 @@ def network_from_dict(d: dict) -> Network:
     """The :class:`Network` that :func:`network_to_dict` described. A description that is not
     one raises ``KeyError``, ``TypeError`` or ``ValueError`` (an unknown layer kind:
     :class:`CheckpointError`)."""
-    layers = []
-    for spec in d["layers"]:
-        spec = dict(spec)
-        kind = spec.pop("kind")
-        try:
-            cls = layer_kind(kind)
-        except KeyError as e:
-            raise CheckpointError(f"the checkpoint's network uses an {e.args[0]}") from None
-        layers.append(cls(**{name: _tuples(value) for name, value in spec.items()}))
+    layers = [layer_from_dict(spec) for spec in d["layers"]]
     return Network(tuple(d["input_shape"]), tuple(layers), d["loss"], d["reduction"], d["l2"], d["l2_bias"])
 
 
+def layer_to_dict(layer: Layer) -> dict:
+    """``{"kind": kind_name, field: value, ...}`` for one layer (inverse: :func:`layer_from_dict`);
+    a field that holds layers (a composite's, e.g. :class:`jaxnet.composite.Residual`) holds
+    their dicts, with their kinds."""
+    names: list[str] = [f.name for f in dataclasses.fields(layer)] if dataclasses.is_dataclass(layer) else []
+    return {"kind": kind_name(type(layer)), **{name: _plain(getattr(layer, name)) for name in names}}
+
+
+def layer_from_dict(spec: dict) -> Layer:
+    """The layer that :func:`layer_to_dict` described (nested layers included). An unknown kind is
+    a :class:`CheckpointError`; a description that is not one raises ``KeyError``, ``TypeError``
+    or ``ValueError``."""
+    spec = dict(spec)
+    kind = spec.pop("kind")
+    try:
+        cls = layer_kind(kind)
+    except KeyError as e:
+        raise CheckpointError(f"the checkpoint's network uses an {e.args[0]}") from None
+    return cls(**{name: _tuples(value) for name, value in spec.items()})
+
+
+def _plain(value):
+    """A field's value as JSON-able data (``dataclasses.asdict``'s copy, but layers as their dicts
+    with their kinds)."""
+    if isinstance(value, Layer):
+        return layer_to_dict(value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def _tuples(value):
-    """JSON's lists back to the tuples a layer's fields held (a frozen layer must be hashable)."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+    """JSON's lists back to the tuples a layer's fields held (a frozen layer must be hashable),
+    and nested layers' dicts (with a ``"kind"``) back to layers."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict) and "kind" in value:
+        return layer_from_dict(value)
+    return value
 
 
 @dataclasses.dataclass

@@ -56,6 +56,10 @@ class Network:
             raise ValueError("layers: a network needs at least one layer")
         for i, layer in enumerate(self.layers):
             _check_layer_kind(i, layer)
+            if i > 0 and takes_token_ids(layer):
+                raise ValueError(
+                    f"layers[{i}]: {type(layer).__name__} takes integer token ids, so it must be the first layer"
+                )
         head = get_loss(self.loss)
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {self.reduction!r}; expected one of {list(REDUCTIONS)}")
@@ -121,6 +125,33 @@ def _check_layer_kind(i: int, layer: Any) -> None:
         hash(layer)
     except TypeError as e:
         raise ValueError(f"layers[{i}]: {layer!r} must be hashable (a network is static under jit): {e}") from None
+
+
+def takes_token_ids(layer: Layer) -> bool:
+    """Whether ``layer``'s input is integer token ids rather than real numbers: its class sets
+    ``integer_inputs = True`` (e.g. :class:`jaxnet.embedding.Embedding`) and has an int ``vocab``
+    (ids in ``[0, vocab)``). Such a layer must come first in a network."""
+    return getattr(layer, "integer_inputs", False) is True
+
+
+def token_vocab(net: Network) -> int | None:
+    """``vocab`` of ``net``'s first layer when it takes integer token ids (:func:`takes_token_ids`):
+    ``net``'s inputs ``x`` are then ids in ``[0, vocab)``, kept as integers; ``None`` for a
+    network of real-valued inputs."""
+    first = net.layers[0]
+    return int(first.vocab) if takes_token_ids(first) else None
+
+
+def check_token_ids(ids: ArrayLike, vocab: int, what: str) -> None:
+    """``ValueError`` naming ``what``, the first id out of ``[0, vocab)`` and ``vocab``, when a
+    (concrete) id of ``ids`` is out of range."""
+    a = np.asarray(ids)
+    bad = (a < 0) | (a >= vocab)
+    if bad.any():
+        raise ValueError(
+            f"{what}: token id {int(a[bad][0])} is out of range [0, {vocab}) (vocab={vocab}); "
+            f"{int(bad.sum())} of {a.size} ids are"
+        )
 
 
 def _as_sequence(value: Any, what: str) -> list[Any]:
@@ -264,7 +295,8 @@ def prepare_inputs(
     """The input checks of :func:`loss` and friends, and their canonical inputs.
 
     Checks ``net``, ``params`` against it, ``x`` (and ``y`` when given) as described in
-    :func:`check_inputs`; returns ``(x [batch, ...] in the params' dtype, y as the loss head's
+    :func:`check_inputs`; returns ``(x [batch, ...] in the params' dtype (integer token ids, in
+    range, as they are when the first layer takes them: :func:`token_vocab`), y as the loss head's
     targets or None, batched)``, where ``batched`` is False when ``x`` was one example (it is
     returned with a batch axis of 1)."""
     check_net(net)
@@ -281,13 +313,23 @@ def prepare_inputs(
             f"x: expected shape [batch, {', '.join(map(str, per_example))}] or a single example "
             f"{list(per_example)}, got {list(x.shape)}"
         )
+    vocab = token_vocab(net)
+    if vocab is not None and not jnp.issubdtype(x.dtype, jnp.integer):
+        raise ValueError(
+            f"x: layers[0] ({type(net.layers[0]).__name__}) takes integer token ids in [0, {vocab}), "
+            f"got dtype {x.dtype}"
+        )
     if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_):
         raise ValueError(f"x: expected real numbers, got dtype {x.dtype}")
     if x.shape[0] == 0:
         raise ValueError(f"x: the batch is empty (shape {list(x.shape)}); expected at least one example")
-    x = x.astype(dtype)
-    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
-        raise ValueError("x contains NaN or Inf")
+    if vocab is not None:  # token ids stay integers
+        if is_concrete(x):
+            check_token_ids(x, vocab, f"x: layers[0] ({type(net.layers[0]).__name__}(vocab={vocab}))")
+    else:
+        x = x.astype(dtype)
+        if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+            raise ValueError("x contains NaN or Inf")
     if y is None:
         return x, None, batched
     y = jnp.asarray(y)
@@ -318,16 +360,35 @@ def check_inputs(params: Params, net: Network, x: ArrayLike, y: ArrayLike | None
 # --- the forward loop and the backward loop ---------------------------------------------
 
 
+def forward_loop(layers, params, x):
+    """The forward loop over a sequence of layers: ``x``: [batch, ...] -> ``(h, residuals)``, with
+    ``h`` the last layer's output and ``residuals[l]`` what layer ``l``'s ``fwd`` returned for its
+    ``bwd``; ``params[l]`` is layer ``l``'s dict. :func:`forward_pass` runs it over a network's
+    layers, a composite layer (:class:`jaxnet.composite.Residual`) over its own."""
+    residuals = []
+    h = x
+    for layer, p in zip(layers, params):
+        h, r = layer.fwd(p, h)
+        residuals.append(r)
+    return h, residuals
+
+
+def backward_loop(layers, params, residuals, dy):
+    """The backward loop over a sequence of layers: ``dy`` = ∂L/∂h of :func:`forward_loop`'s output
+    and its residuals -> ``(∂L/∂x, grads)``, ``grads[l]`` layer ``l``'s ``bwd`` dparams (a list),
+    each layer's ``bwd`` given the ``dx`` of the layer above it."""
+    grads: list[Any] = [None] * len(layers)  # each layer's dict, filled from the last layer down
+    dh = dy
+    for i in reversed(range(len(layers))):
+        dh, grads[i] = layers[i].bwd(params[i], residuals[i], dh)
+    return dh, grads
+
+
 def forward_pass(params, net, x):
     """The forward loop: ``x``: [batch, ...] -> ``(outputs [batch, K], residuals)``, with
     ``residuals[l]`` what layer ``l``'s ``fwd`` returned for its ``bwd``. No input checks
     (see :func:`prepare_inputs`)."""
-    residuals = []
-    h = x
-    for layer, p in zip(net.layers, params):
-        h, r = layer.fwd(p, h)
-        residuals.append(r)
-    return h, residuals
+    return forward_loop(net.layers, params, x)
 
 
 def backward_pass(params, net, residuals, dout, l2):
@@ -335,10 +396,7 @@ def backward_pass(params, net, residuals, dout, l2):
     :func:`forward_pass` -> gradients of every layer (each layer's ``bwd``, plus
     ``l2 · θ`` for the penalised leaves), in the container type of ``params`` (list or tuple).
     ``l2``: a float (0.0 skips the term) or a scalar array."""
-    grads: list[Any] = [None] * len(net.layers)  # each layer's dict, filled from the last layer down
-    dh = dout
-    for i in reversed(range(len(net.layers))):
-        dh, grads[i] = net.layers[i].bwd(params[i], residuals[i], dh)
+    _, grads = backward_loop(net.layers, params, residuals, dout)
     if not _is_zero(l2):
         grads = [
             {name: g + l2 * params[i][name] if name in names else g for name, g in grads[i].items()}

@@ -44,7 +44,8 @@ def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: fl
     """A random test problem for ``net``: params with nonzero biases, inputs and targets.
 
     Drawn with NumPy from ``seed`` (so new shapes cost no JAX compilation): see
-    :func:`draw_params`; inputs ~ N(0, 1). Examples whose forward pass comes within
+    :func:`draw_params`; inputs ~ N(0, 1), or uniform integer token ids in ``[0, vocab)`` when
+    the first layer takes them (:func:`jaxnet.network.token_vocab`). Examples whose forward pass comes within
     ``margin`` of a kink (a ReLU pre-activation near 0, see ``kink_gaps`` of the layer
     protocol) are drawn again, so finite differences never straddle one. Targets come from
     ``targets(rng, n, k, dtype)`` when given; by default integer labels (softmax), uniform
@@ -56,12 +57,12 @@ def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: fl
     rng = np.random.default_rng(seed)
     for _ in range(10):
         params = draw_params(net, rng, dtype)
-        x = rng.normal(size=(n, *net.input_shape))
+        x = draw_inputs(net, rng, n)
         for _ in range(100):
-            near = kink_distance(params, net, jnp.asarray(x, dtype)) <= margin  # [n]
+            near = kink_distance(params, net, _as_inputs(net, x, dtype)) <= margin  # [n]
             if not near.any():
                 break
-            x[near] = rng.normal(size=(int(near.sum()), *net.input_shape))
+            x[near] = draw_inputs(net, rng, int(near.sum()))
         else:
             continue  # these params keep some unit near its kink: draw new ones
         break
@@ -76,7 +77,21 @@ def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: fl
         y = jnp.asarray(rng.uniform(size=(n, k)), dtype)
     else:
         y = jnp.asarray(rng.normal(size=(n, k)), dtype)
-    return params, jnp.asarray(x, dtype), y
+    return params, _as_inputs(net, x, dtype), y
+
+
+def draw_inputs(net, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` inputs for ``net`` (NumPy, [n, *input_shape]): N(0, 1), or uniform integer token ids
+    in ``[0, vocab)`` when its first layer takes them (:func:`jaxnet.network.token_vocab`)."""
+    vocab = _network.token_vocab(net)
+    if vocab is None:
+        return rng.normal(size=(n, *net.input_shape))
+    return rng.integers(0, vocab, size=(n, *net.input_shape))
+
+
+def _as_inputs(net, x, dtype):
+    """``x`` as JAX inputs of ``net``: in ``dtype``, or integers as they are (token ids)."""
+    return jnp.asarray(x) if _network.token_vocab(net) is not None else jnp.asarray(x, dtype)
 
 
 def draw_params(net, rng: np.random.Generator, dtype) -> list:
