@@ -1,0 +1,234 @@
+"""Layer normalisation and the sequence layers around it, forward and backward side by side.
+
+Three kinds on the layer protocol of :mod:`jaxnet.layers`, each backward pass derived by hand:
+
+- :class:`LayerNorm`: normalises every position over its last (feature) axis, then scales and
+  shifts; per-example inputs ``[D]`` or ``[T, D]``;
+- :class:`SequenceMean`: ``[batch, T, D]`` -> ``[batch, D]``, the mean over the sequence axis;
+- :class:`TokenDense`: a dense layer with its activation applied at every position,
+  ``[batch, T, D]`` -> ``[batch, T, features]``.
+
+A small sequence classifier built from them::
+
+    sequential((T, D), [TokenDense(8, "tanh"), LayerNorm(), SequenceMean(), Dense(3)])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import DTypeLike
+
+from .activations import get_activation
+from .layers import Activated, Layer, positive_int
+
+_WEIGHT_INITS = {
+    "he": jax.nn.initializers.he_normal(),  # Var W = 2 / fan_in
+    "glorot": jax.nn.initializers.glorot_normal(),  # Var W = 2 / (fan_in + fan_out)
+}
+
+
+def _positive_float(value: Any, what: str) -> float:
+    """``value`` as a float, or a ``ValueError`` naming ``what`` unless it is a positive finite number."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what} must be a positive finite number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{what} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _features_first(shape: tuple[int, ...], vector: jax.Array) -> jax.Array:
+    """A per-feature vector [D] reshaped to broadcast against ``[batch, *lead, D]`` of ``shape``."""
+    return vector.reshape((1,) * (len(shape) - 1) + (vector.shape[0],))  # [D] -> [1, …, 1, D]
+
+
+class Normalized(NamedTuple):
+    """Residuals of :class:`LayerNorm`: what its backward pass needs."""
+
+    xhat: jax.Array  # x̂ = (x − μ) r: [batch, *lead, D]
+    r: jax.Array  # r = 1 / sqrt(σ² + eps): [batch, *lead, 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerNorm(Layer):
+    """Layer normalisation over the last axis: ``y = scale ∘ (x − μ) / sqrt(σ² + eps) + shift``.
+
+    Per-example inputs ``[D]`` or ``[T, D]`` (any rank ≥ 1; every position is normalised on its
+    own): ``μ = 1/D Σ_d x_d`` and the biased ``σ² = 1/D Σ_d (x_d − μ)²`` over the last axis.
+    Parameters ``{"scale": [D], "shift": [D]}``, initialised to ones and zeros (the identity
+    map of the normalised input).
+
+    Backward, with ``x̂ = (x − μ) r``, ``r = 1/sqrt(σ² + eps)`` and ``g = dy ∘ scale``::
+
+        ∂L/∂x     = r (g − mean(g) − x̂ mean(g ∘ x̂))     (means over the last axis)
+        ∂L/∂scale = Σ over all but the last axis of dy ∘ x̂
+        ∂L/∂shift = Σ over all but the last axis of dy
+
+    ``D = 1``: ``x − μ = 0``, so ``x̂ = 0`` and ``y = shift`` whatever ``x``; then ``∂L/∂x = 0``
+    and ``∂L/∂scale = 0`` (exactly: ``mean`` of one entry is that entry), ``∂L/∂shift = Σ dy``.
+
+    L2: neither parameter is a weight (``weight_names = ()``), so the default penalty leaves
+    both alone: ``λ/2 · scale²`` would pull the scale towards 0, not towards its natural value 1,
+    and shrink every normalised feature; with ``l2_bias`` both are penalised, as every other
+    layer's biases are.
+
+    Attributes:
+      eps: the positive variance floor ``eps`` (default ``1e-5``).
+    """
+
+    weight_names = ()  # scale and shift are per-feature, like biases: penalised only with l2_bias
+
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", _positive_float(self.eps, "LayerNorm.eps"))
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) < 1:
+            raise ValueError(f"LayerNorm expects per-example inputs [..., D], got shape {tuple(in_shape)}")
+        return tuple(in_shape)
+
+    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        return {"scale": (in_shape[-1],), "shift": (in_shape[-1],)}
+
+    def init(self, key: jax.Array, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
+        """``scale`` ones, ``shift`` zeros: the layer starts as the plain normalisation (``key`` unused)."""
+        d = in_shape[-1]
+        return {"scale": jnp.ones((d,), dtype), "shift": jnp.zeros((d,), dtype)}
+
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, Normalized]:
+        """``x``: [batch, *lead, D] -> ``y``: [batch, *lead, D]; residuals :class:`Normalized` ``(x̂, r)``.
+
+        μ = mean(x),  c = x − μ,  σ² = mean(c²),  r = 1/sqrt(σ² + eps),  x̂ = c r,
+        y = scale ∘ x̂ + shift  (means over the last axis).
+        """
+        mu = jnp.mean(x, axis=-1, keepdims=True)  # [batch, *lead, 1]
+        c = x - mu  # [batch, *lead, D]
+        var = jnp.mean(c * c, axis=-1, keepdims=True)  # [batch, *lead, 1]
+        r = 1.0 / jnp.sqrt(var + self.eps)  # [batch, *lead, 1]
+        xhat = c * r  # [batch, *lead, D]
+        y = _features_first(x.shape, params["scale"]) * xhat + _features_first(x.shape, params["shift"])
+        return y, Normalized(xhat, r)
+
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: Normalized, dy: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``dy`` = ∂L/∂y: [batch, *lead, D] -> (∂L/∂x: [batch, *lead, D], {∂L/∂scale, ∂L/∂shift}).
+
+        Reverse of the forward lines: ∂L/∂shift = Σ dy,  ∂L/∂scale = Σ dy ∘ x̂,  g = ∂L/∂x̂ = dy ∘ scale;
+        through x̂ = c r with r a function of c: ∂L/∂c = r (g − x̂ mean(g ∘ x̂));
+        through c = x − μ: ∂L/∂x = ∂L/∂c − mean(∂L/∂c) = r (g − mean(g) − x̂ mean(g ∘ x̂)),
+        since mean(x̂) = 0.
+        """
+        xhat, r = residuals.xhat, residuals.r
+        axes = tuple(range(dy.ndim - 1))  # the batch and every leading axis
+        dshift = jnp.sum(dy, axis=axes)  # [D]
+        dscale = jnp.sum(dy * xhat, axis=axes)  # [D]
+        g = dy * _features_first(dy.shape, params["scale"])  # ∂L/∂x̂: [batch, *lead, D]
+        gx = jnp.mean(g * xhat, axis=-1, keepdims=True)  # mean(g ∘ x̂): [batch, *lead, 1]
+        dx = r * (g - jnp.mean(g, axis=-1, keepdims=True) - xhat * gx)  # [batch, *lead, D]
+        return dx, {"scale": dscale, "shift": dshift}
+
+
+def _sequence(in_shape: tuple[int, ...], kind: str) -> tuple[int, int]:
+    """``(T, D)`` of a per-example sequence shape, or a ``ValueError`` naming ``kind``."""
+    if len(in_shape) != 2:
+        raise ValueError(
+            f"{kind} expects per-example sequences [T, D] (batches [batch, T, D]), got shape {tuple(in_shape)}"
+        )
+    return in_shape[0], in_shape[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceMean(Layer):
+    """The mean over the sequence axis: ``y[n, d] = 1/T Σ_t x[n, t, d]``, ``[batch, T, D]`` -> ``[batch, D]``.
+
+    No parameters. Backward spreads each entry evenly over the positions:
+    ``∂L/∂x[n, t, d] = dy[n, d] / T``.
+    """
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        _, d = _sequence(in_shape, "SequenceMean")
+        return (d,)
+
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``x``: [batch, T, D] -> [batch, D]; the residual ``"positions"`` is an empty [batch, T, 0] carrying T."""
+        y = jnp.mean(x, axis=1)  # [batch, D]
+        return y, {"positions": jnp.zeros((*x.shape[:2], 0), x.dtype)}
+
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: dict[str, jax.Array], dy: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``dy``: [batch, D] -> ∂L/∂x = broadcast(dy) / T: [batch, T, D]."""
+        n, t = residuals["positions"].shape[:2]
+        dx = jnp.broadcast_to(dy[:, None, :], (n, t, dy.shape[1])) / t  # [batch, 1, D] -> [batch, T, D]
+        return dx, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenDense(Layer):
+    """A dense layer with its activation at every position: ``a_t = g(x_t W + b)``.
+
+    ``[batch, T, D]`` -> ``[batch, T, features]``, the same ``{"W": [D, features], "b": [features]}``
+    at every position t (row-vector convention); He-normal weights for the ReLU family,
+    Glorot-normal otherwise, zero biases, as :class:`jaxnet.Dense`. Kinks (ReLU's ``z = 0``)
+    are reported per unit and position, as :class:`jaxnet.Dense` reports them.
+
+    Attributes:
+      features: the output width ``F``.
+      activation: the name of ``g`` (see :data:`jaxnet.activations.ACTIVATIONS`).
+    """
+
+    features: int
+    activation: str = "identity"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", positive_int(self.features, "TokenDense.features"))
+        get_activation(self.activation)  # fail early on an unknown name
+
+    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        return {"W": (in_shape[-1], self.features), "b": (self.features,)}
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        t, _ = _sequence(in_shape, "TokenDense")
+        return (t, self.features)
+
+    def weight_init(self) -> jax.nn.initializers.Initializer:
+        """He-normal for the ReLU family, Glorot-normal otherwise (fan-in D, fan-out features)."""
+        return _WEIGHT_INITS[get_activation(self.activation).init]
+
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, Activated]:
+        """``x``: [batch, T, D] -> ``a``: [batch, T, F].
+
+        z_t = x_t W + b,  a_t = g(z_t).  Residuals: :class:`jaxnet.layers.Activated` ``(x, z, a)``.
+        """
+        g = get_activation(self.activation)
+        z = jnp.einsum("ntd,df->ntf", x, params["W"]) + params["b"][None, None, :]  # [batch, T, D] @ [D, F]
+        a = g.fn(z)  # [batch, T, F]
+        return a, Activated(x, z, a)
+
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: Activated, da: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``da`` = ∂L/∂a: [batch, T, F] -> (∂L/∂x: [batch, T, D], {∂L/∂W, ∂L/∂b}).
+
+        δ_t = da_t ∘ g'(z_t),  ∂L/∂W = Σ_{batch, t} x_tᵀ δ_t,  ∂L/∂b = Σ_{batch, t} δ_t,  ∂L/∂x_t = δ_t Wᵀ.
+        """
+        g = get_activation(self.activation)
+        x, z, a = residuals.x, residuals.z, residuals.a
+        dz = da * g.deriv(z, a)  # δ: [batch, T, F]
+        dW = jnp.einsum("ntd,ntf->df", x, dz)  # Σ_{n,t} [D, 1] [1, F] -> [D, F]
+        db = jnp.sum(dz, axis=(0, 1))  # [F]
+        dx = jnp.einsum("ntf,df->ntd", dz, params["W"])  # [batch, T, F] @ [F, D] -> [batch, T, D]
+        return dx, {"W": dW, "b": db}
+
+    def kink_gaps(self, residuals: Activated) -> jax.Array | None:
+        """|z| of every unit at every position when the activation has a kink at 0 ([batch, T F]), else None."""
+        if not get_activation(self.activation).kink:
+            return None
+        return jnp.abs(residuals.z).reshape(residuals.z.shape[0], -1)  # [batch, T, F] -> [batch, T F]
