@@ -3,8 +3,11 @@
 from . import sweep as sweep
 from . import train as train
 from .activations import ACTIVATIONS as ACTIVATIONS
+from .attention import MultiHeadSelfAttention as MultiHeadSelfAttention
 from .check_layers import check_layer as check_layer
 from .check_layers import find_wrong_layer as find_wrong_layer
+from .composite import Residual as Residual
+from .embedding import Embedding as Embedding
 from .gradcheck import GradReport as GradReport
 from .gradcheck import assert_grads_match as assert_grads_match
 from .gradcheck import check_grads as check_grads
@@ -31,23 +34,36 @@ from .network import predict as predict
 from .network import sequential as sequential
 from .network import unfold_biases as unfold_biases
 from .network import value_and_manual_grads as value_and_manual_grads
+from .normalization import LayerNorm as LayerNorm
+from .normalization import SequenceMean as SequenceMean
+from .normalization import TokenDense as TokenDense
 from .per_example import per_example_grad_norms as per_example_grad_norms
 from .per_example import per_example_grads as per_example_grads
+from .recurrent import LSTM as LSTM
+from .recurrent import SimpleRNN as SimpleRNN
 
 __version__ = "0.1.0"
 
 __all__ = [  # the public API: these names, documented in the API reference
     "ACTIVATIONS",
     "LOSSES",
+    "LSTM",
     "Activation",
     "AvgPool2D",
     "Conv2D",
     "Dense",
+    "Embedding",
     "Flatten",
     "GradReport",
     "Layer",
+    "LayerNorm",
     "MaxPool2D",
+    "MultiHeadSelfAttention",
     "Network",
+    "Residual",
+    "SequenceMean",
+    "SimpleRNN",
+    "TokenDense",
     "__version__",
     "assert_grads_match",
     "check_grads",
