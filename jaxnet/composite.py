@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from .layers import Layer
-from .network import backward_loop, forward_loop
+from .network import backward_loop, forward_loop, takes_token_ids
 
 
 def _check_sub_layer(i: int, layer: Any) -> None:
@@ -34,6 +34,11 @@ def _check_sub_layer(i: int, layer: Any) -> None:
         hash(layer)
     except TypeError as e:
         raise ValueError(f"Residual.layers[{i}]: {layer!r} must be hashable: {e}") from None
+    if takes_token_ids(layer):
+        raise ValueError(
+            f"Residual.layers[{i}]: {type(layer).__name__} takes integer token ids; it can only be a network's first "
+            "layer (x + f(x) needs real-valued x)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,11 +35,11 @@ class Embedding(Layer):
     decayed, as their ``W`` rows would be for zero inputs).
 
     Ids out of range: outside ``jit`` (concrete ids) they are a ``ValueError`` naming the layer,
-    the first bad id and ``vocab``. Under ``jit`` the ids cannot be read, so both passes clip
-    them to ``[0, vocab − 1]`` (a negative id reads row 0, an id ≥ vocab the last row, and the
-    backward pass adds to the row that was read): the gradient stays that of the function
-    computed, never NumPy's wrap-around for negative ids. :func:`jaxnet.check_inputs` runs the
-    range check before a jitted loop.
+    the first bad id and ``vocab``. Under ``jit`` the ids cannot be read, so an id out of range
+    gives a row of NaN (the row of the clipped id times NaN), as an invalid label makes the loss
+    NaN (:mod:`jaxnet.losses`): the loss and the gradient of ``E`` at that row turn NaN, which
+    training's divergence guard stops, instead of silently training row 0 for id −1 (or NumPy's
+    wrap-around). :func:`jaxnet.check_inputs` runs the range check before a jitted loop.
 
     Attributes:
       vocab: the number of distinct ids.
@@ -81,24 +81,27 @@ class Embedding(Layer):
     def fwd(self, params: dict[str, jax.Array], ids: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``ids``: [batch, T] integers -> ``y``: [batch, T, features].
 
-        y[n, t] = E[ids[n, t]]  (ids clipped to [0, vocab − 1] under jit).  Residuals ``{"ids"}``.
+        y[n, t] = E[ids[n, t]] · m[n, t],  m = 1 for an id in [0, vocab), NaN otherwise (only under
+        jit: concrete ids are checked).  Residuals ``{"ids", "m"}`` (the clipped ids, the mask).
         """
         self.check_ids(ids)
-        rows = jnp.clip(ids, 0, self.vocab - 1)  # [batch, T]; a no-op for checked ids
-        y = jnp.take(params["E"], rows, axis=0)  # [vocab, features] at [batch, T] -> [batch, T, features]
-        return y, {"ids": rows}
+        rows = jnp.clip(ids, 0, self.vocab - 1)  # [batch, T]; a no-op for valid ids
+        m = jnp.where(rows == ids, 1.0, jnp.nan).astype(params["E"].dtype)  # [batch, T]
+        y = jnp.take(params["E"], rows, axis=0) * m[..., None]  # E [vocab, F] at [batch, T] -> [batch, T, F]
+        return y, {"ids": rows, "m": m}
 
     def bwd(
         self, params: dict[str, jax.Array], residuals: dict[str, jax.Array], dy: jax.Array
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``dy`` = ∂L/∂y: [batch, T, features] -> (zeros [batch, T], {∂L/∂E: [vocab, features]}).
 
-        ∂L/∂E[v] = Σ_{n, t: ids[n, t] = v} dy[n, t]: a scatter-add, so a repeated id accumulates
-        every one of its rows of ``dy``. Ids are not differentiable: ``dx`` is zeros of the ids'
-        shape in ``dy``'s dtype.
+        ∂L/∂E[v] = Σ_{n, t: ids[n, t] = v} m[n, t] dy[n, t]: a scatter-add, so a repeated id
+        accumulates every one of its rows of ``dy`` (``m`` is 1 for valid ids, NaN for an id out of
+        range under jit). Ids are not differentiable: ``dx`` is zeros of the ids' shape in
+        ``dy``'s dtype.
         """
-        ids = residuals["ids"]  # [batch, T]
-        dE = jnp.zeros_like(params["E"]).at[ids].add(dy)  # [vocab, features]; repeated ids add up
+        ids, m = residuals["ids"], residuals["m"]  # [batch, T] each
+        dE = jnp.zeros_like(params["E"]).at[ids].add(dy * m[..., None])  # [vocab, F]; repeated ids add up
         dx = jnp.zeros(ids.shape, dy.dtype)  # [batch, T]
         return dx, {"E": dE}
 

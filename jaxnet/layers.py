@@ -27,7 +27,12 @@ Everything else has a default, derived from those:
   :func:`kind_name` (``"module:Name"`` for kinds outside jaxnet), so a checkpoint of a network
   that uses it can be read back in any process that has defined (imported) it
   (:func:`layer_kind`); its fields must survive JSON (numbers, strings, booleans, None and
-  tuples of them).
+  tuples of them), or be layers themselves (a composite such as
+  :class:`jaxnet.composite.Residual`, whose sub-layers are stored with their kinds);
+- inputs: real numbers. A kind whose input is integer token ids sets the class attribute
+  ``integer_inputs = True`` and has a positive int field ``vocab`` (see
+  :class:`jaxnet.embedding.Embedding`); it must be a network's first layer, and the network
+  then keeps its ``x`` integer (:func:`jaxnet.network.takes_token_ids`).
 
 :func:`jaxnet.forward` and :func:`jaxnet.manual_grads` run one loop over these,
 whatever the layer kinds.
@@ -61,8 +66,9 @@ def positive_int(value: Any, what: str) -> int:
     return number
 
 
-def _activation_gaps(activation: str, z: jax.Array) -> jax.Array | None:
-    """|z| per unit, flattened to [batch, m], when the activation has a kink at 0; else None."""
+def activation_gaps(activation: str, z: jax.Array) -> jax.Array | None:
+    """|z| per unit, flattened to [batch, m], when the activation has a kink at 0; else None
+    (the :meth:`Layer.kink_gaps` of a layer that applies ``activation`` to ``z``)."""
     if not get_activation(activation).kink:
         return None
     return jnp.abs(z).reshape(z.shape[0], -1)
@@ -72,6 +78,13 @@ _INITS = {
     "he": jax.nn.initializers.he_normal(),  # Var W = 2 / fan_in
     "glorot": jax.nn.initializers.glorot_normal(),  # Var W = 2 / (fan_in + fan_out)
 }
+
+
+def activation_init(activation: str) -> jax.nn.initializers.Initializer:
+    """The weight initializer for a layer followed by ``activation``: He-normal
+    (``Var W = 2 / fan_in``) for the ReLU family, Glorot-normal otherwise."""
+    return _INITS[get_activation(activation).init]
+
 
 _KINDS: dict[str, type[Layer]] = {}  # kind name -> Layer subclass, filled as subclasses are defined
 
@@ -216,10 +229,10 @@ class _Activated(Layer):
 
     def kink_gaps(self, residuals: Activated) -> jax.Array | None:
         """|z| of every unit when the activation has a kink at 0 ([batch, m]), else None."""
-        return _activation_gaps(self.activation, residuals.z)
+        return activation_gaps(self.activation, residuals.z)
 
     def weight_init(self) -> jax.nn.initializers.Initializer:
-        return _INITS[get_activation(self.activation).init]
+        return activation_init(self.activation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -599,7 +612,8 @@ class AvgPool2D(_Pool):
 
 @dataclasses.dataclass(frozen=True)
 class Flatten(Layer):
-    """``[batch, H, W, c]`` -> ``[batch, H W c]`` (row-major); backward reshapes back."""
+    """``[batch, *shape]`` -> ``[batch, prod(shape)]`` (row-major: an image ``[H, W, c]``, a
+    sequence ``[T, F]``); backward reshapes back."""
 
     def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (int(np.prod(in_shape)),)
@@ -637,4 +651,4 @@ class Activation(Layer):
         return da * get_activation(self.name).deriv(z, a), {}
 
     def kink_gaps(self, residuals: dict[str, jax.Array]) -> jax.Array | None:
-        return _activation_gaps(self.name, residuals["z"])
+        return activation_gaps(self.name, residuals["z"])

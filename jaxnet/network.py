@@ -56,10 +56,8 @@ class Network:
             raise ValueError("layers: a network needs at least one layer")
         for i, layer in enumerate(self.layers):
             _check_layer_kind(i, layer)
-            if i > 0 and takes_token_ids(layer):
-                raise ValueError(
-                    f"layers[{i}]: {type(layer).__name__} takes integer token ids, so it must be the first layer"
-                )
+            if takes_token_ids(layer):
+                _check_token_layer(i, layer)
         head = get_loss(self.loss)
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {self.reduction!r}; expected one of {list(REDUCTIONS)}")
@@ -129,9 +127,22 @@ def _check_layer_kind(i: int, layer: Any) -> None:
 
 def takes_token_ids(layer: Layer) -> bool:
     """Whether ``layer``'s input is integer token ids rather than real numbers: its class sets
-    ``integer_inputs = True`` (e.g. :class:`jaxnet.embedding.Embedding`) and has an int ``vocab``
-    (ids in ``[0, vocab)``). Such a layer must come first in a network."""
+    ``integer_inputs = True`` (e.g. :class:`jaxnet.embedding.Embedding`); it must then have a
+    positive int ``vocab`` (ids in ``[0, vocab)``, checked when a network is built) and come
+    first in a network."""
     return getattr(layer, "integer_inputs", False) is True
+
+
+def _check_token_layer(i: int, layer: Layer) -> None:
+    """A layer of token ids (:func:`takes_token_ids`) comes first and has a positive int ``vocab``."""
+    if i > 0:
+        raise ValueError(f"layers[{i}]: {type(layer).__name__} takes integer token ids, so it must be the first layer")
+    vocab = getattr(layer, "vocab", None)
+    if isinstance(vocab, bool) or not isinstance(vocab, (int, np.integer)) or vocab < 1:
+        raise ValueError(
+            f"layers[0]: {type(layer).__name__} sets integer_inputs = True, so it needs a positive int vocab "
+            f"(its ids are in [0, vocab)); got {vocab!r}"
+        )
 
 
 def token_vocab(net: Network) -> int | None:
@@ -140,6 +151,12 @@ def token_vocab(net: Network) -> int | None:
     network of real-valued inputs."""
     first = net.layers[0]
     return int(first.vocab) if takes_token_ids(first) else None
+
+
+def inputs_as(net: Network, x: ArrayLike, dtype: DTypeLike) -> jax.Array:
+    """``x`` as ``net`` takes it: integer token ids unchanged when its first layer takes them
+    (:func:`token_vocab`), real-valued inputs as ``dtype`` (the params' dtype)."""
+    return jnp.asarray(x) if token_vocab(net) is not None else jnp.asarray(x, dtype)
 
 
 def check_token_ids(ids: ArrayLike, vocab: int, what: str) -> None:

@@ -25,12 +25,7 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from .activations import get_activation
-from .layers import Activated, Layer, positive_int
-
-_WEIGHT_INITS = {
-    "he": jax.nn.initializers.he_normal(),  # Var W = 2 / fan_in
-    "glorot": jax.nn.initializers.glorot_normal(),  # Var W = 2 / (fan_in + fan_out)
-}
+from .layers import Activated, Layer, activation_gaps, activation_init, positive_int
 
 
 def _positive_float(value: Any, what: str) -> float:
@@ -120,18 +115,32 @@ class LayerNorm(Layer):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``dy`` = ∂L/∂y: [batch, *lead, D] -> (∂L/∂x: [batch, *lead, D], {∂L/∂scale, ∂L/∂shift}).
 
-        Reverse of the forward lines: ∂L/∂shift = Σ dy,  ∂L/∂scale = Σ dy ∘ x̂,  g = ∂L/∂x̂ = dy ∘ scale;
-        through x̂ = c r with r a function of c: ∂L/∂c = r (g − x̂ mean(g ∘ x̂));
-        through c = x − μ: ∂L/∂x = ∂L/∂c − mean(∂L/∂c) = r (g − mean(g) − x̂ mean(g ∘ x̂)),
-        since mean(x̂) = 0.
+        One line per forward line, in reverse (sums over the batch and leading axes, means and
+        sums ``Σ_D`` over the last axis)::
+
+            y = scale ∘ x̂ + shift:  ∂shift = Σ dy,  ∂scale = Σ dy ∘ x̂,  ∂x̂ = dy ∘ scale
+            x̂ = c r:                ∂r = Σ_D ∂x̂ ∘ c,  ∂c = ∂x̂ r
+            r = (σ² + eps)^(−1/2):  ∂σ² = −½ r³ ∂r
+            σ² = mean(c²):          ∂c += 2 c ∂σ² / D
+            c = x − μ:              ∂μ = −Σ_D ∂c,  ∂x = ∂c
+            μ = mean(x):            ∂x += ∂μ / D
+
+        which sums to ``r (g − mean(g) − x̂ mean(g ∘ x̂))`` with ``g = dy ∘ scale`` (the class
+        docstring's form), since ``mean(x̂) = 0``.
         """
-        xhat, r = residuals.xhat, residuals.r
+        xhat, r = residuals.xhat, residuals.r  # [batch, *lead, D], [batch, *lead, 1]
+        n = xhat.shape[-1]  # D
         axes = tuple(range(dy.ndim - 1))  # the batch and every leading axis
+        c = xhat / r  # x − μ: [batch, *lead, D]
         dshift = jnp.sum(dy, axis=axes)  # [D]
         dscale = jnp.sum(dy * xhat, axis=axes)  # [D]
-        g = dy * _features_first(dy.shape, params["scale"])  # ∂L/∂x̂: [batch, *lead, D]
-        gx = jnp.mean(g * xhat, axis=-1, keepdims=True)  # mean(g ∘ x̂): [batch, *lead, 1]
-        dx = r * (g - jnp.mean(g, axis=-1, keepdims=True) - xhat * gx)  # [batch, *lead, D]
+        dxhat = dy * _features_first(dy.shape, params["scale"])  # [batch, *lead, D]
+        dr = jnp.sum(dxhat * c, axis=-1, keepdims=True)  # [batch, *lead, 1]
+        dc = dxhat * r  # [batch, *lead, D]
+        dvar = -0.5 * r**3 * dr  # [batch, *lead, 1]
+        dc = dc + 2.0 * c * dvar / n  # [batch, *lead, D]
+        dmu = -jnp.sum(dc, axis=-1, keepdims=True)  # [batch, *lead, 1]
+        dx = dc + dmu / n  # [batch, *lead, D]
         return dx, {"scale": dscale, "shift": dshift}
 
 
@@ -200,7 +209,7 @@ class TokenDense(Layer):
 
     def weight_init(self) -> jax.nn.initializers.Initializer:
         """He-normal for the ReLU family, Glorot-normal otherwise (fan-in D, fan-out features)."""
-        return _WEIGHT_INITS[get_activation(self.activation).init]
+        return activation_init(self.activation)
 
     def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, Activated]:
         """``x``: [batch, T, D] -> ``a``: [batch, T, F].
@@ -229,6 +238,4 @@ class TokenDense(Layer):
 
     def kink_gaps(self, residuals: Activated) -> jax.Array | None:
         """|z| of every unit at every position when the activation has a kink at 0 ([batch, T F]), else None."""
-        if not get_activation(self.activation).kink:
-            return None
-        return jnp.abs(residuals.z).reshape(residuals.z.shape[0], -1)  # [batch, T, F] -> [batch, T F]
+        return activation_gaps(self.activation, residuals.z)  # [batch, T, F] -> [batch, T F]

@@ -37,7 +37,7 @@ import optax
 from jax.typing import ArrayLike, DTypeLike
 
 from . import contractions
-from .network import Network, Params, init_params
+from .network import Network, Params, init_params, inputs_as, token_vocab
 from .train import device_mesh, epoch_key, metric_arrays, permutation, value_and_grads_fn
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -264,7 +264,7 @@ def run(
         budget = int(max_bytes)
     else:  # per device; CPU devices share the host's memory
         budget = _device_memory() // (mesh.size if jax.devices()[0].platform == "cpu" else 1)
-    x, y = jnp.asarray(x, dtype), jnp.asarray(y)
+    x, y = _inputs(replicas, x, dtype), jnp.asarray(y)
     n = len(x)
     if not (isinstance(batch_size, int) and 0 < batch_size <= n):
         raise ValueError(f"batch_size must be an integer in [1, {n}], got {batch_size!r}")
@@ -273,13 +273,13 @@ def run(
         groups.setdefault(r.net, []).append(i)
     chunks = []
     for net, members in groups.items():
-        one = estimate_bytes(net, batch_size, n, 1, optimizer, x.dtype)
+        one = estimate_bytes(net, batch_size, n, 1, optimizer, dtype)
         if one > budget:
             raise ValueError(
                 f"one replica of {net} needs about {one / 2**20:.0f} MiB (estimated from shapes), "
                 f"more than the budget {budget / 2**20:.0f} MiB"
             )
-        data = estimate_bytes(net, batch_size, n, 0, optimizer, x.dtype)  # on every device
+        data = estimate_bytes(net, batch_size, n, 0, optimizer, dtype)  # on every device
         per = mesh.size * max(1, int((budget - data) // (one - data)))  # replicas per chunk, over all devices
         chunks += [(net, members[i : i + per]) for i in range(0, len(members), per)]
     # per replica, in the order given; each chunk fills its own
@@ -291,16 +291,16 @@ def run(
     x, y = spread((x, y), replicated=True)
     splits = [("train", (x, y))]
     if val is not None:
-        splits.append(("val", spread((jnp.asarray(val[0], x.dtype), jnp.asarray(val[1])), replicated=True)))
+        splits.append(("val", spread((_inputs(replicas, val[0], dtype), jnp.asarray(val[1])), replicated=True)))
     epoch_fns: dict = {}  # one compiled epoch per network (and chunk size)
     for g, (net, members) in enumerate(chunks):
         rs = [replicas[i] for i in members]
         padded = rs + [rs[-1]] * (-len(rs) % mesh.size)  # a multiple of the device count
         keys = [jax.random.split(jax.random.key(r.seed)) for r in padded]  # (key_init, key_train) as fit's callers do
-        params = jax.tree.map(lambda *a: jnp.stack(a), *[init_params(k[0], net, x.dtype) for k in keys])
-        hyper = replica_hyperparams(optimizer, padded, x.dtype)
+        params = jax.tree.map(lambda *a: jnp.stack(a), *[init_params(k[0], net, dtype) for k in keys])
+        hyper = replica_hyperparams(optimizer, padded, dtype)
         opt_state = jax.vmap(lambda p, h: optax.inject_hyperparams(_inner(optimizer))(**h).init(p))(params, hyper)
-        l2 = jnp.asarray([r.l2_value for r in padded], x.dtype)
+        l2 = jnp.asarray([r.l2_value for r in padded], dtype)
         if net not in epoch_fns:
             epoch_fns[net] = group_epoch(net, opt, batch_size, n, grads)
         epoch_fn = epoch_fns[net]
@@ -327,6 +327,15 @@ def run(
                 split, name = k.split("_", 1)
                 final[i][split][name] = v[-1]
     return SweepResult(list(replicas), out_params, history, final)
+
+
+def _inputs(replicas: Sequence[Replica], x: ArrayLike, dtype: DTypeLike) -> jax.Array:
+    """The data as every replica's network takes it (:func:`jaxnet.network.inputs_as`): token ids
+    for networks that start with an embedding, ``dtype`` otherwise; one sweep cannot mix the two."""
+    kinds = {token_vocab(r.net) is not None for r in replicas}
+    if len(kinds) > 1:
+        raise ValueError("replicas: networks of token ids and of real-valued inputs cannot share one sweep's data")
+    return inputs_as(replicas[0].net, x, dtype)
 
 
 def spread_over(mesh: jax.sharding.Mesh) -> Placement:

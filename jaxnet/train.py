@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from .network import Network, Params, check_inputs, check_net, forward, loss, value_and_manual_grads
+from .network import Network, Params, check_inputs, check_net, forward, inputs_as, loss, value_and_manual_grads
 
 GRADS = ("manual", "autodiff")
 
@@ -434,8 +434,9 @@ def fit(
         check_inputs(params, net, *val)
     if patience is not None and val is None:
         raise ValueError("patience needs a validation set (val=...)")
-    x, y = jnp.asarray(x, jax.tree.leaves(params)[0].dtype), jnp.asarray(y)
-    val = None if val is None else (jnp.asarray(val[0], x.dtype), jnp.asarray(val[1]))
+    dtype = jax.tree.leaves(params)[0].dtype
+    x, y = inputs_as(net, x, dtype), jnp.asarray(y)
+    val = None if val is None else (inputs_as(net, val[0], dtype), jnp.asarray(val[1]))
     # not donated: the params going into an epoch stay valid as the last good state
     loop = _resolve_loop(net, "auto")
     run_epoch = make_epoch(

@@ -84,14 +84,15 @@ def test_check_layer_passes_in_float32(heads, t, causal):
     assert report.ok and report.leaves[0].rtol == 1e-4, str(report)
 
 
-def test_jit_and_eager_forward_are_equal_and_the_softmax_is_exact_where_masked():
-    """The forward under jit equals eager exactly; causal P is exactly 0 above the diagonal and
-    positive on and below it, each row sums to 1; ∂L/∂bk is 0 (bk shifts whole rows of S)."""
+def test_jit_and_eager_forward_agree_and_the_softmax_is_exact_where_masked():
+    """The forward under jit equals eager to rounding (XLA may fuse differently); causal P is
+    exactly 0 above the diagonal and positive on and below it, each row sums to 1; ∂L/∂bk is 0
+    (bk shifts whole rows of S)."""
     layer = MultiHeadSelfAttention(2, 8, causal=True)
     params, x = _problem(layer, 6, seed=1)
     (y, res), (y_jit, res_jit) = layer.fwd(params, x), jax.jit(layer.fwd)(params, x)
-    np.testing.assert_array_equal(y_jit, y)
-    np.testing.assert_array_equal(res_jit.p, res.p)
+    np.testing.assert_allclose(y_jit, y, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(res_jit.p, res.p, rtol=1e-13, atol=1e-15)
     above = ~np.tril(np.ones((6, 6), bool))
     assert np.all(np.asarray(res.p)[..., above] == 0) and np.all(np.asarray(res.p)[..., ~above] > 0)
     np.testing.assert_allclose(np.sum(res.p, axis=-1), 1.0, rtol=1e-14)
@@ -103,13 +104,13 @@ def test_jit_and_eager_forward_are_equal_and_the_softmax_is_exact_where_masked()
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype, rtol", [(jnp.float64, 1e-12), (jnp.float32, 1e-5)], ids=["float64", "float32"])
 @pytest.mark.parametrize("t", [1, 6])
-def test_jit_and_eager_agree_forward_exactly_backward_to_rounding(dtype, rtol, t):
+def test_jit_and_eager_agree_to_rounding(dtype, rtol, t):
     """Also T = 1 under causal (the only key is the query itself): finite everywhere."""
     layer = MultiHeadSelfAttention(2, 8, causal=True)
     params, x = _problem(layer, t, seed=1, dtype=dtype)
     dy = jnp.asarray(np.random.default_rng(2).normal(size=(3, t, 8)), dtype)
     step = lambda p, x, dy: layer.bwd(p, layer.fwd(p, x)[1], dy)
-    np.testing.assert_array_equal(jax.jit(layer.fwd)(params, x)[0], layer.fwd(params, x)[0])
+    np.testing.assert_allclose(jax.jit(layer.fwd)(params, x)[0], layer.fwd(params, x)[0], rtol=rtol, atol=rtol)
     eager, jitted = step(params, x, dy), jax.jit(step)(params, x, dy)
     scale = max(float(np.max(np.abs(b))) for b in jax.tree.leaves(eager))  # ∂L/∂bk is 0 up to rounding
     for a, b in zip(jax.tree.leaves(jitted), jax.tree.leaves(eager)):

@@ -5,10 +5,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxnet
-from jaxnet import verify
+from jaxnet import sweep, train, verify
 from jaxnet.composite import Residual
 from jaxnet.embedding import Embedding
 from tests.helpers import lean
@@ -103,7 +104,7 @@ def test_jit_equals_eager():
         np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
 
 
-def test_bad_ids_are_clear_errors_and_clipped_under_jit():
+def test_bad_ids_are_clear_errors_and_nan_under_jit():
     layer, params = Embedding(V, F), _params(Embedding(V, F))
     with pytest.raises(ValueError, match=r"Embedding\(vocab=5\): token id 7 is out of range \[0, 5\) \(vocab=5\)"):
         layer.fwd(params, jnp.asarray([[0, 7, 1]]))
@@ -113,11 +114,15 @@ def test_bad_ids_are_clear_errors_and_clipped_under_jit():
         layer.fwd(params, jnp.asarray([[0.0, 1.0]]))
     with pytest.raises(ValueError, match="takes integer token ids"):
         jaxnet.check_layer(layer, params, jnp.asarray([[0.0, 1.0]]))
-    # under jit the ids cannot be read: both passes clip them to [0, vocab - 1]
-    y, res = jax.jit(layer.fwd)(params, jnp.asarray([[-3, 9]]))
-    np.testing.assert_array_equal(y[0], params["E"][jnp.asarray([0, V - 1])])
-    _, grads = layer.bwd(params, res, jnp.ones((1, 2, F)))
-    np.testing.assert_array_equal(grads["E"][jnp.asarray([0, V - 1])], np.ones((2, F)))
+    # under jit the ids cannot be read: an id out of range gives a NaN row (as an invalid label
+    # gives a NaN loss), and NaN in the gradient of the row its clipped id reads; valid ids unchanged
+    y, res = jax.jit(layer.fwd)(params, jnp.asarray([[-3, 2, 9]]))
+    assert np.isnan(y[0, 0]).all() and np.isnan(y[0, 2]).all()
+    np.testing.assert_array_equal(y[0, 1], params["E"][2])
+    _, grads = layer.bwd(params, res, jnp.ones((1, 3, F)))
+    assert np.isnan(grads["E"][jnp.asarray([0, V - 1])]).all()
+    np.testing.assert_array_equal(grads["E"][2], np.ones(F))
+    assert not np.isnan(grads["E"][jnp.asarray([1, 3])]).any()
     with pytest.raises(ValueError, match=r"Embedding\.vocab must be a positive integer"):
         Embedding(0, F)
 
@@ -200,3 +205,52 @@ def test_float32_network_of_token_ids():
     )
     assert report.ok, str(report)
     assert jaxnet.find_wrong_layer(params, net, x, y).ok
+
+
+def test_fit_trains_a_network_of_token_ids_on_integer_data():
+    """``fit`` keeps the ids integer (it used to cast them to the params' dtype and refuse them)."""
+    net = jaxnet.sequential((T,), [Embedding(V, 4), jaxnet.SequenceMean(), jaxnet.Dense(2)])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, V, size=(16, T))
+    y = (x.sum(axis=1) > T * (V - 1) / 2).astype(np.int32)
+    params = jaxnet.init_params(jax.random.key(0), net)
+    result = train.fit(net, params, x, y, optax.adam(0.05), 5, 8, jax.random.key(1), val=(x[:4], y[:4]))
+    losses = result.history["train_loss"]
+    assert len(losses) == 5 and np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_a_sweep_of_networks_of_token_ids():
+    net = jaxnet.sequential((T,), [Embedding(V, 4), jaxnet.SequenceMean(), jaxnet.Dense(2)])
+    x = np.random.default_rng(0).integers(0, V, size=(16, T))
+    y = (x[:, 0] > 2).astype(np.int32)
+    result = sweep.run(sweep.grid(net, seeds=(0, 1), lr=(0.1,)), x, y, "adam", 3, 8, val=(x[:4], y[:4]))
+    assert all(np.isfinite(h["train_loss"]).all() and h["train_loss"][-1] < h["train_loss"][0] for h in result.history)
+    mlp = jaxnet.sequential((T,), [jaxnet.Dense(2)])
+    with pytest.raises(ValueError, match="networks of token ids and of real-valued inputs cannot share"):
+        sweep.run(sweep.grid([net, mlp]), x, y, "adam", 1, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoVocab(jaxnet.Layer):
+    """Says it takes token ids but has no vocab."""
+
+    integer_inputs = True
+
+    def output_shape(self, in_shape):
+        return (*in_shape, 2)
+
+    def fwd(self, params, x):
+        return jnp.zeros((*x.shape, 2)), {}
+
+    def bwd(self, params, res, dy):
+        return jnp.zeros(dy.shape[:-1]), {}
+
+
+def test_token_id_layers_need_a_vocab_and_come_first_outside_residual_blocks():
+    with pytest.raises(
+        ValueError, match=r"layers\[0\]: NoVocab sets integer_inputs = True, so it needs a positive int"
+    ):
+        jaxnet.sequential((T,), [NoVocab(), jaxnet.Flatten(), jaxnet.Dense(2)])
+    with pytest.raises(ValueError, match=r"Residual.layers\[0\]: Embedding takes integer token ids"):
+        Residual((Embedding(V, 1),))
