@@ -22,18 +22,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import re
 import statistics
 import sys
-import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_cnn_grads import cpu_name  # the same machine line as the CNN benchmark
 
 import jaxnet
+from jaxnet.files import atomic_write
 
 COMMITTED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sequence_grad_benchmark.md")
 CLASSES = 10
@@ -215,17 +215,6 @@ def bench(net, batch, repeats, seed=0):
     }
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def verdict(r) -> str:
     """Whether the goal (manual no slower than jax.grad) is met on a row, from its medians."""
     if r["ratio"] <= 1:
@@ -285,16 +274,8 @@ def markdown(rows, command, repeats) -> str:
 
 def write(path, text):
     """``text`` into ``path`` by an atomic rename: a run that fails leaves the file as it was."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as f:
+        f.write(text)
 
 
 def main(argv=None):
