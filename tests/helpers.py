@@ -155,3 +155,17 @@ class InputProbe(jaxnet.Layer):
         x = residuals["x"]
         axes = tuple(range(1, x.ndim))
         return jnp.sum((x * da) ** 2, axis=axes) + jnp.sum(da**2, axis=axes)
+
+
+def check_network_grads(params, net, x, y, **options):
+    """``jaxnet.check_grads`` of ``net``'s hand-derived ``manual_grads`` against its ``loss``
+    (``net`` given, so examples at a kink are handled); ``options`` as for ``check_grads``."""
+    return jaxnet.check_grads(
+        lambda p, x, y: jaxnet.loss(p, net, x, y),
+        lambda p, x, y: jaxnet.manual_grads(p, net, x, y),
+        params,
+        x,
+        y,
+        net=net,
+        **options,
+    )

@@ -13,7 +13,7 @@ import pytest
 import jaxnet
 from jaxnet import checkpoint, verify
 from jaxnet.attention import MultiHeadSelfAttention
-from tests.helpers import lean
+from tests.helpers import check_network_grads, lean
 
 D = 4  # per-position input features
 
@@ -155,13 +155,11 @@ def test_in_a_network_check_grads_find_wrong_layer_and_per_example():
     net = _network()
     assert net.layer_input_shapes[2:] == ((5, 8), (40,))  # Flatten takes [T, F]
     params, x, y = verify.random_problem(net, seed=5, n=4)
-    report = jaxnet.check_grads(
-        lambda p, x, y: jaxnet.loss(p, net, x, y),
-        lambda p, x, y: jaxnet.manual_grads(p, net, x, y),
+    report = check_network_grads(
         params,
+        net,
         x,
         y,
-        net=net,
         jvp_of_yours=True,
     )
     assert report.ok, str(report)

@@ -11,7 +11,7 @@ import pytest
 import jaxnet
 from jaxnet import checkpoint, verify
 from jaxnet.composite import Residual
-from tests.helpers import lean
+from tests.helpers import check_network_grads, lean
 
 BLOCK = Residual((jaxnet.Dense(4, "tanh"), jaxnet.Dense(4)))
 
@@ -124,10 +124,9 @@ def test_bad_blocks_are_clear_errors():
 def test_check_grads_in_an_mlp(hvp):
     net = _mlp(l2=0.1)
     params, x, y = verify.random_problem(net, seed=1, n=5)
-    report = jaxnet.check_grads(
-        lambda p, x, y: jaxnet.loss(p, net, x, y),
-        lambda p, x, y: jaxnet.manual_grads(p, net, x, y),
+    report = check_network_grads(
         params,
+        net,
         x,
         y,
         **({} if hvp is None else {"hvp_directions": hvp}),  # main run: the hessian-vector witness (of jax.grad) off

@@ -12,7 +12,7 @@ import jaxnet
 from jaxnet import sweep, train, verify
 from jaxnet.composite import Residual
 from jaxnet.embedding import Embedding
-from tests.helpers import lean
+from tests.helpers import check_network_grads, lean
 
 V, T, F = 5, 6, 3  # T > V: every example repeats an id
 
@@ -154,10 +154,9 @@ def test_networks_of_token_ids_keep_integer_inputs_and_check_them():
 def test_check_grads_on_a_network_of_token_ids(hvp):
     net = _token_net(l2=0.01)
     params, x, y = verify.random_problem(net, seed=1, n=4)
-    report = jaxnet.check_grads(
-        lambda p, x, y: jaxnet.loss(p, net, x, y),
-        lambda p, x, y: jaxnet.manual_grads(p, net, x, y),
+    report = check_network_grads(
         params,
+        net,
         x,
         y,
         **({} if hvp is None else {"hvp_directions": hvp}),  # main run: the hessian-vector witness (of jax.grad) off
@@ -200,8 +199,11 @@ def test_per_example_norms_closed_form_and_check_per_example():
 def test_float32_network_of_token_ids():
     net = _token_net()
     params, x, y = verify.random_problem(net, seed=4, n=4, dtype=jnp.float32)
-    report = jaxnet.check_grads(
-        lambda p, x, y: jaxnet.loss(p, net, x, y), lambda p, x, y: jaxnet.manual_grads(p, net, x, y), params, x, y
+    report = check_network_grads(
+        params,
+        net,
+        x,
+        y,
     )
     assert report.ok, str(report)
     assert jaxnet.find_wrong_layer(params, net, x, y).ok

@@ -16,7 +16,7 @@ import pytest
 import jaxnet
 from jaxnet import checkpoint, layers, verify
 from jaxnet.normalization import LayerNorm, SequenceMean, TokenDense
-from tests.helpers import lean
+from tests.helpers import check_network_grads, lean
 
 T, D = 3, 5  # the main run's shapes: every main test reuses them, so the eager kernels compile once
 
@@ -35,17 +35,6 @@ def _sequence_net(*kinds, **options):
     default = [TokenDense(8, "tanh"), LayerNorm(), SequenceMean(), jaxnet.Dense(3)]
     chosen = [*kinds, *[None] * (len(default) - len(kinds))]
     return jaxnet.sequential((T, D), [kind or std for kind, std in zip(chosen, default)], **options)
-
-
-def _check_grads(params, net, x, y):
-    return jaxnet.check_grads(
-        lambda p, x, y: jaxnet.loss(p, net, x, y),
-        lambda p, x, y: jaxnet.manual_grads(p, net, x, y),
-        params,
-        x,
-        y,
-        net=net,
-    )
 
 
 # --- each kind alone ------------------------------------------------------------------------------
@@ -213,7 +202,7 @@ def test_a_sequence_network_checks_out(l2, l2_bias, n):
     net = _sequence_net(l2=l2, l2_bias=l2_bias)
     params, x, y = verify.random_problem(net, seed=1, n=n)
     assert not np.allclose(params[1]["scale"], 1.0) and np.all(params[1]["shift"] != 0)
-    report = _check_grads(params, net, x, y)
+    report = check_network_grads(params, net, x, y)
     assert report.ok, str(report)
     assert {row.path for row in report.leaves} >= {"[1]['scale']", "[1]['shift']", "[0]['W']", "[3]['b']"}
 

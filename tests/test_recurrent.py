@@ -11,7 +11,7 @@ import pytest
 import jaxnet
 from jaxnet import checkpoint, layers, verify
 from jaxnet.recurrent import LSTM, SimpleRNN
-from tests.helpers import lean
+from tests.helpers import check_network_grads, lean
 
 D = 3  # input features per step
 ALL = {"x", "params['Wx']", "params['Wh']", "params['b']"}
@@ -184,13 +184,11 @@ def test_check_grads_in_a_network(name):
     (autodiff, finite differences, forward mode, Hessian-vector)."""
     net = NETS[name]()
     params, x, y = verify.random_problem(net, seed=1, n=4)
-    report = jaxnet.check_grads(
-        lambda p, x, y: jaxnet.loss(p, net, x, y),
-        lambda p, x, y: jaxnet.manual_grads(p, net, x, y),
+    report = check_network_grads(
         params,
+        net,
         x,
         y,
-        net=net,
     )
     assert report.ok, str(report)
 
