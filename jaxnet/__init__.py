@@ -7,6 +7,7 @@ from .attention import MultiHeadSelfAttention as MultiHeadSelfAttention
 from .check_layers import check_layer as check_layer
 from .check_layers import find_wrong_layer as find_wrong_layer
 from .composite import Residual as Residual
+from .dropout import Dropout as Dropout
 from .embedding import Embedding as Embedding
 from .gradcheck import GradReport as GradReport
 from .gradcheck import assert_grads_match as assert_grads_match
@@ -27,13 +28,17 @@ from .network import check_inputs as check_inputs
 from .network import fold_biases as fold_biases
 from .network import forward as forward
 from .network import init_params as init_params
+from .network import init_state as init_state
 from .network import loss as loss
+from .network import loss_with_state as loss_with_state
 from .network import manual_grads as manual_grads
 from .network import mlp as mlp
 from .network import predict as predict
 from .network import sequential as sequential
 from .network import unfold_biases as unfold_biases
 from .network import value_and_manual_grads as value_and_manual_grads
+from .network import value_and_manual_grads_with_state as value_and_manual_grads_with_state
+from .normalization import BatchNorm as BatchNorm
 from .normalization import LayerNorm as LayerNorm
 from .normalization import SequenceMean as SequenceMean
 from .normalization import TokenDense as TokenDense
@@ -50,8 +55,10 @@ __all__ = [  # the public API: these names, documented in the API reference
     "LSTM",
     "Activation",
     "AvgPool2D",
+    "BatchNorm",
     "Conv2D",
     "Dense",
+    "Dropout",
     "Embedding",
     "Flatten",
     "GradReport",
@@ -76,7 +83,9 @@ __all__ = [  # the public API: these names, documented in the API reference
     "fold_biases",
     "forward",
     "init_params",
+    "init_state",
     "loss",
+    "loss_with_state",
     "manual_grads",
     "mlp",
     "per_example_grad_norms",
@@ -87,4 +96,5 @@ __all__ = [  # the public API: these names, documented in the API reference
     "train",
     "unfold_biases",
     "value_and_manual_grads",
+    "value_and_manual_grads_with_state",
 ]

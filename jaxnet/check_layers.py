@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,17 @@ from .gradcheck import (
 )
 from .layers import Layer
 from .losses import get_loss
-from .network import Network, Params, check_inputs, forward_pass, prepare_inputs
+from .network import (
+    Network,
+    Params,
+    State,
+    apply_without_state,
+    check_inputs,
+    check_mode,
+    forward_pass,
+    layer_forwards,
+    prepare_inputs,
+)
 
 
 def check_layer(
@@ -52,6 +63,9 @@ def check_layer(
     kink_margin: float | None = None,
     eps: float = 1e-6,
     seed: int = 0,
+    state: dict[str, jax.Array] | None = None,
+    key: jax.Array | None = None,
+    train: bool = True,
     **options: Any,
 ) -> GradReport:
     """Check ``layer.bwd`` against ``jax.vjp`` of ``layer.fwd`` and float64 finite differences.
@@ -69,12 +83,16 @@ def check_layer(
       params: its parameters, ``{name: array}`` of ``layer.param_shapes(x.shape[1:])``.
       x: a batch of inputs, ``[batch, *in_shape]``.
       cotangents, eps, seed, options: as for :func:`jaxnet.check_vjp` (``rtol``, ``fd_rtol``, …).
+      state, key, train: the mode of :meth:`jaxnet.Layer.apply` that is checked (default:
+        training, no state, no key; Dropout needs ``key``, BatchNorm in evaluation ``state``).
+        The same key gives the same mask to the forward pass, to ``bwd`` and to the references.
     """
+    fwd = functools.partial(apply_without_state, layer, state=state, key=key, train=train)
     with jax.enable_x64(True) if given_in_float64((params, x)) else contextlib.nullcontext():  # float64 stays float64
-        return _check_layer(layer, params, x, cotangents, kinks, kink_margin, eps, seed, options)
+        return _check_layer(layer, fwd, params, x, cotangents, kinks, kink_margin, eps, seed, options)
 
 
-def _check_layer(layer, params, x, cotangents, kinks, kink_margin, eps, seed, options):
+def _check_layer(layer, fwd, params, x, cotangents, kinks, kink_margin, eps, seed, options):
     """:func:`check_layer` in the working precision."""
     f: Callable[..., jax.Array]
     f_vjp: Callable[..., tuple[Any, ...]]
@@ -82,27 +100,30 @@ def _check_layer(layer, params, x, cotangents, kinks, kink_margin, eps, seed, op
     names: tuple[str, ...]
     x = _check_layer_inputs(layer, params, x)
     margin = 100 * eps if kink_margin is None else float(kink_margin)
-    (x,), notes = handle_kinks(lambda xs: count_layer_kinks(layer, params, xs, margin), (x,), kinks, margin, seed)
+    (x,), notes = handle_kinks(lambda xs: count_layer_kinks(layer, params, xs, margin, fwd), (x,), kinks, margin, seed)
     if jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        f, f_vjp, primals, names = *_layer_functions(layer), (params, x), ("params", "x")
+        f, f_vjp, primals, names = *_layer_functions(layer, fwd), (params, x), ("params", "x")
     else:
-        f = lambda p: layer.fwd(p, x)[0]
-        f_vjp = lambda primals, dy: (layer.bwd(primals[0], layer.fwd(primals[0], x)[1], dy)[1],)
+        f = lambda p: fwd(p, x)[0]
+        f_vjp = lambda primals, dy: (layer.bwd(primals[0], fwd(primals[0], x)[1], dy)[1],)
         primals, names = (params,), ("params",)
         notes.append(f"x has dtype {jnp.result_type(x)}: held fixed, only the parameters checked")
     report = check_vjp(f, f_vjp, *primals, cotangents=cotangents, names=names, eps=eps, seed=seed, **options)
     return GradReport(report.leaves, (*notes, *report.notes))
 
 
-def _layer_functions(layer: Layer) -> tuple[Callable[..., jax.Array], Callable[..., tuple[Any, jax.Array]]]:
-    """``f(params, x) = fwd(params, x)[0]`` and ``f_vjp((params, x), dy) = (dparams, dx)`` from ``bwd``."""
+def _layer_functions(
+    layer: Layer, fwd: Callable[..., tuple[jax.Array, Any]]
+) -> tuple[Callable[..., jax.Array], Callable[..., tuple[Any, jax.Array]]]:
+    """``f(params, x) = fwd(params, x)[0]`` and ``f_vjp((params, x), dy) = (dparams, dx)`` from ``bwd``
+    (``fwd``: the layer's forward pass in the mode checked)."""
 
     def f(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-        return layer.fwd(params, x)[0]
+        return fwd(params, x)[0]
 
     def f_vjp(primals: tuple[dict[str, jax.Array], jax.Array], dy: jax.Array) -> tuple[Any, jax.Array]:
         params, x = primals
-        dx, dparams = layer.bwd(params, layer.fwd(params, x)[1], dy)
+        dx, dparams = layer.bwd(params, fwd(params, x)[1], dy)
         return dparams, dx
 
     return f, f_vjp
@@ -194,6 +215,10 @@ def find_wrong_layer(
     kink_margin: float = 1e-4,
     seed: int = 0,
     reference_device: str | jax.Device = "default",
+    *,
+    state: State | None = None,
+    key: jax.Array | None = None,
+    train: bool = True,
 ) -> WrongLayerReport:
     """Name the first layer, from the output down, whose hand-written backward pass is wrong.
 
@@ -206,14 +231,17 @@ def find_wrong_layer(
     :func:`jaxnet.devices.reference_device` (the CPU device in float64), your ``bwd`` on the
     working device. Examples near a kink are excluded (or nudged, or counted) as in
     :func:`jaxnet.check_grads`. The L2 term is not a layer's: it is checked by ``check_grads``.
+    ``state``, ``key``, ``train``: the mode, as for :func:`jaxnet.loss` (every layer runs its
+    :meth:`~jaxnet.Layer.apply` in it, with the same dropout masks on both sides).
 
     Returns:
       a :class:`WrongLayerReport`; ``.culprit`` is the first wrong :class:`LayerVerdict`
       (``index``, ``kind``, ``wrong`` outputs) or None; ``str()`` is a table, one row per layer.
     """
     check_inputs(params, net, x, y)
+    mode: dict[str, Any] = {"state": check_mode(net, params, state, key, train), "key": key, "train": train}
     (x, y), notes = handle_kinks(
-        lambda xs: count_kinks(params, net, xs, kink_margin),
+        lambda xs: count_kinks(params, net, xs, kink_margin, **mode),
         (x, y),
         kinks,
         kink_margin,
@@ -224,13 +252,17 @@ def find_wrong_layer(
     dtype = jnp.result_type(*jax.tree.leaves(params))
     rtol = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])[0] if rtol is None else rtol
     ref, working = device_for(dtype, reference_device, params), working_device(params)
-    # each side one compiled program, traced afresh on every call (a redefined bwd is never a stale trace)
-    dys, head, refs = on_device(jax.jit(lambda *a: _references(*a)), params, net, x, y, device=ref)
+    # each side one compiled program, traced afresh on every call (a redefined bwd is never a stale trace);
+    # train is a Python bool, fixed in the closures, state and key are arguments
+    references = jax.jit(lambda p, x, y, s, k: _references(p, net, x, y, {"state": s, "key": k, "train": train}))
+    dys, head, refs = on_device(references, params, x, y, mode["state"], key, device=ref)
+    yours_fn = lambda p, x, y, dys, s, k: _yours(p, net, x, y, dys, {"state": s, "key": k, "train": train})
+    args = (params, x, y, to_device(dys, working), mode["state"], key)
     with jax.default_matmul_precision("highest"):
         try:
-            delta, yours = jax.jit(lambda *a: _yours(*a))(params, net, x, y, to_device(dys, working))
+            delta, yours = jax.jit(yours_fn)(*args)
         except (*NOT_TRACEABLE, TypeError):  # a bwd JAX cannot compile (NumPy, control flow on values): eager
-            delta, yours = _yours(params, net, x, y, to_device(dys, working))
+            delta, yours = yours_fn(*args)
     verdicts = [
         LayerVerdict(-1, net.loss, GradReport(tuple(compare("jax.grad", {"delta": delta}, {"delta": head}, rtol))))
     ]
@@ -278,29 +310,31 @@ def _layer_rows(dx, dparams, dx_ref, dparams_ref, rtol):
     return GradReport(tuple(rows))
 
 
-def _yours(params, net, x, y, dys):
+def _yours(params, net, x, y, dys, mode):
     """The hand-written side: the head's ``∂L/∂f = r · delta(f, y)`` ([batch, K]) and every layer's
     ``bwd(params_l, residuals_l, dy_l)`` given autodiff's ``dy_l``."""
-    out, residuals = forward_pass(params, net, x)
+    out, residuals, _ = forward_pass(params, net, x, **mode)
     r = 1.0 / out.shape[0] if net.reduction == "mean" else 1.0
     bwds = [layer.bwd(p, res, dy.astype(out.dtype)) for layer, p, res, dy in zip(net.layers, params, residuals, dys)]
     return r * get_loss(net.loss).delta(out, y), bwds
 
 
-def _references(params, net, x, y):
+def _references(params, net, x, y, mode):
     """Autodiff's ``dy`` of every layer and ``∂L/∂f`` (:func:`_autodiff_upstream`), and every
     layer's ``jax.vjp`` at its input applied to its ``dy``: ``(dparams, dx)``."""
-    inputs, dys, head = _autodiff_upstream(params, net, x, y)
-    refs = [_layer_vjp(layer, p, h, dy) for layer, p, h, dy in zip(net.layers, params, inputs, dys)]
+    fwds = layer_forwards(net.layers, **mode)
+    inputs, dys, head = _autodiff_upstream(params, net, x, y, fwds)
+    refs = [_layer_vjp(fwd, p, h, dy) for fwd, p, h, dy in zip(fwds, params, inputs, dys)]
     return dys, head, refs
 
 
-def _autodiff_upstream(params, net, x, y):
-    """Every layer's input ``h_l`` and autodiff's ``dy_l = ∂L/∂(output of layer l)``, and ``∂L/∂f``."""
+def _autodiff_upstream(params, net, x, y, fwds):
+    """Every layer's input ``h_l`` and autodiff's ``dy_l = ∂L/∂(output of layer l)``, and ``∂L/∂f``
+    (``fwds``: each layer's forward pass in the mode checked, :func:`jaxnet.network.layer_forwards`)."""
     inputs, h = [], x
-    for layer, p in zip(net.layers, params):
+    for fwd, p in zip(fwds, params):
         inputs.append(h)
-        h = layer.fwd(p, h)[0]
+        h = fwd(p, h)[0]
     r = 1.0 / x.shape[0] if net.reduction == "mean" else 1.0
     dy = jax.grad(lambda f: r * jnp.sum(get_loss(net.loss).value(f, y)))(h)  # ∂L/∂f: [batch, K]
     head, dys = dy, [None] * len(net.layers)
@@ -308,16 +342,16 @@ def _autodiff_upstream(params, net, x, y):
         dys[i] = dy
         if not jnp.issubdtype(inputs[i].dtype, jnp.floating):
             break  # integer inputs (token ids, the first layer's): nothing below to send a dy to
-        _, pullback = jax.vjp(lambda a, i=i: net.layers[i].fwd(params[i], a)[0], inputs[i])
+        _, pullback = jax.vjp(lambda a, i=i: fwds[i](params[i], a)[0], inputs[i])
         (dy,) = pullback(dy)
     return inputs, dys, head
 
 
-def _layer_vjp(layer, params, x, dy):
+def _layer_vjp(fwd, params, x, dy):
     """``(∂⟨dy, fwd⟩/∂params, ∂⟨dy, fwd⟩/∂x)`` by ``jax.vjp``; for integer ``x`` (token ids, held
     fixed) ``(∂⟨dy, fwd⟩/∂params, None)``."""
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        _, pullback = jax.vjp(lambda p: layer.fwd(p, x)[0], params)
+        _, pullback = jax.vjp(lambda p: fwd(p, x)[0], params)
         return (*pullback(dy), None)
-    _, pullback = jax.vjp(lambda p, a: layer.fwd(p, a)[0], params, x)
+    _, pullback = jax.vjp(lambda p, a: fwd(p, a)[0], params, x)
     return pullback(dy)

@@ -37,7 +37,7 @@ import numpy as np
 
 from .files import atomic_write, numpy_format
 from .layers import Layer, kind_name, layer_kind
-from .network import Network
+from .network import Network, has_state, state_shapes
 
 FORMAT = "jaxnet-checkpoint/1"
 
@@ -127,18 +127,34 @@ class Checkpoint:
     key: jax.Array | None
     extra: dict
     history: dict = dataclasses.field(default_factory=dict)  # metric name -> list of floats per epoch
+    state: list | None = None  # the network's state (BatchNorm's running statistics); None without one
 
 
 def save(
-    path, *, net: Network, params, opt_state=None, epoch: int = 0, step: int = 0, key=None, extra=None, history=None
+    path,
+    *,
+    net: Network,
+    params,
+    opt_state=None,
+    epoch: int = 0,
+    step: int = 0,
+    key=None,
+    extra=None,
+    history=None,
+    state=None,
 ) -> None:
     """Write a checkpoint atomically (temporary file + fsync + rename).
+
+    ``state``: the network's state (:func:`jaxnet.init_state`'s structure), required when the
+    network has one (BatchNorm's running statistics: without them the trained network cannot be
+    evaluated), stored as ``state_<i>`` arrays.
 
     ``epoch``, ``step``: non-negative integers. ``extra``: a JSON-able dict, stored in the
     metadata. ``history``: a dict of metric name (a string) -> 1-D sequence of real numbers (NaN
     and ±inf allowed), stored as float64 arrays. Anything else is a ``ValueError`` before
     anything is written."""
     epoch, step = _counter(epoch, "epoch"), _counter(step, "step")
+    s_leaves = _state_leaves(net, state)
     hist_names, arrays = _history_arrays(history)
     p_leaves = jax.tree.leaves(params)
     o_leaves = jax.tree.leaves(opt_state) if opt_state is not None else []
@@ -146,6 +162,8 @@ def save(
         arrays[f"params_{i}"] = np.asarray(leaf)
     for i, leaf in enumerate(o_leaves):
         arrays[f"opt_{i}"] = np.asarray(leaf)
+    for i, leaf in enumerate(s_leaves or []):
+        arrays[f"state_{i}"] = np.asarray(leaf)
     meta = {
         "format": FORMAT,
         "network": network_to_dict(net),
@@ -157,6 +175,7 @@ def save(
         "key_impl": None,
         "extra": extra or {},
         "history": hist_names,
+        "state_leaves": None if s_leaves is None else len(s_leaves),
     }
     if key is not None:
         arrays["key"] = np.asarray(jax.random.key_data(key))
@@ -164,6 +183,24 @@ def save(
     arrays["meta"] = np.array(json.dumps(meta))
     with atomic_write(path) as f:
         np.savez(f, **arrays)
+
+
+def _state_leaves(net: Network, state) -> list | None:
+    """The leaves of ``state`` to store (None for a network without state); a ``ValueError`` when
+    the network has state and ``state`` is missing or not of its structure."""
+    if not has_state(net):
+        if state is not None and jax.tree.leaves(state):
+            raise ValueError(f"state: the network {net} has no state, got {jax.tree.structure(state)}")
+        return None
+    if state is None:
+        raise ValueError(
+            f"state: the network {net} has state (BatchNorm's running statistics), which the checkpoint must keep; "
+            "pass state= (FitResult.state, or the state fit's on_epoch gives)"
+        )
+    expected = str(jax.tree.structure(state_shapes(net)))
+    if not isinstance(state, (list, tuple)) or str(jax.tree.structure(list(state))) != expected:
+        raise ValueError(f"state: expected the structure of jaxnet.init_state(net), {expected}")
+    return jax.tree.leaves(state)
 
 
 def _counter(value, name) -> int:
@@ -311,9 +348,8 @@ def _from_arrays(path, meta, arrays, net, opt_state_template):
         raise _bad(path, "extra", f"expected a dict, got {type(extra).__name__}")
     params = _rebuild_params(path, saved_net, meta, arrays)
     opt_state = None if opt_state_template is None else _rebuild_opt_state(path, meta, arrays, opt_state_template)
-    return Checkpoint(
-        saved_net, params, opt_state, epoch, step, _key(path, meta, arrays), extra, _history(path, meta, arrays)
-    )
+    history, state = _history(path, meta, arrays), _rebuild_state(path, saved_net, meta, arrays)
+    return Checkpoint(saved_net, params, opt_state, epoch, step, _key(path, meta, arrays), extra, history, state)
 
 
 def _network(path, meta) -> Network:
@@ -357,6 +393,27 @@ def _rebuild_params(path, net, meta, arrays):
             )
         if not np.isfinite(a).all():
             raise _bad(path, name, f"{what} holds NaN or infinite values")
+        leaves.append(jnp.asarray(a))
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _rebuild_state(path, net, meta, arrays):
+    """The network's state from ``state_<i>`` (None for a network without state): each leaf
+    floating, finite and of :func:`jaxnet.network.state_shapes`' shape."""
+    if not has_state(net):
+        return None
+    entries, treedef = jax.tree_util.tree_flatten_with_path(state_shapes(net))
+    n = meta.get("state_leaves")
+    if n is None:
+        raise _bad(path, "state_leaves", "the network has state (BatchNorm's running statistics), but none is stored")
+    if _count(path, meta, "state_leaves") != len(entries):
+        raise _bad(path, "state_leaves", f"{n} arrays, but the stored network's state has {len(entries)}")
+    leaves = []
+    for i, (where, want) in enumerate(entries):
+        name, what = f"state_{i}", f"state{jax.tree_util.keystr(where)}"
+        a = _array(path, arrays, name)
+        if a.dtype.kind != "f" or a.shape != want.shape or not np.isfinite(a).all():
+            raise _bad(path, name, f"{what} is {a.dtype}{list(a.shape)}; expected finite floats of shape {want.shape}")
         leaves.append(jnp.asarray(a))
     return jax.tree.unflatten(treedef, leaves)
 

@@ -116,21 +116,62 @@ class Residual(Layer):
         }
 
     def split_params(self, params: dict[str, jax.Array]) -> list[dict[str, jax.Array]]:
-        """The flat dict as one ``{name: array}`` per sub-layer (names without the prefix)."""
+        """The flat dict (params or state) as one ``{name: array}`` per sub-layer (names without
+        the prefix)."""
         split: list[dict[str, jax.Array]] = [{} for _ in self.layers]
         for key, value in params.items():
             index, _, name = key.partition(".")
             split[int(index)][name] = value
         return split
 
+    @property
+    def needs_key(self) -> bool:  # type: ignore[override]  # a class attribute of Layer, here derived
+        """Whether a sub-layer draws random numbers in training."""
+        return any(layer.needs_key for layer in self.layers)
+
+    @property
+    def couples_examples(self) -> bool:  # type: ignore[override]  # a class attribute of Layer, here derived
+        """Whether a sub-layer couples the examples of a batch in training."""
+        return any(layer.couples_examples for layer in self.layers)
+
+    def init_state(self, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
+        """Every sub-layer's own :meth:`jaxnet.Layer.init_state`, flat and prefixed like the params."""
+        return {
+            f"{i}.{name}": value
+            for i, layer, shape in self._sub_shapes(in_shape)
+            for name, value in layer.init_state(shape, dtype).items()
+        }
+
     def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, tuple[Any, ...]]:
         """``x``: [batch, *in_shape] -> ``y``: [batch, *in_shape].
 
         h_0 = x,  h_i = f_i(h_{i−1}),  y = x + h_k.  Residuals: the sub-layers' residuals, a tuple.
+        (:meth:`apply` in training mode, without state or key.)
         """
-        h, residuals = forward_loop(self.layers, self.split_params(params), x)  # f(x): [batch, *in_shape]
+        y, residuals, _ = self.apply(params, x, state=None, key=None, train=True)
+        return y, residuals
+
+    def apply(
+        self,
+        params: dict[str, jax.Array],
+        x: jax.Array,
+        *,
+        state: dict[str, jax.Array] | None,
+        key: jax.Array | None,
+        train: bool,
+    ) -> tuple[jax.Array, tuple[Any, ...], dict[str, jax.Array] | None]:
+        """:meth:`fwd` in a mode: the sub-layers run with their own state (the flat dict split by
+        prefix) and keys (``fold_in(key, i)`` for sub-layer ``i``, as a network splits its key);
+        the new state comes back flat."""
+        states = None if state is None else self.split_params(state)
+        h, residuals, new_states = forward_loop(
+            self.layers, self.split_params(params), x, state=states, key=key, train=train
+        )  # f(x): [batch, *in_shape]
         y = x + h  # [batch, *in_shape]
-        return y, tuple(residuals)
+        new_state = (
+            None if new_states is None else {f"{i}.{n}": v for i, s in enumerate(new_states) for n, v in s.items()}
+        )
+        return y, tuple(residuals), new_state
 
     def bwd(
         self, params: dict[str, jax.Array], residuals: tuple[Any, ...], dy: jax.Array

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,7 +54,7 @@ from jax.typing import ArrayLike
 
 from .devices import device_name, on_device, to_device, working_device
 from .devices import reference_device as device_for  # the name reference_device is check_grads' argument
-from .network import Network, Params, forward_pass, prepare_inputs
+from .network import Network, Params, State, check_mode, forward_pass, prepare_inputs
 
 DEFAULT_RTOL = {  # (vs jax.grad in the working dtype, vs float64 finite differences)
     "float64": (1e-10, 1e-6),
@@ -397,10 +398,10 @@ class KinkCount:
     batch: int
 
 
-@jax.jit
-def _kink_gaps(params, net, x):
+@functools.partial(jax.jit, static_argnames="train")
+def _kink_gaps(params, net, x, state, key, train):
     """Every layer's ``kink_gaps`` on ``x``: a list of [batch, m_l]."""
-    _, residuals = forward_pass(params, net, x)
+    _, residuals, _ = forward_pass(params, net, x, state=state, key=key, train=train)
     return [gaps for layer, r in zip(net.layers, residuals) if (gaps := layer.kink_gaps(r)) is not None]
 
 
@@ -415,16 +416,28 @@ def _tally(gap_list, margin, batch):
     return KinkCount(float(margin), elements, int(near.sum()), int(batch)), near
 
 
-def count_kinks(params: Params, net: Network, x: ArrayLike, margin: float = 1e-3) -> tuple[KinkCount, np.ndarray]:
+def count_kinks(
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    margin: float = 1e-3,
+    *,
+    state: State | None = None,
+    key: jax.Array | None = None,
+    train: bool = True,
+) -> tuple[KinkCount, np.ndarray]:
     """Count kinks within ``margin`` in ``net``'s forward pass on ``x`` ([batch, ...]) using
-    the layers' ``kink_gaps``; also return the ``[batch]`` mask of examples that have one."""
+    the layers' ``kink_gaps``; also return the ``[batch]`` mask of examples that have one.
+    ``state``, ``key``, ``train``: the mode of the forward pass, as for :func:`jaxnet.loss`."""
     x, _, _ = prepare_inputs(params, net, x)
-    return _tally(_kink_gaps(params, net, x), margin, x.shape[0])
+    state = check_mode(net, params, state, key, train)
+    return _tally(_kink_gaps(params, net, x, state, key, train=train), margin, x.shape[0])
 
 
-def count_layer_kinks(layer, params, x, margin: float = 1e-3) -> tuple[KinkCount, np.ndarray]:
-    """:func:`count_kinks` for one layer on its input ``x`` ([batch, ...])."""
-    gaps = layer.kink_gaps(layer.fwd(params, jnp.asarray(x))[1])
+def count_layer_kinks(layer, params, x, margin: float = 1e-3, fwd=None) -> tuple[KinkCount, np.ndarray]:
+    """:func:`count_kinks` for one layer on its input ``x`` ([batch, ...]); ``fwd``: its forward
+    pass in the mode checked (default ``layer.fwd``)."""
+    gaps = layer.kink_gaps((layer.fwd if fwd is None else fwd)(params, jnp.asarray(x))[1])
     return _tally([] if gaps is None else [gaps], margin, jnp.shape(x)[0])
 
 
@@ -543,6 +556,7 @@ def check_grads(
     hvp_directions: int = 1,
     hvp_rtol: float | None = None,
     net: Network | None = None,
+    mode: dict[str, Any] | None = None,
     kinks: str = "exclude",
     kink_margin: float | None = None,
     seed: int = 0,
@@ -567,6 +581,8 @@ def check_grads(
         skipped with a note when ``grad_fn`` cannot be traced, e.g. NumPy code).
       hvp_rtol: its tolerance (default: the finite-difference one).
       net: a :class:`jaxnet.Network` whose inputs are ``args[0]``: turns on kink handling.
+      mode: with ``net``, the keyword arguments ``state``, ``key``, ``train`` that your
+        ``loss_fn`` runs ``net`` with (a dropout mask moves the kinks), for counting kinks.
       kinks: ``"exclude"`` the examples near a kink (``x`` and ``y``, the first two arguments
         after ``params``, are sliced; others pass unchanged), ``"nudge"`` their inputs until no
         kink is within the margin, or only ``"count"``.
@@ -599,7 +615,8 @@ def check_grads(
         if not args:
             raise ValueError("net= needs the inputs x as the first argument after params")
         single = np.shape(args[0]) == tuple(net.input_shape)  # one example, passed to your functions as it is
-        args, notes = handle_kinks(lambda x: count_kinks(params, net, x, margin), args, kinks, margin, seed, single)
+        counter = lambda x: count_kinks(params, net, x, margin, **(mode or {}))
+        args, notes = handle_kinks(counter, args, kinks, margin, seed, single)
     _check_loss(loss_fn, params, args)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     default_rtol, default_fd = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])
@@ -805,6 +822,7 @@ def check_per_example(
     rtol = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])[0] if rtol is None else rtol
     _network.check_inputs(params, net, x, y)
     x, y, _ = _network.prepare_inputs(params, net, x, y)  # a single example becomes a batch of one
+    _pe.check_per_example_defined(net)
     single = _pe.example_loss_net(net)
     working, ref = working_device(params), device_for(dtype, reference_device, params)
     with jax.default_matmul_precision("highest"):

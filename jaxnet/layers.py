@@ -32,7 +32,17 @@ Everything else has a default, derived from those:
 - inputs: real numbers. A kind whose input is integer token ids sets the class attribute
   ``integer_inputs = True`` and has a positive int field ``vocab`` (see
   :class:`jaxnet.embedding.Embedding`); it must be a network's first layer, and the network
-  then keeps its ``x`` integer (:func:`jaxnet.network.takes_token_ids`).
+  then keeps its ``x`` integer (:func:`jaxnet.network.takes_token_ids`);
+- state and randomness (:meth:`Layer.apply`): none. A layer with *state* that is not a
+  parameter (BatchNorm's running statistics) returns it from :meth:`Layer.init_state`; a layer
+  that draws random numbers in training (Dropout's mask) sets ``needs_key``; both override
+  :meth:`Layer.apply`, the forward pass in a mode (``train`` or evaluation) that takes the
+  layer's state and PRNG key and returns ``(y, residuals, new_state)``. The residuals carry
+  what ``bwd`` needs (the mask, the statistics used), so ``bwd`` keeps its signature. Nothing
+  is mutated and no global RNG is used: state goes in and comes out, keys are passed in
+  (:func:`jaxnet.init_state`, :func:`jaxnet.loss_with_state`). A layer whose training-mode
+  output for one example depends on the other examples of the batch sets
+  ``couples_examples`` (per-example gradients are then not defined).
 
 :func:`jaxnet.forward` and :func:`jaxnet.manual_grads` run one loop over these,
 whatever the layer kinds.
@@ -129,6 +139,8 @@ class Layer:
     """
 
     weight_names: tuple[str, ...] | None = None  # None: the parameters with two or more axes
+    needs_key: bool = False  # True: apply(..., train=True) draws random numbers from its key
+    couples_examples: bool = False  # True: in training, an example's output depends on the other examples
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -152,6 +164,29 @@ class Layer:
     def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
         """Parameter name -> shape; default: no parameters."""
         return {}
+
+    def init_state(self, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
+        """The layer's initial state, ``{name: array}``: values that are not parameters and that
+        training updates (running statistics); default: none."""
+        return {}
+
+    def apply(
+        self,
+        params: dict[str, jax.Array],
+        x: jax.Array,
+        *,
+        state: dict[str, jax.Array] | None,
+        key: jax.Array | None,
+        train: bool,
+    ) -> tuple[jax.Array, Any, dict[str, jax.Array] | None]:
+        """The forward pass in a mode: ``x``: [batch, *in_shape] -> ``(y, residuals, new_state)``.
+
+        ``train``: training (True) or evaluation (False) mode; ``state``: the layer's state
+        (:meth:`init_state`'s structure; ``None`` when the caller keeps none); ``key``: the layer's
+        own PRNG key (``None`` unless ``needs_key``). Default: :meth:`fwd`, the same in both
+        modes, the state returned as it came in."""
+        y, residuals = self.fwd(params, x)
+        return y, residuals, state
 
     def weights(self, in_shape: tuple[int, ...]) -> tuple[str, ...]:
         """The names of the weights: ``weight_names`` when the class sets it, else the

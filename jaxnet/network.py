@@ -9,6 +9,7 @@ layer (a dense layer's entry is ``{"W": [fan_in, fan_out], "b": [fan_out]}``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, TypeAlias, overload
@@ -25,6 +26,11 @@ from .losses import REDUCTIONS, get_loss, is_concrete
 Params: TypeAlias = list[dict[str, jax.Array]]
 """A network's parameters: one ``{name: array}`` dict per layer, as :func:`init_params` makes them
 (and :func:`manual_grads` returns their gradients)."""
+
+State: TypeAlias = list[dict[str, jax.Array]]
+"""A network's state, what is not a parameter but changes in training (BatchNorm's running
+statistics): one ``{name: array}`` dict per layer (``{}`` for a layer without state), as
+:func:`init_state` makes it and :func:`loss_with_state` returns it updated."""
 
 
 @jax.tree_util.register_static
@@ -253,13 +259,103 @@ def init_params(key: jax.Array, net: Network, dtype: DTypeLike = jnp.float32) ->
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+    _check_key(key, "key")
+    keys = jax.random.split(key, len(net.layers))
+    return [layer.init(k, shape, dtype) for layer, k, shape in zip(net.layers, keys, net.layer_input_shapes)]
+
+
+def init_state(net: Network, dtype: DTypeLike = jnp.float32) -> State:
+    """The network's initial state: one dict per layer, ``layer.init_state`` (BatchNorm: running
+    mean 0 and variance 1 per feature; ``{}`` for a layer without state). Pass it to
+    :func:`loss_with_state` / :func:`jaxnet.train.fit` and keep the state they return: it is
+    never changed in place."""
+    check_net(net)
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+    return [layer.init_state(shape, dtype) for layer, shape in zip(net.layers, net.layer_input_shapes)]
+
+
+def state_shapes(net: Network, dtype: DTypeLike = jnp.float32) -> list[dict[str, jax.ShapeDtypeStruct]]:
+    """:func:`init_state`'s shapes and dtypes, without making the arrays."""
+    return jax.eval_shape(lambda: init_state(net, dtype))
+
+
+def has_state(net: Network) -> bool:
+    """Whether a layer of ``net`` keeps state (:meth:`jaxnet.Layer.init_state` is not empty)."""
+    return any(state_shapes(net))
+
+
+def needs_key(net: Network) -> bool:
+    """Whether a layer of ``net`` draws random numbers in training (Dropout with a rate > 0)."""
+    return any(layer.needs_key for layer in net.layers)
+
+
+def couples_examples(net: Network) -> list[int]:
+    """The indices of the layers whose training-mode output for one example depends on the other
+    examples of the batch (BatchNorm): per-example gradients are not defined for them."""
+    return [i for i, layer in enumerate(net.layers) if layer.couples_examples]
+
+
+def check_mode(net: Network, params: Params, state: Any, key: Any, train: Any) -> State | None:
+    """The mode arguments of :func:`loss` and friends, checked at trace time: ``train`` a bool,
+    ``key`` one PRNG key (needed in training when :func:`needs_key`), ``state`` of
+    :func:`init_state`'s structure in the params' dtype (needed in evaluation when
+    :func:`has_state`). Returns ``state`` (``None`` for a network without state)."""
+    if not isinstance(train, (bool, np.bool_)):
+        raise ValueError(f"train must be True or False, got {train!r}")
+    if key is not None:
+        _check_key(key, "key")
+    elif train and needs_key(net):
+        first = next(i for i, layer in enumerate(net.layers) if layer.needs_key)
+        raise ValueError(
+            f"key: layers[{first}] ({type(net.layers[first]).__name__}) draws random numbers in training; "
+            "pass key=jax.random.key(...) (the same key gives the same masks in loss, manual_grads and "
+            "jax.grad(loss)), or train=False"
+        )
+    if state is None:
+        if not train and has_state(net):
+            first = next(i for i, shapes in enumerate(state_shapes(net)) if shapes)
+            raise ValueError(
+                f"state: layers[{first}] ({type(net.layers[first]).__name__}) in evaluation mode (train=False) uses "
+                "its running statistics; pass state= (jaxnet.init_state(net), or the state training returned)"
+            )
+        return None
+    _check_state(state, net, jax.tree.leaves(params)[0].dtype if jax.tree.leaves(params) else None)
+    return list(state)
+
+
+def _check_key(key: Any, what: str) -> None:
+    """``ValueError`` unless ``key`` is one PRNG key (typed ``jax.random.key`` or legacy ``PRNGKey``)."""
     key_dtype = getattr(key, "dtype", None)
     is_typed = key_dtype is not None and jnp.issubdtype(key_dtype, jax.dtypes.prng_key) and jnp.shape(key) == ()
     is_raw = key_dtype == jnp.uint32 and jnp.shape(key) == (2,)
     if not (is_typed or is_raw):
-        raise ValueError(f"key must be one PRNG key from jax.random.key(seed), got {key!r}")
-    keys = jax.random.split(key, len(net.layers))
-    return [layer.init(k, shape, dtype) for layer, k, shape in zip(net.layers, keys, net.layer_input_shapes)]
+        raise ValueError(f"{what} must be one PRNG key from jax.random.key(seed), got {key!r}")
+
+
+def _check_state(state: Any, net: Network, dtype: Any) -> None:
+    """Structure, shapes and dtype of ``state`` against :func:`init_state` of ``net``."""
+    if not isinstance(state, (list, tuple)) or len(state) != len(net.layers):
+        got = (
+            f"a {type(state).__name__} of length {len(state)}"
+            if isinstance(state, (list, tuple))
+            else type(state).__name__
+        )
+        raise ValueError(
+            f"state: expected a list with one dict per layer ({len(net.layers)}, from jaxnet.init_state), got {got}"
+        )
+    for i, (s, expected) in enumerate(zip(state, state_shapes(net, dtype or jnp.float32))):
+        if not isinstance(s, dict) or set(s) != set(expected):
+            keys = sorted(s) if isinstance(s, dict) else type(s).__name__
+            raise ValueError(f"state[{i}]: expected keys {sorted(expected)}, got {keys}")
+        for name, want in expected.items():
+            if tuple(jnp.shape(s[name])) != want.shape:
+                raise ValueError(f"state[{i}][{name!r}]: expected shape {want.shape}, got {tuple(jnp.shape(s[name]))}")
+            if dtype is not None and jnp.result_type(s[name]) != dtype:
+                raise ValueError(
+                    f"state[{i}][{name!r}]: expected the params' dtype {dtype}, got {jnp.result_type(s[name])}"
+                )
 
 
 # --- input checks (at trace time: shapes and dtypes; values only when concrete) --------
@@ -377,17 +473,47 @@ def check_inputs(params: Params, net: Network, x: ArrayLike, y: ArrayLike | None
 # --- the forward loop and the backward loop ---------------------------------------------
 
 
-def forward_loop(layers, params, x):
-    """The forward loop over a sequence of layers: ``x``: [batch, ...] -> ``(h, residuals)``, with
-    ``h`` the last layer's output and ``residuals[l]`` what layer ``l``'s ``fwd`` returned for its
-    ``bwd``; ``params[l]`` is layer ``l``'s dict. :func:`forward_pass` runs it over a network's
-    layers, a composite layer (:class:`jaxnet.composite.Residual`) over its own."""
-    residuals = []
+def layer_keys(layers, key):
+    """Each layer's own PRNG key: ``fold_in(key, l)`` for layer ``l`` when it ``needs_key``, else
+    ``None`` (every entry ``None`` when ``key`` is ``None``). The same ``key`` gives every layer the
+    same key in :func:`loss`, :func:`manual_grads` and ``jax.grad(loss)``, hence the same masks."""
+    return [
+        jax.random.fold_in(key, i) if key is not None and layer.needs_key else None for i, layer in enumerate(layers)
+    ]
+
+
+def layer_forwards(layers, state=None, key=None, train=True):
+    """Each layer's forward pass in one mode, as ``fwd(params_l, x) -> (y, residuals)``: its
+    :meth:`~jaxnet.Layer.apply` with its own state ``state[l]`` and key (:func:`layer_keys`). What
+    the checkers differentiate layer by layer (:func:`jaxnet.find_wrong_layer`)."""
+    states = [None] * len(layers) if state is None else state
+    return [
+        functools.partial(apply_without_state, layer, state=s, key=k, train=train)
+        for layer, s, k in zip(layers, states, layer_keys(layers, key))
+    ]
+
+
+def apply_without_state(layer, params, x, *, state, key, train):
+    """``layer.apply(params, x, state=state, key=key, train=train)`` without its new state:
+    ``(y, residuals)``, the layer's forward pass in that mode as its ``fwd`` gives it."""
+    return layer.apply(params, x, state=state, key=key, train=train)[:2]
+
+
+def forward_loop(layers, params, x, *, state=None, key=None, train=True):
+    """The forward loop over a sequence of layers: ``x``: [batch, ...] -> ``(h, residuals, new_state)``,
+    with ``h`` the last layer's output, ``residuals[l]`` what layer ``l``'s :meth:`~jaxnet.Layer.apply`
+    returned for its ``bwd`` and ``new_state[l]`` its new state (``new_state`` is ``None`` when
+    ``state`` is); ``params[l]`` and ``state[l]`` are layer ``l``'s dicts, ``key`` is split by
+    :func:`layer_keys`. :func:`forward_pass` runs it over a network's layers, a composite layer
+    (:class:`jaxnet.composite.Residual`) over its own."""
+    residuals, new_state = [], []
     h = x
-    for layer, p in zip(layers, params):
-        h, r = layer.fwd(p, h)
+    states = [None] * len(layers) if state is None else state
+    for layer, p, s, k in zip(layers, params, states, layer_keys(layers, key)):
+        h, r, s = layer.apply(p, h, state=s, key=k, train=train)
         residuals.append(r)
-    return h, residuals
+        new_state.append(s)
+    return h, residuals, None if state is None else new_state
 
 
 def backward_loop(layers, params, residuals, dy):
@@ -401,11 +527,11 @@ def backward_loop(layers, params, residuals, dy):
     return dh, grads
 
 
-def forward_pass(params, net, x):
-    """The forward loop: ``x``: [batch, ...] -> ``(outputs [batch, K], residuals)``, with
-    ``residuals[l]`` what layer ``l``'s ``fwd`` returned for its ``bwd``. No input checks
-    (see :func:`prepare_inputs`)."""
-    return forward_loop(net.layers, params, x)
+def forward_pass(params, net, x, *, state=None, key=None, train=True):
+    """The forward loop: ``x``: [batch, ...] -> ``(outputs [batch, K], residuals, new_state)``, with
+    ``residuals[l]`` what layer ``l`` returned for its ``bwd`` (see :func:`forward_loop` for
+    ``state``, ``key`` and ``train``). No input checks (see :func:`prepare_inputs`)."""
+    return forward_loop(net.layers, params, x, state=state, key=key, train=train)
 
 
 def backward_pass(params, net, residuals, dout, l2):
@@ -462,32 +588,63 @@ def _scale(net, n):
 # --- public functions --------------------------------------------------------------------
 
 
-def forward(params: Params, net: Network, x: ArrayLike) -> jax.Array:
+def forward(
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    *,
+    state: State | None = None,
+    key: jax.Array | None = None,
+    train: bool = False,
+) -> jax.Array:
     """Raw network outputs: logits for classification heads, predictions for regression.
 
     Args:
       params: from :func:`init_params`.
       net: the :class:`Network`.
       x: ``[batch, D]`` (or one example ``[D]``).
+      state, key, train: the mode, as for :func:`loss`; here evaluation by default
+        (``train=False``: BatchNorm uses its running statistics, which ``state`` must then
+        hold; Dropout passes its input through).
 
     Returns:
       ``[batch, K]`` (or ``[K]``).
     """
     x, _, batched = prepare_inputs(params, net, x)
-    out, _ = forward_pass(params, net, x)
+    state = check_mode(net, params, state, key, train)
+    out, _, _ = forward_pass(params, net, x, state=state, key=key, train=train)
     return out if batched else out[0]
 
 
-def predict(params: Params, net: Network, x: ArrayLike) -> jax.Array:
+def predict(
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    *,
+    state: State | None = None,
+    key: jax.Array | None = None,
+    train: bool = False,
+) -> jax.Array:
     """Probabilities for classification heads (softmax / sigmoid), predictions otherwise.
 
-    ``x``: ``[batch, D]`` (or ``[D]``) -> ``[batch, K]`` (or ``[K]``).
+    ``x``: ``[batch, D]`` (or ``[D]``) -> ``[batch, K]`` (or ``[K]``); ``state``, ``key``,
+    ``train`` as for :func:`forward` (evaluation mode by default).
     """
     check_net(net)
-    return get_loss(net.loss).link(forward(params, net, x))
+    return get_loss(net.loss).link(forward(params, net, x, state=state, key=key, train=train))
 
 
-def loss(params: Params, net: Network, x: ArrayLike, y: ArrayLike, l2: float | jax.Array | None = None) -> jax.Array:
+def loss(
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    y: ArrayLike,
+    l2: float | jax.Array | None = None,
+    *,
+    state: State | None = None,
+    key: jax.Array | None = None,
+    train: bool = True,
+) -> jax.Array:
     """The scalar training loss: data loss (reduced over samples) + L2 penalty.
 
     ``L = r · Σ_i ℓ_i(f(x_i), y_i) + l2/2 · Σ W²``, with ``r = 1/N`` for
@@ -503,35 +660,98 @@ def loss(params: Params, net: Network, x: ArrayLike, y: ArrayLike, l2: float | j
         squared error: ``[batch, K]`` (``[batch]`` when ``K = 1``).
       l2: overrides ``net.l2`` when given: a number, or a scalar array that may be traced,
         so that ``jax.vmap`` can sweep it without recompiling.
+      state: the network's state (:func:`init_state`) for layers that have one (BatchNorm);
+        needed in evaluation mode, optional in training (the updated state is then
+        :func:`loss_with_state`'s second output).
+      key: a PRNG key (``jax.random.key``) for layers that draw random numbers in training
+        (Dropout); layer ``l`` uses ``fold_in(key, l)``, so one key gives the same masks here,
+        in :func:`manual_grads` and in ``jax.grad(loss)``.
+      train: training mode (the default here: BatchNorm normalises with the batch's
+        statistics, Dropout drops) or evaluation mode.
 
     Returns:
       a scalar of the params' dtype.
     """
+    return loss_with_state(params, net, x, y, l2, state=state, key=key, train=train)[0]
+
+
+def loss_with_state(
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    y: ArrayLike,
+    l2: float | jax.Array | None = None,
+    *,
+    state: State | None = None,
+    key: jax.Array | None = None,
+    train: bool = True,
+) -> tuple[jax.Array, State | None]:
+    """``(loss, new_state)``: :func:`loss` and the state after this forward pass (in training,
+    BatchNorm's running statistics moved towards this batch's; ``None`` when ``state`` is).
+    ``jax.value_and_grad(loss_with_state, has_aux=True)`` is the autodiff counterpart of
+    :func:`value_and_manual_grads_with_state`."""
     x, y, _ = prepare_inputs(params, net, x, y)
-    out, _ = forward_pass(params, net, x)
+    state = check_mode(net, params, state, key, train)
+    out, _, new_state = forward_pass(params, net, x, state=state, key=key, train=train)
     data = _scale(net, x.shape[0]) * jnp.sum(get_loss(net.loss).value(out, y))
-    return data + _l2_value(params, net, _l2_coefficient(net, l2))
+    return data + _l2_value(params, net, _l2_coefficient(net, l2)), new_state
 
 
-def value_and_manual_grads(
-    params: Params, net: Network, x: ArrayLike, y: ArrayLike, l2: float | jax.Array | None = None
-) -> tuple[jax.Array, Params]:
-    """``(loss(params, net, x, y), manual_grads(params, net, x, y))`` from one forward pass.
-
-    See :func:`manual_grads` for shapes, conventions and formulas.
-    """
+def value_and_manual_grads_with_state(
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    y: ArrayLike,
+    l2: float | jax.Array | None = None,
+    *,
+    state: State | None = None,
+    key: jax.Array | None = None,
+    train: bool = True,
+) -> tuple[tuple[jax.Array, State | None], Params]:
+    """``((loss, new_state), manual_grads)`` from one forward pass: the structure that
+    ``jax.value_and_grad(loss_with_state, has_aux=True)`` returns. See :func:`manual_grads` for
+    the formulas and :func:`loss` for ``state``, ``key`` and ``train``."""
     x, y, _ = prepare_inputs(params, net, x, y)
+    state = check_mode(net, params, state, key, train)
     l2 = _l2_coefficient(net, l2)
     head = get_loss(net.loss)
     r = _scale(net, x.shape[0])
-    out, residuals = forward_pass(params, net, x)  # out: [batch, K]
+    out, residuals, new_state = forward_pass(params, net, x, state=state, key=key, train=train)  # out: [batch, K]
     value = r * jnp.sum(head.value(out, y)) + _l2_value(params, net, l2)
     dout = r * head.delta(out, y)  # ∂L/∂f: [batch, K]
-    return value, backward_pass(params, net, residuals, dout, l2)
+    return (value, new_state), backward_pass(params, net, residuals, dout, l2)
+
+
+def value_and_manual_grads(
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    y: ArrayLike,
+    l2: float | jax.Array | None = None,
+    *,
+    state: State | None = None,
+    key: jax.Array | None = None,
+    train: bool = True,
+) -> tuple[jax.Array, Params]:
+    """``(loss(params, net, x, y), manual_grads(params, net, x, y))`` from one forward pass.
+
+    See :func:`manual_grads` for shapes, conventions and formulas, :func:`loss` for ``state``,
+    ``key`` and ``train``.
+    """
+    (value, _), grads = value_and_manual_grads_with_state(params, net, x, y, l2, state=state, key=key, train=train)
+    return value, grads
 
 
 def manual_grads(
-    params: Params, net: Network, x: ArrayLike, y: ArrayLike, l2: float | jax.Array | None = None
+    params: Params,
+    net: Network,
+    x: ArrayLike,
+    y: ArrayLike,
+    l2: float | jax.Array | None = None,
+    *,
+    state: State | None = None,
+    key: jax.Array | None = None,
+    train: bool = True,
 ) -> Params:
     """Gradients of :func:`loss` with respect to ``params``, by hand-derived backprop.
 
@@ -559,7 +779,9 @@ def manual_grads(
     Args:
       params, net, x, y, l2: as for :func:`loss`. ``x`` may be one example ``[D]`` (with
         its target), so ``jax.vmap(manual_grads, (None, None, 0, 0))`` gives
-        per-example gradients.
+        per-example gradients (not for layers that couple the examples, BatchNorm in training).
+      state, key, train: the mode, as for :func:`loss`: the same ``key`` gives the same dropout
+        masks as ``jax.grad(loss)``, so the two agree to rounding.
 
     Returns:
       a list with the same structure, shapes and dtype as ``params``.
@@ -568,7 +790,7 @@ def manual_grads(
       ValueError: at trace time, for x or y of the wrong shape or dtype, params that do
         not match ``net``; and, outside jit, for labels out of range or NaN/Inf inputs.
     """
-    return value_and_manual_grads(params, net, x, y, l2)[1]
+    return value_and_manual_grads(params, net, x, y, l2, state=state, key=key, train=train)[1]
 
 
 def fold_biases(params: Params) -> list[jax.Array]:

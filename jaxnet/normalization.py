@@ -239,3 +239,171 @@ class TokenDense(Layer):
     def kink_gaps(self, residuals: Activated) -> jax.Array | None:
         """|z| of every unit at every position when the activation has a kink at 0 ([batch, T F]), else None."""
         return activation_gaps(self.activation, residuals.z)  # [batch, T, F] -> [batch, T F]
+
+
+class BatchStats(NamedTuple):
+    """Residuals of :class:`BatchNorm` in training mode: normalised with the batch's own statistics."""
+
+    xhat: jax.Array  # x̂ = (x − μ_B) r: [batch, *lead, D]
+    r: jax.Array  # r = 1 / sqrt(σ²_B + eps): [D]
+
+
+class RunningStats(NamedTuple):
+    """Residuals of :class:`BatchNorm` in evaluation mode: normalised with the running statistics."""
+
+    xhat: jax.Array  # x̂ = (x − mean) r: [batch, *lead, D]
+    r: jax.Array  # r = 1 / sqrt(var + eps): [D]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNorm(Layer):
+    """Batch normalisation of every feature (the last axis) over the batch:
+    ``y = scale ∘ (x − μ) / sqrt(σ² + eps) + shift``.
+
+    Per-example inputs ``[D]``, ``[T, D]`` or ``[H, W, D]``: the statistics of feature ``d`` are
+    taken over every axis but the last (the batch, and the positions of a sequence or an image),
+    ``m`` values per feature.
+
+    - Training (``train=True``): ``μ = μ_B``, ``σ² = σ²_B``, the mean and the biased variance of
+      this batch's ``m`` values; the state moves towards them,
+      ``mean ← momentum · mean + (1 − momentum) · μ_B`` (and ``var`` likewise with ``σ²_B``).
+    - Evaluation (``train=False``): ``μ``, ``σ²`` are the running ``mean`` and ``var`` of the
+      state, constants; the state is returned unchanged.
+
+    State ``{"mean": [D], "var": [D]}``, initially 0 and 1 (:func:`jaxnet.init_state`);
+    parameters ``{"scale": [D], "shift": [D]}``, initially 1 and 0, not penalised by L2 unless
+    ``l2_bias`` (as for :class:`LayerNorm`).
+
+    Backward, with ``x̂ = (x − μ) r``, ``r = 1/sqrt(σ² + eps)``, ``g = dy ∘ scale`` and means and
+    sums over the ``m`` values of each feature::
+
+        training:    ∂L/∂x = r (g − mean(g) − x̂ mean(g ∘ x̂))
+        evaluation:  ∂L/∂x = r g
+        both:        ∂L/∂scale = Σ dy ∘ x̂,   ∂L/∂shift = Σ dy
+
+    In training the two mean terms are there because ``μ_B`` and ``σ²_B`` depend on every
+    example of the batch: one example's output depends on all the others'
+    (``couples_examples``), so per-example gradients are not defined.
+
+    A batch of one in training (``m = 1``: one value per feature) is refused with a
+    ``ValueError``: ``x − μ_B = 0``, so the output would be ``shift`` whatever the input and
+    every gradient but ``∂L/∂shift`` zero. In evaluation a batch of one is fine.
+
+    Attributes:
+      momentum: in ``[0, 1)``, the fraction of the running statistics kept at each training
+        step (default 0.9).
+      eps: the positive variance floor (default ``1e-5``).
+    """
+
+    momentum: float = 0.9
+    eps: float = 1e-5
+
+    weight_names = ()  # scale and shift are per-feature, like biases: penalised only with l2_bias
+    couples_examples = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", _positive_float(self.eps, "BatchNorm.eps"))
+        m = self.momentum
+        if isinstance(m, (bool, np.bool_)) or not isinstance(m, (int, float, np.integer, np.floating)):
+            raise ValueError(f"BatchNorm.momentum must be a number in [0, 1), got {m!r}")
+        if not 0.0 <= m < 1.0:
+            raise ValueError(f"BatchNorm.momentum must be in [0, 1), got {m!r}")
+        object.__setattr__(self, "momentum", float(m))
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) < 1:
+            raise ValueError(f"BatchNorm expects per-example inputs [..., D], got shape {tuple(in_shape)}")
+        return tuple(in_shape)
+
+    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        return {"scale": (in_shape[-1],), "shift": (in_shape[-1],)}
+
+    def init(self, key: jax.Array, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
+        """``scale`` ones, ``shift`` zeros (``key`` unused)."""
+        d = in_shape[-1]
+        return {"scale": jnp.ones((d,), dtype), "shift": jnp.zeros((d,), dtype)}
+
+    def init_state(self, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
+        """Running ``mean`` zeros and ``var`` ones, ``[D]``."""
+        d = in_shape[-1]
+        return {"mean": jnp.zeros((d,), dtype), "var": jnp.ones((d,), dtype)}
+
+    def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, BatchStats | RunningStats]:
+        """Training mode with the batch's statistics, no state kept (:meth:`apply` with ``state=None``)."""
+        y, residuals, _ = self.apply(params, x, state=None, key=None, train=True)
+        return y, residuals
+
+    def apply(
+        self,
+        params: dict[str, jax.Array],
+        x: jax.Array,
+        *,
+        state: dict[str, jax.Array] | None,
+        key: jax.Array | None,
+        train: bool,
+    ) -> tuple[jax.Array, BatchStats | RunningStats, dict[str, jax.Array] | None]:
+        """``x``: [batch, *lead, D] -> ``(y [batch, *lead, D], residuals, new_state)``.
+
+        Training: μ_B = mean(x),  c = x − μ_B,  σ²_B = mean(c²),  r = 1/sqrt(σ²_B + eps),  x̂ = c r
+        (means over all but the last axis); evaluation: x̂ = (x − mean) r with r from ``var``.
+        Both: y = scale ∘ x̂ + shift.
+        """
+        scale, shift = _features_first(x.shape, params["scale"]), _features_first(x.shape, params["shift"])
+        if not train:
+            if state is None:
+                raise ValueError("BatchNorm in evaluation mode (train=False) needs its state (running mean and var)")
+            r = 1.0 / jnp.sqrt(state["var"] + self.eps)  # [D]
+            xhat = (x - _features_first(x.shape, state["mean"])) * _features_first(x.shape, r)  # [batch, *lead, D]
+            return scale * xhat + shift, RunningStats(xhat, r), state
+        axes = tuple(range(x.ndim - 1))  # the batch and every leading axis
+        if math.prod(x.shape[:-1]) == 1:
+            raise ValueError(
+                f"BatchNorm in training mode normalises each feature over the batch, but x of shape {tuple(x.shape)} "
+                "has one value per feature: x − μ_B = 0 and the output would be `shift` whatever x. Use a batch of "
+                "two or more, or train=False (the running statistics)"
+            )
+        mu = jnp.mean(x, axis=axes)  # μ_B: [D]
+        c = x - _features_first(x.shape, mu)  # [batch, *lead, D]
+        var = jnp.mean(c * c, axis=axes)  # σ²_B: [D]
+        r = 1.0 / jnp.sqrt(var + self.eps)  # [D]
+        xhat = c * _features_first(x.shape, r)  # [batch, *lead, D]
+        new_state = None
+        if state is not None:
+            keep = self.momentum
+            new_state = {"mean": keep * state["mean"] + (1 - keep) * mu, "var": keep * state["var"] + (1 - keep) * var}
+        return scale * xhat + shift, BatchStats(xhat, r), new_state
+
+    def bwd(
+        self, params: dict[str, jax.Array], residuals: BatchStats | RunningStats, dy: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``dy`` = ∂L/∂y: [batch, *lead, D] -> (∂L/∂x: [batch, *lead, D], {∂L/∂scale, ∂L/∂shift}).
+
+        One line per forward line, in reverse (sums ``Σ`` and means over the ``m`` values of each
+        feature: every axis but the last)::
+
+            y = scale ∘ x̂ + shift:   ∂shift = Σ dy,  ∂scale = Σ dy ∘ x̂,  ∂x̂ = dy ∘ scale
+            (evaluation: x̂ = (x − mean) r with constants mean, r:  ∂x = ∂x̂ r; done)
+            x̂ = c r:                 ∂r = Σ ∂x̂ ∘ c,  ∂c = ∂x̂ r
+            r = (σ²_B + eps)^(−1/2): ∂σ²_B = −½ r³ ∂r
+            σ²_B = mean(c²):         ∂c += 2 c ∂σ²_B / m
+            c = x − μ_B:             ∂μ_B = −Σ ∂c,  ∂x = ∂c
+            μ_B = mean(x):           ∂x += ∂μ_B / m
+
+        which sums to ``r (g − mean(g) − x̂ mean(g ∘ x̂))`` with ``g = dy ∘ scale``.
+        """
+        xhat, r = residuals.xhat, _features_first(dy.shape, residuals.r)  # [batch, *lead, D], [1, …, 1, D]
+        axes = tuple(range(dy.ndim - 1))
+        dshift = jnp.sum(dy, axis=axes)  # [D]
+        dscale = jnp.sum(dy * xhat, axis=axes)  # [D]
+        dxhat = dy * _features_first(dy.shape, params["scale"])  # [batch, *lead, D]
+        if isinstance(residuals, RunningStats):
+            return dxhat * r, {"scale": dscale, "shift": dshift}
+        m = math.prod(dy.shape[:-1])  # values per feature
+        c = xhat / r  # x − μ_B: [batch, *lead, D]
+        dr = jnp.sum(dxhat * c, axis=axes, keepdims=True)  # [1, …, 1, D]
+        dc = dxhat * r  # [batch, *lead, D]
+        dvar = -0.5 * r**3 * dr  # [1, …, 1, D]
+        dc = dc + 2.0 * c * dvar / m  # [batch, *lead, D]
+        dmu = -jnp.sum(dc, axis=axes, keepdims=True)  # [1, …, 1, D]
+        dx = dc + dmu / m  # [batch, *lead, D]
+        return dx, {"scale": dscale, "shift": dshift}

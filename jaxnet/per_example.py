@@ -32,6 +32,24 @@ def example_loss_net(net: _network.Network) -> _network.Network:
     return dataclasses.replace(net, reduction="sum", l2=0.0)
 
 
+def check_per_example_defined(net: _network.Network) -> None:
+    """``ValueError`` when per-example gradients of ``net`` are not defined: a layer couples the
+    examples of a batch in training (BatchNorm: every output depends on the batch's mean and
+    variance, so ``ℓ_i`` is a function of every example), or draws a random mask per batch
+    (Dropout: an example's gradient would depend on the batch it was drawn in)."""
+    for i, layer in enumerate(net.layers):
+        if layer.couples_examples:
+            raise ValueError(
+                f"layers[{i}] ({type(layer).__name__}) couples the examples of a batch in training (each output "
+                "depends on the batch's statistics), so per-example gradients are not defined for this network"
+            )
+        if layer.needs_key:
+            raise ValueError(
+                f"layers[{i}] ({type(layer).__name__}) draws a random mask for the whole batch in training, so "
+                "per-example gradients are not defined for this network (they would depend on the batch's mask)"
+            )
+
+
 def per_example_grads(params: _network.Params, net: _network.Network, x: ArrayLike, y: ArrayLike) -> _network.Params:
     """``g_i = ∂ℓ_i/∂params`` for every example: the hand-derived backward pass on each example alone.
 
@@ -44,6 +62,7 @@ def per_example_grads(params: _network.Params, net: _network.Network, x: ArrayLi
       is :func:`jaxnet.manual_grads`.
     """
     x, y, _ = _network.prepare_inputs(params, net, x, y)
+    check_per_example_defined(net)
     single = example_loss_net(net)
     # one example at a time: [1, ...] through the same forward and backward loops
     return jax.vmap(lambda xi, yi: _network.manual_grads(params, single, xi[None], yi[None]))(x, y)
@@ -59,7 +78,8 @@ def per_example_grad_norms(params: _network.Params, net: _network.Network, x: Ar
     per-example gradients are never stored whole.
     """
     x, y, _ = _network.prepare_inputs(params, net, x, y)
-    out, residuals = _network.forward_pass(params, net, x)  # out: [batch, K]
+    check_per_example_defined(net)
+    out, residuals, _ = _network.forward_pass(params, net, x)  # out: [batch, K]
     dh = get_loss(net.loss).delta(out, y)  # ∂ℓ_i/∂f_i: [batch, K]
     squares = jnp.zeros(x.shape[:1], out.dtype)  # [batch]
     for i in reversed(range(len(net.layers))):

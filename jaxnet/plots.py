@@ -9,6 +9,7 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
+import jax
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import BoundaryNorm
@@ -58,17 +59,27 @@ def _labels(y, n: int) -> np.ndarray:
 
 
 def decision_boundary(
-    params, net, x, y, path: str, steps: int = 200, *, axis_labels: tuple[str, str] = ("feature 0", "feature 1")
+    params,
+    net,
+    x,
+    y,
+    path: str,
+    steps: int = 200,
+    *,
+    axis_labels: tuple[str, str] = ("feature 0", "feature 1"),
+    state=None,
 ):
     """Predicted class over the plane of 2-D inputs, with the data on top, axis labels and one
     legend entry per class (its colour in the regions and the points); returns the (closed) figure.
 
-    ``axis_labels``: the names of the two input features (say ``"x₀ (standardised)"``).
+    ``axis_labels``: the names of the two input features (say ``"x₀ (standardised)"``);
+    ``state``: the network's state (BatchNorm), for its predictions in evaluation mode.
     """
     lo, hi = x.min(axis=0) - 0.5, x.max(axis=0) + 0.5
     g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], steps), np.linspace(lo[1], hi[1], steps))
     grid = np.stack([g0.ravel(), g1.ravel()], axis=1)  # [steps², 2]
-    probs = np.asarray(predict(params, net, grid.astype(np.asarray(params[0]["W"]).dtype)))
+    dtype = np.asarray(jax.tree.leaves(params)[0]).dtype
+    probs = np.asarray(predict(params, net, grid.astype(dtype), state=state))
     classes = probs.argmax(axis=1) if probs.shape[1] > 1 else (probs[:, 0] > 0.5).astype(int)
     labels = _labels(y, len(x))
     k = max(probs.shape[1], 2, int(labels.max()) + 1 if len(labels) else 0)
@@ -99,10 +110,13 @@ def decision_boundary(
     return _save(fig, path)
 
 
-def regression_fit(params, net, x, y, path: str, *, axis_labels: tuple[str, str] = ("x (standardised)", "y")):
+def regression_fit(
+    params, net, x, y, path: str, *, axis_labels: tuple[str, str] = ("x (standardised)", "y"), state=None
+):
     """Data and the fitted curve of a 1-D regression, with axis labels; returns the (closed) figure."""
     grid = np.linspace(x.min(), x.max(), 300)[:, None]
-    fit = np.asarray(predict(params, net, grid.astype(np.asarray(params[0]["W"]).dtype))).reshape(len(grid), -1)
+    dtype = np.asarray(jax.tree.leaves(params)[0]).dtype
+    fit = np.asarray(predict(params, net, grid.astype(dtype), state=state)).reshape(len(grid), -1)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(x[:, 0], np.asarray(y).reshape(len(x), -1)[:, 0], s=8, alpha=0.6, label="data")
     ax.plot(grid[:, 0], fit[:, 0], "r", label="network")

@@ -37,7 +37,7 @@ import optax
 from jax.typing import ArrayLike, DTypeLike
 
 from . import contractions
-from .network import Network, Params, init_params, inputs_as, token_vocab
+from .network import Network, Params, has_state, init_params, inputs_as, needs_key, token_vocab
 from .train import device_mesh, epoch_key, metric_arrays, permutation, value_and_grads_fn
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -259,6 +259,12 @@ def run(
         raise ValueError("replicas: nothing to train")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    for r in replicas:
+        if has_state(r.net) or needs_key(r.net):
+            raise ValueError(
+                f"replicas: {r.net} has state (BatchNorm) or draws random numbers (Dropout), which the sweep does "
+                "not carry yet; train such networks with jaxnet.train.fit (or jaxnet train without --seeds/--sweep)"
+            )
     mesh = device_mesh(1 if devices is None else devices)
     if max_bytes is not None:
         budget = int(max_bytes)

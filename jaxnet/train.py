@@ -27,7 +27,23 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from .network import Network, Params, check_inputs, check_net, forward, inputs_as, loss, value_and_manual_grads
+from .network import (
+    Network,
+    Params,
+    State,
+    check_inputs,
+    check_mode,
+    check_net,
+    forward,
+    has_state,
+    init_state,
+    inputs_as,
+    loss,
+    loss_with_state,
+    needs_key,
+    value_and_manual_grads,
+    value_and_manual_grads_with_state,
+)
 
 GRADS = ("manual", "autodiff")
 
@@ -56,14 +72,42 @@ def value_and_grads_fn(grads: str = "manual") -> Callable[..., tuple[jax.Array, 
     raise ValueError(f"grads must be one of {list(GRADS)}, got {grads!r}")
 
 
+def value_state_and_grads_fn(grads: str = "manual") -> Callable[..., tuple[tuple[jax.Array, Any], Params]]:
+    """``(params, net, x, y, state=, key=) -> ((loss, new_state), grads)`` in training mode:
+    :func:`jaxnet.value_and_manual_grads_with_state` or ``jax.value_and_grad(loss_with_state,
+    has_aux=True)``."""
+    if grads == "manual":
+        return value_and_manual_grads_with_state
+    if grads == "autodiff":
+        return jax.value_and_grad(loss_with_state, has_aux=True)
+    raise ValueError(f"grads must be one of {list(GRADS)}, got {grads!r}")
+
+
+DROPOUT_TAG = 0x64726F70  # "drop": the step keys of layers that draw random numbers, fold_in(epoch key, tag)
+
+
+def step_key(key: jax.Array, step: int | jax.Array) -> jax.Array:
+    """The PRNG key a training step gives the network (Dropout's masks): ``fold_in(fold_in(key,
+    DROPOUT_TAG), step)`` with ``key`` the epoch's key and ``step`` the global step counter, so a
+    resumed run draws the same masks; independent of the epoch's permutation key."""
+    return jax.random.fold_in(jax.random.fold_in(key, DROPOUT_TAG), step)
+
+
 def make_step(
     net: Network, optimizer: optax.GradientTransformation, grads: str = "manual"
 ) -> Callable[..., tuple[Params, Any, jax.Array]]:
     """A jitted step ``(params, opt_state, x, y) -> (params, opt_state, loss)``.
 
-    ``params`` and ``opt_state`` are donated: do not reuse the arrays passed in.
+    ``params`` and ``opt_state`` are donated: do not reuse the arrays passed in. For networks
+    with state or Dropout (which need state and keys carried from step to step) use
+    :func:`make_epoch` or :func:`fit`.
     """
     check_net(net)
+    if has_state(net) or needs_key(net):
+        raise ValueError(
+            "make_step: this network has state (BatchNorm) or draws random numbers (Dropout), which a step "
+            "of (params, opt_state, x, y) cannot carry; use make_epoch(...) or fit(...)"
+        )
     vg = value_and_grads_fn(grads)
 
     def step(params, opt_state, x, y):
@@ -116,7 +160,7 @@ def _stable_argsort_u32(u: jax.Array) -> jax.Array:
     return perm
 
 
-def _directional_gap(params, net, x, y, g, key):
+def _directional_gap(params, net, x, y, g, key, mode=None):
     """|D_v L − ⟨g, v⟩| / max(|D_v L|, |⟨g, v⟩|) for a random direction v (one jvp).
 
     ``g`` is the gradient training uses, as training computed it (at its matmul precision);
@@ -127,7 +171,7 @@ def _directional_gap(params, net, x, y, g, key):
     keys = jax.random.split(key, len(leaves))
     v = jax.tree.unflatten(treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves)])
     with jax.default_matmul_precision("highest"):  # applies when traced: the jvp's and vdot's products
-        _, directional = jax.jvp(lambda p: loss(p, net, x, y), (params,), (v,))
+        _, directional = jax.jvp(lambda p: loss(p, net, x, y, **(mode or {})), (params,), (v,))
         inner = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v)))
     scale = jnp.maximum(jnp.maximum(jnp.abs(directional), jnp.abs(inner)), jnp.finfo(directional.dtype).tiny)
     return jnp.abs(directional - inner) / scale
@@ -144,8 +188,9 @@ def make_epoch(
     loop: str = "auto",
     devices: int | None = None,
     donate: bool = True,
-) -> Callable[..., tuple[Params, Any, jax.Array, jax.Array, jax.Array]]:
-    """A jitted epoch ``(params, opt_state, step, key, x, y) -> (params, opt_state, step, losses, gaps)``.
+) -> Callable[..., tuple[Params, Any, jax.Array, jax.Array, jax.Array, State | None]]:
+    """A jitted epoch ``(params, opt_state, step, key, x, y, state=None) -> (params, opt_state,
+    step, losses, gaps, state)``.
 
     ``x``: [n, ...], ``y``: [n] or [n, K], resident on the device. The epoch draws a
     permutation from ``key``, runs ``n // batch_size`` steps in a ``lax.scan`` (the
@@ -176,43 +221,58 @@ def make_epoch(
     ``donate``: the epoch reuses the buffers of the ``params`` and ``opt_state`` passed in (do
     not use those arrays afterwards); ``False`` leaves them valid, as ``fit`` keeps them to
     return the last good state when training diverges.
+
+    ``state``: the network's state (:func:`jaxnet.init_state`), required when it has one
+    (BatchNorm), carried through the steps in training mode and returned (``None`` for a network
+    without state). A network with Dropout gets step ``s``'s key :func:`step_key` ``(key, s)``.
     """
     check_net(net)
     if not (isinstance(batch_size, int) and 0 < batch_size <= n):
         raise ValueError(f"batch_size must be an integer in [1, {n}] (the training set size), got {batch_size!r}")
-    vg = value_and_grads_fn(grads)
+    vg = value_state_and_grads_fn(grads)
     steps = n // batch_size
     shard = data_parallel(devices, batch_size)
+    stateful, keyed = has_state(net), needs_key(net)
 
     def order_of(key):
         """The epoch's batches ``[steps, batch]`` (a permutation, the remainder dropped) and the spot-check key."""
         k_perm, k_check = jax.random.split(key)
         return permutation(k_perm, n)[: steps * batch_size].reshape(steps, batch_size), k_check
 
-    def body(carry, idx, k_check, x, y):  # idx: [batch]
-        params, opt_state, step = carry
+    def body(carry, idx, k_check, k_epoch, x, y):  # idx: [batch]
+        params, opt_state, step, state = carry
         xb, yb = shard(x[idx]), shard(y[idx])  # gathered on the device; split over the mesh with devices=N
-        value, g = vg(params, net, xb, yb)
+        mode = {"state": state, "key": step_key(k_epoch, step) if keyed else None}
+        (value, new_state), g = vg(params, net, xb, yb, **mode)
         if check_every:
             gap = jax.lax.cond(
                 step % check_every == 0,
-                lambda: _directional_gap(params, net, xb, yb, g, jax.random.fold_in(k_check, step)),
+                lambda: _directional_gap(params, net, xb, yb, g, jax.random.fold_in(k_check, step), mode),
                 lambda: jnp.zeros((), value.dtype),
             )
         else:
             gap = jnp.zeros((), value.dtype)
         updates, opt_state = optimizer.update(g, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, step + 1), (value, gap)
+        return (optax.apply_updates(params, updates), opt_state, step + 1, new_state), (value, gap)
+
+    def check_state(state):
+        if stateful and state is None:
+            raise ValueError(
+                "state: this network has state (BatchNorm's running statistics); pass state=init_state(net)"
+            )
+        return state if stateful else None
 
     loop = _resolve_loop(net, loop)
     if loop == "scan":
 
-        def epoch(params, opt_state, step, key, x, y):
+        def epoch(params, opt_state, step, key, x, y, state=None):
             order, k_check = order_of(key)
-            (params, opt_state, step), (losses, gaps) = jax.lax.scan(
-                lambda carry, idx: body(carry, idx, k_check, x, y), (params, opt_state, step), order
+            (params, opt_state, step, state), (losses, gaps) = jax.lax.scan(
+                lambda carry, idx: body(carry, idx, k_check, key, x, y),
+                (params, opt_state, step, check_state(state)),
+                order,
             )
-            return params, opt_state, step, losses, gaps
+            return params, opt_state, step, losses, gaps, state
 
         if max_traces is not None:
             epoch = chex.assert_max_traces(epoch, n=max_traces)
@@ -225,14 +285,16 @@ def make_epoch(
         donate_argnums=(0,) if donate else (),
     )
 
-    def python_epoch(params, opt_state, step, key, x, y):
+    def python_epoch(params, opt_state, step, key, x, y, state=None):
         order, k_check = batches(key)
-        carry, outs = (params, opt_state, jnp.array(step, jnp.int32)), []  # a copy: the caller's step is not donated
+        carry = (params, opt_state, jnp.array(step, jnp.int32), check_state(state))  # a copy: step is not donated
+        outs = []
         for i in range(steps):
-            carry, out = one_step(carry, order[i], k_check, x, y)
+            carry, out = one_step(carry, order[i], k_check, key, x, y)
             outs.append(out)
         losses, gaps = (jnp.stack(v) for v in zip(*outs))
-        return (*carry, losses, gaps)
+        params, opt_state, step, state = carry
+        return params, opt_state, step, losses, gaps, state
 
     return python_epoch
 
@@ -300,14 +362,20 @@ def _has_conv(net):
 
 @jax.jit
 def metric_arrays(
-    params: Params, net: Network, x: jax.Array, y: jax.Array, l2: float | jax.Array | None = None
+    params: Params,
+    net: Network,
+    x: jax.Array,
+    y: jax.Array,
+    l2: float | jax.Array | None = None,
+    state: State | None = None,
 ) -> dict[str, jax.Array]:
     """:func:`evaluate`'s metrics as a dict of scalar arrays, jitted, for use inside traced code
     (``fit``'s per-epoch report, ``jaxnet.sweep`` under ``vmap``): ``loss``, and ``accuracy``
     (classification) or ``rmse`` and ``r2`` (regression). ``l2``: the penalty in the loss
-    (``None``: the net's own)."""
-    out = forward(params, net, x)  # [N, K]
-    values = {"loss": loss(params, net, x, y, l2)}
+    (``None``: the net's own). Evaluation mode: BatchNorm with the running statistics of
+    ``state``, Dropout the identity."""
+    out = forward(params, net, x, state=state)  # [N, K]
+    values = {"loss": loss(params, net, x, y, l2, state=state, train=False)}
     if net.loss == "softmax_cross_entropy":
         labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
         values["accuracy"] = jnp.mean(jnp.argmax(out, axis=-1) == labels)
@@ -322,18 +390,21 @@ def metric_arrays(
     return values
 
 
-def evaluate(params: Params, net: Network, x: ArrayLike, y: ArrayLike) -> dict[str, float]:
-    """Loss, and accuracy (classification) or RMSE and R² (regression), as Python floats.
+def evaluate(params: Params, net: Network, x: ArrayLike, y: ArrayLike, state: State | None = None) -> dict[str, float]:
+    """Loss, and accuracy (classification) or RMSE and R² (regression), as Python floats, in
+    evaluation mode (``state``: the network's state, needed for BatchNorm).
 
     Accuracy: argmax vs label (softmax), or the fraction of outputs with ``(f > 0) == (y > 0.5)``
     (sigmoid, every output counted). RMSE and R² pool all outputs:
     ``R² = 1 − Σ (f − y)² / Σ (y − ȳ)²`` with ``ȳ`` the per-output mean.
     """
-    return {k: float(v) for k, v in metric_arrays(params, net, jnp.asarray(x), jnp.asarray(y)).items()}
+    dtype = jax.tree.leaves(params)[0].dtype
+    values = metric_arrays(params, net, inputs_as(net, x, dtype), jnp.asarray(y), None, state)
+    return {k: float(v) for k, v in values.items()}
 
 
 @jax.jit
-def _epoch_report(params, step, net, losses, gaps, x, y, val):
+def _epoch_report(params, step, net, losses, gaps, state, x, y, val):
     """What ``fit`` checks and records after an epoch, computed in one call: whether the step
     losses ``[steps]`` are finite (and the first that is not), their mean, the largest spot-check
     gap, whether every parameter is finite, the step counter, and the metrics on the training and
@@ -346,10 +417,10 @@ def _epoch_report(params, step, net, losses, gaps, x, y, val):
         "max_gap": jnp.max(gaps),
         "params_finite": jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(params)])),
         "step": step,
-        "train": metric_arrays(params, net, x, y),
+        "train": metric_arrays(params, net, x, y, None, state),
     }
     if val is not None:
-        report["val"] = metric_arrays(params, net, *val)
+        report["val"] = metric_arrays(params, net, *val, None, state)
     return report
 
 
@@ -357,19 +428,20 @@ def _epoch_report(params, step, net, losses, gaps, x, y, val):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf; ``epoch``/``step`` say where, ``params``/``opt_state``
+    """The loss became NaN or Inf; ``epoch``/``step`` say where, ``params``/``opt_state``/``state``
     hold the last good state (the end of the previous epoch)."""
 
-    def __init__(self, epoch: int, step: int, params: Params, opt_state: Any) -> None:
+    def __init__(self, epoch: int, step: int, params: Params, opt_state: Any, state: State | None = None) -> None:
         super().__init__(f"training diverged: the loss is not finite at epoch {epoch}, step {step}")
-        self.epoch, self.step, self.params, self.opt_state = epoch, step, params, opt_state
+        self.epoch, self.step, self.params, self.opt_state, self.state = epoch, step, params, opt_state, state
 
 
 @dataclasses.dataclass
 class FitResult:
     """What :func:`fit` returns: the final params and optimizer state, the counters (epochs and
     steps completed since the very start, resumes included), the per-epoch metric history,
-    whether early stopping ended the run, and the largest in-training spot-check gap."""
+    whether early stopping ended the run, the largest in-training spot-check gap, and the
+    network's state (BatchNorm's running statistics; ``None`` for a network without state)."""
 
     params: Params
     opt_state: Any
@@ -378,6 +450,7 @@ class FitResult:
     history: dict[str, list[float]]  # name -> list of per-epoch values
     stopped_early: bool = False
     worst_gap: float = 0.0  # largest in-training spot-check gap (0 with check_every=0)
+    state: State | None = None  # the network's state after training (with early stopping: the best epoch's)
 
 
 def epoch_key(key: jax.Array, epoch: int | jax.Array) -> jax.Array:
@@ -404,6 +477,7 @@ def fit(
     on_epoch: Callable | None = None,
     max_traces: int | None = None,
     devices: int | None = None,
+    state: State | None = None,
 ) -> FitResult:
     """Train for ``epochs - start_epoch`` epochs (see :func:`make_epoch`) and record metrics.
 
@@ -421,10 +495,16 @@ def fit(
       check_every: in-training gradient spot check every k steps (0: off).
       opt_state, start_epoch, start_step: to resume from a checkpoint.
       on_epoch: called as ``on_epoch(epoch, params, opt_state, step, metrics)`` after each epoch
-        (the arrays stay valid: ``fit`` does not donate them).
+        (the arrays stay valid: ``fit`` does not donate them); for a network with state, also
+        ``state=`` the state after that epoch (what a checkpoint must keep).
       max_traces: fail if the epoch function is traced more often (see :func:`make_epoch`).
       devices: train data-parallel over this many local devices (see :func:`make_epoch`);
         the result equals single-device training up to float rounding.
+      state: the network's state to start from (BatchNorm's running statistics; default
+        :func:`jaxnet.init_state`, in the params' dtype), as a resumed run passes it back.
+        Training updates it step by step; the metrics are computed in evaluation mode with it.
+        Dropout's masks come from the run's ``key``: step ``s`` of epoch ``e`` uses
+        :func:`step_key` ``(fold_in(key, e), s)``, so a resumed run draws the same masks.
 
     Raises:
       TrainingDiverged: when a step's loss is not finite.
@@ -435,6 +515,10 @@ def fit(
     if patience is not None and val is None:
         raise ValueError("patience needs a validation set (val=...)")
     dtype = jax.tree.leaves(params)[0].dtype
+    if has_state(net):
+        state = init_state(net, dtype) if state is None else check_mode(net, params, state, None, False)
+    else:
+        state = None
     x, y = inputs_as(net, x, dtype), jnp.asarray(y)
     val = None if val is None else (inputs_as(net, val[0], dtype), jnp.asarray(val[1]))
     # not donated: the params going into an epoch stay valid as the last good state
@@ -443,30 +527,30 @@ def fit(
         net, optimizer, batch_size, len(x), grads, check_every, max_traces, loop, devices, donate=False
     )
 
-    def epoch_and_report(params, opt_state, step, key, epoch, x, y, val):
-        out = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y)
+    def epoch_and_report(params, opt_state, step, key, epoch, x, y, val, state):
+        out = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y, state)
         return out, _epoch_report(out[0], out[2], net, *out[3:], x, y, val)
 
     if loop == "scan":  # one call per epoch
         epoch_and_report = jax.jit(epoch_and_report)
     params = jax.tree.map(jnp.asarray, params)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
-    params, opt_state, x, y = replicate((params, opt_state, x, y), devices)
+    params, opt_state, state, x, y = replicate((params, opt_state, state, x, y), devices)
     step = jnp.asarray(start_step, jnp.int32)
     history: dict[str, list[float]] = {}
     best = None  # (val loss, params, epoch) with patience
     worst_gap, stopped, epoch = 0.0, False, start_epoch
     for epoch in range(start_epoch + 1, epochs + 1):
-        (new_params, new_state, new_step, _, _), report = epoch_and_report(
-            params, opt_state, step, key, epoch, x, y, val
+        (new_params, new_opt_state, new_step, _, _, new_state), report = epoch_and_report(
+            params, opt_state, step, key, epoch, x, y, val, state
         )
         report = jax.device_get(report)  # one transfer per epoch
         if not report["losses_finite"]:  # a step's loss (before its update) is not finite
-            raise TrainingDiverged(epoch, int(step) + int(report["first_bad"]) + 1, params, opt_state)
+            raise TrainingDiverged(epoch, int(step) + int(report["first_bad"]) + 1, params, opt_state, state)
         metrics = {f"train_{k}": float(v) for k, v in report["train"].items()}
         if not (np.isfinite(metrics["train_loss"]) and report["params_finite"]):
-            raise TrainingDiverged(epoch, int(report["step"]), params, opt_state)  # the epoch's last update blew up
-        params, opt_state, step = new_params, new_state, new_step
+            raise TrainingDiverged(epoch, int(report["step"]), params, opt_state, state)  # the last update blew up
+        params, opt_state, step, state = new_params, new_opt_state, new_step, new_state
         worst_gap = max(worst_gap, float(report["max_gap"]))
         metrics["train_step_loss"] = float(report["mean_loss"])
         metrics.update({f"val_{k}": float(v) for k, v in report.get("val", {}).items()})
@@ -475,12 +559,13 @@ def fit(
         for k, v in metrics.items():
             history.setdefault(k, []).append(v)
         if on_epoch is not None:
-            on_epoch(epoch, params, opt_state, int(report["step"]), metrics)
+            extra = {"state": state} if state is not None else {}
+            on_epoch(epoch, params, opt_state, int(report["step"]), metrics, **extra)
         if patience is not None:
             if best is None or metrics["val_loss"] < best[0]:
-                best = (metrics["val_loss"], params, epoch)
+                best = (metrics["val_loss"], params, epoch, state)
             elif epoch - best[2] >= patience:
                 stopped = True
-                params = best[1]
+                params, state = best[1], best[3]
                 break
-    return FitResult(params, opt_state, epoch, int(step), history, stopped, worst_gap)
+    return FitResult(params, opt_state, epoch, int(step), history, stopped, worst_gap, state)

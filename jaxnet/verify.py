@@ -40,7 +40,17 @@ def reference_grads(loss_fn, params, *args, device="default", jit: bool = False)
     return on_device(grad, params, *args, device=reference_device(dtype, device, params))
 
 
-def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: float = 1e-3, targets=None):
+def random_problem(
+    net,
+    seed: int = 0,
+    n: int = 8,
+    dtype=jnp.float64,
+    margin: float = 1e-3,
+    targets=None,
+    key=None,
+    state=None,
+    train: bool = True,
+):
     """A random test problem for ``net``: params with nonzero biases, inputs and targets.
 
     Drawn with NumPy from ``seed`` (so new shapes cost no JAX compilation): see
@@ -49,7 +59,10 @@ def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: fl
     ``margin`` of a kink (a ReLU pre-activation near 0, see ``kink_gaps`` of the layer
     protocol) are drawn again, so finite differences never straddle one. Targets come from
     ``targets(rng, n, k, dtype)`` when given; by default integer labels (softmax), uniform
-    values in [0, 1] (sigmoid) or N(0, 1) (squared error).
+    values in [0, 1] (sigmoid) or N(0, 1) (squared error). ``key``, ``state``, ``train``: the
+    mode the check will run the network in (as for :func:`jaxnet.loss`: Dropout's masks and
+    BatchNorm's statistics move the kinks); ``key`` is needed in training when the network draws
+    random numbers (:func:`jaxnet.network.needs_key`), ``state`` in evaluation when it has state.
 
     Returns:
       ``(params, x [n, ...], y)``.
@@ -59,7 +72,7 @@ def random_problem(net, seed: int = 0, n: int = 8, dtype=jnp.float64, margin: fl
         params = draw_params(net, rng, dtype)
         x = draw_inputs(net, rng, n)
         for _ in range(100):
-            near = kink_distance(params, net, _as_inputs(net, x, dtype)) <= margin  # [n]
+            near = kink_distance(params, net, _as_inputs(net, x, dtype), key, state, train) <= margin  # [n]
             if not near.any():
                 break
             x[near] = draw_inputs(net, rng, int(near.sum()))
@@ -109,10 +122,11 @@ def draw_params(net, rng: np.random.Generator, dtype) -> list:
     return params
 
 
-def kink_distance(params, net, x) -> np.ndarray:
-    """Per example, the distance of the forward pass from the nearest kink (the smallest of
-    every layer's ``kink_gaps``; ``inf`` where there is none): [batch]."""
-    _, residuals = _network.forward_pass(params, net, jnp.asarray(x))
+def kink_distance(params, net, x, key=None, state=None, train=True) -> np.ndarray:
+    """Per example, the distance of the forward pass in the mode ``key``, ``state``, ``train``
+    (as for :func:`jaxnet.loss`) from the nearest kink (the smallest of every layer's
+    ``kink_gaps``; ``inf`` where there is none): [batch]."""
+    _, residuals, _ = _network.forward_pass(params, net, jnp.asarray(x), key=key, state=state, train=train)
     distance = np.full(jnp.shape(x)[0], np.inf)
     for layer, r in zip(net.layers, residuals):
         gaps = layer.kink_gaps(r)
@@ -121,10 +135,11 @@ def kink_distance(params, net, x) -> np.ndarray:
     return distance
 
 
-def wrong_layer_section(params, net, x, y, kinks="exclude", seed=0) -> str:
+def wrong_layer_section(params, net, x, y, kinks="exclude", seed=0, **mode) -> str:
     """The section of a ``jaxnet check`` report under a mismatch: :func:`jaxnet.find_wrong_layer`'s
-    table, each layer's ``bwd`` given autodiff's upstream ``dy`` and compared with ``jax.vjp``."""
-    report = find_wrong_layer(params, net, x, y, kinks=kinks, seed=seed)
+    table, each layer's ``bwd`` given autodiff's upstream ``dy`` and compared with ``jax.vjp``;
+    ``mode``: ``state``, ``key``, ``train`` as for :func:`jaxnet.loss`."""
+    report = find_wrong_layer(params, net, x, y, kinks=kinks, seed=seed, **mode)
     return "each layer's backward, given autodiff's upstream dy, against jax.vjp of its forward:\n" + str(report)
 
 

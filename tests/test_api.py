@@ -189,7 +189,7 @@ def test_kink_convention_at_exact_zero(activation, slope_at_zero):
     params[0]["b"] = jnp.array([0.0, 0.5, -0.5])
     x = jnp.array([[0.0, 0.0], [1.0, -2.0]])  # the first row makes z[0, 0] == 0 exactly
     y = jnp.array([0, 1])
-    _, residuals = jaxnet.network.forward_pass(params, net, x)
+    _, residuals, _ = jaxnet.network.forward_pass(params, net, x)
     assert residuals[0].z[0, 0] == 0.0
     act = jaxnet.ACTIVATIONS[activation]
     assert float(act.deriv(jnp.zeros(()), act.fn(jnp.zeros(())))) == slope_at_zero

@@ -206,7 +206,7 @@ def test_a_diverging_run_names_only_its_own_checkpoint_and_records_the_divergenc
 def test_final_metrics_that_are_not_finite_never_exit_0_and_the_table_keeps_its_columns(tmp_path, capsys, monkeypatch):
     import jaxnet.train
 
-    def evaluate(params, net, x, y):
+    def evaluate(params, net, x, y, state=None):
         return {"accuracy": 0.9658482268477369, "loss": 9658482268477369876480.0, "r": float("nan")}
 
     monkeypatch.setattr(jaxnet.train, "evaluate", evaluate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .output import CommandFailed
 from .settings import NETWORK_FLAGS, resolve
 
@@ -29,11 +31,12 @@ def _check_notes(args, dtype) -> int:
 
 
 def _check_described(args, dtype) -> int:
+    import jax
     import jax.numpy as jnp
     import numpy as np
 
     from ..gradcheck import check_grads, check_per_example
-    from ..network import loss, manual_grads
+    from ..network import loss, manual_grads, needs_key
     from ..verify import draw_params, wrong_layer_section
 
     try:
@@ -44,18 +47,20 @@ def _check_described(args, dtype) -> int:
     params = draw_params(net, np.random.default_rng(args.seed), dtype)
     n = min(args.batch, len(split.x_train))
     x, y = jnp.asarray(split.x_train[:n], dtype), jnp.asarray(split.y_train[:n])
+    mode: dict[str, Any] = {"key": jax.random.key(args.seed)} if needs_key(net) else {}  # Dropout: masks from --seed
     print(
         f"jaxnet check: {net}; random params (seed {args.seed}, nonzero biases), the first {n} training "
         f"examples of {settings.data_name}, {dtype.name}"
     )
     try:
         report = check_grads(
-            lambda p, x, y: loss(p, net, x, y),
-            lambda p, x, y: manual_grads(p, net, x, y),
+            lambda p, x, y: loss(p, net, x, y, **mode),
+            lambda p, x, y: manual_grads(p, net, x, y, **mode),
             params,
             x,
             y,
             net=net,
+            mode=mode,
             kinks=args.kinks,
             seed=args.seed,
         )
@@ -64,9 +69,12 @@ def _check_described(args, dtype) -> int:
     print(report)
     failures = report.failures()
     if failures:
-        print(wrong_layer_section(params, net, x, y, kinks=args.kinks, seed=args.seed))
+        print(wrong_layer_section(params, net, x, y, kinks=args.kinks, seed=args.seed, **mode))
     if args.per_example:
-        per_example = check_per_example(params, net, x, y)
+        try:
+            per_example = check_per_example(params, net, x, y)
+        except ValueError as e:  # not defined for this network (BatchNorm, Dropout)
+            raise CommandFailed(f"--per-example: {e}") from None
         print(per_example)
         failures += per_example.failures()
     print(

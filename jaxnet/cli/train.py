@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import folders, sweep
 from .output import CommandFailed, all_finite, number, write_json
@@ -50,6 +50,7 @@ class _Start:
     step: int
     key: jax.Array  # the training (shuffling) key
     history: dict  # the metrics so far, per name
+    state: list | None = None  # the network's state (BatchNorm's running statistics), None without one
 
 
 def train(settings: Settings) -> int:
@@ -72,9 +73,9 @@ def _train(settings: Settings, optimizer, start: _Start) -> int:
     if settings.check:
         _check_first(settings, start.params)
     result, history = _fit(settings, optimizer, start)
-    final = _evaluate(settings, result.params)
+    final = _evaluate(settings, result.params, result.state)
     _save(
-        settings, history, start.key, result.params, result.opt_state, result.epoch, result.step
+        settings, history, start.key, result.params, result.opt_state, result.epoch, result.step, result.state
     )  # after early stopping: the best params
     _write_metrics(
         settings,
@@ -85,7 +86,7 @@ def _train(settings: Settings, optimizer, start: _Start) -> int:
         stopped_early=result.stopped_early,
         **({"worst_grad_gap": result.worst_gap} if settings.check_every else {}),
     )
-    _plot(settings, history, result.params)
+    _plot(settings, history, result.params, result.state)
     _print_summary(settings, final, result)
     if not all_finite(final):
         raise CommandFailed("the final metrics are not all finite (see the table); the run failed", exit_code=3)
@@ -140,7 +141,8 @@ def _initial_state(settings: Settings, optimizer) -> _Start:
             f"cannot resume {settings.resume}: it is at epoch {ck.epoch} already and --epochs "
             f"{settings.epochs} asks for no more (give --epochs > {ck.epoch} to train on)"
         )
-    return _Start(ck.params, ck.opt_state, ck.epoch, ck.step, ck.key, ck.history or _older_history(ck.extra))
+    history = ck.history or _older_history(ck.extra)
+    return _Start(ck.params, ck.opt_state, ck.epoch, ck.step, ck.key, history, ck.state)
 
 
 def _check_same_settings(settings: Settings, ck) -> None:
@@ -190,19 +192,24 @@ def _print_header(s: Settings) -> None:
 def _check_first(s: Settings, params) -> None:
     """``--check``: the gradients at the initial params against autodiff and finite differences on
     the first 64 training examples; a failure stops the run (exit code 1)."""
+    import jax
     import jax.numpy as jnp
 
     from ..gradcheck import check_grads
-    from ..network import loss, manual_grads
+    from ..network import loss, manual_grads, needs_key
 
     net, n = s.net, min(64, len(s.split.x_train))
+    mode: dict[str, Any] = (
+        {"key": jax.random.key(0)} if needs_key(net) else {}
+    )  # training mode; Dropout's masks from a fixed key
     report = check_grads(
-        lambda p, x, y: loss(p, net, x, y),
-        lambda p, x, y: manual_grads(p, net, x, y),
+        lambda p, x, y: loss(p, net, x, y, **mode),
+        lambda p, x, y: manual_grads(p, net, x, y, **mode),
         params,
         jnp.asarray(s.split.x_train[:n]),
         jnp.asarray(s.split.y_train[:n]),
         net=net,
+        mode=mode,
         kinks="nudge",
     )  # zero initial biases put units exactly at kinks on zero pixels
     print(report)
@@ -214,7 +221,7 @@ def _checkpoint_path(s: Settings) -> str:
     return os.path.join(_out(s), "checkpoint.npz")
 
 
-def _save(s: Settings, history, key, params, opt_state, epoch, step) -> None:
+def _save(s: Settings, history, key, params, opt_state, epoch, step, state=None) -> None:
     from .. import checkpoint
 
     checkpoint.save(
@@ -227,6 +234,7 @@ def _save(s: Settings, history, key, params, opt_state, epoch, step) -> None:
         key=key,
         extra={"config": s.config},
         history=history,
+        state=state,
     )
 
 
@@ -242,13 +250,13 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
     last_good = s.resume  # this run's last checkpoint (None before its first)
     reached = [start.epoch, start.step]  # the last finished epoch and its step
 
-    def on_epoch(epoch, params, opt_state, step, metrics):
+    def on_epoch(epoch, params, opt_state, step, metrics, state=None):
         nonlocal last_good
         reached[:] = epoch, step
         for k, v in metrics.items():
             history.setdefault(k, []).append(v)
         if epoch % s.save_every == 0:  # the last good checkpoint, should a later epoch diverge
-            _save(s, history, start.key, params, opt_state, epoch, step)
+            _save(s, history, start.key, params, opt_state, epoch, step, state)
             last_good = _checkpoint_path(s)
         bar.update(1)
         bar.set_postfix(
@@ -275,6 +283,7 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
             start_step=start.step,
             on_epoch=on_epoch,
             devices=s.devices,
+            state=start.state,
         )
     except TrainingDiverged as e:
         bar.close()
@@ -288,8 +297,9 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
     return result, history
 
 
-def _evaluate(s: Settings, params) -> dict:
-    """The final metrics per split (train, val, test; empty splits left out)."""
+def _evaluate(s: Settings, params, state=None) -> dict:
+    """The final metrics per split (train, val, test; empty splits left out), in evaluation mode
+    (``state``: the network's, for BatchNorm)."""
     from ..train import evaluate
 
     split = s.split
@@ -298,10 +308,10 @@ def _evaluate(s: Settings, params) -> dict:
         "val": (split.x_val, split.y_val),
         "test": (split.x_test, split.y_test),
     }
-    return {name: evaluate(params, s.net, xs, ys) for name, (xs, ys) in splits.items() if len(xs)}
+    return {name: evaluate(params, s.net, xs, ys, state=state) for name, (xs, ys) in splits.items() if len(xs)}
 
 
-def _plot(s: Settings, history: dict, params) -> None:
+def _plot(s: Settings, history: dict, params, state=None) -> None:
     """The learning curves; the decision boundary of a 2-D classifier, the fit of a 1-D regression."""
     from .. import plots
 
@@ -319,9 +329,10 @@ def _plot(s: Settings, history: dict, params) -> None:
             s.split.y_train,
             os.path.join(out, "decision_boundary.png"),
             axis_labels=("feature 0 (standardised)", "feature 1 (standardised)"),
+            state=state,
         )
     if d == 1 and not classification:
-        plots.regression_fit(params, s.net, s.split.x_train, s.split.y_train, os.path.join(out, "fit.png"))
+        plots.regression_fit(params, s.net, s.split.x_train, s.split.y_train, os.path.join(out, "fit.png"), state=state)
 
 
 def _print_summary(s: Settings, final: dict, result: FitResult) -> None:

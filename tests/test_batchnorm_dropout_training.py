@@ -1,0 +1,137 @@
+"""Training networks with state (BatchNorm) and randomness (Dropout): fit carries the state and
+derives the masks' keys from the run's key, a resumed run is the uninterrupted one, checkpoints keep
+the state, and what cannot carry them (make_step, the sweep, per-example gradients) says so."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxnet
+from jaxnet import checkpoint, sweep, train
+from jaxnet.dropout import Dropout
+from jaxnet.normalization import BatchNorm
+
+NET = jaxnet.sequential(
+    (5,), [jaxnet.Dense(8), BatchNorm(), jaxnet.Activation("tanh"), Dropout(0.25), jaxnet.Dense(3)], l2=1e-3
+)
+N, BATCH = 48, 12
+
+
+def _data(n=N, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    return x, (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 1)
+
+
+def _fit(epochs, **kwargs):
+    x, y = _data()
+    k_init, k_train = jax.random.split(jax.random.key(0))
+    params = kwargs.pop("params", None) or jaxnet.init_params(k_init, NET)
+    return train.fit(NET, params, x, y, kwargs.pop("optimizer", train.sgd(0.1)), epochs, BATCH, k_train, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def four_epochs():
+    return _fit(4, val=_data(24, seed=1))
+
+
+def test_fit_carries_the_state_and_learns(four_epochs):
+    r = four_epochs
+    assert r.state is not None and r.step == 4 * (N // BATCH)
+    assert not np.allclose(r.state[1]["mean"], 0.0) and not np.allclose(r.state[1]["var"], 1.0)
+    assert r.history["train_loss"][-1] < r.history["train_loss"][0]
+    x, y = _data()
+    # the reported metrics are evaluation mode's: BatchNorm with the running statistics, no dropout
+    expected = train.evaluate(r.params, NET, x, y, r.state)
+    np.testing.assert_allclose(r.history["train_loss"][-1], expected["loss"], rtol=1e-6)
+
+
+def test_a_resumed_run_is_the_uninterrupted_one(four_epochs):
+    """Two epochs, then two more from the first call's params, optimizer state, network state and
+    counters, with the same run key: the same masks, the same running statistics, the same params."""
+    opt = optax.adam(1e-2)
+    whole = _fit(4, optimizer=opt)
+    first = _fit(2, optimizer=opt)
+    rest = _fit(
+        4,
+        optimizer=opt,
+        params=first.params,
+        opt_state=first.opt_state,
+        state=first.state,
+        start_epoch=2,
+        start_step=first.step,
+    )
+    for a, b in zip(jax.tree.leaves((whole.params, whole.state)), jax.tree.leaves((rest.params, rest.state))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_manual_and_autodiff_training_agree():
+    """The same steps with jax.value_and_grad(loss_with_state, has_aux=True): the same masks and
+    state, params equal to float32 rounding."""
+    manual, auto = _fit(2), _fit(2, grads="autodiff")
+    for a, b in zip(jax.tree.leaves((manual.params, manual.state)), jax.tree.leaves((auto.params, auto.state))):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_the_masks_follow_the_run_key():
+    """Another run key draws other masks (and another permutation); the step keys are independent of
+    the epoch's permutation key and of each other."""
+    x, y = _data()
+    params = jaxnet.init_params(jax.random.key(0), NET)
+    a = train.fit(NET, params, x, y, train.sgd(0.1), 1, N, jax.random.key(1))
+    b = train.fit(NET, params, x, y, train.sgd(0.1), 1, N, jax.random.key(2))  # full batch: only the masks differ
+    assert not np.allclose(a.params[0]["W"], b.params[0]["W"])
+    k = train.epoch_key(jax.random.key(1), 1)
+    keys = [jax.random.key_data(train.step_key(k, s)) for s in range(3)] + [jax.random.key_data(k)]
+    assert len({tuple(np.asarray(key)) for key in keys}) == 4
+
+
+def test_on_epoch_gets_the_state_and_checkpoints_keep_it(tmp_path, four_epochs):
+    seen = []
+    r = _fit(2, on_epoch=lambda epoch, params, opt_state, step, metrics, state: seen.append(state))
+    assert len(seen) == 2 and seen[-1] is r.state
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, net=NET, params=r.params, opt_state=r.opt_state, epoch=2, step=r.step, state=r.state)
+    ck = checkpoint.load(path, NET, train.sgd(0.1).init(r.params))
+    for a, b in zip(jax.tree.leaves(ck.state), jax.tree.leaves(r.state)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"has state .* which the checkpoint must keep"):
+        checkpoint.save(tmp_path / "no.npz", net=NET, params=r.params)
+    plain = jaxnet.mlp([5, 3])
+    checkpoint.save(tmp_path / "plain.npz", net=plain, params=jaxnet.init_params(jax.random.key(0), plain))
+    assert checkpoint.load(tmp_path / "plain.npz").state is None
+
+
+def test_a_checkpoint_with_a_damaged_or_missing_state_is_refused(tmp_path, four_epochs):
+    r = four_epochs
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, net=NET, params=r.params, state=r.state)
+    arrays = dict(np.load(path, allow_pickle=False))
+    bad = dict(arrays, state_0=np.full_like(arrays["state_0"], np.nan))
+    np.savez(tmp_path / "nan.npz", **bad)
+    with pytest.raises(checkpoint.CheckpointError, match=r"state_0.*expected finite floats"):
+        checkpoint.load(tmp_path / "nan.npz")
+    missing = {k: v for k, v in arrays.items() if not k.startswith("state_")}
+    import json
+
+    meta = json.loads(str(missing["meta"]))
+    missing["meta"] = np.array(json.dumps(dict(meta, state_leaves=None)))
+    np.savez(tmp_path / "missing.npz", **missing)
+    with pytest.raises(checkpoint.CheckpointError, match=r"has state .* but none is stored"):
+        checkpoint.load(tmp_path / "missing.npz")
+
+
+def test_what_cannot_carry_state_or_keys_says_so():
+    with pytest.raises(ValueError, match="make_step: this network has state"):
+        train.make_step(NET, train.sgd(0.1))
+    x, y = _data()
+    with pytest.raises(ValueError, match="the sweep does not carry yet"):
+        sweep.run(sweep.grid(NET, seeds=range(2), lr=(0.1,)), x, y, "sgd", 1, BATCH)
+    epoch = train.make_epoch(NET, train.sgd(0.1), BATCH, N)
+    params = jaxnet.init_params(jax.random.key(0), NET)
+    with pytest.raises(ValueError, match=r"state: this network has state"):
+        epoch(params, train.sgd(0.1).init(params), jnp.int32(0), jax.random.key(0), jnp.asarray(x), jnp.asarray(y))
+    with pytest.raises(ValueError, match="one value per feature"):
+        train.fit(NET, params, x, y, train.sgd(0.1), 1, 1, jax.random.key(0))
