@@ -1,7 +1,9 @@
-"""The networks of the four notes in ``shared/seeds/``, as network descriptions.
+"""The networks of the four notes in ``shared/seeds/``, as network descriptions, and the training
+setups of ``jaxnet train --preset``.
 
-Each entry: a short name, what the note derives, and the :class:`jaxnet.Network`.
+:data:`NOTE_NETWORKS`: a short name, what the note derives, and the :class:`jaxnet.Network`.
 Sizes the notes leave open are chosen small (D = 2 for the 2-D classification sets).
+:data:`TRAIN_PRESETS`: the notes' networks on their data and the CNN on the digit images.
 """
 
 from __future__ import annotations
@@ -58,9 +60,20 @@ NOTE_NETWORKS: tuple[Preset, ...] = (
 )
 
 
+INPUT_KINDS = {
+    "rows": "flat feature rows [D]",
+    "images": "images [H, W, C]",
+    "sequences": "sequences [T, D]",
+}
+"""What a preset's network takes per example (:attr:`TrainPreset.inputs`), as the errors name it.
+Only ``"rows"`` presets take ``jaxnet train --data`` files (flat feature rows) and ``--hidden``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainPreset:
-    """A training setup for ``jaxnet train``: data set, network (given D and K), optimizer."""
+    """A training setup for ``jaxnet train``: data set, network (given the per-example input
+    shape and K), optimizer; ``inputs`` names the kind of per-example input (a key of
+    :data:`INPUT_KINDS`)."""
 
     name: str
     description: str
@@ -71,6 +84,13 @@ class TrainPreset:
     learning_rate: float
     epochs: int
     batch_size: int | None  # None: full batch
+    inputs: str = "rows"
+
+    def __post_init__(self) -> None:
+        if self.inputs not in INPUT_KINDS:
+            raise ValueError(
+                f"TrainPreset {self.name!r}: inputs must be one of {sorted(INPUT_KINDS)}, got {self.inputs!r}"
+            )
 
 
 TRAIN_PRESETS: dict[str, TrainPreset] = {
@@ -159,6 +179,7 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
             2e-3,
             30,
             64,
+            "images",
         ),
         TrainPreset(
             "003-regression",
