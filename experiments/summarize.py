@@ -4,7 +4,7 @@ and render the preset table (presets.md) and the README's quoted results from pr
     python experiments/summarize.py
 
 Every result is over the seeds the script trained (0–4): ``mean ± std (worst seed)``, the worst
-seed being the lowest accuracy or R² and the highest RMSE. Nothing here trains or imports JAX.
+seed being the lowest accuracy or R² and the highest RMSE or MSE. Nothing here trains or imports JAX.
 """
 
 import json
@@ -15,7 +15,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 START, END = "<!-- results table: python experiments/summarize.py -->", "<!-- end of results table -->"
 OBS_START, OBS_END = "<!-- seed observations: python experiments/summarize.py -->", "<!-- end of seed observations -->"
-LOWER_IS_BETTER = ("loss", "rmse")
+LOWER_IS_BETTER = ("loss", "rmse", "mse")
+TABLE_METRICS = ("accuracy", "r2", "rmse", "mse")  # the rows of presets.md, each where a preset has it
 
 
 def _load(name):
@@ -162,7 +163,7 @@ def presets_table(presets: dict) -> str:
         f"{presets['split_seed']}), trained from {seeds} side by side as `jaxnet train --preset P "
         f"--seeds {len(presets['seeds'])}` trains them, hand-derived gradients; every seed's final params "
         "evaluated on each split. Mean ± std over the seeds (std with ddof 0), and the worst seed "
-        "(lowest accuracy or R², highest RMSE).",
+        "(lowest accuracy or R², highest RMSE or MSE).",
         "",
         "| preset | network | optimizer, epochs, batch | metric | test: mean ± std (worst) | val: mean ± std (worst) "
         "| train: mean ± std (worst) | test, per seed |",
@@ -170,13 +171,25 @@ def presets_table(presets: dict) -> str:
     ]
     for name, p in presets["presets"].items():
         final = p["final"]
-        for metric in [k for k in ("accuracy", "r2", "rmse") if k in final["test"]]:
+        for metric in [k for k in TABLE_METRICS if k in final["test"]]:
             per_seed = ", ".join(f"{v:.4f}" for v in final["test"][metric]["per_seed"])
             lines.append(
                 f"| `{name}` | {p['network']} | {p['optimizer']} {p['learning_rate']:g}, {p['epochs']}, "
                 f"{p['batch_size']} | {metric} | {fmt(metric, final['test'][metric])} | "
                 f"{fmt(metric, final['val'][metric])} | {fmt(metric, final['train'][metric])} | {per_seed} |"
             )
+    baselines = [
+        f"{p['mean_baseline_mse']['test']:.4f} (`{name}`)"
+        for name, p in presets["presets"].items()
+        if "mean_baseline_mse" in p
+    ]
+    if baselines:
+        lines += [
+            "",
+            "The mean baseline (always predicting the training targets' mean, per output) scores a test MSE of "
+            + ", ".join(baselines)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -162,6 +162,21 @@ def test_presets_problem_is_the_clis(name):
     assert batch == min(preset.batch_size or len(split.x_train), len(split.x_train))
 
 
+def test_presets_merge_keeps_the_other_presets_and_refuses_other_settings():
+    """``--merge``: the run's presets replace or join the file's, in TRAIN_PRESETS' order, the others
+    keep their entries; results over other seeds, another split, JAX version or device are refused."""
+    script = _import("presets_over_seeds")
+    names = list(TRAIN_PRESETS)
+    facts = {"jax": "0.1", "device": "cpu", "seeds": SEEDS, "split_seed": 0}
+    previous = {**facts, "note": "old", "presets": {names[2]: "old 2", names[0]: "old 0", "gone": "old"}}
+    merged = script.merge_into(previous, {**facts, "presets": {names[1]: "new 1", names[0]: "new 0"}})
+    assert merged["presets"] == {names[0]: "new 0", names[1]: "new 1", names[2]: "old 2"}
+    assert {k: v for k, v in merged.items() if k != "presets"} == {**facts, "note": "old"}
+    for key, other in (("seeds", SEEDS[:2]), ("split_seed", 1), ("jax", "0.2"), ("device", "gpu")):
+        with pytest.raises(SystemExit, match=f"--merge: the results there have {key} .* rerun every preset"):
+            script.merge_into(previous, {**facts, key: other, "presets": {}})
+
+
 def test_quick_runs_never_write_the_committed_results(tmp_path, monkeypatch):
     """``--quick`` refuses the committed folder and defaults to a temporary one; a run that fails
     leaves its output folder as it was, one that finishes replaces the files in it."""
@@ -209,8 +224,9 @@ def test_script_runs_quick(name, tmp_path):
 
 @pytest.mark.slow
 def test_presets_script_runs_quick(tmp_path):
-    """Two presets, two seeds, two epochs: presets.json and the table rendered from it; a subset of
-    the presets is refused over the committed results."""
+    """Two presets, two seeds, two epochs: presets.json and the table rendered from it; two more
+    merged into it (one replaced, one added); a subset of the presets is refused over the committed
+    results."""
     script = str(EXPERIMENTS / "presets_over_seeds.py")
     result = subprocess.run(
         [sys.executable, script, "--quick", "--presets", "digits,001-regression", "--out", str(tmp_path)],
@@ -222,6 +238,17 @@ def test_presets_script_runs_quick(tmp_path):
     data = json.loads((tmp_path / "presets.json").read_text())
     assert list(data["presets"]) == ["digits", "001-regression"] and data["seeds"] == SEEDS[:2]
     _check_stats(data, SEEDS[:2])
+    assert (tmp_path / "presets.md").read_text() == _import("summarize").presets_table(data)
+    merged = subprocess.run(
+        [sys.executable, script, "--quick", "--presets", "003-regression,digits", "--merge", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    data = json.loads((tmp_path / "presets.json").read_text())
+    assert list(data["presets"]) == [n for n in TRAIN_PRESETS if n in ("digits", "001-regression", "003-regression")]
+    assert data["presets"]["003-regression"]["mean_baseline_mse"]["test"] > 0
     assert (tmp_path / "presets.md").read_text() == _import("summarize").presets_table(data)
     committed = (EXPERIMENTS / "results" / "presets.json").read_text()
     refused = subprocess.run(
