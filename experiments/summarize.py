@@ -1,5 +1,6 @@
 """Rewrite the generated parts of experiments/README.md from the scripts' own metrics.json files,
-and render the preset table (presets.md) and the README's quoted results from presets.json.
+and render the preset table (presets.md), the README's table of the sequence presets and the
+main README's quoted results from presets.json.
 
     python experiments/summarize.py
 
@@ -15,6 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 START, END = "<!-- results table: python experiments/summarize.py -->", "<!-- end of results table -->"
 OBS_START, OBS_END = "<!-- seed observations: python experiments/summarize.py -->", "<!-- end of seed observations -->"
+SEQ_START, SEQ_END = "<!-- sequence presets: python experiments/summarize.py -->", "<!-- end of sequence presets -->"
 LOWER_IS_BETTER = ("loss", "rmse", "mse")
 TABLE_METRICS = ("accuracy", "r2", "rmse", "mse")  # the rows of presets.md, each where a preset has it
 
@@ -193,6 +195,32 @@ def presets_table(presets: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sequence_presets(presets: dict | None = None) -> str:
+    """experiments/README.md's table of the sequence presets (``"inputs": "sequences"`` in
+    presets.json): the test accuracy, or the test MSE beside the mean baseline's, over the seeds."""
+    presets = presets or load_presets()
+    seeds = seeds_text(presets["seeds"])
+    lines = [
+        f"| preset | network | test result over {seeds}: mean ± std (worst seed) | optimizer, epochs, batch |",
+        "|---|---|---|---|",
+    ]
+    for name, p in presets["presets"].items():
+        if p.get("inputs") != "sequences":
+            continue
+        test = p["final"]["test"]
+        if "accuracy" in test:
+            result = f"accuracy {fmt('accuracy', test['accuracy'])}"
+        else:
+            base = p["mean_baseline_mse"]["test"]
+            ratio = base / test["mse"]["max"]
+            result = f"MSE {fmt('mse', test['mse'])}; mean baseline {base:.4f}, {ratio:.0f}× the worst seed's"
+        lines.append(
+            f"| `{name}` | {p['network']} | {result} | {p['optimizer']} {p['learning_rate']:g}, {p['epochs']}, "
+            f"{p['batch_size']} |"
+        )
+    return "\n".join(lines)
+
+
 def gap_bound(gaps) -> str:
     """The largest gap rounded up to one significant digit: ``[6.2e-4, 1e-6] -> "7e-04"``."""
     g = max(gaps)
@@ -238,12 +266,14 @@ def main():
         text = f.read()
     text = _replace_block(text, START, END, table())
     text = _replace_block(text, OBS_START, OBS_END, observations())
+    text = _replace_block(text, SEQ_START, SEQ_END, sequence_presets())
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
     print(table())
     print(observations())
+    print(sequence_presets())
     print("\nREADME.md must quote:")
     for name, phrase in readme_quotes().items():
         print(f"  {name}: {phrase}")

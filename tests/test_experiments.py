@@ -103,10 +103,28 @@ def test_committed_results_meet_the_bars():
         assert files <= {p.name for p in (EXPERIMENTS / "results" / name).iterdir()}, name
 
 
+def test_committed_sequence_presets_meet_the_issues_bars():
+    """Issue 19's bars, for every seed: the digits read row by row at 95% test accuracy or more, the
+    adding problem's test MSE at least 10 times below the mean baseline's (predicting the training
+    targets' mean)."""
+    presets = _presets()["presets"]
+    sequences = {name for name, p in TRAIN_PRESETS.items() if p.inputs == "sequences"}
+    assert {"digits-lstm", "digits-attention", "adding-lstm"} <= sequences
+    assert {name for name, p in presets.items() if p.get("inputs") == "sequences"} == sequences
+    for name in ("digits-lstm", "digits-attention"):
+        assert presets[name]["final"]["test"]["accuracy"]["min"] >= 0.95, name
+    adding = presets["adding-lstm"]
+    per_seed = np.asarray(adding["final"]["test"]["mse"]["per_seed"])
+    np.testing.assert_allclose(per_seed, np.asarray(adding["final"]["test"]["rmse"]["per_seed"]) ** 2, rtol=1e-12)
+    assert 0.1 < adding["mean_baseline_mse"]["test"] < 0.25  # about 1/6: the variance of a sum of two U(0, 1)
+    assert per_seed.max() <= adding["mean_baseline_mse"]["test"] / 10
+
+
 def test_readme_table_is_the_scripts_output():
     summarize = _import("summarize")
     text = (EXPERIMENTS / "README.md").read_text()
     assert summarize.table() in text and summarize.observations() in text
+    assert summarize.sequence_presets() in text
     assert "seed 4" not in text  # no chosen seed
 
 
