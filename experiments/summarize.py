@@ -1,10 +1,11 @@
 """Rewrite the generated parts of experiments/README.md from the scripts' own metrics.json files,
-and render the preset table (presets.md) and the README's quoted results from presets.json.
+and render the preset table (presets.md), the README's table of the sequence presets and the
+main README's quoted results from presets.json.
 
     python experiments/summarize.py
 
 Every result is over the seeds the script trained (0–4): ``mean ± std (worst seed)``, the worst
-seed being the lowest accuracy or R² and the highest RMSE. Nothing here trains or imports JAX.
+seed being the lowest accuracy or R² and the highest RMSE or MSE. Nothing here trains or imports JAX.
 """
 
 import json
@@ -15,7 +16,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 START, END = "<!-- results table: python experiments/summarize.py -->", "<!-- end of results table -->"
 OBS_START, OBS_END = "<!-- seed observations: python experiments/summarize.py -->", "<!-- end of seed observations -->"
-LOWER_IS_BETTER = ("loss", "rmse")
+SEQ_START, SEQ_END = "<!-- sequence presets: python experiments/summarize.py -->", "<!-- end of sequence presets -->"
+LOWER_IS_BETTER = ("loss", "rmse", "mse")
+TABLE_METRICS = ("accuracy", "r2", "rmse", "mse")  # the rows of presets.md, each where a preset has it
 
 
 def _load(name):
@@ -162,7 +165,7 @@ def presets_table(presets: dict) -> str:
         f"{presets['split_seed']}), trained from {seeds} side by side as `jaxnet train --preset P "
         f"--seeds {len(presets['seeds'])}` trains them, hand-derived gradients; every seed's final params "
         "evaluated on each split. Mean ± std over the seeds (std with ddof 0), and the worst seed "
-        "(lowest accuracy or R², highest RMSE).",
+        "(lowest accuracy or R², highest RMSE or MSE).",
         "",
         "| preset | network | optimizer, epochs, batch | metric | test: mean ± std (worst) | val: mean ± std (worst) "
         "| train: mean ± std (worst) | test, per seed |",
@@ -170,14 +173,52 @@ def presets_table(presets: dict) -> str:
     ]
     for name, p in presets["presets"].items():
         final = p["final"]
-        for metric in [k for k in ("accuracy", "r2", "rmse") if k in final["test"]]:
+        for metric in [k for k in TABLE_METRICS if k in final["test"]]:
             per_seed = ", ".join(f"{v:.4f}" for v in final["test"][metric]["per_seed"])
             lines.append(
                 f"| `{name}` | {p['network']} | {p['optimizer']} {p['learning_rate']:g}, {p['epochs']}, "
                 f"{p['batch_size']} | {metric} | {fmt(metric, final['test'][metric])} | "
                 f"{fmt(metric, final['val'][metric])} | {fmt(metric, final['train'][metric])} | {per_seed} |"
             )
+    baselines = [
+        f"{p['mean_baseline_mse']['test']:.4f} (`{name}`)"
+        for name, p in presets["presets"].items()
+        if "mean_baseline_mse" in p
+    ]
+    if baselines:
+        lines += [
+            "",
+            "The mean baseline (always predicting the training targets' mean, per output) scores a test MSE of "
+            + ", ".join(baselines)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def sequence_presets(presets: dict | None = None) -> str:
+    """experiments/README.md's table of the sequence presets (``"inputs": "sequences"`` in
+    presets.json): the test accuracy, or the test MSE beside the mean baseline's, over the seeds."""
+    presets = presets or load_presets()
+    seeds = seeds_text(presets["seeds"])
+    lines = [
+        f"| preset | network | test result over {seeds}: mean ± std (worst seed) | optimizer, epochs, batch |",
+        "|---|---|---|---|",
+    ]
+    for name, p in presets["presets"].items():
+        if p.get("inputs") != "sequences":
+            continue
+        test = p["final"]["test"]
+        if "accuracy" in test:
+            result = f"accuracy {fmt('accuracy', test['accuracy'])}"
+        else:
+            base = p["mean_baseline_mse"]["test"]
+            ratio = base / test["mse"]["max"]
+            result = f"MSE {fmt('mse', test['mse'])}; mean baseline {base:.4f}, {ratio:.0f}× the worst seed's"
+        lines.append(
+            f"| `{name}` | {p['network']} | {result} | {p['optimizer']} {p['learning_rate']:g}, {p['epochs']}, "
+            f"{p['batch_size']} |"
+        )
+    return "\n".join(lines)
 
 
 def gap_bound(gaps) -> str:
@@ -225,12 +266,14 @@ def main():
         text = f.read()
     text = _replace_block(text, START, END, table())
     text = _replace_block(text, OBS_START, OBS_END, observations())
+    text = _replace_block(text, SEQ_START, SEQ_END, sequence_presets())
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
     print(table())
     print(observations())
+    print(sequence_presets())
     print("\nREADME.md must quote:")
     for name, phrase in readme_quotes().items():
         print(f"  {name}: {phrase}")

@@ -1,8 +1,8 @@
 """Data sets for the notes' kinds of problems, the user's own files, splits and scaling.
 
 Every generator is deterministic given ``seed`` and returns NumPy arrays
-``(x [N, D], y)``: integer labels ``[N]`` for classification, ``[N, K]`` floats for
-regression. Arrays go to the device once, when training starts.
+``(x [N, D], y)`` (``x`` [N, T, D] for sequences, [N, H, W, C] for images): integer labels
+``[N]`` for classification, ``[N, K]`` floats for regression. Arrays go to the device once, when training starts.
 """
 
 from __future__ import annotations
@@ -86,15 +86,56 @@ def regression(
     return x, np.tanh(x @ w1) @ w2 + noise * rng.normal(size=(n, outputs))
 
 
-def digits(images: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8×8 digits (1797 images, no download): x [N, 64] flattened,
-    or [N, 8, 8, 1] images (NHWC) with ``images=True``, pixel values 0..16; labels [N]."""
+def digits(images: bool = False, rows: bool = False, positions: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 digits (1797 images, no download), pixel values 0..16; labels [N].
+
+    ``x`` is [N, 64] flattened by default; [N, 8, 8, 1] images (NHWC) with ``images=True``; or
+    [N, 8, 8] sequences of the 8 rows (T = 8 steps of 8 features, top row first) with
+    ``rows=True``, and with ``positions=True`` too each row followed by its one-hot row index:
+    [N, 8, 16] (a network of position-blind layers, self-attention and a mean over the rows,
+    learns from it where each row sits). ``images`` with ``rows``, or ``positions`` without
+    ``rows``, is a ``ValueError``."""
     from sklearn.datasets import load_digits
 
+    if images and rows:
+        raise ValueError(
+            "digits: images=True ([N, 8, 8, 1] images) and rows=True ([N, 8, 8] sequences of rows) "
+            "ask for two layouts; expected at most one of them"
+        )
+    if positions and not rows:
+        raise ValueError("digits: positions=True appends a one-hot row index to each row; expected rows=True with it")
     bunch = load_digits()
-    x = bunch.images.astype(np.float64)
-    x = x[..., None] if images else x.reshape(len(x), -1)
+    x = bunch.images.astype(np.float64)  # [N, 8 rows, 8 columns]
+    if images:
+        x = x[..., None]
+    elif positions:
+        x = np.concatenate([x, np.broadcast_to(np.eye(8), x.shape)], axis=-1)  # [N, 8, 8 + 8]
+    elif not rows:
+        x = x.reshape(len(x), -1)
     return x, bunch.target.astype(np.int64)
+
+
+def adding(n: int = 10_000, T: int = 50, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The adding problem (Hochreiter & Schmidhuber 1997; as in Le et al. 2015): a regression that
+    needs memory over the whole sequence.
+
+    ``x`` [n, T, 2]: channel 0 holds values drawn uniformly from [0, 1); channel 1 is a marker,
+    1 at exactly two positions (one drawn from the first half ``[0, T // 2)``, one from the
+    second ``[T // 2, T)``) and 0 elsewhere. ``y`` [n, 1]: the sum of the two marked values, in
+    [0, 2) (mean 1, variance 1/6, so always predicting the mean scores an MSE of about 1/6).
+    Deterministic given ``seed``; ``T`` must be an integer ≥ 2, ``n`` one ≥ 1."""
+    for name, value, least in (("n", n, 1), ("T", T, 2)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"adding: {name} must be an integer >= {least}, got {value!r}")
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(0.0, 1.0, size=(n, T))
+    first = rng.integers(0, T // 2, size=n)
+    second = rng.integers(T // 2, T, size=n)
+    marker = np.zeros((n, T))
+    rows = np.arange(n)
+    marker[rows, first] = marker[rows, second] = 1.0
+    y = values[rows, first] + values[rows, second]
+    return np.stack([values, marker], axis=-1), y[:, None]
 
 
 DATASETS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
@@ -104,6 +145,7 @@ DATASETS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     "regression_1d": regression_1d,
     "regression": regression,
     "digits": digits,
+    "adding": adding,
 }
 
 
@@ -127,7 +169,9 @@ def split(x, y, val: float = 0.15, test: float = 0.15, seed: int = 0) -> Split:
 
 def standardize(s: Split, path: str | None = None) -> Split:
     """Scale inputs to zero mean, unit variance with the training split's statistics
-    (per feature; per channel for images). A constant feature is centred only.
+    (per feature, i.e. per entry of the last axis over every other axis: per channel over the
+    pixels for images ``[N, H, W, C]``, per feature over the examples and time steps for
+    sequences ``[N, T, D]``). A constant feature is centred only.
 
     Features too large for the mean or the variance to be computed directly (values near the
     dtype's largest, whose squares overflow) are first divided by their largest magnitude in the

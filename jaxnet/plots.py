@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib.colors import BoundaryNorm
 from matplotlib.lines import Line2D
 
-from .network import predict
+from .layers import Dense
+from .network import Network, predict
 
 CLASS_CMAP = "viridis"
 
@@ -126,12 +127,20 @@ def regression_fit(
     return _save(fig, path)
 
 
+def network_label(net: Network) -> str:
+    """A network's layers in a few characters: the sizes ``"64-128-10"`` of an MLP, else the
+    layer kinds ``"LSTM > Dense"`` (a CNN's or a sequence network's sizes are no list of widths)."""
+    if all(isinstance(layer, Dense) for layer in net.layers):
+        return "-".join(map(str, net.sizes))
+    return " > ".join(type(layer).__name__ for layer in net.layers)
+
+
 def sweep_curves(result, path: str, metric: str = "train_loss"):
     """Every configuration's ``metric`` per epoch: the mean over its seeds, and a band of ± one std;
     returns the (closed) figure."""
     configs: dict = {}
     for r, h in zip(result.replicas, result.history):
-        configs.setdefault(f"{'-'.join(map(str, r.net.sizes))} {r.label()}", []).append(h[metric])
+        configs.setdefault(f"{network_label(r.net)} {r.label()}", []).append(h[metric])
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, curves in configs.items():
         c = np.asarray(curves)  # [seeds, epochs]

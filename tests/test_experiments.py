@@ -103,10 +103,28 @@ def test_committed_results_meet_the_bars():
         assert files <= {p.name for p in (EXPERIMENTS / "results" / name).iterdir()}, name
 
 
+def test_committed_sequence_presets_meet_the_issues_bars():
+    """Issue 19's bars, for every seed: the digits read row by row at 95% test accuracy or more, the
+    adding problem's test MSE at least 10 times below the mean baseline's (predicting the training
+    targets' mean)."""
+    presets = _presets()["presets"]
+    sequences = {name for name, p in TRAIN_PRESETS.items() if p.inputs == "sequences"}
+    assert {"digits-lstm", "digits-attention", "adding-lstm"} <= sequences
+    assert {name for name, p in presets.items() if p.get("inputs") == "sequences"} == sequences
+    for name in ("digits-lstm", "digits-attention"):
+        assert presets[name]["final"]["test"]["accuracy"]["min"] >= 0.95, name
+    adding = presets["adding-lstm"]
+    per_seed = np.asarray(adding["final"]["test"]["mse"]["per_seed"])
+    np.testing.assert_allclose(per_seed, np.asarray(adding["final"]["test"]["rmse"]["per_seed"]) ** 2, rtol=1e-12)
+    assert 0.1 < adding["mean_baseline_mse"]["test"] < 0.25  # about 1/6: the variance of a sum of two U(0, 1)
+    assert per_seed.max() <= adding["mean_baseline_mse"]["test"] / 10
+
+
 def test_readme_table_is_the_scripts_output():
     summarize = _import("summarize")
     text = (EXPERIMENTS / "README.md").read_text()
     assert summarize.table() in text and summarize.observations() in text
+    assert summarize.sequence_presets() in text
     assert "seed 4" not in text  # no chosen seed
 
 
@@ -162,6 +180,21 @@ def test_presets_problem_is_the_clis(name):
     assert batch == min(preset.batch_size or len(split.x_train), len(split.x_train))
 
 
+def test_presets_merge_keeps_the_other_presets_and_refuses_other_settings():
+    """``--merge``: the run's presets replace or join the file's, in TRAIN_PRESETS' order, the others
+    keep their entries; results over other seeds, another split, JAX version or device are refused."""
+    script = _import("presets_over_seeds")
+    names = list(TRAIN_PRESETS)
+    facts = {"jax": "0.1", "device": "cpu", "seeds": SEEDS, "split_seed": 0}
+    previous = {**facts, "note": "old", "presets": {names[2]: "old 2", names[0]: "old 0", "gone": "old"}}
+    merged = script.merge_into(previous, {**facts, "presets": {names[1]: "new 1", names[0]: "new 0"}})
+    assert merged["presets"] == {names[0]: "new 0", names[1]: "new 1", names[2]: "old 2"}
+    assert {k: v for k, v in merged.items() if k != "presets"} == {**facts, "note": "old"}
+    for key, other in (("seeds", SEEDS[:2]), ("split_seed", 1), ("jax", "0.2"), ("device", "gpu")):
+        with pytest.raises(SystemExit, match=f"--merge: the results there have {key} .* rerun every preset"):
+            script.merge_into(previous, {**facts, key: other, "presets": {}})
+
+
 def test_quick_runs_never_write_the_committed_results(tmp_path, monkeypatch):
     """``--quick`` refuses the committed folder and defaults to a temporary one; a run that fails
     leaves its output folder as it was, one that finishes replaces the files in it."""
@@ -209,8 +242,9 @@ def test_script_runs_quick(name, tmp_path):
 
 @pytest.mark.slow
 def test_presets_script_runs_quick(tmp_path):
-    """Two presets, two seeds, two epochs: presets.json and the table rendered from it; a subset of
-    the presets is refused over the committed results."""
+    """Two presets, two seeds, two epochs: presets.json and the table rendered from it; two more
+    merged into it (one replaced, one added); a subset of the presets is refused over the committed
+    results."""
     script = str(EXPERIMENTS / "presets_over_seeds.py")
     result = subprocess.run(
         [sys.executable, script, "--quick", "--presets", "digits,001-regression", "--out", str(tmp_path)],
@@ -222,6 +256,17 @@ def test_presets_script_runs_quick(tmp_path):
     data = json.loads((tmp_path / "presets.json").read_text())
     assert list(data["presets"]) == ["digits", "001-regression"] and data["seeds"] == SEEDS[:2]
     _check_stats(data, SEEDS[:2])
+    assert (tmp_path / "presets.md").read_text() == _import("summarize").presets_table(data)
+    merged = subprocess.run(
+        [sys.executable, script, "--quick", "--presets", "003-regression,digits", "--merge", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    data = json.loads((tmp_path / "presets.json").read_text())
+    assert list(data["presets"]) == [n for n in TRAIN_PRESETS if n in ("digits", "001-regression", "003-regression")]
+    assert data["presets"]["003-regression"]["mean_baseline_mse"]["test"] > 0
     assert (tmp_path / "presets.md").read_text() == _import("summarize").presets_table(data)
     committed = (EXPERIMENTS / "results" / "presets.json").read_text()
     refused = subprocess.run(

@@ -130,7 +130,7 @@ def resolve(args) -> Settings:
     preset_name = flag("preset") or DEFAULT_PRESET
     preset = TRAIN_PRESETS[preset_name]
     # the preset's loss, read off the network it builds for a stand-in input shape
-    preset_loss = preset.build((8, 8, 1) if _is_image_preset(preset) else (2,), 2).loss
+    preset_loss = preset.build(_STAND_IN_SHAPES[preset.inputs], 2).loss
     loss_name = flag("loss") or preset_loss
     seed = flag("seed", 0)
     split = _split(
@@ -181,8 +181,9 @@ def _sha256(path) -> str | None:
     return digest.hexdigest()
 
 
-def _is_image_preset(preset) -> bool:
-    return bool(preset.dataset_kwargs.get("images"))
+_STAND_IN_SHAPES = {"rows": (2,), "images": (8, 8, 1), "sequences": (8, 2)}
+"""A per-example input shape of each kind of :attr:`TrainPreset.inputs`, to read the preset's loss
+off the network it builds before the data is loaded."""
 
 
 def _split(
@@ -199,8 +200,14 @@ def _split(
             raise ValueError("--target and --header describe a --data CSV file; without --data they mean nothing")
         x, y = data.DATASETS[preset.dataset](**preset.dataset_kwargs)
         return data.standardize(data.split(x, y, seed=seed))
-    if _is_image_preset(preset):
-        raise ValueError(f"--data gives flat feature rows; the image preset {preset.name!r} cannot take them")
+    if preset.inputs != "rows":
+        from ..presets import INPUT_KINDS
+
+        raise ValueError(
+            f"--data gives flat feature rows [examples, features]; the preset {preset.name!r} takes "
+            f"{INPUT_KINDS[preset.inputs]} per example (from its data set {preset.dataset!r}), so it cannot "
+            f"take them: give --data with an MLP preset (e.g. --preset {DEFAULT_PRESET})"
+        )
     x, y = data.load_file(path, target, header=header, dtype=dtype)  # refuses values dtype cannot hold
     if loss_name == "softmax_cross_entropy":
         y = data.class_labels(path, y)  # K = the largest label + 1, within data.MAX_CLASSES
@@ -272,7 +279,10 @@ def _network(args, preset: TrainPreset, shape: tuple, k: int, loss_name: str) ->
         base = dataclasses.replace(base, layers=base.layers[:-1] + (last,), loss=loss_name)
     if hidden_flag is not None or activation_flag is not None:
         if not all(isinstance(layer, Dense) for layer in base.layers) or len(shape) != 1:
-            raise ValueError(f"--hidden and --activation apply to MLP presets, not {preset.name!r}")
+            raise ValueError(
+                f"--hidden and --activation apply to MLP presets (dense layers on flat feature rows), not "
+                f"{preset.name!r}, whose network is {' > '.join(type(layer).__name__ for layer in base.layers)}"
+            )
         preset_hidden = [layer.features for layer in base.layers[:-1]]
         hidden = hidden_flag if hidden_flag is not None else preset_hidden
         preset_acts = [layer.activation for layer in base.layers[:-1]]

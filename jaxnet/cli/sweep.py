@@ -104,10 +104,12 @@ def _replicas(settings: Settings) -> list[Replica]:
 
 def _print_tables(result, summary) -> None:
     """Each replica's final metrics, the mean ± std over seeds per configuration, and the best one."""
+    from ..plots import network_label
+
     metric = summary["metric"]
     shown = [k for k in sorted(result.history[0]) if k.startswith(("train_", "val_"))]
     rows = [
-        [str(i), "-".join(map(str, r.net.sizes)), str(r.seed), r.label()] + [number(h[k][-1]).strip() for k in shown]
+        [str(i), network_label(r.net), str(r.seed), r.label()] + [number(h[k][-1]).strip() for k in shown]
         for i, (r, h) in enumerate(zip(result.replicas, result.history))
     ]
     print()
