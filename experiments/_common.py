@@ -125,10 +125,11 @@ def over_seeds(per_seed: list) -> dict:
     return stats(per_seed)
 
 
-def evaluate_all(params, net, split) -> dict:
-    """``{"train"|"val"|"test": jaxnet.train.evaluate(...)}`` of one set of params."""
+def evaluate_all(params, net, split, state=None) -> dict:
+    """``{"train"|"val"|"test": jaxnet.train.evaluate(...)}`` of one set of params (and the
+    network's state, for BatchNorm)."""
     return {
-        name: jaxnet.train.evaluate(params, net, xs, ys)
+        name: jaxnet.train.evaluate(params, net, xs, ys, state)
         for name, (xs, ys) in {
             "train": (split.x_train, split.y_train),
             "val": (split.x_val, split.y_val),

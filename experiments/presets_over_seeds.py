@@ -7,7 +7,11 @@ standardised, its network, optimizer, learning rate, epochs and batch size), tra
 0–4 side by side with the hand-derived gradients as ``jaxnet train --preset P --seeds 5`` trains
 them (``jaxnet.sweep``; seed s is ``jaxnet train --preset P`` with ``init_params`` from
 ``split(key(s))[0]``, on the split of ``--seed 0``), then every seed's final params evaluated on
-the train, validation and test splits. Writes ``presets.json`` (per seed and mean / std / min /
+the train, validation and test splits. A network with state or randomness (BatchNorm, Dropout),
+which the sweep does not carry, trains one seed after another through ``jaxnet.train.fit``
+instead, exactly as ``jaxnet train --preset P`` on the split of ``--seed 0`` with seed s's
+``key_init, key_train = split(key(s))``, and is evaluated with its final running statistics.
+Writes ``presets.json`` (per seed and mean / std / min /
 max) and ``presets.md`` (the table, rendered from it) into experiments/results/. A regression
 preset's entry also holds its MSE and the MSE of the mean baseline (always predicting the
 training targets' mean, per output).
@@ -31,7 +35,9 @@ from summarize import presets_table, seeds_text
 
 from jaxnet import sweep
 from jaxnet.cli.settings import resolve
+from jaxnet.network import has_state, init_params, needs_key
 from jaxnet.presets import TRAIN_PRESETS
+from jaxnet.train import fit
 
 SPLIT_SEED = 0  # jaxnet train's default --seed, which also seeds the split
 
@@ -47,15 +53,7 @@ def run_preset(preset, seeds, epochs):
     """The preset trained from every seed side by side; its final metrics per seed and over seeds
     (with the MSE and the mean baseline's for a regression)."""
     split, net, batch = problem(preset)
-    result = sweep.run(
-        sweep.grid(net, seeds=seeds, lr=(preset.learning_rate,)),
-        split.x_train,
-        split.y_train,
-        preset.optimizer,
-        epochs,
-        batch,
-        val=(split.x_val, split.y_val),
-    )
+    trained = train_seeds(preset, split, net, batch, seeds, epochs)
     entry = {
         "description": preset.description,
         "inputs": preset.inputs,
@@ -64,11 +62,35 @@ def run_preset(preset, seeds, epochs):
         "learning_rate": preset.learning_rate,
         "epochs": epochs,
         "batch_size": batch,
-        "final": over_seeds([with_mse(evaluate_all(p, net, split)) for p in result.params]),
+        "final": over_seeds([with_mse(evaluate_all(p, net, split, state)) for p, state in trained]),
     }
     if net.loss == "squared_error":
         entry["mean_baseline_mse"] = mean_baseline(split)
     return entry
+
+
+def train_seeds(preset, split, net, batch, seeds, epochs):
+    """``[(params, state)]``, one per seed: side by side with ``jaxnet.sweep`` (state ``None``), or,
+    for a network with state or Dropout, one ``fit`` per seed as ``jaxnet train`` runs it."""
+    if not (has_state(net) or needs_key(net)):
+        result = sweep.run(
+            sweep.grid(net, seeds=seeds, lr=(preset.learning_rate,)),
+            split.x_train,
+            split.y_train,
+            preset.optimizer,
+            epochs,
+            batch,
+            val=(split.x_val, split.y_val),
+        )
+        return [(p, None) for p in result.params]
+    optimizer = resolve(argparse.Namespace(preset=preset.name, seed=SPLIT_SEED)).optimizer_transform()
+    trained = []
+    for s in seeds:
+        key_init, key_train = jax.random.split(jax.random.key(s))  # as jaxnet train --seed s makes them
+        params = init_params(key_init, net)
+        r = fit(net, params, split.x_train, split.y_train, optimizer, epochs, batch, key_train)
+        trained.append((r.params, r.state))
+    return trained
 
 
 def with_mse(metrics):

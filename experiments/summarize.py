@@ -1,5 +1,5 @@
 """Rewrite the generated parts of experiments/README.md from the scripts' own metrics.json files,
-and render the preset table (presets.md), the README's table of the sequence presets and the
+and render the preset table (presets.md), the README's table of the presets of issue 19's layers and the
 main README's quoted results from presets.json.
 
     python experiments/summarize.py
@@ -16,7 +16,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 START, END = "<!-- results table: python experiments/summarize.py -->", "<!-- end of results table -->"
 OBS_START, OBS_END = "<!-- seed observations: python experiments/summarize.py -->", "<!-- end of seed observations -->"
-SEQ_START, SEQ_END = "<!-- sequence presets: python experiments/summarize.py -->", "<!-- end of sequence presets -->"
+SEQ_START, SEQ_END = "<!-- layer presets: python experiments/summarize.py -->", "<!-- end of layer presets -->"
+LAYER_PRESETS = ("digits-bn-dropout", "digits-lstm", "digits-attention", "adding-lstm")
+"""The presets that train issue 19's layer kinds (BatchNorm and Dropout; LSTM; attention), in the
+README's table of them."""
 LOWER_IS_BETTER = ("loss", "rmse", "mse")
 TABLE_METRICS = ("accuracy", "r2", "rmse", "mse")  # the rows of presets.md, each where a preset has it
 
@@ -181,7 +184,7 @@ def presets_table(presets: dict) -> str:
                 f"{fmt(metric, final['val'][metric])} | {fmt(metric, final['train'][metric])} | {per_seed} |"
             )
     baselines = [
-        f"{p['mean_baseline_mse']['test']:.4f} (`{name}`)"
+        f"{p['mean_baseline_mse']['test']:.4f} (`{name}`: {baseline_ratio(p):.0f}× the worst seed's test MSE)"
         for name, p in presets["presets"].items()
         if "mean_baseline_mse" in p
     ]
@@ -195,24 +198,27 @@ def presets_table(presets: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sequence_presets(presets: dict | None = None) -> str:
-    """experiments/README.md's table of the sequence presets (``"inputs": "sequences"`` in
-    presets.json): the test accuracy, or the test MSE beside the mean baseline's, over the seeds."""
+def baseline_ratio(preset: dict) -> float:
+    """The mean baseline's test MSE over the worst seed's (a regression preset of presets.json)."""
+    return preset["mean_baseline_mse"]["test"] / preset["final"]["test"]["mse"]["max"]
+
+
+def layer_presets(presets: dict | None = None) -> str:
+    """experiments/README.md's table of the presets of :data:`LAYER_PRESETS` (from presets.json):
+    the test accuracy, or the test MSE beside the mean baseline's, over the seeds."""
     presets = presets or load_presets()
     seeds = seeds_text(presets["seeds"])
     lines = [
         f"| preset | network | test result over {seeds}: mean ± std (worst seed) | optimizer, epochs, batch |",
         "|---|---|---|---|",
     ]
-    for name, p in presets["presets"].items():
-        if p.get("inputs") != "sequences":
-            continue
+    for name in LAYER_PRESETS:
+        p = presets["presets"][name]
         test = p["final"]["test"]
         if "accuracy" in test:
             result = f"accuracy {fmt('accuracy', test['accuracy'])}"
         else:
-            base = p["mean_baseline_mse"]["test"]
-            ratio = base / test["mse"]["max"]
+            base, ratio = p["mean_baseline_mse"]["test"], baseline_ratio(p)
             result = f"MSE {fmt('mse', test['mse'])}; mean baseline {base:.4f}, {ratio:.0f}× the worst seed's"
         lines.append(
             f"| `{name}` | {p['network']} | {result} | {p['optimizer']} {p['learning_rate']:g}, {p['epochs']}, "
@@ -266,14 +272,14 @@ def main():
         text = f.read()
     text = _replace_block(text, START, END, table())
     text = _replace_block(text, OBS_START, OBS_END, observations())
-    text = _replace_block(text, SEQ_START, SEQ_END, sequence_presets())
+    text = _replace_block(text, SEQ_START, SEQ_END, layer_presets())
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
     print(table())
     print(observations())
-    print(sequence_presets())
+    print(layer_presets())
     print("\nREADME.md must quote:")
     for name, phrase in readme_quotes().items():
         print(f"  {name}: {phrase}")

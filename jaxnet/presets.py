@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 from .attention import MultiHeadSelfAttention
 from .composite import Residual
-from .layers import Conv2D, Dense, Flatten, MaxPool2D
+from .dropout import Dropout
+from .layers import Activation, Conv2D, Dense, Flatten, MaxPool2D
 from .network import Network, mlp, sequential
-from .normalization import LayerNorm, SequenceMean, TokenDense
+from .normalization import BatchNorm, LayerNorm, SequenceMean, TokenDense
 from .recurrent import LSTM
 
 
@@ -124,6 +125,12 @@ def _digits_attention(shape: tuple, k: int, features: int = 32, heads: int = 4) 
     )
 
 
+def _digits_batchnorm_dropout(shape: tuple, k: int, hidden: int = 256, rate: float = 0.3) -> Network:
+    """An MLP on the flat digits: Dense(``hidden``) (its bias redundant before BatchNorm, kept for
+    the Dense kind), BatchNorm, ReLU, Dropout(``rate``), a dense softmax head of K outputs."""
+    return sequential(shape, [Dense(hidden), BatchNorm(), Activation("relu"), Dropout(rate), Dense(k)], l2=1e-4)
+
+
 def _adding_lstm(shape: tuple, k: int) -> Network:
     """An LSTM of 32 units over the adding problem's T steps (``shape`` (T, 2)), its last state
     into one linear output, squared error."""
@@ -228,6 +235,17 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
             3e-3,
             200,
             32,
+        ),
+        TrainPreset(
+            "digits-bn-dropout",
+            "MLP 64-256-10 with BatchNorm (running statistics as state) and Dropout(0.3) (masks from the run's key)",
+            "digits",
+            {},
+            _digits_batchnorm_dropout,
+            "adam",
+            1e-3,
+            30,
+            64,
         ),
         TrainPreset(
             "digits-lstm",

@@ -135,3 +135,35 @@ def test_what_cannot_carry_state_or_keys_says_so():
         epoch(params, train.sgd(0.1).init(params), jnp.int32(0), jax.random.key(0), jnp.asarray(x), jnp.asarray(y))
     with pytest.raises(ValueError, match="one value per feature"):
         train.fit(NET, params, x, y, train.sgd(0.1), 1, 1, jax.random.key(0))
+
+
+# --- jaxnet train / check on the preset digits-bn-dropout ----------------------------------------------
+
+
+def test_the_cli_resumes_to_the_uninterrupted_run(tmp_path):
+    """``jaxnet train --preset digits-bn-dropout``: 2 epochs then ``--resume`` to 4 equals 4 epochs
+    at once (the checkpoint keeps the running statistics; the masks come from the saved key)."""
+    import json
+
+    from jaxnet import cli
+
+    base = ["train", "--preset", "digits-bn-dropout", "--quiet"]
+    assert cli.main([*base, "--epochs", "4", "--out", str(tmp_path / "whole")]) == 0
+    assert cli.main([*base, "--epochs", "2", "--out", str(tmp_path / "part")]) == 0
+    assert cli.main([*base, "--epochs", "4", "--resume", str(tmp_path / "part" / "checkpoint.npz")]) == 0
+    whole, part = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "part"))
+    assert part["history"] == whole["history"] and part["final"] == whole["final"]
+    ck = checkpoint.load(tmp_path / "part" / "checkpoint.npz")
+    assert ck.epoch == 4 and ck.state is not None and not np.allclose(ck.state[1]["var"], 1.0)
+
+
+def test_the_cli_says_what_it_cannot_do_with_state_or_keys(tmp_path, capsys):
+    from jaxnet import cli
+
+    args = ["train", "--preset", "digits-bn-dropout", "--seeds", "2", "--quiet", "--out", str(tmp_path / "s")]
+    assert cli.main(args) == 2
+    assert "the sweep does not carry yet" in capsys.readouterr().err
+    assert cli.main(["check", "--preset", "digits-bn-dropout", "--batch", "8"]) == 0  # masks from --seed's key
+    assert "all leaves agree" in capsys.readouterr().out
+    assert cli.main(["check", "--preset", "digits-bn-dropout", "--batch", "8", "--per-example"]) == 2
+    assert "per-example gradients are not defined" in capsys.readouterr().err

@@ -33,12 +33,17 @@ def _sequences(out):  # the attention classifier's gradients check out and no la
     assert out.strip() == "True None", out
 
 
+def _state_and_keys(out):  # BatchNorm + Dropout: the gradients check out; evaluation mode runs on the state
+    assert out.strip() == "True (6, 3)", out
+
+
 # section -> (what its output must show, whether it runs in the main suite)
 CHECKS = {
     ("README.md", "Example"): (_example, True),
     ("README.md", "Training"): (_training, False),  # trains the digits preset (~20 s)
     ("README.md", "Checking your own derivation"): (_checker, False),  # a fresh process, every witness
     ("README.md", "Sequences, normalisation, embeddings and residual blocks"): (_sequences, False),  # compiles 5 kinds
+    ("README.md", "Batch normalisation and dropout: state and keys"): (_state_and_keys, True),
 }
 # blocks run by another test, which needs the objects the block leaves behind
 ELSEWHERE = {
