@@ -12,11 +12,11 @@ then a ``jax.lax.scan`` over time adds the recurrent term ``h_{t−1} Wh`` and a
 Backward (BPTT): ``∂L/∂h_t`` is the output's own ``dy_t`` (only ``dy_T`` without
 ``return_sequences``) plus what step ``t + 1`` sends back through ``Wh``. A reverse
 ``jax.lax.scan`` (``reverse=True``) carries that gradient (and the LSTM's ``∂L/∂c_t``) from
-``t = T`` down to 1, accumulates ``∂L/∂Wh = Σ_t h_{t−1}ᵀ δ_t`` in its carry (the recurrent
-product lives inside the forward scan, so its gradient lives inside the backward one) and emits
-``δ_t = ∂L/∂z_t`` of every step; the input projection's gradients, like its forward, are one
-contraction over (batch, time) after the scan:
-``∂L/∂Wx = Σ_{n,t} x_tᵀ δ_t``, ``∂L/∂b = Σ_{n,t} δ_t``, ``∂L/∂x_t = δ_t Wxᵀ``.
+``t = T`` down to 1 and emits ``δ_t = ∂L/∂z_t`` of every step. Only the recurrence has to run
+step by step: the weight gradients are sums over (batch, time) of products with ``δ_t``, so they
+are one contraction each after the scan, ``∂L/∂Wh = Σ_{n,t} h_{t−1}ᵀ δ_t`` like the input
+projection's ``∂L/∂Wx = Σ_{n,t} x_tᵀ δ_t``, ``∂L/∂b = Σ_{n,t} δ_t``, ``∂L/∂x_t = δ_t Wxᵀ``
+(one large product instead of T small ones inside the loop, and a smaller carry).
 
 Both layers are smooth (no kinks). Initialisation: Glorot-normal ``Wx`` and ``Wh`` (the base's
 default, two keys split from the layer's), zero biases except the LSTM's forget gate, whose
@@ -123,7 +123,7 @@ class _Recurrent(Layer):
         dx = jnp.einsum("btk,dk->btd", dz, params["Wx"])  # δ_t Wxᵀ: [batch, T, G H] @ [G H, D] -> [batch, T, D]
         return dx, dWx, db
 
-    def _bwd_start(self, steps: Any, wh: jax.Array) -> tuple[jax.Array, ...]:
+    def _bwd_start(self, steps: Any) -> tuple[jax.Array, ...]:
         """The reverse scan's carry after step ``T``: zero gradients."""
         raise NotImplementedError
 
@@ -131,12 +131,14 @@ class _Recurrent(Layer):
         """One step of the reverse scan: ``(carry into step t−1, δ_t)``."""
         raise NotImplementedError
 
-    def _bptt(self, wh: jax.Array, steps: Any) -> tuple[jax.Array, jax.Array]:
+    def _bptt(self, wh: jax.Array, steps: Any, h_prev: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The reverse scan of :meth:`_bwd_step` over time-major ``steps`` (leaves [T, batch, …]),
-        from the zero carry of :meth:`_bwd_start`: ``(δ_t of every step [T, batch, G H], ∂L/∂Wh)``."""
+        from the zero carry of :meth:`_bwd_start`, then ``∂L/∂Wh = Σ_{n,t} h_{t−1}ᵀ δ_t`` with
+        ``h_prev`` = every ``h_{t−1}`` ([T, batch, H]): ``(δ_t of every step [T, batch, G H], ∂L/∂Wh)``."""
         step = functools.partial(self._bwd_step, wh)
-        carry, dz = jax.lax.scan(step, self._bwd_start(steps, wh), steps, reverse=True)
-        return dz, carry[-1]
+        _, dz = jax.lax.scan(step, self._bwd_start(steps), steps, reverse=True)  # δ: [T, batch, G H]
+        dWh = jnp.einsum("tbh,tbk->hk", h_prev, dz)  # [H, T batch] @ [T batch, G H] -> [H, G H]
+        return dz, dWh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,25 +186,24 @@ class SimpleRNN(_Recurrent):
         the formulas are in the class docstring."""
         x, h = residuals.x, residuals.h
         dh_out = self._output_grad(dy, h)  # ∂L/∂h_t through the output alone: [batch, T, H]
-        dz, dWh = self._bptt(params["Wh"], _time_major((dh_out, h, _previous(h))))  # δ: [T, batch, H]
+        dz, dWh = self._bptt(params["Wh"], _time_major((dh_out, h)), _time_major(_previous(h)))  # δ: [T, batch, H]
         dx, dWx, db = self._input_grads(params, x, _batch_major(dz))
         return dx, {"Wx": dWx, "Wh": dWh, "b": db}
 
-    def _bwd_start(self, steps: Any, wh: jax.Array) -> tuple[jax.Array, ...]:
-        """``(dh_{T+1}^{rec} = 0 [batch, H], ∂L/∂Wh = 0)``."""
-        return jnp.zeros_like(steps[0][0]), jnp.zeros_like(wh)
+    def _bwd_start(self, steps: Any) -> tuple[jax.Array, ...]:
+        """``(dh_{T+1}^{rec} = 0 [batch, H],)``."""
+        return (jnp.zeros_like(steps[0][0]),)
 
     def _bwd_step(
-        self, wh: jax.Array, carry: tuple[jax.Array, jax.Array], step: tuple[jax.Array, jax.Array, jax.Array]
-    ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
-        """Step ``t`` of BPTT. ``carry``: ``(dh_{t+1}^{rec}, Σ_{s>t} h_{s−1}ᵀ δ_s)``; ``step``:
-        ``(dy_t, h_t, h_{t−1})``, each [batch, H]. Returns ``((dh_t^{rec}, Σ_{s≥t} h_{s−1}ᵀ δ_s), δ_t)``."""
-        dh_rec, dwh = carry
-        dy_t, h_t, h_prev = step
+        self, wh: jax.Array, carry: tuple[jax.Array], step: tuple[jax.Array, jax.Array]
+    ) -> tuple[tuple[jax.Array], jax.Array]:
+        """Step ``t`` of BPTT. ``carry``: ``(dh_{t+1}^{rec},)``; ``step``: ``(dy_t, h_t)``, each
+        [batch, H]. Returns ``((dh_t^{rec},), δ_t)``."""
+        (dh_rec,) = carry
+        dy_t, h_t = step
         dh = dy_t + dh_rec  # ∂L/∂h_t: [batch, H]
         dz = dh * (1 - h_t**2)  # δ_t = ∂L/∂z_t (tanh' = 1 − h²)
-        dwh = dwh + h_prev.T @ dz  # [H, batch] @ [batch, H] -> [H, H]
-        return (dz @ wh.T, dwh), dz  # dh_t^{rec} = δ_t Whᵀ: [batch, H] @ [H, H] -> [batch, H]
+        return (dz @ wh.T,), dz  # dh_t^{rec} = δ_t Whᵀ: [batch, H] @ [H, H] -> [batch, H]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,24 +279,23 @@ class LSTM(_Recurrent):
         the formulas are in the class docstring."""
         x, gates, c, h = residuals
         dh_out = self._output_grad(dy, h)  # ∂L/∂h_t through the output alone: [batch, T, H]
-        steps = _time_major((dh_out, gates, c, _previous(c), _previous(h)))
-        dz, dWh = self._bptt(params["Wh"], steps)  # δ: [T, batch, 4H]
+        steps = _time_major((dh_out, gates, c, _previous(c)))
+        dz, dWh = self._bptt(params["Wh"], steps, _time_major(_previous(h)))  # δ: [T, batch, 4H]
         dx, dWx, db = self._input_grads(params, x, _batch_major(dz))
         return dx, {"Wx": dWx, "Wh": dWh, "b": db}
 
-    def _bwd_start(self, steps: Any, wh: jax.Array) -> tuple[jax.Array, ...]:
-        """``(dh_{T+1}^{rec} = 0, dc_{T+1}^{rec} = 0 [batch, H], ∂L/∂Wh = 0)``."""
+    def _bwd_start(self, steps: Any) -> tuple[jax.Array, ...]:
+        """``(dh_{T+1}^{rec} = 0, dc_{T+1}^{rec} = 0)``, each [batch, H]."""
         zero = jnp.zeros_like(steps[0][0])
-        return zero, zero, jnp.zeros_like(wh)
+        return zero, zero
 
     def _bwd_step(
-        self, wh: jax.Array, carry: tuple[jax.Array, jax.Array, jax.Array], step: tuple[jax.Array, ...]
-    ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], jax.Array]:
-        """Step ``t`` of BPTT. ``carry``: ``(dh_{t+1}^{rec}, dc_{t+1}^{rec}, Σ_{s>t} h_{s−1}ᵀ δ_s)``;
-        ``step``: ``(dy_t, gates_t [batch, 4H], c_t, c_{t−1}, h_{t−1})``.
-        Returns ``((dh_t^{rec}, dc_t^{rec}, Σ_{s≥t} h_{s−1}ᵀ δ_s), δ_t)``."""
-        dh_rec, dc_rec, dwh = carry
-        dy_t, gates, c, c_prev, h_prev = step
+        self, wh: jax.Array, carry: tuple[jax.Array, jax.Array], step: tuple[jax.Array, ...]
+    ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        """Step ``t`` of BPTT. ``carry``: ``(dh_{t+1}^{rec}, dc_{t+1}^{rec})``; ``step``:
+        ``(dy_t, gates_t [batch, 4H], c_t, c_{t−1})``. Returns ``((dh_t^{rec}, dc_t^{rec}), δ_t)``."""
+        dh_rec, dc_rec = carry
+        dy_t, gates, c, c_prev = step
         i, f, g, o = jnp.split(gates, 4, axis=-1)  # each [batch, H]
         tanh_c = jnp.tanh(c)
         dh = dy_t + dh_rec  # ∂L/∂h_t: [batch, H]
@@ -305,5 +305,4 @@ class LSTM(_Recurrent):
         dz = jnp.concatenate(
             [di * i * (1 - i), df * f * (1 - f), dg * (1 - g**2), do * o * (1 - o)], axis=-1
         )  # δ_t = ∂L/∂z_t through σ', tanh', σ', σ': [batch, 4H]
-        dwh = dwh + h_prev.T @ dz  # [H, batch] @ [batch, 4H] -> [H, 4H]
-        return (dz @ wh.T, dc_prev, dwh), dz  # dh_t^{rec} = δ_t Whᵀ: [batch, 4H] @ [4H, H] -> [batch, H]
+        return (dz @ wh.T, dc_prev), dz  # dh_t^{rec} = δ_t Whᵀ: [batch, 4H] @ [4H, H] -> [batch, H]

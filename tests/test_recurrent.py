@@ -218,8 +218,8 @@ class LSTMForgetsCellPath(LSTM):
     """dc_{t−1} = 0 instead of dc_t ∘ f_t: the cell state's gradient never reaches the step before."""
 
     def _bwd_step(self, wh, carry, step):
-        (dh_rec, dc_rec, dwh), dz = super()._bwd_step(wh, carry, step)
-        return (dh_rec, jnp.zeros_like(dc_rec), dwh), dz
+        (dh_rec, dc_rec), dz = super()._bwd_step(wh, carry, step)
+        return (dh_rec, jnp.zeros_like(dc_rec)), dz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,11 +228,11 @@ class RNNForgetsRecurrentTanh(SimpleRNN):
     (the step's own δ_t, and so ∂Wx, ∂b, ∂x of step t itself, keep it)."""
 
     def _bwd_step(self, wh, carry, step):
-        dh_rec, dwh = carry
-        dy_t, h_t, h_prev = step
+        (dh_rec,) = carry
+        dy_t, h_t = step
         dh = dy_t + dh_rec
         dz = dh * (1 - h_t**2)
-        return (dh @ wh.T, dwh + h_prev.T @ dz), dz  # dh, not dz, through Whᵀ
+        return (dh @ wh.T,), dz  # dh, not dz, through Whᵀ
 
 
 class _TruncatedAtFirstStep:
@@ -241,11 +241,11 @@ class _TruncatedAtFirstStep:
     Since h_0 = 0, step 1 adds h_0ᵀ δ_1 = 0 to ∂Wh, so ∂Wh stays right; ∂x (at t = 1), ∂Wx and
     ∂b go wrong."""
 
-    def _bptt(self, wh, steps):
-        first = jax.tree.map(lambda a: a[:1], steps)
-        later = jax.tree.map(lambda a: a[1:], steps)
-        dz_later, dwh_later = super()._bptt(wh, later)
-        dz_first, dwh_first = super()._bptt(wh, first)  # from a zero carry: truncated
+    def _bptt(self, wh, steps, h_prev):
+        first = jax.tree.map(lambda a: a[:1], (steps, h_prev))
+        later = jax.tree.map(lambda a: a[1:], (steps, h_prev))
+        dz_later, dwh_later = super()._bptt(wh, *later)
+        dz_first, dwh_first = super()._bptt(wh, *first)  # from a zero carry: truncated
         return jnp.concatenate([dz_first, dz_later]), dwh_first + dwh_later
 
 
