@@ -49,8 +49,29 @@ class Normalized(NamedTuple):
     r: jax.Array  # r = 1 / sqrt(σ² + eps): [batch, *lead, 1]
 
 
+class _ScaleShift(Layer):
+    """Shared by the normalisations: per-example inputs ``[..., D]`` kept as they are, a learnable
+    per-feature ``scale`` and ``shift`` (``[D]`` each, initially 1 and 0: the plain normalisation),
+    neither a weight (L2 leaves them alone unless ``l2_bias``)."""
+
+    weight_names = ()  # scale and shift are per-feature, like biases: penalised only with l2_bias
+
+    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(in_shape) < 1:
+            raise ValueError(f"{type(self).__name__} expects per-example inputs [..., D], got shape {tuple(in_shape)}")
+        return tuple(in_shape)
+
+    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        return {"scale": (in_shape[-1],), "shift": (in_shape[-1],)}
+
+    def init(self, key: jax.Array, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
+        """``scale`` ones, ``shift`` zeros: the layer starts as the plain normalisation (``key`` unused)."""
+        d = in_shape[-1]
+        return {"scale": jnp.ones((d,), dtype), "shift": jnp.zeros((d,), dtype)}
+
+
 @dataclasses.dataclass(frozen=True)
-class LayerNorm(Layer):
+class LayerNorm(_ScaleShift):
     """Layer normalisation over the last axis: ``y = scale ∘ (x − μ) / sqrt(σ² + eps) + shift``.
 
     Per-example inputs ``[D]`` or ``[T, D]`` (any rank ≥ 1; every position is normalised on its
@@ -76,25 +97,10 @@ class LayerNorm(Layer):
       eps: the positive variance floor ``eps`` (default ``1e-5``).
     """
 
-    weight_names = ()  # scale and shift are per-feature, like biases: penalised only with l2_bias
-
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eps", _positive_float(self.eps, "LayerNorm.eps"))
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(in_shape) < 1:
-            raise ValueError(f"LayerNorm expects per-example inputs [..., D], got shape {tuple(in_shape)}")
-        return tuple(in_shape)
-
-    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-        return {"scale": (in_shape[-1],), "shift": (in_shape[-1],)}
-
-    def init(self, key: jax.Array, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
-        """``scale`` ones, ``shift`` zeros: the layer starts as the plain normalisation (``key`` unused)."""
-        d = in_shape[-1]
-        return {"scale": jnp.ones((d,), dtype), "shift": jnp.zeros((d,), dtype)}
 
     def fwd(self, params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, Normalized]:
         """``x``: [batch, *lead, D] -> ``y``: [batch, *lead, D]; residuals :class:`Normalized` ``(x̂, r)``.
@@ -256,7 +262,7 @@ class RunningStats(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class BatchNorm(Layer):
+class BatchNorm(_ScaleShift):
     """Batch normalisation of every feature (the last axis) over the batch:
     ``y = scale ∘ (x − μ) / sqrt(σ² + eps) + shift``.
 
@@ -298,7 +304,6 @@ class BatchNorm(Layer):
     momentum: float = 0.9
     eps: float = 1e-5
 
-    weight_names = ()  # scale and shift are per-feature, like biases: penalised only with l2_bias
     couples_examples = True
 
     def __post_init__(self) -> None:
@@ -309,19 +314,6 @@ class BatchNorm(Layer):
         if not 0.0 <= m < 1.0:
             raise ValueError(f"BatchNorm.momentum must be in [0, 1), got {m!r}")
         object.__setattr__(self, "momentum", float(m))
-
-    def output_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(in_shape) < 1:
-            raise ValueError(f"BatchNorm expects per-example inputs [..., D], got shape {tuple(in_shape)}")
-        return tuple(in_shape)
-
-    def param_shapes(self, in_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-        return {"scale": (in_shape[-1],), "shift": (in_shape[-1],)}
-
-    def init(self, key: jax.Array, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
-        """``scale`` ones, ``shift`` zeros (``key`` unused)."""
-        d = in_shape[-1]
-        return {"scale": jnp.ones((d,), dtype), "shift": jnp.zeros((d,), dtype)}
 
     def init_state(self, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
         """Running ``mean`` zeros and ``var`` ones, ``[D]``."""
