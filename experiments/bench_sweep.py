@@ -113,7 +113,7 @@ def epochs_only(name, net, x, y, batch, lrs, replicas, repeats, devices):
     one = {"p": p1, "s": opt.init(p1), "step": 0}
 
     def run_single(epoch):
-        one["p"], one["s"], one["step"], losses, _ = single(
+        one["p"], one["s"], one["step"], losses, _, _ = single(
             one["p"], one["s"], one["step"], jax.random.key(epoch), xd, yd
         )
         return losses

@@ -97,7 +97,7 @@ def run_make_epoch(spec: dict) -> dict:
 
         def go():
             for kk in keys:
-                carry["params"], carry["state"], carry["step"], losses, _ = epoch(
+                carry["params"], carry["state"], carry["step"], losses, _, _ = epoch(
                     carry["params"], carry["state"], carry["step"], kk, xd, yd
                 )
             carry["epoch"] += k

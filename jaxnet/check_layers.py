@@ -35,6 +35,7 @@ from .gradcheck import (
     compare,
     count_kinks,
     count_layer_kinks,
+    coupled_in,
     given_in_float64,
     handle_kinks,
 )
@@ -89,10 +90,10 @@ def check_layer(
     """
     fwd = functools.partial(apply_without_state, layer, state=state, key=key, train=train)
     with jax.enable_x64(True) if given_in_float64((params, x)) else contextlib.nullcontext():  # float64 stays float64
-        return _check_layer(layer, fwd, params, x, cotangents, kinks, kink_margin, eps, seed, options)
+        return _check_layer(layer, fwd, train, params, x, cotangents, kinks, kink_margin, eps, seed, options)
 
 
-def _check_layer(layer, fwd, params, x, cotangents, kinks, kink_margin, eps, seed, options):
+def _check_layer(layer, fwd, train, params, x, cotangents, kinks, kink_margin, eps, seed, options):
     """:func:`check_layer` in the working precision."""
     f: Callable[..., jax.Array]
     f_vjp: Callable[..., tuple[Any, ...]]
@@ -100,7 +101,9 @@ def _check_layer(layer, fwd, params, x, cotangents, kinks, kink_margin, eps, see
     names: tuple[str, ...]
     x = _check_layer_inputs(layer, params, x)
     margin = 100 * eps if kink_margin is None else float(kink_margin)
-    (x,), notes = handle_kinks(lambda xs: count_layer_kinks(layer, params, xs, margin, fwd), (x,), kinks, margin, seed)
+    coupled = train and (layer.couples_examples or layer.needs_key)
+    counter = lambda xs: count_layer_kinks(layer, params, xs, margin, fwd)
+    (x,), notes = handle_kinks(counter, (x,), kinks, margin, seed, coupled=coupled)
     if jnp.issubdtype(jnp.result_type(x), jnp.floating):
         f, f_vjp, primals, names = *_layer_functions(layer, fwd), (params, x), ("params", "x")
     else:
@@ -247,6 +250,7 @@ def find_wrong_layer(
         kink_margin,
         seed,
         np.shape(x) == tuple(net.input_shape),
+        coupled_in(net, mode),
     )
     x, y, _ = prepare_inputs(params, net, x, y)
     dtype = jnp.result_type(*jax.tree.leaves(params))

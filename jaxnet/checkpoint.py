@@ -12,7 +12,8 @@ Everything read back is checked before it is used, so a forged or damaged file i
 :class:`CheckpointError` naming the file and the field, never another exception or a silently
 wrong load: ``epoch``, ``step`` and the leaf counts are non-negative integers; ``extra`` is a
 dict; the network description is a dict that builds a :class:`Network`; every params array is
-floating (float16/32/64), finite, and of the shape the network gives it; the key data is uint32
+floating (float16/32/64), finite, and of the shape the network gives it (so is the state, whose
+variances are non-negative); the key data is uint32
 of its implementation's shape; optimizer leaves have the template's shapes and kinds of dtype;
 each history entry is a 1-D floating array (NaN allowed).
 
@@ -37,7 +38,7 @@ import numpy as np
 
 from .files import atomic_write, numpy_format
 from .layers import Layer, kind_name, layer_kind
-from .network import Network, has_state, state_shapes
+from .network import Network, check_mode, has_state, state_shapes
 
 FORMAT = "jaxnet-checkpoint/1"
 
@@ -154,7 +155,7 @@ def save(
     and ±inf allowed), stored as float64 arrays. Anything else is a ``ValueError`` before
     anything is written."""
     epoch, step = _counter(epoch, "epoch"), _counter(step, "step")
-    s_leaves = _state_leaves(net, state)
+    s_leaves = _state_leaves(net, params, state)
     hist_names, arrays = _history_arrays(history)
     p_leaves = jax.tree.leaves(params)
     o_leaves = jax.tree.leaves(opt_state) if opt_state is not None else []
@@ -185,9 +186,10 @@ def save(
         np.savez(f, **arrays)
 
 
-def _state_leaves(net: Network, state) -> list | None:
+def _state_leaves(net: Network, params, state) -> list | None:
     """The leaves of ``state`` to store (None for a network without state); a ``ValueError`` when
-    the network has state and ``state`` is missing or not of its structure."""
+    the network has state and ``state`` is missing or not of its structure, shapes and the
+    params' dtype."""
     if not has_state(net):
         if state is not None and jax.tree.leaves(state):
             raise ValueError(f"state: the network {net} has no state, got {jax.tree.structure(state)}")
@@ -197,9 +199,7 @@ def _state_leaves(net: Network, state) -> list | None:
             f"state: the network {net} has state (BatchNorm's running statistics), which the checkpoint must keep; "
             "pass state= (FitResult.state, or the state fit's on_epoch gives)"
         )
-    expected = str(jax.tree.structure(state_shapes(net)))
-    if not isinstance(state, (list, tuple)) or str(jax.tree.structure(list(state))) != expected:
-        raise ValueError(f"state: expected the structure of jaxnet.init_state(net), {expected}")
+    check_mode(net, params, state, None, False)  # structure, shapes, the params' dtype: a ValueError naming the leaf
     return jax.tree.leaves(state)
 
 
@@ -414,6 +414,8 @@ def _rebuild_state(path, net, meta, arrays):
         a = _array(path, arrays, name)
         if a.dtype.kind != "f" or a.shape != want.shape or not np.isfinite(a).all():
             raise _bad(path, name, f"{what} is {a.dtype}{list(a.shape)}; expected finite floats of shape {want.shape}")
+        if str(where[-1].key).endswith("var") and (a < 0).any():  # a variance: BatchNorm's running var
+            raise _bad(path, name, f"{what} holds negative values; a variance is >= 0")
         leaves.append(jnp.asarray(a))
     return jax.tree.unflatten(treedef, leaves)
 

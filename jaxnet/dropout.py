@@ -9,13 +9,12 @@ gradient can be checked exactly. Nothing is drawn from a global RNG.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from .layers import Layer
+from .layers import Layer, unit_fraction
 
 
 class Dropped(NamedTuple):
@@ -48,12 +47,7 @@ class Dropout(Layer):
     rate: float
 
     def __post_init__(self) -> None:
-        p = self.rate
-        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
-            raise ValueError(f"Dropout.rate must be a number in [0, 1), got {p!r}")
-        if not (math.isfinite(p) and 0.0 <= p < 1.0):
-            raise ValueError(f"Dropout.rate must be in [0, 1) (the probability of dropping an entry), got {p!r}")
-        object.__setattr__(self, "rate", float(p))
+        object.__setattr__(self, "rate", unit_fraction(self.rate, "Dropout.rate (the probability of dropping)"))
 
     @property
     def needs_key(self) -> bool:  # type: ignore[override]  # a class attribute of Layer, here derived
@@ -88,7 +82,9 @@ class Dropout(Layer):
                 f"Dropout(rate={self.rate}) in training mode draws its mask from a key: pass key=jax.random.key(...) "
                 "(to jaxnet.loss / manual_grads / check_layer), or train=False"
             )
-        keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)  # [batch, *shape]
+        # p as float32 whatever jax_enable_x64 says: the same key gives the same mask in float32 and
+        # float64 code (the checkers' float64 references run under enable_x64)
+        keep = jax.random.bernoulli(key, np.float32(1.0 - self.rate), x.shape)  # [batch, *shape]
         mask = keep.astype(x.dtype) / (1.0 - self.rate)  # [batch, *shape]
         return x * mask, Dropped(mask), state
 

@@ -434,6 +434,13 @@ def count_kinks(
     return _tally(_kink_gaps(params, net, x, state, key, train=train), margin, x.shape[0])
 
 
+def coupled_in(net: Network, mode: dict[str, Any]) -> bool:
+    """Whether, in ``mode`` (training by default), an example's forward pass through ``net``
+    depends on the other examples of the batch: a layer couples them (BatchNorm) or draws a mask
+    for the whole batch (Dropout)."""
+    return bool(mode.get("train", True)) and any(layer.couples_examples or layer.needs_key for layer in net.layers)
+
+
 def count_layer_kinks(layer, params, x, margin: float = 1e-3, fwd=None) -> tuple[KinkCount, np.ndarray]:
     """:func:`count_kinks` for one layer on its input ``x`` ([batch, ...]); ``fwd``: its forward
     pass in the mode checked (default ``layer.fwd``)."""
@@ -441,12 +448,15 @@ def count_layer_kinks(layer, params, x, margin: float = 1e-3, fwd=None) -> tuple
     return _tally([] if gaps is None else [gaps], margin, jnp.shape(x)[0])
 
 
-def handle_kinks(counter, args, kinks, margin, seed=0, single=False):
+def handle_kinks(counter, args, kinks, margin, seed=0, single=False, coupled=False):
     """Exclude or nudge the examples of ``args = (x, y, ...)`` near a kink, or only count them;
     return ``(args, notes)``. ``counter(x [batch, ...]) -> (KinkCount, near [batch])`` finds them
     (:func:`count_kinks`, :func:`count_layer_kinks`); ``single``: ``x`` is one example without a
     batch axis. Only ``x`` (``args[0]``) and ``y`` (``args[1]``, when given) are sliced or
-    changed; other arguments pass through."""
+    changed; other arguments pass through. ``coupled``: one example's forward pass depends on the
+    others (BatchNorm's batch statistics, Dropout's mask drawn for the batch's shape, in
+    training), so excluding examples moves the others' kinks: the exclusion is repeated on what
+    is left until no kink is within the margin."""
     if kinks not in ("exclude", "nudge", "count"):
         raise ValueError(f"kinks must be 'exclude', 'nudge' or 'count', got {kinks!r}")
     x = np.asarray(args[0])
@@ -464,10 +474,27 @@ def handle_kinks(counter, args, kinks, margin, seed=0, single=False):
                 f"every example has a kink within {margin:g} ({what}); nudge them instead "
                 "(kinks='nudge', jaxnet check --kinks nudge) or use other inputs"
             )
-        sliced = [jnp.asarray(np.asarray(a)[keep]) for a in args[:2]]
-        return (*sliced, *args[2:]), [
-            what + f"; those {found.examples} excluded, checked on the other {int(keep.sum())}"
-        ]
+        sliced = [np.asarray(a)[keep] for a in args[:2]]
+        rounds = 1
+        while coupled and rounds < 20:
+            _, near = counter(sliced[0])
+            if not near.any():
+                break
+            if near.all():
+                raise ValueError(f"excluding the examples near a kink left none ({what}); use kinks='nudge'")
+            sliced, rounds = [a[~near] for a in sliced], rounds + 1
+        else:
+            if coupled:
+                raise ValueError(f"excluding the examples near a kink did not settle ({what}); use kinks='nudge'")
+        kept = len(sliced[0])
+        if rounds == 1:
+            return (*map(jnp.asarray, sliced), *args[2:]), [
+                what + f"; those {found.examples} excluded, checked on the other {kept}"
+            ]
+        coupled_note = (
+            f"{len(x) - kept} excluded in {rounds} rounds (coupled examples: excluding some moves the others' kinks)"
+        )
+        return (*map(jnp.asarray, sliced), *args[2:]), [what + f"; {coupled_note}, checked on the other {kept}"]
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"kinks='nudge' moves the inputs x, which must be floating point, got dtype {x.dtype}")
     rng = np.random.default_rng(seed)
@@ -616,7 +643,7 @@ def check_grads(
             raise ValueError("net= needs the inputs x as the first argument after params")
         single = np.shape(args[0]) == tuple(net.input_shape)  # one example, passed to your functions as it is
         counter = lambda x: count_kinks(params, net, x, margin, **(mode or {}))
-        args, notes = handle_kinks(counter, args, kinks, margin, seed, single)
+        args, notes = handle_kinks(counter, args, kinks, margin, seed, single, coupled_in(net, mode or {}))
     _check_loss(loss_fn, params, args)
     dtype = jnp.result_type(*jax.tree.leaves(params))
     default_rtol, default_fd = DEFAULT_RTOL.get(jnp.dtype(dtype).name, DEFAULT_RTOL["float32"])

@@ -76,6 +76,15 @@ def positive_int(value: Any, what: str) -> int:
     return number
 
 
+def unit_fraction(value: Any, what: str) -> float:
+    """``value`` as a float in ``[0, 1)`` (a rate, a momentum), or a ``ValueError`` naming ``what``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+    if not 0.0 <= value < 1.0:  # NaN fails here too
+        raise ValueError(f"{what} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
 def activation_gaps(activation: str, z: jax.Array) -> jax.Array | None:
     """|z| per unit, flattened to [batch, m], when the activation has a kink at 0; else None
     (the :meth:`Layer.kink_gaps` of a layer that applies ``activation`` to ``z``)."""

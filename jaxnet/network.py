@@ -281,8 +281,10 @@ def state_shapes(net: Network, dtype: DTypeLike = jnp.float32) -> list[dict[str,
     return jax.eval_shape(lambda: init_state(net, dtype))
 
 
+@functools.lru_cache(maxsize=256)
 def has_state(net: Network) -> bool:
-    """Whether a layer of ``net`` keeps state (:meth:`jaxnet.Layer.init_state` is not empty)."""
+    """Whether a layer of ``net`` keeps state (:meth:`jaxnet.Layer.init_state` is not empty);
+    cached per network (a hashable description)."""
     return any(state_shapes(net))
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from .activations import get_activation
-from .layers import Activated, Layer, activation_gaps, activation_init, positive_int
+from .layers import Activated, Layer, activation_gaps, activation_init, positive_int, unit_fraction
 
 
 def _positive_float(value: Any, what: str) -> float:
@@ -308,12 +308,7 @@ class BatchNorm(_ScaleShift):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eps", _positive_float(self.eps, "BatchNorm.eps"))
-        m = self.momentum
-        if isinstance(m, (bool, np.bool_)) or not isinstance(m, (int, float, np.integer, np.floating)):
-            raise ValueError(f"BatchNorm.momentum must be a number in [0, 1), got {m!r}")
-        if not 0.0 <= m < 1.0:
-            raise ValueError(f"BatchNorm.momentum must be in [0, 1), got {m!r}")
-        object.__setattr__(self, "momentum", float(m))
+        object.__setattr__(self, "momentum", unit_fraction(self.momentum, "BatchNorm.momentum"))
 
     def init_state(self, in_shape: tuple[int, ...], dtype: DTypeLike) -> dict[str, jax.Array]:
         """Running ``mean`` zeros and ``var`` ones, ``[D]``."""

@@ -287,7 +287,9 @@ def make_epoch(
 
     def python_epoch(params, opt_state, step, key, x, y, state=None):
         order, k_check = batches(key)
-        carry = (params, opt_state, jnp.array(step, jnp.int32), check_state(state))  # a copy: step is not donated
+        state = check_state(state)
+        state = None if state is None else jax.tree.map(jnp.copy, state)  # copies: only params, opt_state donated
+        carry = (params, opt_state, jnp.array(step, jnp.int32), state)  # step copied too
         outs = []
         for i in range(steps):
             carry, out = one_step(carry, order[i], k_check, key, x, y)
@@ -499,7 +501,10 @@ def fit(
         ``state=`` the state after that epoch (what a checkpoint must keep).
       max_traces: fail if the epoch function is traced more often (see :func:`make_epoch`).
       devices: train data-parallel over this many local devices (see :func:`make_epoch`);
-        the result equals single-device training up to float rounding.
+        the result equals single-device training up to float rounding (BatchNorm's statistics
+        are the global batch's too). Rounding can grow where a gradient is exactly zero in theory:
+        the bias of a Dense layer right before a BatchNorm has gradient 0, and Adam scales its
+        rounding noise up to full-size steps, which differ between layouts (plain SGD does not).
       state: the network's state to start from (BatchNorm's running statistics; default
         :func:`jaxnet.init_state`, in the params' dtype), as a resumed run passes it back.
         Training updates it step by step; the metrics are computed in evaluation mode with it.
@@ -515,10 +520,9 @@ def fit(
     if patience is not None and val is None:
         raise ValueError("patience needs a validation set (val=...)")
     dtype = jax.tree.leaves(params)[0].dtype
-    if has_state(net):
-        state = init_state(net, dtype) if state is None else check_mode(net, params, state, None, False)
-    else:
-        state = None
+    if state is not None:
+        check_mode(net, params, state, None, False)  # its structure, shapes and dtype, whatever the network
+    state = (init_state(net, dtype) if state is None else state) if has_state(net) else None
     x, y = inputs_as(net, x, dtype), jnp.asarray(y)
     val = None if val is None else (inputs_as(net, val[0], dtype), jnp.asarray(val[1]))
     # not donated: the params going into an epoch stay valid as the last good state

@@ -307,7 +307,7 @@ def test_mode_errors_name_what_is_missing():
         jaxnet.forward(params, net, x, state=[*state[:4], {"mean": jnp.zeros(5), "var": jnp.ones(3)}, {}])
     with pytest.raises(ValueError, match="expected the params' dtype float64"):
         jaxnet.forward(params, net, x, state=jaxnet.init_state(net))  # float32 state, float64 params
-    with pytest.raises(ValueError, match=r"Dropout\.rate must be in"):
+    with pytest.raises(ValueError, match=r"Dropout\.rate \(the probability of dropping\) must be in \[0, 1\)"):
         Dropout(1.0)
     with pytest.raises(ValueError, match=r"BatchNorm\.momentum must be in"):
         BatchNorm(momentum=1.0)
@@ -334,3 +334,20 @@ def test_kinds_are_registered_and_their_state_comes_from_init_state():
     params = jaxnet.init_params(KEY, net)
     np.testing.assert_array_equal(params[1]["scale"], np.ones(6))  # the identity of the normalised input
     assert BatchNorm().l2_names((6,)) == () and Dropout(0.5).param_shapes((6,)) == {}
+
+
+@pytest.mark.parametrize(
+    "swap", [(None, None, Dropout(0.0)), (None, Dropout(0.0), Dropout(0.5))], ids=["bn", "dropout"]
+)
+def test_excluding_kinks_of_coupled_examples_repeats_until_none_is_left(swap):
+    """Excluding an example moves the others' kinks when BatchNorm's statistics or Dropout's mask
+    (drawn for the batch's shape) couple them: the exclusion is repeated on what is left."""
+    from jaxnet.gradcheck import count_kinks, handle_kinks
+
+    net = _mlp(*swap)
+    params, x, y = verify.random_problem(net, seed=0, n=40, key=KEY, margin=0.0)
+    margin = 0.05  # wide: several examples near a ReLU kink
+    counter = lambda xs: count_kinks(params, net, xs, margin, key=KEY)
+    assert counter(x)[0].examples > 0
+    (x2, _y2), notes = handle_kinks(counter, (x, y), "exclude", margin, coupled=True)
+    assert counter(x2)[0].examples == 0 and 0 < len(x2) < len(x), notes

@@ -157,13 +157,116 @@ def test_the_cli_resumes_to_the_uninterrupted_run(tmp_path):
     assert ck.epoch == 4 and ck.state is not None and not np.allclose(ck.state[1]["var"], 1.0)
 
 
-def test_the_cli_says_what_it_cannot_do_with_state_or_keys(tmp_path, capsys):
+def test_jaxnet_train_refuses_seeds_for_the_preset(tmp_path, capsys):
     from jaxnet import cli
 
     args = ["train", "--preset", "digits-bn-dropout", "--seeds", "2", "--quiet", "--out", str(tmp_path / "s")]
     assert cli.main(args) == 2
     assert "the sweep does not carry yet" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_jaxnet_check_runs_the_preset_with_a_key_and_refuses_per_example(capsys):
+    from jaxnet import cli
+
     assert cli.main(["check", "--preset", "digits-bn-dropout", "--batch", "8"]) == 0  # masks from --seed's key
     assert "all leaves agree" in capsys.readouterr().out
     assert cli.main(["check", "--preset", "digits-bn-dropout", "--batch", "8", "--per-example"]) == 2
     assert "per-example gradients are not defined" in capsys.readouterr().err
+
+
+# --- the keys fit gives each step and layer; early stopping; checkpoint validation -------------------
+
+
+def test_fit_steps_are_the_hand_written_steps():
+    """Two SGD steps of fit (one epoch, batch N/2), redone by hand: the epoch's permutation, step s's
+    key train.step_key(epoch key, s), each layer's fold_in(key, l), the state carried between them."""
+    x, y = _data()
+    k_init, k_train = jax.random.split(jax.random.key(0))
+    params, lr, batch = jaxnet.init_params(k_init, NET), 0.1, N // 2
+    result = train.fit(NET, params, x, y, train.sgd(lr), 1, batch, k_train)
+    ek = train.epoch_key(k_train, 1)
+    order = train.permutation(jax.random.split(ek)[0], N)
+    p, state = params, jaxnet.init_state(NET)
+    for s in range(2):
+        idx = order[s * batch : (s + 1) * batch]
+        (_, state), g = jaxnet.value_and_manual_grads_with_state(
+            p, NET, x[idx], y[idx], state=state, key=train.step_key(ek, s)
+        )
+        p = jax.tree.map(lambda a, b: a - lr * b, p, g)
+    for a, b in zip(jax.tree.leaves((p, state)), jax.tree.leaves((result.params, result.state))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_each_layer_draws_its_own_mask():
+    net = jaxnet.sequential((5,), [Dropout(0.5), jaxnet.Dense(5), Dropout(0.5), jaxnet.Dense(3)])
+    params = jaxnet.init_params(jax.random.key(0), net)
+    _, residuals, _ = jaxnet.network.forward_pass(params, net, jnp.ones((8, 5)), key=jax.random.key(1))
+    assert not np.array_equal(residuals[0].mask, residuals[2].mask)  # fold_in(key, 0) and fold_in(key, 2)
+    block = jaxnet.Residual((Dropout(0.5), jaxnet.Dense(5), Dropout(0.5)))
+    net = jaxnet.sequential((5,), [block, jaxnet.Dense(3)])
+    _, residuals, _ = jaxnet.network.forward_pass(
+        jaxnet.init_params(jax.random.key(0), net), net, jnp.ones((8, 5)), key=jax.random.key(1)
+    )
+    assert not np.array_equal(residuals[0][0].mask, residuals[0][2].mask)
+
+
+def test_early_stopping_returns_the_best_epochs_params_and_state():
+    xv, yv = _data(24, seed=1)
+    r = _fit(40, optimizer=optax.adam(0.05), val=(xv, yv), patience=2)
+    assert r.stopped_early
+    best = int(np.argmin(r.history["val_loss"]))
+    np.testing.assert_allclose(
+        train.evaluate(r.params, NET, xv, yv, r.state)["loss"], r.history["val_loss"][best], rtol=1e-6
+    )
+
+
+def test_checkpoints_refuse_a_bad_state_on_save_and_a_negative_variance_on_load(tmp_path, four_epochs):
+    r = four_epochs
+    bad = [dict(s) for s in r.state]
+    bad[1] = {"mean": r.state[1]["mean"], "var": jnp.ones(3)}
+    with pytest.raises(ValueError, match=r"state\[1\]\['var'\]: expected shape \(8,\)"):
+        checkpoint.save(tmp_path / "bad.npz", net=NET, params=r.params, state=bad)
+    assert not (tmp_path / "bad.npz").exists()
+    negative = [dict(s) for s in r.state]
+    negative[1] = {"mean": r.state[1]["mean"], "var": -r.state[1]["var"]}
+    checkpoint.save(tmp_path / "neg.npz", net=NET, params=r.params, state=negative)  # finite floats: written
+    with pytest.raises(checkpoint.CheckpointError, match="negative values; a variance is >= 0"):
+        checkpoint.load(tmp_path / "neg.npz")
+
+
+DROPOUT_F32 = """
+import jax, jax.numpy as jnp, numpy as np
+import jaxnet
+assert not jax.config.jax_enable_x64
+layer, key = jaxnet.Dropout(0.3), jax.random.key(3)
+x = jnp.ones((16, 8), jnp.float32)
+off = layer.apply({}, x, state=None, key=key, train=True)[0]
+with jax.enable_x64(True):
+    on = layer.apply({}, x, state=None, key=key, train=True)[0]
+assert np.array_equal(np.asarray(off), np.asarray(on)), "the mask depends on jax_enable_x64"
+assert jaxnet.check_layer(layer, {}, jax.random.normal(key, (5, 4)), key=key).ok
+print("ok")
+"""
+
+
+def test_float32_checks_of_dropout_with_x64_off():
+    """The float64 references run under enable_x64: Dropout's mask must not depend on that flag
+    (a user's float32 check runs with x64 off; the suite itself runs with it on)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", DROPOUT_F32], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_jaxnet_train_check_passes_on_the_preset(tmp_path):
+    """``jaxnet train --preset digits-bn-dropout --check`` in its own process (x64 off): the gradient
+    check before training passes."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "jaxnet", "train", "--preset", "digits-bn-dropout", "--epochs", "1", "--check"]
+    out = subprocess.run([*args, "--quiet", "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

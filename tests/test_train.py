@@ -169,7 +169,7 @@ def test_python_loop_epoch_equals_the_scan(net):
         run_epoch = train.make_epoch(net, opt, 16, 60, check_every=2, max_traces=1, loop=loop)
         p, s, step = jax.tree.map(jnp.array, params), opt.init(params), 0
         for epoch in range(2):
-            p, s, step, losses, gaps = run_epoch(p, s, step, jax.random.key(epoch), jnp.asarray(x), jnp.asarray(Y))
+            p, s, step, losses, gaps, _ = run_epoch(p, s, step, jax.random.key(epoch), jnp.asarray(x), jnp.asarray(Y))
         out[loop] = (p, losses, gaps, int(step))
     assert out["scan"][3] == out["python"][3] == 6
     chex.assert_trees_all_close(out["scan"][:2], out["python"][:2], rtol=1e-12)
