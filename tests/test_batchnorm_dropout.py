@@ -351,3 +351,15 @@ def test_excluding_kinks_of_coupled_examples_repeats_until_none_is_left(swap):
     assert counter(x)[0].examples > 0
     (x2, _y2), notes = handle_kinks(counter, (x, y), "exclude", margin, coupled=True)
     assert counter(x2)[0].examples == 0 and 0 < len(x2) < len(x), notes
+
+
+def test_jit_matches_eager_in_both_modes():
+    net = _mlp()
+    params, x, y = verify.random_problem(net, seed=5, n=6, key=KEY)
+    state = jaxnet.init_state(net, jnp.float64)
+    for train in (True, False):
+        fn = lambda p, x, y, s, k, train=train: jaxnet.value_and_manual_grads_with_state(
+            p, net, x, y, state=s, key=k, train=train
+        )
+        eager, jitted = fn(params, x, y, state, KEY), jax.jit(fn)(params, x, y, state, KEY)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15), eager, jitted)
