@@ -1,7 +1,8 @@
 """jaxnet: neural networks on JAX with hand-derived gradients, checked against autodiff."""
 
-from . import sweep as sweep
-from . import train as train
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .activations import ACTIVATIONS as ACTIVATIONS
 from .attention import MultiHeadSelfAttention as MultiHeadSelfAttention
 from .check_layers import check_layer as check_layer
@@ -47,7 +48,26 @@ from .per_example import per_example_grads as per_example_grads
 from .recurrent import LSTM as LSTM
 from .recurrent import SimpleRNN as SimpleRNN
 
+if TYPE_CHECKING:
+    from . import sweep as sweep
+    from . import train as train
+
 __version__ = "0.1.0"
+
+_LAZY_MODULES = ("sweep", "train")
+"""Submodules imported on first use (``jaxnet.train``, ``jaxnet.sweep``): ``import jaxnet`` does not
+pull in optax, chex or the sweep machinery until a program trains."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)  # also sets the attribute for next time
+    raise AttributeError(f"module 'jaxnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [  # the public API: these names, documented in the API reference
     "ACTIVATIONS",

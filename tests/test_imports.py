@@ -126,3 +126,41 @@ def test_the_checks_can_fail(tmp_path, monkeypatch):
             assert message in str(e)
         else:
             raise AssertionError(f"{check.__name__} passed a planted violation")
+
+
+HEAVY = ("optax", "chex", "matplotlib", "sklearn", "tqdm", "jaxnet.sweep", "jaxnet.train", "jaxnet.plots")
+IMPORTED = "import sys\n{code}\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
+
+
+def _imported_after(code):
+    import subprocess
+    import sys
+
+    script = IMPORTED.format(code=code, heavy=HEAVY)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_import_jaxnet_and_the_help_pull_in_no_heavy_module_they_do_not_use():
+    """``import jaxnet`` and ``jaxnet --help`` load neither the training nor the sweep machinery
+    (optax, chex) nor plotting, data or progress-bar libraries; ``jaxnet.train`` and ``jaxnet.sweep``
+    load on first use."""
+    assert _imported_after("import jaxnet") == "[]"
+    help_code = (
+        "import contextlib, io, jaxnet.cli as c\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    c.main(['--help'])"
+    )
+    assert _imported_after(help_code) == "[]"
+    assert _imported_after("import jaxnet; jaxnet.train.fit") == "['chex', 'jaxnet.train', 'optax']"
+    assert "jaxnet.sweep" in _imported_after("import jaxnet; jaxnet.sweep.run")
+
+
+def test_an_unknown_attribute_is_still_an_attribute_error():
+    import pytest
+
+    import jaxnet
+
+    with pytest.raises(AttributeError, match="module 'jaxnet' has no attribute 'trian'"):
+        jaxnet.trian  # noqa: B018
+    assert {"train", "sweep", "Dense"} <= set(dir(jaxnet))
