@@ -39,6 +39,7 @@ if os.environ.get("JAXNET_TEST_COMPILATION_CACHE", "1") != "0":
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 else:
     _CACHE = None
+    os.environ.setdefault("JAXNET_COMPILE_CACHE", "off")  # the commands the tests run keep nothing either
 
 
 def pytest_sessionfinish(session, exitstatus):

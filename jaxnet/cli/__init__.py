@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 
-from . import check, train
+from . import cache, check, train
 from .output import CommandFailed
 from .settings import DEFAULT_PRESET, OPTIMIZERS
 from .sweep import SWEPT
@@ -48,6 +48,11 @@ def main(argv=None) -> int:
         args.parser.error(f"--seed {args.seed} --seeds {args.seeds}: the seeds run past 2**32 - 1")
     with warnings.catch_warnings():
         warnings.showwarning = _warning_line(args.command)
+        try:
+            cache.configure(args.compile_cache, args.no_compile_cache)
+        except ValueError as e:
+            print(f"jaxnet {args.command}: {e}", file=sys.stderr)
+            return 2
         try:
             return args.run(args)
         except CommandFailed as e:
@@ -147,6 +152,20 @@ def _presets_table(title: str) -> str:
     return "\n".join(lines)
 
 
+def _cache_flags(p) -> None:
+    """``--compile-cache DIR`` / ``--no-compile-cache`` (see :mod:`jaxnet.cli.cache`)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help=f"keep compiled programs in DIR (default: ${cache.ENV}, else {cache.default_folder()}), so the next "
+        "run of the same network skips compiling",
+    )
+    group.add_argument(
+        "--no-compile-cache", action="store_true", help=f"compile afresh, keep nothing (also {cache.ENV}=off)"
+    )
+
+
 def _add_check(sub) -> None:
     p = sub.add_parser(
         "check",
@@ -176,6 +195,7 @@ def _add_check(sub) -> None:
         action="store_true",
         help="also check per-example gradients and their norms against vmapped autodiff",
     )
+    _cache_flags(p)
     p.set_defaults(run=check.run, parser=p)
 
 
@@ -267,6 +287,7 @@ def _add_train(sub) -> None:
         help="checkpoint every N epochs (default: 0, meaning every epochs/20)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _cache_flags(p)
     p.set_defaults(run=train.run, parser=p)
 
 
