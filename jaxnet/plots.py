@@ -29,17 +29,22 @@ def _save(fig, path: str):
 
 
 def curves(history: dict, path: str):
-    """Loss (train / validation) and accuracy or RMSE per epoch; returns the (closed) figure."""
+    """Loss (train / validation) and accuracy or RMSE per epoch (the epochs that were evaluated:
+    NaN entries are left out); returns the (closed) figure."""
     second = "accuracy" if "train_accuracy" in history else "rmse"
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", second)):
         for split in ("train", "val"):
-            values = history.get(f"{split}_{metric}")
-            if values:
-                ax.plot(np.arange(1, len(values) + 1), values, label=split)
+            values = np.asarray(history.get(f"{split}_{metric}", []), float)
+            evaluated = np.isfinite(values)  # epochs fit did not evaluate (eval_every > 1) are NaN
+            if evaluated.any():
+                epochs = np.arange(1, len(values) + 1)[evaluated]
+                ax.plot(epochs, values[evaluated], marker="." if evaluated.sum() < 40 else None, label=split)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
-        ax.set_yscale("log" if metric == "loss" and min(history["train_loss"]) > 0 else "linear")
+        losses = np.asarray(history["train_loss"], float)
+        positive = np.isfinite(losses).any() and np.nanmin(losses) > 0
+        ax.set_yscale("log" if metric == "loss" and positive else "linear")
         if ax.get_lines():
             ax.legend()
     return _save(fig, path)

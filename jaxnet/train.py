@@ -16,6 +16,7 @@ descent (note 001) is ``batch_size = N``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -405,12 +406,12 @@ def evaluate(params: Params, net: Network, x: ArrayLike, y: ArrayLike, state: St
     return {k: float(v) for k, v in values.items()}
 
 
-@jax.jit
-def _epoch_report(params, step, net, losses, gaps, state, x, y, val):
+@functools.partial(jax.jit, static_argnames="full")
+def _epoch_report(params, step, net, losses, gaps, state, x, y, val, full=True):
     """What ``fit`` checks and records after an epoch, computed in one call: whether the step
     losses ``[steps]`` are finite (and the first that is not), their mean, the largest spot-check
-    gap, whether every parameter is finite, the step counter, and the metrics on the training and
-    validation sets."""
+    gap, whether every parameter is finite, the step counter, and (``full``) the metrics on the
+    training and validation sets."""
     finite = jnp.isfinite(losses)
     report = {
         "losses_finite": jnp.all(finite),
@@ -419,11 +420,19 @@ def _epoch_report(params, step, net, losses, gaps, state, x, y, val):
         "max_gap": jnp.max(gaps),
         "params_finite": jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(params)])),
         "step": step,
-        "train": metric_arrays(params, net, x, y, None, state),
     }
-    if val is not None:
-        report["val"] = metric_arrays(params, net, *val, None, state)
+    if full:
+        report["train"] = metric_arrays(params, net, x, y, None, state)
+        if val is not None:
+            report["val"] = metric_arrays(params, net, *val, None, state)
     return report
+
+
+def _unevaluated(params, net, x, y, val, state) -> dict[str, float]:
+    """``{"train_<metric>": nan, "val_<metric>": nan}`` for every metric :func:`metric_arrays`
+    gives (read off its output's structure, nothing computed): an epoch ``fit`` does not evaluate."""
+    names = jax.eval_shape(metric_arrays, params, net, x, y, None, state)
+    return {f"{split}_{k}": math.nan for split in ("train", *(("val",) if val is not None else ())) for k in names}
 
 
 # --- the training loop ----------------------------------------------------------------------
@@ -480,6 +489,7 @@ def fit(
     max_traces: int | None = None,
     devices: int | None = None,
     state: State | None = None,
+    eval_every: int = 1,
 ) -> FitResult:
     """Train for ``epochs - start_epoch`` epochs (see :func:`make_epoch`) and record metrics.
 
@@ -505,6 +515,12 @@ def fit(
         are the global batch's too). Rounding can grow where a gradient is exactly zero in theory:
         the bias of a Dense layer right before a BatchNorm has gradient 0, and Adam scales its
         rounding noise up to full-size steps, which differ between layouts (plain SGD does not).
+      eval_every: evaluate the metrics on the whole training and validation sets every this many
+        epochs (counted from the very start, as ``epoch % eval_every == 0``) and at the last
+        epoch; in between their history entries are NaN (every history list keeps one value per
+        epoch), and ``train_step_loss``, the mean of the epoch's step losses, is recorded every
+        epoch. Training itself is the same whatever ``eval_every``. With ``patience``, the
+        validation loss is compared at the evaluated epochs; ``patience`` still counts epochs.
       state: the network's state to start from (BatchNorm's running statistics; default
         :func:`jaxnet.init_state`, in the params' dtype), as a resumed run passes it back.
         Training updates it step by step; the metrics are computed in evaluation mode with it.
@@ -519,6 +535,8 @@ def fit(
         check_inputs(params, net, *val)
     if patience is not None and val is None:
         raise ValueError("patience needs a validation set (val=...)")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive integer (epochs between evaluations), got {eval_every!r}")
     dtype = jax.tree.leaves(params)[0].dtype
     if state is not None:
         check_mode(net, params, state, None, False)  # its structure, shapes and dtype, whatever the network
@@ -531,33 +549,37 @@ def fit(
         net, optimizer, batch_size, len(x), grads, check_every, max_traces, loop, devices, donate=False
     )
 
-    def epoch_and_report(params, opt_state, step, key, epoch, x, y, val, state):
+    def epoch_and_report(params, opt_state, step, key, epoch, x, y, val, state, full):
         out = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y, state)
-        return out, _epoch_report(out[0], out[2], net, *out[3:], x, y, val)
+        return out, _epoch_report(out[0], out[2], net, *out[3:], x, y, val, full=full)
 
     if loop == "scan":  # one call per epoch
-        epoch_and_report = jax.jit(epoch_and_report)
+        epoch_and_report = jax.jit(epoch_and_report, static_argnames="full")
     params = jax.tree.map(jnp.asarray, params)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     params, opt_state, state, x, y = replicate((params, opt_state, state, x, y), devices)
     step = jnp.asarray(start_step, jnp.int32)
+    skipped = _unevaluated(params, net, x, y, val, state)  # the NaN metrics of an epoch not evaluated
     history: dict[str, list[float]] = {}
     best = None  # (val loss, params, epoch) with patience
     worst_gap, stopped, epoch = 0.0, False, start_epoch
     for epoch in range(start_epoch + 1, epochs + 1):
+        full = epoch % eval_every == 0 or epoch == epochs
         (new_params, new_opt_state, new_step, _, _, new_state), report = epoch_and_report(
-            params, opt_state, step, key, epoch, x, y, val, state
+            params, opt_state, step, key, epoch, x, y, val, state, full=full
         )
         report = jax.device_get(report)  # one transfer per epoch
         if not report["losses_finite"]:  # a step's loss (before its update) is not finite
             raise TrainingDiverged(epoch, int(step) + int(report["first_bad"]) + 1, params, opt_state, state)
-        metrics = {f"train_{k}": float(v) for k, v in report["train"].items()}
-        if not (np.isfinite(metrics["train_loss"]) and report["params_finite"]):
-            raise TrainingDiverged(epoch, int(report["step"]), params, opt_state, state)  # the last update blew up
+        metrics = dict(skipped)
+        metrics.update({f"train_{k}": float(v) for k, v in report.get("train", {}).items()})
+        metrics.update({f"val_{k}": float(v) for k, v in report.get("val", {}).items()})
+        blew_up = not report["params_finite"] or (full and not np.isfinite(metrics["train_loss"]))
+        if blew_up:  # the epoch's last update
+            raise TrainingDiverged(epoch, int(report["step"]), params, opt_state, state)
         params, opt_state, step, state = new_params, new_opt_state, new_step, new_state
         worst_gap = max(worst_gap, float(report["max_gap"]))
         metrics["train_step_loss"] = float(report["mean_loss"])
-        metrics.update({f"val_{k}": float(v) for k, v in report.get("val", {}).items()})
         if check_every:
             metrics["grad_gap"] = float(report["max_gap"])
         for k, v in metrics.items():
@@ -565,7 +587,7 @@ def fit(
         if on_epoch is not None:
             extra = {"state": state} if state is not None else {}
             on_epoch(epoch, params, opt_state, int(report["step"]), metrics, **extra)
-        if patience is not None:
+        if patience is not None and full:
             if best is None or metrics["val_loss"] < best[0]:
                 best = (metrics["val_loss"], params, epoch, state)
             elif epoch - best[2] >= patience:

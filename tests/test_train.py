@@ -221,3 +221,37 @@ def test_each_epoch_is_shuffled_by_its_own_documented_key():
     assert len({tuple(o) for o in orders}) == epochs  # a new shuffle every epoch
     assert result.step == epochs * 2
     chex.assert_trees_all_close(result.params, params, rtol=1e-12, atol=0)
+
+
+def test_eval_every_changes_what_is_evaluated_not_the_training(tmp_path):
+    """eval_every=3 over 7 epochs: the same params, optimizer state and step losses as evaluating
+    every epoch; the metrics only at epochs 3, 6 and the last (NaN elsewhere, one entry per epoch)."""
+    params = jaxnet.init_params(jax.random.key(0), NET)
+    val = data.spiral(10, 3, seed=1)
+    kwargs = dict(optimizer=optax.adam(1e-2), epochs=7, batch_size=16, key=jax.random.key(1), val=val)
+    every = train.fit(NET, params, X, Y, **kwargs)
+    sparse = train.fit(NET, params, X, Y, eval_every=3, **kwargs)
+    chex.assert_trees_all_equal((sparse.params, sparse.opt_state), (every.params, every.opt_state))
+    np.testing.assert_array_equal(sparse.history["train_step_loss"], every.history["train_step_loss"])
+    assert set(sparse.history) == set(every.history)
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        got, want = np.asarray(sparse.history[name]), np.asarray(every.history[name])
+        assert len(got) == 7 and list(np.flatnonzero(np.isfinite(got)) + 1) == [3, 6, 7], name
+        np.testing.assert_array_equal(got[[2, 5, 6]], want[[2, 5, 6]])
+    from jaxnet import plots
+
+    plots.curves(sparse.history, str(tmp_path / "curves.png"))  # the evaluated epochs only
+    with pytest.raises(ValueError, match="eval_every must be a positive integer"):
+        train.fit(NET, params, X, Y, eval_every=0, **kwargs)
+
+
+def test_eval_every_from_the_command_line(tmp_path):
+    import json
+
+    from jaxnet import cli
+
+    args = ["train", "--preset", "000-spiral", "--epochs", "5", "--eval-every", "2", "--quiet", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert [v is not None and np.isfinite(v) for v in m["history"]["val_loss"]] == [False, True, False, True, True]
+    assert all(np.isfinite(m["history"]["train_step_loss"]))

@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "batch", 1) < 1:
         parser.error("--batch must be a positive integer")
-    for name in ("epochs", "patience", "check_every", "batch_size", "save_every", "devices", "seeds"):
-        value, positive = getattr(args, name, None), name in ("epochs", "patience", "devices", "seeds")
+    for name in ("epochs", "patience", "check_every", "batch_size", "save_every", "devices", "seeds", "eval_every"):
+        value, positive = getattr(args, name, None), name in ("epochs", "patience", "devices", "seeds", "eval_every")
         if value is not None and (value < 0 or (positive and value == 0)):
             kind = "a positive integer" if positive else "an integer >= 0"
             args.parser.error(f"--{name.replace('_', '-')} must be {kind}, got {value}")
@@ -242,6 +242,15 @@ def _add_train(sub) -> None:
         type=int,
         default=0,
         help="a gradient spot check every N steps during training (default: 0, none)",
+    )
+    p.add_argument(
+        "--eval-every",
+        metavar="N",
+        dest="eval_every",
+        type=int,
+        default=1,
+        help="evaluate the metrics on the whole training and validation sets every N epochs and at the last "
+        "(default: 1, every epoch); the mean step loss is recorded every epoch",
     )
     p.add_argument(
         "--patience",

@@ -56,6 +56,7 @@ class Settings:
     force: bool  # --force: replace the outputs of another run in --out
     check: bool  # --check: verify the gradients before training
     check_every: int
+    eval_every: int  # --eval-every: epochs between evaluations of the whole splits
     patience: int | None
     resume: str | None
     save_every: int  # checkpoint every this many epochs
@@ -161,6 +162,7 @@ def resolve(args) -> Settings:
         force=bool(flag("force", False)),
         check=bool(flag("check", False)),
         check_every=flag("check_every", 0),
+        eval_every=flag("eval_every", 1),
         patience=flag("patience"),
         resume=flag("resume"),
         save_every=flag("save_every", 0) or max(1, epochs // 20),

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from ..network import Params
     from ..train import FitResult
 
-SINGLE_RUN_FLAGS = {"resume": None, "patience": None, "check": False, "check_every": 0, "save_every": 0}
+SINGLE_RUN_FLAGS = {
+    "resume": None,
+    "patience": None,
+    "check": False,
+    "check_every": 0,
+    "save_every": 0,
+    "eval_every": 1,
+}
 """The flags (and their unset values) of a single run that a sweep (``--seeds``/``--sweep``) does not support."""
 
 
@@ -278,6 +285,7 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
             val=(split.x_val, split.y_val) if len(split.x_val) else None,
             patience=s.patience,
             check_every=s.check_every,
+            eval_every=s.eval_every,
             opt_state=start.opt_state,
             start_epoch=start.epoch,
             start_step=start.step,
