@@ -260,8 +260,21 @@ def init_params(key: jax.Array, net: Network, dtype: DTypeLike = jnp.float32) ->
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
     _check_key(key, "key")
+    try:
+        return _initial_params_jit(key, net, dtype)
+    except jax.errors.JAXTypeError:  # a layer's init that JAX cannot trace (NumPy on the key): eagerly
+        return _initial_params(key, net, dtype)
+
+
+def _initial_params(key: jax.Array, net: Network, dtype: np.dtype) -> Params:
+    """:func:`init_params` after its checks: a key per layer, each layer's ``init``."""
     keys = jax.random.split(key, len(net.layers))
     return [layer.init(k, shape, dtype) for layer, k, shape in zip(net.layers, keys, net.layer_input_shapes)]
+
+
+_initial_params_jit = jax.jit(_initial_params, static_argnames="dtype")
+"""One compiled program per network and dtype: the same values as the layers' ``init`` run eagerly,
+without compiling each of their small random ops on its own."""
 
 
 def init_state(net: Network, dtype: DTypeLike = jnp.float32) -> State:

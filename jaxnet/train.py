@@ -428,6 +428,25 @@ def _epoch_report(params, step, net, losses, gaps, state, x, y, val, full=True):
     return report
 
 
+def _make_epoch_program(net, optimizer, batch_size, n, grads, check_every, loop, devices, max_traces=None):
+    """``fit``'s epoch with its report, ``(params, opt_state, step, key, epoch, x, y, val, state, full)
+    -> ((params, opt_state, step, losses, gaps, state), report)``: one jitted call for a scanned
+    epoch (``full``, whether the metrics are evaluated, static). Nothing is donated: the params
+    going into an epoch stay valid as the last good state."""
+    run_epoch = make_epoch(net, optimizer, batch_size, n, grads, check_every, max_traces, loop, devices, donate=False)
+
+    def epoch_and_report(params, opt_state, step, key, epoch, x, y, val, state, full):
+        out = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y, state)
+        return out, _epoch_report(out[0], out[2], net, *out[3:], x, y, val, full=full)
+
+    return jax.jit(epoch_and_report, static_argnames="full") if loop == "scan" else epoch_and_report
+
+
+_epoch_program = functools.lru_cache(maxsize=16)(_make_epoch_program)
+""":func:`_make_epoch_program` kept for the last 16 settings (the network, the optimizer object,
+the sizes and options: all hashable), so ``fit`` called again with them compiles nothing new."""
+
+
 def _unevaluated(params, net, x, y, val, state) -> dict[str, float]:
     """``{"train_<metric>": nan, "val_<metric>": nan}`` for every metric :func:`metric_arrays`
     gives (read off its output's structure, nothing computed): an epoch ``fit`` does not evaluate."""
@@ -543,18 +562,10 @@ def fit(
     state = (init_state(net, dtype) if state is None else state) if has_state(net) else None
     x, y = inputs_as(net, x, dtype), jnp.asarray(y)
     val = None if val is None else (inputs_as(net, val[0], dtype), jnp.asarray(val[1]))
-    # not donated: the params going into an epoch stay valid as the last good state
-    loop = _resolve_loop(net, "auto")
-    run_epoch = make_epoch(
-        net, optimizer, batch_size, len(x), grads, check_every, max_traces, loop, devices, donate=False
-    )
-
-    def epoch_and_report(params, opt_state, step, key, epoch, x, y, val, state, full):
-        out = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y, state)
-        return out, _epoch_report(out[0], out[2], net, *out[3:], x, y, val, full=full)
-
-    if loop == "scan":  # one call per epoch
-        epoch_and_report = jax.jit(epoch_and_report, static_argnames="full")
+    settings = (net, optimizer, batch_size, len(x), grads, check_every, _resolve_loop(net, "auto"), devices)
+    # a script's second fit with the same settings (another seed) reuses the compiled epoch; with
+    # max_traces the trace count is this call's own, so the programs are made afresh
+    epoch_and_report = _epoch_program(*settings) if max_traces is None else _make_epoch_program(*settings, max_traces)
     params = jax.tree.map(jnp.asarray, params)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     params, opt_state, state, x, y = replicate((params, opt_state, state, x, y), devices)

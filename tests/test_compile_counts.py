@@ -1,0 +1,80 @@
+"""How many programs jaxnet compiles: a regression here is seconds on every run (issue 20).
+
+Counted with JAX's monitoring events: ``/jax/core/compile/jaxpr_to_mlir_module_duration`` fires
+once per program lowered for compilation (also when the persistent cache then serves it, so the
+test session's cache cannot hide a recompilation), ``backend_compile_duration`` once per program
+XLA compiles."""
+
+import collections
+import os
+import subprocess
+import sys
+
+import jax
+import jax.monitoring
+import numpy as np
+
+import jaxnet
+from jaxnet import data, train
+
+LOWERED = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+COMPILED = "/jax/core/compile/backend_compile_duration"
+
+_COUNTS: collections.Counter = collections.Counter()
+jax.monitoring.register_event_duration_secs_listener(lambda name, secs, **kw: _COUNTS.update([name]))
+
+
+def _lowered_by(fn):
+    before = _COUNTS[LOWERED]
+    fn()
+    return _COUNTS[LOWERED] - before
+
+
+def test_a_second_fit_with_the_same_settings_compiles_nothing():
+    """A script's second fit (another seed, the same network, optimizer object, sizes and options)
+    reuses the first one's programs, initialisation included."""
+    net = jaxnet.mlp([2, 7, 3], "tanh")  # a network no other test compiles
+    x, y = data.spiral(30, 3, seed=0)
+    opt = train.sgd(0.1)
+
+    def run(seed):
+        params = jaxnet.init_params(jax.random.key(seed), net)
+        return train.fit(net, params, x, y, opt, 3, 16, jax.random.key(seed + 1), val=(x[:20], y[:20]))
+
+    first = _lowered_by(lambda: run(0))
+    assert first > 0
+    assert _lowered_by(lambda: run(1)) == 0
+
+
+def test_init_params_is_one_program_with_the_eager_values():
+    net = jaxnet.sequential(
+        (5,), [jaxnet.Dense(6, "relu"), jaxnet.LayerNorm(), jaxnet.Dense(4, "tanh"), jaxnet.Dense(2)]
+    )
+    lowered = _lowered_by(lambda: jaxnet.init_params(jax.random.key(3), net))
+    assert lowered == 1
+    eager = jaxnet.network._initial_params(jax.random.key(3), net, np.dtype("float32"))
+    jaxnet_params = jaxnet.init_params(jax.random.key(3), net)
+    for a, b in zip(jax.tree.leaves(jaxnet_params), jax.tree.leaves(eager)):
+        np.testing.assert_array_equal(a, b)
+
+
+COUNT = """
+import sys, collections, jax, jax.monitoring
+counts = collections.Counter()
+jax.monitoring.register_event_duration_secs_listener(lambda name, secs, **kw: counts.update([name]))
+from jaxnet import cli
+rc = cli.main(sys.argv[1:])
+print(rc, counts["/jax/core/compile/backend_compile_duration"])
+"""
+MAX_PROGRAMS = 30  # a whole `jaxnet train --preset 000-spiral` run: 28 measured when this was written (36 before)
+
+
+def test_a_whole_jaxnet_train_run_compiles_few_programs(tmp_path):
+    """Every program of ``jaxnet train --preset 000-spiral`` (initialisation, the epochs, the final
+    evaluation of each split, the plots) in a fresh process without a compilation cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT"))}
+    args = ["train", "--preset", "000-spiral", "--quiet", "--no-compile-cache", "--out", str(tmp_path / "r")]
+    out = subprocess.run([sys.executable, "-c", COUNT, *args], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rc, compiled = map(int, out.stdout.split()[-2:])
+    assert rc == 0 and 0 < compiled <= MAX_PROGRAMS, compiled
