@@ -569,6 +569,12 @@ def penalised_names(net) -> list:
     return [layer.l2_names(shape, net.l2_bias) for layer, shape in zip(net.layers, net.layer_input_shapes)]
 
 
+def l2_penalty(params: Params, net: Network, l2: float | jax.Array | None = None) -> jax.Array | float:
+    """The L2 term of :func:`loss`: ``l2/2 · Σ θ²`` over the penalised leaves (:func:`penalised_names`),
+    with ``l2`` as :func:`loss` takes it (``None``: ``net.l2``)."""
+    return _l2_value(params, net, _l2_coefficient(net, l2))
+
+
 def _l2_value(params, net, l2):
     """``l2/2 · Σ W²`` over the penalised leaves."""
     if _is_zero(l2):

@@ -18,6 +18,8 @@ from matplotlib.lines import Line2D
 from .layers import Dense
 from .network import Network, predict
 
+_predict = jax.jit(predict)  # one program for a plot's grid, not one per eager operation
+
 CLASS_CMAP = "viridis"
 
 
@@ -85,7 +87,7 @@ def decision_boundary(
     g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], steps), np.linspace(lo[1], hi[1], steps))
     grid = np.stack([g0.ravel(), g1.ravel()], axis=1)  # [steps², 2]
     dtype = np.asarray(jax.tree.leaves(params)[0]).dtype
-    probs = np.asarray(predict(params, net, grid.astype(dtype), state=state))
+    probs = np.asarray(_predict(params, net, grid.astype(dtype), state=state))
     classes = probs.argmax(axis=1) if probs.shape[1] > 1 else (probs[:, 0] > 0.5).astype(int)
     labels = _labels(y, len(x))
     k = max(probs.shape[1], 2, int(labels.max()) + 1 if len(labels) else 0)
@@ -122,7 +124,7 @@ def regression_fit(
     """Data and the fitted curve of a 1-D regression, with axis labels; returns the (closed) figure."""
     grid = np.linspace(x.min(), x.max(), 300)[:, None]
     dtype = np.asarray(jax.tree.leaves(params)[0]).dtype
-    fit = np.asarray(predict(params, net, grid.astype(dtype), state=state)).reshape(len(grid), -1)
+    fit = np.asarray(_predict(params, net, grid.astype(dtype), state=state)).reshape(len(grid), -1)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(x[:, 0], np.asarray(y).reshape(len(x), -1)[:, 0], s=8, alpha=0.6, label="data")
     ax.plot(grid[:, 0], fit[:, 0], "r", label="network")

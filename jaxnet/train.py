@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from .losses import get_loss
 from .network import (
     Network,
     Params,
@@ -35,13 +36,15 @@ from .network import (
     check_inputs,
     check_mode,
     check_net,
-    forward,
+    forward_pass,
     has_state,
     init_state,
     inputs_as,
+    l2_penalty,
     loss,
     loss_with_state,
     needs_key,
+    prepare_inputs,
     value_and_manual_grads,
     value_and_manual_grads_with_state,
 )
@@ -363,6 +366,11 @@ def _has_conv(net):
 # --- metrics --------------------------------------------------------------------------------
 
 
+EVAL_CHUNK = 512
+""":func:`evaluate` runs the network on chunks of this many examples (the last one padded and
+masked), so every split of every size is one compiled program."""
+
+
 @jax.jit
 def metric_arrays(
     params: Params,
@@ -377,20 +385,63 @@ def metric_arrays(
     (classification) or ``rmse`` and ``r2`` (regression). ``l2``: the penalty in the loss
     (``None``: the net's own). Evaluation mode: BatchNorm with the running statistics of
     ``state``, Dropout the identity."""
-    out = forward(params, net, x, state=state)  # [N, K]
-    values = {"loss": loss(params, net, x, y, l2, state=state, train=False)}
+    y = jnp.asarray(y)
+    y_mean = jnp.mean(y.reshape(len(y), -1), axis=0) if net.loss == "squared_error" else None  # [K]
+    sums = metric_sums(params, net, x, y, jnp.ones(len(x), bool), y_mean, state, l2)
+    return metrics_from_sums(net, sums, len(x))
+
+
+def metric_sums(
+    params: Params,
+    net: Network,
+    x: jax.Array,
+    y: jax.Array,
+    mask: jax.Array,
+    y_mean: jax.Array | None,
+    state: State | None,
+    l2: float | jax.Array | None = None,
+) -> dict[str, jax.Array]:
+    """The sums the metrics are made of, over the rows of ``x`` [C, ...] where ``mask`` [C] is True,
+    in evaluation mode: ``loss`` = Σ ℓ_i; ``correct`` (classification: right argmax, or right
+    sign per output); ``squares`` = Σ (f − y)² and ``spread`` = Σ (y − ȳ)² with ``y_mean`` = ȳ
+    [K] (regression); and ``penalty``, the loss's L2 term (not a sum over rows)."""
+    x, targets, _ = prepare_inputs(params, net, x, y)
+    out, _, _ = forward_pass(params, net, x, state=check_mode(net, params, state, None, False), train=False)  # [C, K]
+    keep = lambda a: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, 0)  # masked rows count 0
+    penalty = jnp.asarray(l2_penalty(params, net, l2), out.dtype)  # a static 0.0 without L2
+    sums = {"loss": jnp.sum(keep(get_loss(net.loss).value(out, targets))), "penalty": penalty}
     if net.loss == "softmax_cross_entropy":
         labels = y if y.ndim == 1 else jnp.argmax(y, axis=-1)
-        values["accuracy"] = jnp.mean(jnp.argmax(out, axis=-1) == labels)
+        sums["correct"] = jnp.sum(keep(jnp.argmax(out, axis=-1) == labels))
     elif net.loss == "sigmoid_cross_entropy":
-        target = y.reshape(out.shape) > 0.5
-        values["accuracy"] = jnp.mean((out > 0) == target)
+        sums["correct"] = jnp.sum(keep((out > 0) == (y.reshape(out.shape) > 0.5)))
     else:
-        residual = out - y.reshape(out.shape)
-        values["rmse"] = jnp.sqrt(jnp.mean(residual**2))
-        centred = y.reshape(out.shape) - jnp.mean(y.reshape(out.shape), axis=0, keepdims=True)
-        values["r2"] = 1.0 - jnp.sum(residual**2) / jnp.sum(centred**2)
+        if y_mean is None:
+            raise ValueError("y_mean: a regression's R² needs the targets' mean per output [K]")
+        sums["squares"] = jnp.sum(keep((out - y.reshape(out.shape)) ** 2))
+        sums["spread"] = jnp.sum(keep((y.reshape(out.shape) - y_mean[None]) ** 2))  # [C, K] − [1, K]
+    return sums
+
+
+def metrics_from_sums(net: Network, sums: dict[str, Any], n: int) -> dict[str, Any]:
+    """The metrics of :func:`metric_arrays` from :func:`metric_sums` over ``n`` examples (arrays in
+    traced code, NumPy numbers on the host alike): the loss ``r Σ ℓ_i + L2`` (``r = 1/n`` for a
+    mean), accuracy = correct / (n, or n K for sigmoid outputs), RMSE = sqrt(squares / (n K)),
+    R² = 1 − squares / spread."""
+    k = net.output_shape[0]
+    r = 1.0 / n if net.reduction == "mean" else 1.0
+    values = {"loss": r * sums["loss"] + sums["penalty"]}
+    if net.loss == "softmax_cross_entropy":
+        values["accuracy"] = sums["correct"] / n
+    elif net.loss == "sigmoid_cross_entropy":
+        values["accuracy"] = sums["correct"] / (n * k)
+    else:
+        values["rmse"] = (sums["squares"] / (n * k)) ** 0.5
+        values["r2"] = 1.0 - sums["squares"] / sums["spread"]
     return values
+
+
+_chunk_sums = jax.jit(metric_sums)
 
 
 def evaluate(params: Params, net: Network, x: ArrayLike, y: ArrayLike, state: State | None = None) -> dict[str, float]:
@@ -400,9 +451,29 @@ def evaluate(params: Params, net: Network, x: ArrayLike, y: ArrayLike, state: St
     Accuracy: argmax vs label (softmax), or the fraction of outputs with ``(f > 0) == (y > 0.5)``
     (sigmoid, every output counted). RMSE and R² pool all outputs:
     ``R² = 1 − Σ (f − y)² / Σ (y − ȳ)²`` with ``ȳ`` the per-output mean.
+
+    The examples go through the network :data:`EVAL_CHUNK` at a time (the last chunk padded with
+    masked rows), and the sums are added up in float64: one compiled program evaluates every
+    split, whatever its size.
     """
     dtype = jax.tree.leaves(params)[0].dtype
-    values = metric_arrays(params, net, inputs_as(net, x, dtype), jnp.asarray(y), None, state)
+    x, y = np.asarray(inputs_as(net, x, dtype)), np.asarray(y)
+    n = len(x)
+    if n == 0 or len(y) != n:
+        raise ValueError(f"x, y: expected the same positive number of examples, got {n} and {len(y)}")
+    y_mean = np.mean(y.reshape(n, -1), axis=0).astype(dtype) if net.loss == "squared_error" else None
+    totals: dict[str, float] = {}
+    for start in range(0, n, EVAL_CHUNK):
+        rows = min(EVAL_CHUNK, n - start)
+        pad = lambda a, rows=rows, start=start: np.concatenate(
+            [a[start : start + rows], np.zeros((EVAL_CHUNK - rows, *a.shape[1:]), a.dtype)]
+        )  # [EVAL_CHUNK, ...]
+        mask = np.arange(EVAL_CHUNK) < rows
+        sums = jax.device_get(_chunk_sums(params, net, pad(x), pad(y), mask, y_mean, state))
+        for name, value in sums.items():  # the penalty is the same in every chunk: kept, not added
+            totals[name] = float(value) + (totals.get(name, 0.0) if name != "penalty" else 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # R² of targets without spread: ±inf or NaN, as in jnp
+        values = metrics_from_sums(net, {k: np.float64(v) for k, v in totals.items()}, n)
     return {k: float(v) for k, v in values.items()}
 
 
