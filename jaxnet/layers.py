@@ -225,7 +225,9 @@ class Layer:
         """Initial parameters: each weight from :meth:`weight_init`, every other parameter zero.
 
         With one weight, the layer's ``key`` draws it; several get ``jax.random.split(key, n)``
-        in the order of ``param_shapes``."""
+        in the order of ``param_shapes``. An override must draw from ``key`` only (no global
+        NumPy or Python RNG): :func:`jaxnet.init_params` compiles the layers' ``init`` once per
+        network, so anything else would be drawn once and repeat for every key."""
         shapes = self.param_shapes(in_shape)
         weights = [name for name in shapes if name in self.weights(in_shape)]
         keys = [key] if len(weights) == 1 else list(jax.random.split(key, len(weights)))

@@ -262,8 +262,8 @@ def init_params(key: jax.Array, net: Network, dtype: DTypeLike = jnp.float32) ->
     _check_key(key, "key")
     try:
         return _initial_params_jit(key, net, dtype)
-    except jax.errors.JAXTypeError:  # a layer's init that JAX cannot trace (NumPy on the key): eagerly
-        return _initial_params(key, net, dtype)
+    except Exception:  # a layer's init that JAX cannot trace (NumPy on the key, value-dependent shapes): eagerly,
+        return _initial_params(key, net, dtype)  # where a real error is raised again, with its own traceback
 
 
 def _initial_params(key: jax.Array, net: Network, dtype: np.dtype) -> Params:

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
+from .activations import ACTIVATIONS
 from .losses import get_loss
 from .network import (
     Network,
@@ -458,10 +459,14 @@ def evaluate(params: Params, net: Network, x: ArrayLike, y: ArrayLike, state: St
     """
     dtype = jax.tree.leaves(params)[0].dtype
     x, y = np.asarray(inputs_as(net, x, dtype)), np.asarray(y)
+    if np.issubdtype(y.dtype, np.floating):
+        y = y.astype(dtype)  # targets in the params' dtype, as the loss takes them (so is their mean below)
+    if x.ndim == 0 or y.ndim == 0 or len(x) == 0 or len(y) != len(x):
+        raise ValueError(
+            f"x, y: expected batches [n, ...] of the same positive n, got shapes {list(x.shape)} and {list(y.shape)}"
+        )
     n = len(x)
-    if n == 0 or len(y) != n:
-        raise ValueError(f"x, y: expected the same positive number of examples, got {n} and {len(y)}")
-    y_mean = np.mean(y.reshape(n, -1), axis=0).astype(dtype) if net.loss == "squared_error" else None
+    y_mean = np.mean(y.reshape(n, -1), axis=0, dtype=np.float64).astype(dtype) if net.loss == "squared_error" else None
     totals: dict[str, float] = {}
     for start in range(0, n, EVAL_CHUNK):
         rows = min(EVAL_CHUNK, n - start)
@@ -499,7 +504,21 @@ def _epoch_report(params, step, net, losses, gaps, state, x, y, val, full=True):
     return report
 
 
-def _make_epoch_program(net, optimizer, batch_size, n, grads, check_every, loop, devices, max_traces=None):
+def code_identity(net: Network) -> tuple:
+    """What a compiled program of ``net`` was traced from besides ``net``'s fields: the functions of
+    every layer class (sub-layers of composites too), of its loss head and of the activations. A
+    method reassigned in place (a notebook's fix, a test's planted mistake) changes it, so a cached
+    program is not reused for code it was not traced from."""
+    layers, classes = list(net.layers), []
+    while layers:
+        layer = layers.pop()
+        layers.extend(getattr(layer, "layers", ()) if isinstance(getattr(layer, "layers", None), tuple) else ())
+        cls = type(layer)
+        classes.append((cls, *(getattr(cls, name) for name in ("fwd", "bwd", "apply", "init_state", "output_shape"))))
+    return (tuple(classes), id(get_loss(net.loss)), tuple(id(a) for a in ACTIVATIONS.values()))
+
+
+def _make_epoch_program(net, optimizer, batch_size, n, grads, check_every, loop, devices, code=None, max_traces=None):
     """``fit``'s epoch with its report, ``(params, opt_state, step, key, epoch, x, y, val, state, full)
     -> ((params, opt_state, step, losses, gaps, state), report)``: one jitted call for a scanned
     epoch (``full``, whether the metrics are evaluated, static). Nothing is donated: the params
@@ -515,7 +534,8 @@ def _make_epoch_program(net, optimizer, batch_size, n, grads, check_every, loop,
 
 _epoch_program = functools.lru_cache(maxsize=16)(_make_epoch_program)
 """:func:`_make_epoch_program` kept for the last 16 settings (the network, the optimizer object,
-the sizes and options: all hashable), so ``fit`` called again with them compiles nothing new."""
+the sizes and options, and :func:`code_identity`: all hashable), so ``fit`` called again with
+them compiles nothing new."""
 
 
 def _unevaluated(params, net, x, y, val, state) -> dict[str, float]:
@@ -609,7 +629,9 @@ def fit(
         epochs (counted from the very start, as ``epoch % eval_every == 0``) and at the last
         epoch; in between their history entries are NaN (every history list keeps one value per
         epoch), and ``train_step_loss``, the mean of the epoch's step losses, is recorded every
-        epoch. Training itself is the same whatever ``eval_every``. With ``patience``, the
+        epoch. Training itself is the same whatever ``eval_every``; between evaluations the
+        divergence guard sees the step losses and whether the params are finite (a loss that
+        overflows with finite params shows in the next epoch's step losses). With ``patience``, the
         validation loss is compared at the evaluated epochs; ``patience`` still counts epochs.
       state: the network's state to start from (BatchNorm's running statistics; default
         :func:`jaxnet.init_state`, in the params' dtype), as a resumed run passes it back.
@@ -633,10 +655,12 @@ def fit(
     state = (init_state(net, dtype) if state is None else state) if has_state(net) else None
     x, y = inputs_as(net, x, dtype), jnp.asarray(y)
     val = None if val is None else (inputs_as(net, val[0], dtype), jnp.asarray(val[1]))
-    settings = (net, optimizer, batch_size, len(x), grads, check_every, _resolve_loop(net, "auto"), devices)
+    loop = _resolve_loop(net, "auto")
+    settings = (net, optimizer, batch_size, len(x), grads, check_every, loop, devices, code_identity(net))
     # a script's second fit with the same settings (another seed) reuses the compiled epoch; with
     # max_traces the trace count is this call's own, so the programs are made afresh
-    epoch_and_report = _epoch_program(*settings) if max_traces is None else _make_epoch_program(*settings, max_traces)
+    program = _epoch_program(*settings) if max_traces is None else _make_epoch_program(*settings, max_traces)
+    epoch_and_report = program
     params = jax.tree.map(jnp.asarray, params)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     params, opt_state, state, x, y = replicate((params, opt_state, state, x, y), devices)

@@ -79,5 +79,9 @@ def test_a_folder_that_cannot_be_made_is_a_clear_error(tmp_path, capsys):
     args = ["train", "--preset", "000-spiral", "--epochs", "1", "--out", str(tmp_path / "r")]
     assert cli.main([*args, "--compile-cache", str(blocker / "xla")]) == 2
     err = capsys.readouterr().err
-    assert f"compile cache: cannot create '{blocker / 'xla'}'" in err and "--no-compile-cache" in err
+    assert f"compile cache: cannot use '{blocker / 'xla'}'" in err and "--no-compile-cache" in err
     assert not (tmp_path / "r").exists()
+    assert cli.main([*args, "--compile-cache", str(blocker)]) == 2
+    assert "it is a file, not a folder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--compile-cache: expected a folder, got an empty path"):
+        cache.folder("  ", False)

@@ -78,3 +78,53 @@ def test_a_whole_jaxnet_train_run_compiles_few_programs(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     rc, compiled = map(int, out.stdout.split()[-2:])
     assert rc == 0 and 0 < compiled <= MAX_PROGRAMS, compiled
+
+
+def test_a_layer_changed_in_place_is_traced_again(monkeypatch):
+    """The reused program is keyed by the code it was traced from: a bwd reassigned on the class
+    (a notebook's fix, a planted mistake) after a first fit is what the second fit runs."""
+    net = jaxnet.mlp([2, 5, 3], "tanh")  # a network no other test compiles
+    x, y = data.spiral(20, 3, seed=0)
+    opt = train.sgd(0.1)
+    params = jaxnet.init_params(jax.random.key(0), net)
+    first = train.fit(net, params, x, y, opt, 1, 20, jax.random.key(1))
+    right_bwd = jaxnet.Dense.bwd
+
+    def no_weight_gradient(self, p, residuals, da):
+        dx, grads = right_bwd(self, p, residuals, da)
+        return dx, {"W": 0 * grads["W"], "b": grads["b"]}
+
+    monkeypatch.setattr(jaxnet.Dense, "bwd", no_weight_gradient)
+    second = train.fit(net, params, x, y, opt, 1, 20, jax.random.key(1))
+    np.testing.assert_array_equal(second.params[0]["W"], params[0]["W"])  # the planted bwd ran: W never moved
+    assert not np.array_equal(first.params[0]["W"], params[0]["W"])
+
+
+def test_an_init_jax_cannot_trace_runs_eagerly():
+    """A layer whose init draws by rejection (a value-dependent shape) cannot be compiled: it runs
+    eagerly, as before init_params was compiled."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    @dataclasses.dataclass(frozen=True)
+    class Rejection(jaxnet.Layer):
+        def output_shape(self, in_shape):
+            return tuple(in_shape)
+
+        def param_shapes(self, in_shape):
+            return {"W": (in_shape[-1], in_shape[-1])}
+
+        def init(self, key, in_shape, dtype):
+            w = jax.random.normal(key, (4 * in_shape[-1] ** 2,), dtype)
+            return {"W": w[jnp.abs(w) < 2][: in_shape[-1] ** 2].reshape(in_shape[-1], in_shape[-1])}
+
+        def fwd(self, params, x):
+            return x @ params["W"], {"x": x}
+
+        def bwd(self, params, residuals, dy):
+            return dy @ params["W"].T, {"W": residuals["x"].T @ dy}
+
+    net = jaxnet.sequential((3,), [Rejection(), jaxnet.Dense(2)])
+    params = jaxnet.init_params(jax.random.key(0), net)
+    assert params[0]["W"].shape == (3, 3) and float(jnp.max(jnp.abs(params[0]["W"]))) < 2

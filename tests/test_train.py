@@ -266,7 +266,7 @@ def test_evaluate_in_chunks_is_the_whole_batch_metrics(n, monkeypatch):
     x = rng.normal(size=(n, 2))
     for net, y in [
         (NET, rng.integers(0, 3, size=n)),
-        (jaxnet.mlp([2, 8, 2], "tanh", "squared_error", l2=1e-2), rng.normal(size=(n, 2))),
+        (jaxnet.mlp([2, 8, 2], "tanh", "squared_error", "sum", l2=1e-2, l2_bias=True), rng.normal(size=(n, 2))),
         (jaxnet.mlp([2, 8, 3], "tanh", "sigmoid_cross_entropy"), rng.uniform(size=(n, 3))),
     ]:
         params = jaxnet.init_params(jax.random.key(n), net, jnp.float64)
@@ -277,3 +277,15 @@ def test_evaluate_in_chunks_is_the_whole_batch_metrics(n, monkeypatch):
             if n == 1 and k == "r2":
                 continue  # one target: no spread, R² undefined both ways
             np.testing.assert_allclose(chunked[k], float(whole[k]), rtol=1e-12, err_msg=k)
+        # and both are the metrics' definitions, computed here independently
+        f = np.asarray(jaxnet.forward(params, net, x))
+        np.testing.assert_allclose(chunked["loss"], float(jaxnet.loss(params, net, x, y, train=False)), rtol=1e-12)
+        if net.loss == "softmax_cross_entropy":
+            assert chunked["accuracy"] == np.mean(f.argmax(axis=1) == y)
+        elif net.loss == "sigmoid_cross_entropy":
+            assert chunked["accuracy"] == np.mean((f > 0) == (y > 0.5))  # every output counted
+        else:
+            np.testing.assert_allclose(chunked["rmse"], np.sqrt(np.mean((f - y) ** 2)), rtol=1e-12)
+            if n > 1:
+                r2 = 1 - np.sum((f - y) ** 2) / np.sum((y - y.mean(axis=0)) ** 2)
+                np.testing.assert_allclose(chunked["r2"], r2, rtol=1e-12)

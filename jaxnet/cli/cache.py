@@ -14,11 +14,14 @@ user's cache directory; where, in order:
 Every program is cached, however quickly it compiled (JAX's default keeps only those that took a
 second or more, which would leave out nearly all of jaxnet's). The cache is JAX's own: entries are
 keyed by the program, the backend and the JAX and XLA versions, so a stale one is never used.
+JAX sets its cache up once per process: a second command run in the same process (a notebook
+calling ``jaxnet.cli.main`` twice) keeps the first one's folder.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 ENV = "JAXNET_COMPILE_CACHE"
 OFF = ("off", "0", "false", "no")
@@ -35,12 +38,14 @@ def folder(flag_dir: str | None, flag_off: bool, configured: str | None = None) 
     already has, if any), or ``None`` for no cache."""
     if flag_off:
         return None
-    if flag_dir:
-        return flag_dir
+    if flag_dir is not None:
+        if not flag_dir.strip():
+            raise ValueError("--compile-cache: expected a folder, got an empty path")
+        return os.path.expanduser(flag_dir)
     env = os.environ.get(ENV, "").strip()
     if env.lower() in OFF:
         return None
-    return env or configured or default_folder()
+    return os.path.expanduser(env) if env else configured or default_folder()
 
 
 def configure(flag_dir: str | None, flag_off: bool) -> str | None:
@@ -54,9 +59,12 @@ def configure(flag_dir: str | None, flag_off: bool) -> str | None:
         return None
     try:
         os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):  # a folder the run can write in
+            pass
     except OSError as e:
+        why = "it is a file, not a folder" if os.path.isfile(path) else e.strerror
         raise ValueError(
-            f"compile cache: cannot create {path!r} ({e.strerror}); give --compile-cache DIR, or "
+            f"compile cache: cannot use {path!r} ({why}); give --compile-cache DIR, or "
             f"--no-compile-cache (or {ENV}=off)"
         ) from None
     jax.config.update("jax_compilation_cache_dir", path)

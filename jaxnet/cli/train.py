@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -267,7 +268,11 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
             last_good = _checkpoint_path(s)
         bar.update(1)
         bar.set_postfix(
-            {k: f"{v:.4g}" for k, v in metrics.items() if k in ("train_loss", "val_loss", "val_accuracy", "val_rmse")}
+            {
+                k: f"{v:.4g}"
+                for k, v in metrics.items()
+                if k in ("train_loss", "val_loss", "val_accuracy", "val_rmse", "train_step_loss") and math.isfinite(v)
+            }
         )
 
     split = s.split
