@@ -7,7 +7,8 @@ be compared step for step. Every optimizer is an ``optax.GradientTransformation`
 
 An epoch is one jitted call (a jitted call per step for convolutional networks on the CPU,
 see :func:`make_epoch`): the data stays on the device, a permutation drawn from the
-epoch's key orders it, and ``lax.scan`` runs the mini-batch steps. The last partial batch
+epoch's key orders it, and ``lax.scan`` runs the mini-batch steps; :func:`fit` runs several
+such epochs per compiled call (a ``lax.while_loop`` over them, see ``epochs_per_call``). The last partial batch
 is **dropped** (``N mod B`` examples, different ones every epoch since the permutation is
 redrawn), so every step has the same shape and nothing is retraced; full-batch gradient
 descent (note 001) is ``batch_size = N``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -482,12 +484,11 @@ def evaluate(params: Params, net: Network, x: ArrayLike, y: ArrayLike, state: St
     return {k: float(v) for k, v in values.items()}
 
 
-@functools.partial(jax.jit, static_argnames="full")
-def _epoch_report(params, step, net, losses, gaps, state, x, y, val, full=True):
-    """What ``fit`` checks and records after an epoch, computed in one call: whether the step
+def _epoch_report(params, step, net, losses, gaps, state, x, y, val, full):
+    """What ``fit`` checks and records after an epoch, computed on the device: whether the step
     losses ``[steps]`` are finite (and the first that is not), their mean, the largest spot-check
-    gap, whether every parameter is finite, the step counter, and (``full``) the metrics on the
-    training and validation sets."""
+    gap, whether every parameter is finite, the step counter, and the metrics on the training and
+    validation sets, evaluated where ``full`` (a traced bool) is true and NaN elsewhere."""
     finite = jnp.isfinite(losses)
     report = {
         "losses_finite": jnp.all(finite),
@@ -497,10 +498,13 @@ def _epoch_report(params, step, net, losses, gaps, state, x, y, val, full=True):
         "params_finite": jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(params)])),
         "step": step,
     }
-    if full:
-        report["train"] = metric_arrays(params, net, x, y, None, state)
-        if val is not None:
-            report["val"] = metric_arrays(params, net, *val, None, state)
+
+    def metrics():
+        splits = {"train": (x, y), **({"val": val} if val is not None else {})}
+        return {name: metric_arrays(params, net, *data, None, state) for name, data in splits.items()}
+
+    unevaluated = lambda: jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), jax.eval_shape(metrics))
+    report.update(jax.lax.cond(full, metrics, unevaluated))
     return report
 
 
@@ -518,18 +522,84 @@ def code_identity(net: Network) -> tuple:
     return (tuple(classes), id(get_loss(net.loss)), tuple(id(a) for a in ACTIVATIONS.values()))
 
 
+MAX_EPOCHS_PER_CALL = 1024
+"""The most epochs ``fit`` runs in one compiled call (the length of the per-epoch report buffers)."""
+
+CALL_SECONDS = 1.0
+"""``fit(..., epochs_per_call="auto")`` sizes its calls to take about this long, so a progress bar
+driven by ``on_epoch`` moves about once a second."""
+
+RUNNING, DIVERGED, STOPPED = 0, 1, 2  # why a call of fit's program ended before its count
+
+
+def _accept(carry, out, report, epoch, full, patience):
+    """The carry after an epoch and why to halt: the epoch's ``out`` (``make_epoch``'s outputs) is
+    taken unless it diverged (a step loss or a parameter not finite, or an evaluated training loss
+    not finite): then the carry stays that of the epoch before (the last good state) and the halt
+    is ``DIVERGED``. With early stopping (``carry["best"]``), an evaluated epoch with a better
+    validation loss becomes the best, and ``patience`` epochs after the best the halt is ``STOPPED``."""
+    params, opt_state, step, _, _, state = out
+    diverged = ~report["losses_finite"] | ~report["params_finite"] | (full & ~jnp.isfinite(report["train"]["loss"]))
+    new = dict(carry, params=params, opt_state=opt_state, step=step, state=state)
+    halt = jnp.where(diverged, DIVERGED, RUNNING)
+    if carry["best"] is not None:
+        best, val_loss = carry["best"], report["val"]["loss"]
+        better = full & (~best["seen"] | (val_loss < best["loss"]))
+        now = {"seen": jnp.array(True), "loss": val_loss, "epoch": jnp.asarray(epoch, jnp.int32)}
+        now.update(params=params, state=state)
+        new["best"] = jax.lax.cond(better, lambda: now, lambda: best)
+        stop = full & ~better & (epoch - best["epoch"] >= patience)
+        halt = jnp.where(diverged, DIVERGED, jnp.where(stop, STOPPED, RUNNING))
+    return jax.lax.cond(diverged, lambda: carry, lambda: new), halt
+
+
 def _make_epoch_program(net, optimizer, batch_size, n, grads, check_every, loop, devices, code=None, max_traces=None):
-    """``fit``'s epoch with its report, ``(params, opt_state, step, key, epoch, x, y, val, state, full)
-    -> ((params, opt_state, step, losses, gaps, state), report)``: one jitted call for a scanned
-    epoch (``full``, whether the metrics are evaluated, static). Nothing is donated: the params
-    going into an epoch stay valid as the last good state."""
+    """``fit``'s program: ``(carry, key, first, count, last, eval_every, patience, x, y, val) ->
+    (carry, done, halt, reports)`` runs epochs ``first, first + 1, ...`` (at most ``count``; the
+    carry holds ``params``, ``opt_state``, ``step``, ``state`` and, with early stopping, ``best``)
+    until one halts (see :func:`_accept`); ``done`` epochs ran (a diverged one included) and
+    ``reports`` holds their :func:`_epoch_report` s, the metrics of epoch ``e`` evaluated when
+    ``e % eval_every == 0`` or ``e == last``. A scanned epoch makes it one jitted ``lax.while_loop``
+    (every count the same program, so results do not depend on how many epochs a call runs);
+    the Python loop of a convolutional net on the CPU runs epoch by epoch. Nothing is donated."""
     run_epoch = make_epoch(net, optimizer, batch_size, n, grads, check_every, max_traces, loop, devices, donate=False)
 
-    def epoch_and_report(params, opt_state, step, key, epoch, x, y, val, state, full):
-        out = run_epoch(params, opt_state, step, epoch_key(key, epoch), x, y, state)
-        return out, _epoch_report(out[0], out[2], net, *out[3:], x, y, val, full=full)
+    def one(carry, key, epoch, last, eval_every, patience, x, y, val):
+        full = (epoch % eval_every == 0) | (epoch == last)
+        out = run_epoch(carry["params"], carry["opt_state"], carry["step"], epoch_key(key, epoch), x, y, carry["state"])
+        report = _epoch_report(out[0], out[2], net, *out[3:], x, y, val, full)
+        return (*_accept(carry, out, report, epoch, full, patience), report)
 
-    return jax.jit(epoch_and_report, static_argnames="full") if loop == "scan" else epoch_and_report
+    if loop != "scan":
+        return functools.partial(_python_epochs, jax.jit(one))
+
+    def epochs(carry, key, first, count, last, eval_every, patience, x, y, val):
+        one_of = lambda c, e: one(c, key, e, last, eval_every, patience, x, y, val)
+        shapes = jax.eval_shape(one_of, carry, first)[2]
+        reports = jax.tree.map(lambda s: jnp.zeros((MAX_EPOCHS_PER_CALL, *s.shape), s.dtype), shapes)  # [E, ...]
+
+        def body(loop_carry):
+            i, carry, _, reports = loop_carry
+            carry, halt, report = one_of(carry, first + i)
+            return i + 1, carry, halt, jax.tree.map(lambda r, v: r.at[i].set(v), reports, report)
+
+        more = lambda loop_carry: (loop_carry[0] < count) & (loop_carry[2] == RUNNING)
+        done, carry, halt, reports = jax.lax.while_loop(more, body, (0, carry, jnp.array(RUNNING), reports))
+        return carry, done, halt, reports
+
+    return jax.jit(epochs)
+
+
+def _python_epochs(one, carry, key, first, count, last, eval_every, patience, x, y, val):
+    """:func:`_make_epoch_program`'s program for a Python-loop epoch: ``one`` (the jitted epoch
+    and its report) called epoch by epoch; the reports stacked ``[done, ...]``."""
+    reports, halt = [], RUNNING
+    for epoch in range(first, first + count):
+        carry, halt, report = one(carry, key, epoch, last, eval_every, patience, x, y, val)
+        reports.append(report)
+        if int(halt) != RUNNING:
+            break
+    return carry, len(reports), halt, jax.tree.map(lambda *r: jnp.stack(r), *reports)
 
 
 _epoch_program = functools.lru_cache(maxsize=16)(_make_epoch_program)
@@ -538,11 +608,36 @@ the sizes and options, and :func:`code_identity`: all hashable), so ``fit`` call
 them compiles nothing new."""
 
 
-def _unevaluated(params, net, x, y, val, state) -> dict[str, float]:
-    """``{"train_<metric>": nan, "val_<metric>": nan}`` for every metric :func:`metric_arrays`
-    gives (read off its output's structure, nothing computed): an epoch ``fit`` does not evaluate."""
-    names = jax.eval_shape(metric_arrays, params, net, x, y, None, state)
-    return {f"{split}_{k}": math.nan for split in ("train", *(("val",) if val is not None else ())) for k in names}
+class _Pacer:
+    """How many epochs ``fit``'s next call runs: ``k`` a call (calls ending at multiples of ``k``
+    epochs, counted from 0, so a resumed run keeps the same boundaries), or ``"auto"``: about
+    :data:`CALL_SECONDS` a call, from the time of the previous one (the first call, which may
+    compile, runs one epoch, and so does the next, which is then timed)."""
+
+    def __init__(self, epochs_per_call: int | str) -> None:
+        self.fixed = epochs_per_call if isinstance(epochs_per_call, int) else None
+        self.next_count = 1
+
+    def count(self, epoch: int, epochs: int) -> int:
+        """Epochs for the call after ``epoch`` completed ones, of ``epochs`` in all."""
+        count = self.fixed - epoch % self.fixed if self.fixed else self.next_count
+        return max(1, min(count, epochs - epoch, MAX_EPOCHS_PER_CALL))
+
+    def took(self, seconds: float, done: int) -> None:
+        """Record that the last call ran ``done`` epochs in ``seconds``."""
+        if done:
+            self.next_count = max(1, int(CALL_SECONDS * done / max(seconds, 1e-9)))
+
+
+def _check_epochs_per_call(epochs_per_call: Any, on_epoch: Callable | None) -> int | str:
+    """``fit``'s ``epochs_per_call`` with its default resolved (``"auto"``, or 1 with ``on_epoch``)."""
+    if epochs_per_call is None:
+        return 1 if on_epoch is not None else "auto"
+    if epochs_per_call == "auto" or (
+        isinstance(epochs_per_call, int) and not isinstance(epochs_per_call, bool) and epochs_per_call >= 1
+    ):
+        return epochs_per_call
+    raise ValueError(f"epochs_per_call must be a positive integer or 'auto', got {epochs_per_call!r}")
 
 
 # --- the training loop ----------------------------------------------------------------------
@@ -600,6 +695,8 @@ def fit(
     devices: int | None = None,
     state: State | None = None,
     eval_every: int = 1,
+    epochs_per_call: int | str | None = None,
+    history: dict[str, list[float]] | None = None,
 ) -> FitResult:
     """Train for ``epochs - start_epoch`` epochs (see :func:`make_epoch`) and record metrics.
 
@@ -616,9 +713,12 @@ def fit(
         and return the best params (the count starts afresh on a resumed run).
       check_every: in-training gradient spot check every k steps (0: off).
       opt_state, start_epoch, start_step: to resume from a checkpoint.
-      on_epoch: called as ``on_epoch(epoch, params, opt_state, step, metrics)`` after each epoch
-        (the arrays stay valid: ``fit`` does not donate them); for a network with state, also
-        ``state=`` the state after that epoch (what a checkpoint must keep).
+      on_epoch: called as ``on_epoch(epoch, params, opt_state, step, metrics)`` after each
+        compiled call, i.e. after every epoch with ``epochs_per_call=1`` (the default when
+        ``on_epoch`` is given), with the state after the call's last epoch ``epoch`` and that
+        epoch's ``metrics`` (every epoch's are in ``history``); the arrays stay valid: ``fit``
+        does not donate them. For a network with state, also ``state=`` the state after that
+        epoch (what a checkpoint must keep).
       max_traces: fail if the epoch function is traced more often (see :func:`make_epoch`).
       devices: train data-parallel over this many local devices (see :func:`make_epoch`);
         the result equals single-device training up to float rounding (BatchNorm's statistics
@@ -639,6 +739,19 @@ def fit(
         Dropout's masks come from the run's ``key``: step ``s`` of epoch ``e`` uses
         :func:`step_key` ``(fold_in(key, e), s)``, so a resumed run draws the same masks.
 
+      epochs_per_call: how many epochs one compiled call runs (the host sees nothing in
+        between: ``on_epoch``, the history and a divergence are handled at the end of a call):
+        ``k``, the calls ending at multiples of ``k`` epochs (and at the last), or ``"auto"``,
+        calls of about :data:`CALL_SECONDS` each (at most :data:`MAX_EPOCHS_PER_CALL` epochs);
+        default ``"auto"``, or 1 when ``on_epoch`` is given. Every call runs the same compiled
+        program, epoch after epoch on the device (a ``lax.while_loop``): params, optimizer state,
+        history and a divergence are the same whatever the calls' sizes. An epoch that diverges
+        ends its call with the state of the epoch before; early stopping ends it at the epoch
+        that stops.
+      history: a history to continue (a resumed run's ``{name: [per-epoch values]}``): each
+        epoch's metrics are appended to it in place as calls end (so ``on_epoch`` can read it),
+        and it is ``FitResult.history``. Default: a new dict.
+
     Raises:
       TrainingDiverged: when a step's loss is not finite.
     """
@@ -649,6 +762,7 @@ def fit(
         raise ValueError("patience needs a validation set (val=...)")
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive integer (epochs between evaluations), got {eval_every!r}")
+    pacer = _Pacer(_check_epochs_per_call(epochs_per_call, on_epoch))
     dtype = jax.tree.leaves(params)[0].dtype
     if state is not None:
         check_mode(net, params, state, None, False)  # its structure, shapes and dtype, whatever the network
@@ -657,47 +771,68 @@ def fit(
     val = None if val is None else (inputs_as(net, val[0], dtype), jnp.asarray(val[1]))
     loop = _resolve_loop(net, "auto")
     settings = (net, optimizer, batch_size, len(x), grads, check_every, loop, devices, code_identity(net))
-    # a script's second fit with the same settings (another seed) reuses the compiled epoch; with
-    # max_traces the trace count is this call's own, so the programs are made afresh
+    # a script's second fit with the same settings (another seed) reuses the compiled program; with
+    # max_traces the trace count is this call's own, so the program is made afresh
     program = _epoch_program(*settings) if max_traces is None else _make_epoch_program(*settings, max_traces)
-    epoch_and_report = program
     params = jax.tree.map(jnp.asarray, params)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
-    params, opt_state, state, x, y = replicate((params, opt_state, state, x, y), devices)
-    step = jnp.asarray(start_step, jnp.int32)
-    skipped = _unevaluated(params, net, x, y, val, state)  # the NaN metrics of an epoch not evaluated
-    history: dict[str, list[float]] = {}
-    best = None  # (val loss, params, epoch) with patience
+    carry = {"params": params, "opt_state": opt_state, "step": jnp.asarray(start_step, jnp.int32), "state": state}
+    carry["best"] = None if patience is None else _no_best(params, state, net, x, y, val, start_epoch)
+    carry, x, y, val = replicate((carry, x, y, val), devices)
+    history = {} if history is None else history
     worst_gap, stopped, epoch = 0.0, False, start_epoch
-    for epoch in range(start_epoch + 1, epochs + 1):
-        full = epoch % eval_every == 0 or epoch == epochs
-        (new_params, new_opt_state, new_step, _, _, new_state), report = epoch_and_report(
-            params, opt_state, step, key, epoch, x, y, val, state, full=full
-        )
-        report = jax.device_get(report)  # one transfer per epoch
-        if not report["losses_finite"]:  # a step's loss (before its update) is not finite
-            raise TrainingDiverged(epoch, int(step) + int(report["first_bad"]) + 1, params, opt_state, state)
-        metrics = dict(skipped)
-        metrics.update({f"train_{k}": float(v) for k, v in report.get("train", {}).items()})
-        metrics.update({f"val_{k}": float(v) for k, v in report.get("val", {}).items()})
-        blew_up = not report["params_finite"] or (full and not np.isfinite(metrics["train_loss"]))
-        if blew_up:  # the epoch's last update
-            raise TrainingDiverged(epoch, int(report["step"]), params, opt_state, state)
-        params, opt_state, step, state = new_params, new_opt_state, new_step, new_state
-        worst_gap = max(worst_gap, float(report["max_gap"]))
-        metrics["train_step_loss"] = float(report["mean_loss"])
-        if check_every:
-            metrics["grad_gap"] = float(report["max_gap"])
-        for k, v in metrics.items():
-            history.setdefault(k, []).append(v)
-        if on_epoch is not None:
-            extra = {"state": state} if state is not None else {}
-            on_epoch(epoch, params, opt_state, int(report["step"]), metrics, **extra)
-        if patience is not None and full:
-            if best is None or metrics["val_loss"] < best[0]:
-                best = (metrics["val_loss"], params, epoch, state)
-            elif epoch - best[2] >= patience:
-                stopped = True
-                params, state = best[1], best[3]
-                break
-    return FitResult(params, opt_state, epoch, int(step), history, stopped, worst_gap, state)
+    while epoch < epochs and not stopped:
+        count, started = pacer.count(epoch, epochs), time.perf_counter()
+        new, done, halt, reports = program(carry, key, epoch + 1, count, epochs, eval_every, patience or 0, x, y, val)
+        done, halt, reports = jax.device_get((done, halt, reports))  # one transfer per call
+        done, halt = int(done), int(halt)  # Python ints: the next call's epoch numbers stay weakly typed
+        pacer.took(time.perf_counter() - started, done)
+        good = done - (halt == DIVERGED)
+        metrics = [_epoch_metrics(_row(reports, i), check_every) for i in range(good)]
+        for k in metrics[0] if metrics else ():
+            history.setdefault(k, []).extend(m[k] for m in metrics)
+        worst_gap = max([worst_gap, *(float(g) for g in reports["max_gap"][:good])])
+        epoch, carry, stopped = epoch + good, new, halt == STOPPED
+        if good and on_epoch is not None:
+            extra = {"state": carry["state"]} if carry["state"] is not None else {}
+            on_epoch(epoch, carry["params"], carry["opt_state"], int(reports["step"][good - 1]), metrics[-1], **extra)
+        if halt == DIVERGED:
+            raise _diverged(epoch + 1, carry, _row(reports, good))
+    params, state = (carry["best"]["params"], carry["best"]["state"]) if stopped else (carry["params"], carry["state"])
+    return FitResult(params, carry["opt_state"], epoch, int(carry["step"]), history, stopped, worst_gap, state)
+
+
+def _no_best(params, state, net, x, y, val, epoch) -> dict:
+    """Early stopping's initial record (no best yet): ``seen`` False, and a validation loss, an
+    epoch, params and state of the dtypes and shapes the best ones will have."""
+    loss_dtype = jax.eval_shape(metric_arrays, params, net, *val, None, state)["loss"].dtype
+    return {
+        "seen": jnp.array(False),
+        "loss": jnp.array(jnp.inf, loss_dtype),
+        "epoch": jnp.asarray(epoch, jnp.int32),
+        "params": params,
+        "state": state,
+    }
+
+
+def _row(reports: dict, i: int) -> dict:
+    """Epoch ``i``'s report from the host copy of a call's report buffers."""
+    return jax.tree.map(lambda r: r[i], reports)
+
+
+def _epoch_metrics(report: dict, check_every: int) -> dict[str, float]:
+    """One epoch's history entries from its host report: ``train_<metric>``, ``val_<metric>`` (NaN
+    where not evaluated), ``train_step_loss`` and, with spot checks, ``grad_gap``."""
+    metrics = {f"{split}_{k}": float(v) for split in ("train", "val") for k, v in report.get(split, {}).items()}
+    metrics["train_step_loss"] = float(report["mean_loss"])
+    if check_every:
+        metrics["grad_gap"] = float(report["max_gap"])
+    return metrics
+
+
+def _diverged(epoch: int, carry: dict, report: dict) -> TrainingDiverged:
+    """The error for epoch ``epoch``, whose ``report`` says it diverged; ``carry`` is the last good
+    state. The step named is the first whose loss is not finite, else the epoch's last update."""
+    before = int(carry["step"])
+    step = before + int(report["first_bad"]) + 1 if not report["losses_finite"] else int(report["step"])
+    return TrainingDiverged(epoch, step, carry["params"], carry["opt_state"], carry["state"])

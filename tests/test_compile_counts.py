@@ -46,6 +46,18 @@ def test_a_second_fit_with_the_same_settings_compiles_nothing():
     assert _lowered_by(lambda: run(1)) == 0
 
 
+def test_one_program_runs_any_number_of_epochs_a_call():
+    """fit's calls of 1, 3 or "auto" epochs, with or without evaluations, are one compiled program."""
+    net = jaxnet.mlp([2, 6, 3], "tanh")  # a network no other test compiles
+    x, y = data.spiral(30, 3, seed=0)
+    opt, params = train.sgd(0.1), jaxnet.init_params(jax.random.key(0), net)
+    run = lambda k, every: train.fit(
+        net, params, x, y, opt, 7, 16, jax.random.key(1), eval_every=every, epochs_per_call=k
+    )
+    assert _lowered_by(lambda: run(1, 1)) > 0
+    assert _lowered_by(lambda: [run(3, 2), run("auto", 5)]) == 0
+
+
 def test_init_params_is_one_program_with_the_eager_values():
     net = jaxnet.sequential(
         (5,), [jaxnet.Dense(6, "relu"), jaxnet.LayerNorm(), jaxnet.Dense(4, "tanh"), jaxnet.Dense(2)]

@@ -248,25 +248,25 @@ def _save(s: Settings, history, key, params, opt_state, epoch, step, state=None)
 
 def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
     """``jaxnet.train.fit`` from ``start`` with a progress bar and a checkpoint every ``save_every``
-    epochs; ``(result, history)``. A divergence is exit code 3, data the network cannot take 2."""
+    epochs (at the end of the compiled call that reaches each multiple of it: ``fit`` runs about a
+    second of epochs a call); ``(result, history)``. A divergence is exit code 3, data the network
+    cannot take 2."""
     from tqdm import tqdm
 
     from ..train import TrainingDiverged, fit
 
     bar = tqdm(total=s.epochs - start.epoch, desc="epochs", disable=s.quiet, leave=False)
-    history = {k: list(v) for k, v in start.history.items()}
+    history = {k: list(v) for k, v in start.history.items()}  # fit appends every epoch's metrics
     last_good = s.resume  # this run's last checkpoint (None before its first)
     reached = [start.epoch, start.step]  # the last finished epoch and its step
 
-    def on_epoch(epoch, params, opt_state, step, metrics, state=None):
+    def on_epoch(epoch, params, opt_state, step, metrics, state=None):  # after each compiled call
         nonlocal last_good
-        reached[:] = epoch, step
-        for k, v in metrics.items():
-            history.setdefault(k, []).append(v)
-        if epoch % s.save_every == 0:  # the last good checkpoint, should a later epoch diverge
+        if epoch // s.save_every > reached[0] // s.save_every:  # the last good checkpoint, should a later epoch diverge
             _save(s, history, start.key, params, opt_state, epoch, step, state)
             last_good = _checkpoint_path(s)
-        bar.update(1)
+        bar.update(epoch - reached[0])
+        reached[:] = epoch, step
         bar.set_postfix(
             {
                 k: f"{v:.4g}"
@@ -295,6 +295,8 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
             start_epoch=start.epoch,
             start_step=start.step,
             on_epoch=on_epoch,
+            epochs_per_call="auto",  # about a second a call: the bar moves, the host stays out of the way
+            history=history,
             devices=s.devices,
             state=start.state,
         )
