@@ -65,6 +65,7 @@ def train(settings: Settings) -> int:
     """One training run: initialise (or resume), check first if asked, fit, evaluate, write
     ``metrics.json``, ``checkpoint.npz`` and the plots into ``settings.out``, print the summary."""
     optimizer = settings.optimizer_transform()
+    _import_in_background("jaxnet.plots")  # matplotlib loads while JAX compiles and trains
     start = _initial_state(settings, optimizer)
     if settings.patience and not len(settings.split.x_val):
         raise CommandFailed(
@@ -73,6 +74,21 @@ def train(settings: Settings) -> int:
         )
     with folders.run_folder(settings.out, settings.run_name, force=settings.force, resume=settings.resume) as out:
         return _train(dataclasses.replace(settings, out=out), optimizer, start)
+
+
+def _import_in_background(module: str) -> None:
+    """Start importing ``module`` in a daemon thread: a later ``import`` of it waits for that one
+    (Python's per-module import lock) instead of starting over. An error is left to that later
+    import to raise, where the command reports it."""
+    import contextlib
+    import importlib
+    import threading
+
+    def load():
+        with contextlib.suppress(Exception):  # raised again, and reported, by the import that needs it
+            importlib.import_module(module)
+
+    threading.Thread(target=load, daemon=True).start()
 
 
 def _train(settings: Settings, optimizer, start: _Start) -> int:
