@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def working_device(tree=None) -> jax.Device:
@@ -78,3 +79,14 @@ def on_device(fn, *args, device: jax.Device):
     ``fn`` closes over should be on ``device`` or uncommitted."""
     with jax.default_device(device), jax.default_matmul_precision("highest"):
         return fn(*to_device(args, device))
+
+
+def as_array(x, dtype=None) -> jax.Array:
+    """``jnp.asarray(x, dtype)`` without a compiled program for host data: ``jnp.asarray`` of a
+    NumPy array lowers and compiles a small program per shape, each a few milliseconds of a
+    command's start; a NumPy array, nested list or scalar is converted on the host and sent
+    with ``jax.device_put`` instead (the same dtype rules: 64-bit types become 32-bit ones unless
+    ``jax_enable_x64``). A ``jax.Array`` (or a tracer) goes through ``jnp.asarray``."""
+    if isinstance(x, jax.Array):
+        return jnp.asarray(x, dtype)
+    return jax.device_put(np.asarray(x, dtype))

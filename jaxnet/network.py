@@ -20,6 +20,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from .activations import get_activation
+from .devices import as_array
 from .layers import Dense, Layer, positive_int
 from .losses import REDUCTIONS, get_loss, is_concrete
 
@@ -162,7 +163,7 @@ def token_vocab(net: Network) -> int | None:
 def inputs_as(net: Network, x: ArrayLike, dtype: DTypeLike) -> jax.Array:
     """``x`` as ``net`` takes it: integer token ids unchanged when its first layer takes them
     (:func:`token_vocab`), real-valued inputs as ``dtype`` (the params' dtype)."""
-    return jnp.asarray(x) if token_vocab(net) is not None else jnp.asarray(x, dtype)
+    return as_array(x) if token_vocab(net) is not None else as_array(x, dtype)
 
 
 def check_token_ids(ids: ArrayLike, vocab: int, what: str) -> None:
@@ -429,7 +430,7 @@ def prepare_inputs(
     returned with a batch axis of 1)."""
     check_net(net)
     dtype = _check_params(params, net)
-    x = jnp.asarray(x)
+    x = as_array(x)
     per_example = net.input_shape
     if x.shape == per_example:
         batched = False
@@ -460,7 +461,7 @@ def prepare_inputs(
             raise ValueError("x contains NaN or Inf")
     if y is None:
         return x, None, batched
-    y = jnp.asarray(y)
+    y = as_array(y)
     if not (jnp.issubdtype(y.dtype, jnp.floating) or jnp.issubdtype(y.dtype, jnp.integer) or y.dtype == jnp.bool_):
         raise ValueError(f"y: expected real numbers or integer labels, got dtype {y.dtype}")
     n, k = x.shape[0], net.output_shape[0]

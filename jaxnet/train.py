@@ -31,6 +31,7 @@ import optax
 from jax.typing import ArrayLike
 
 from .activations import ACTIVATIONS
+from .devices import as_array
 from .losses import get_loss
 from .network import (
     Network,
@@ -767,8 +768,8 @@ def fit(
     if state is not None:
         check_mode(net, params, state, None, False)  # its structure, shapes and dtype, whatever the network
     state = (init_state(net, dtype) if state is None else state) if has_state(net) else None
-    x, y = inputs_as(net, x, dtype), jnp.asarray(y)
-    val = None if val is None else (inputs_as(net, val[0], dtype), jnp.asarray(val[1]))
+    x, y = inputs_as(net, x, dtype), as_array(y)
+    val = None if val is None else (inputs_as(net, val[0], dtype), as_array(val[1]))
     loop = _resolve_loop(net, "auto")
     settings = (net, optimizer, batch_size, len(x), grads, check_every, loop, devices, code_identity(net))
     # a script's second fit with the same settings (another seed) reuses the compiled program; with
@@ -776,7 +777,7 @@ def fit(
     program = _epoch_program(*settings) if max_traces is None else _make_epoch_program(*settings, max_traces)
     params = jax.tree.map(jnp.asarray, params)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
-    carry = {"params": params, "opt_state": opt_state, "step": jnp.asarray(start_step, jnp.int32), "state": state}
+    carry = {"params": params, "opt_state": opt_state, "step": as_array(start_step, np.int32), "state": state}
     carry["best"] = None if patience is None else _no_best(params, state, net, x, y, val, start_epoch)
     carry, x, y, val = replicate((carry, x, y, val), devices)
     history = {} if history is None else history
