@@ -356,6 +356,8 @@ def run_job(job, data: dict, settings: dict, tmp: str) -> dict:
 def describe(result: dict) -> str:
     if "error" in result:
         return result["error"]
+    if "first_call_steps_per_s" in result:
+        return f"one call {result['first_call_steps_per_s']:,.1f} steps/s (steady {result['steps_per_s']:,.0f})"
     if "steps_per_s" in result:
         return f"{result['steps_per_s']:,.0f} steps/s"
     return f"{result['wall_s']:.2f} s"
