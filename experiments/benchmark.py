@@ -77,19 +77,34 @@ def run_make_epoch(spec: dict) -> dict:
     """``make_epoch``'s steady-state steps/s and the initial full-data loss."""
     import jax
     import jax.numpy as jnp
-    from baselines.workloads import load_problem, network, steady_rate, steps_per_epoch
+    from baselines.workloads import load_problem, network
 
     import jaxnet
-    from jaxnet.train import epoch_key, make_epoch, sgd
+    from jaxnet.train import sgd
 
     net, (_, x, y, params) = network(spec["workload"]), load_problem(spec["problem"])
     batch = min(spec["batch"], len(x))
     xd, yd = jnp.asarray(x), jnp.asarray(y)
     params = jax.tree.map(jnp.asarray, params)
     loss0 = float(jaxnet.loss(params, net, xd, yd))
-    optimizer = sgd(LR)
+    rate = make_epoch_rate(net, sgd(LR), params, xd, yd, batch, spec["window_s"])
+    return {"steps_per_s": rate, "loss0": loss0}
+
+
+def make_epoch_rate(net, optimizer, params, x, y, batch: int, window_s: float, state=None) -> float:
+    """Steps/s of ``jaxnet.train.make_epoch``'s epochs called back to back from ``params`` on ``x``, ``y``
+    (on the device): the epochs' keys drawn before the timed loop, one wait at the end
+    (:func:`baselines.workloads.steady_rate`); ``state``: the network's (BatchNorm), carried along.
+    The epoch donates ``params``' buffers."""
+    import jax
+    import jax.numpy as jnp
+    from baselines.workloads import steady_rate, steps_per_epoch
+
+    from jaxnet.train import epoch_key, make_epoch
+
     epoch = make_epoch(net, optimizer, batch, len(x))
     carry = {"params": params, "state": optimizer.init(params), "step": jnp.zeros((), jnp.int32), "epoch": 0}
+    carry["net_state"] = state
     key = jax.random.key(1)
 
     def prepare(k):
@@ -97,16 +112,15 @@ def run_make_epoch(spec: dict) -> dict:
 
         def go():
             for kk in keys:
-                carry["params"], carry["state"], carry["step"], losses, _, _ = epoch(
-                    carry["params"], carry["state"], carry["step"], kk, xd, yd
+                carry["params"], carry["state"], carry["step"], losses, _, carry["net_state"] = epoch(
+                    carry["params"], carry["state"], carry["step"], kk, x, y, carry["net_state"]
                 )
             carry["epoch"] += k
             jax.block_until_ready((carry["params"], losses))
 
         return go
 
-    rate = steady_rate(prepare, steps_per_epoch(len(x), batch), spec["window_s"])
-    return {"steps_per_s": rate, "loss0": loss0}
+    return steady_rate(prepare, steps_per_epoch(len(x), batch), window_s)
 
 
 def run_fit(spec: dict) -> dict:

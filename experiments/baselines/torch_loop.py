@@ -16,23 +16,28 @@ import numpy as np
 
 from baselines.workloads import LR, load_problem, steady_rate, steps_per_epoch
 
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")  # the hidden activations with a PyTorch twin here
+TRUNCATED_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2], as jax.nn.initializers divides by
 
-def torch_model(net: dict, params):
+
+def torch_model(net: dict, params=None):
     """``nn.Sequential`` computing what ``jaxnet.forward(params, net, ·)`` computes, on NCHW inputs.
 
     ``net``: :func:`baselines.workloads.describe`'s description. Dense ``W [n_in, n_out]`` →
     ``Linear.weight = Wᵀ``; Conv2D ``W [kh, kw, c_in, c_out]`` (HWIO) → ``Conv2d.weight`` (OIHW);
     the Dense after a Flatten of an [H, W, C] map gets its rows reordered from (h, w, c) to
-    PyTorch's (c, h, w) flattening.
+    PyTorch's (c, h, w) flattening. ``params=None``: fresh weights drawn as jaxnet draws them
+    (:func:`jaxnet_like_init`, from PyTorch's global generator), zero biases.
     """
     import torch
 
-    if net["loss"] != "softmax_cross_entropy" or net["reduction"] != "mean" or net["l2_bias"]:
-        raise ValueError("the PyTorch baseline covers softmax cross-entropy (mean) with L2 on the weights only")
     modules, flat_from = [], None  # flat_from: the [H, W, C] shape a Flatten just flattened
-    for layer, p in zip(net["layers"], params):
-        kind, shape = layer["type"], layer["in_shape"]
-        if kind == "dense":
+    for i, layer in enumerate(net["layers"]):
+        kind, shape, p = layer["type"], layer["in_shape"], None if params is None else params[i]
+        if kind == "dense" and p is None:
+            m = torch.nn.Linear(shape[-1], layer["features"])
+            flat_from = None  # fresh weights: the flattening order does not matter
+        elif kind == "dense":
             w = p["W"]
             if flat_from is not None:
                 h, wd, c = flat_from
@@ -50,22 +55,42 @@ def torch_model(net: dict, params):
                 tuple(layer["strides"]),
                 padding="same" if layer["padding"] == "SAME" else 0,
             )
-            m.weight.data = torch.from_numpy(np.ascontiguousarray(p["W"].transpose(3, 2, 0, 1)))
+            if p is not None:
+                m.weight.data = torch.from_numpy(np.ascontiguousarray(p["W"].transpose(3, 2, 0, 1)))
         elif kind == "maxpool":
             m = torch.nn.MaxPool2d(tuple(layer["window"]), tuple(layer["strides"]))
         elif kind == "flatten":
             m, flat_from = torch.nn.Flatten(), tuple(shape)
         else:
             raise ValueError(f"no PyTorch twin for layer type {kind!r}")
-        if "b" in p:
+        activation = layer.get("activation", "identity")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"no PyTorch twin for activation {activation!r}")
+        if p is None and kind in ("dense", "conv"):
+            jaxnet_like_init(m, activation)
+        elif p is not None and "b" in p:
             m.bias.data = torch.from_numpy(np.ascontiguousarray(p["b"]))
         modules.append(m)
-        activation = layer.get("activation", "identity")
-        if activation == "relu":
-            modules.append(torch.nn.ReLU())
-        elif activation != "identity":
-            raise ValueError(f"no PyTorch twin for activation {activation!r}")
+        if activation != "identity":
+            modules.append({"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}[activation]())
     return torch.nn.Sequential(*modules)
+
+
+def jaxnet_like_init(module, activation: str) -> None:
+    """``module.weight`` drawn as jaxnet's Dense/Conv2D draw ``W`` (``jaxnet.layers.activation_init``):
+    He-normal (``scale 2 / fan_in``) before a ReLU, Glorot-normal (``2 / (fan_in + fan_out)``)
+    otherwise, both truncated normals at ±2 std as ``jax.nn.initializers.variance_scaling`` draws them;
+    the bias zero. The fans count the kernel's window (PyTorch's weight ``[out, in, kh, kw]``)."""
+    import torch
+
+    w = module.weight
+    window = int(np.prod(w.shape[2:])) if w.dim() > 2 else 1
+    fan_in, fan_out = w.shape[1] * window, w.shape[0] * window
+    variance = 2.0 / fan_in if activation == "relu" else 2.0 / (fan_in + fan_out)
+    std = float(np.sqrt(variance)) / TRUNCATED_STD
+    with torch.no_grad():
+        torch.nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)
+        module.bias.zero_()
 
 
 def _weights(model):
@@ -84,6 +109,8 @@ def run(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     net, x, y, params = load_problem(spec["problem"])
+    if net["loss"] != "softmax_cross_entropy" or net["reduction"] != "mean" or net["l2_bias"]:
+        raise ValueError("the PyTorch loop covers softmax cross-entropy (mean) with L2 on the weights only")
     batch = min(spec["batch"], len(x))
     model = torch_model(net, params)
     weights = _weights(model)
