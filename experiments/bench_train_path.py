@@ -77,7 +77,8 @@ EVENTS = {
     "cache_requests": "/jax/compilation_cache/compile_requests_use_cache",
 }
 WRAPPER = f"""
-import collections, json, sys
+import collections, json, sys, time
+T0 = time.perf_counter()
 import jax.monitoring
 counts, seconds = collections.Counter(), collections.Counter()
 jax.monitoring.register_event_listener(lambda name, **kw: counts.update([name]))
@@ -85,11 +86,45 @@ def duration(name, secs, **kw):
     counts.update([name])
     seconds[name] += secs
 jax.monitoring.register_event_duration_secs_listener(duration)
+import jaxnet.network, jaxnet.train
 from jaxnet.cli import main
+phases = {{"imports": time.perf_counter() - T0}}
+def timed(module, name):
+    f = getattr(module, name)
+    def g(*a, **k):
+        start = time.perf_counter()
+        phases.setdefault(name + "_start", start - T0)
+        try:
+            return f(*a, **k)
+        finally:
+            phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+            phases[name + "_end"] = time.perf_counter() - T0
+    setattr(module, name, g)
+for module, name in ((jaxnet.network, "init_params"), (jaxnet.train, "fit"), (jaxnet.train, "evaluate")):
+    timed(module, name)
 rc = main(sys.argv[1:])
-print({MARK!r} + json.dumps({{"rc": rc, "counts": counts, "seconds": seconds}}), flush=True)
+phases["total"] = time.perf_counter() - T0
+print({MARK!r} + json.dumps({{"rc": rc, "counts": counts, "seconds": seconds, "phases": phases}}), flush=True)
 sys.exit(rc)
 """
+"""The counting wrapper: ``jaxnet.cli.main`` with ``jax.monitoring`` listeners, and the phases of the
+run timed from inside (:func:`phase_profile`): the imports (JAX, jaxnet, ``jaxnet.train``), and the
+public functions the command calls at run time (``init_params``, ``fit``, ``evaluate``) wrapped."""
+
+
+def phase_profile(phases: dict) -> dict:
+    """Where a wrapper run's seconds went: ``imports``; ``setup`` (from the imports to ``fit``: the
+    settings, data, ``init_params``, the run folder); ``fit``; ``evaluate`` (the final metrics of
+    each split); ``after`` (from the last ``evaluate`` to the exit: checkpoint, ``metrics.json``,
+    plots, summary)."""
+    return {
+        "imports": phases["imports"],
+        "setup": phases["fit_start"] - phases["imports"],
+        "fit": phases["fit"],
+        "evaluate": phases.get("evaluate", 0.0),
+        "after": phases["total"] - phases.get("evaluate_end", phases["fit_end"]),
+        "total": phases["total"],
+    }
 
 
 # --- workers (each in its own process: ``--worker SPEC``) ----------------------------------------
@@ -261,6 +296,8 @@ def compile_counts(result: dict) -> dict:
     c["xla_compiles"] = c["programs"] - c["cache_hits"]
     c["compile_s"] = secs.get(EVENTS["programs"], 0.0) + secs.get(EVENTS["lowerings"], 0.0)
     c["trace_s"] = secs.get(EVENTS["traces"], 0.0)
+    if "phases" in result:
+        c["phases"] = phase_profile(result.pop("phases"))
     return c
 
 
@@ -694,6 +731,36 @@ def call_section(data: dict) -> list[str]:
     return lines
 
 
+PHASES = ("imports", "setup", "fit", "evaluate", "after")
+
+
+def profile_section(data: dict) -> list[str]:
+    """Where the wall time of a ``jaxnet train`` run goes (the wrapper's runs, medians)."""
+    lines = [
+        "",
+        "## Where the time goes: `jaxnet train`, phase by phase",
+        "",
+        "The wrapper runs timed from inside, medians over the rounds (seconds): imports (JAX, jaxnet, "
+        "`jaxnet.train` with optax and chex); setup (settings, data, `init_params`, the run folder); "
+        "`fit`; the final `evaluate` of each split; after (checkpoint, `metrics.json`, plots, summary). "
+        "Interpreter start-up is the rest of the wall time. Compile s (lowering + XLA or cache load) "
+        "falls inside setup, `fit`, evaluate and after.",
+        "",
+        "| preset | run | " + " | ".join(PHASES) + " | total | compile s |",
+        "|---|---|" + "---|" * (len(PHASES) + 2),
+    ]
+    for p in data["presets"]:
+        for phase in ("cold", "warm"):
+            runs = [r for r in data["train"][p].get(f"wrapper {phase}", []) if "phases" in r]
+            if not runs:
+                continue
+            cell = lambda key, runs=runs: f"{statistics.median(r['phases'][key] for r in runs):.2f}"
+            compile_s = statistics.median(r["compile_s"] for r in runs)
+            cells = [cell(k) for k in (*PHASES, "total")]
+            lines.append(f"| {p} | {phase} | " + " | ".join(cells) + f" | {compile_s:.2f} |")
+    return lines
+
+
 def checks_section(data: dict) -> list[str]:
     lines = [
         "",
@@ -741,7 +808,7 @@ def errors_section(data: dict) -> list[str]:
 def render(data: dict) -> str:
     """The results markdown: every number in it comes from ``data``."""
     sections = [header(data), targets_section(data), train_section(data), steady_section(data)]
-    sections += [call_section(data), checks_section(data), errors_section(data)]
+    sections += [call_section(data), profile_section(data), checks_section(data), errors_section(data)]
     return "\n".join(line for s in sections for line in s) + "\n"
 
 

@@ -159,3 +159,21 @@ def test_the_torch_model_starts_from_jaxnets_loss_and_takes_its_first_step(name)
     twin = torch_model(net, [{k: np.array(v) for k, v in p.items()} for p in stepped])
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_phase_profile_splits_a_run_and_renders_its_medians():
+    phases = {"imports": 1.0, "fit_start": 1.3, "fit": 0.5, "fit_end": 1.8, "evaluate": 0.1, "evaluate_end": 1.95}
+    profile = btp.phase_profile({**phases, "init_params": 0.1, "total": 2.5})
+    assert profile == pytest.approx(
+        {"imports": 1.0, "setup": 0.3, "fit": 0.5, "evaluate": 0.1, "after": 0.55, "total": 2.5}
+    )
+    data = _made_up()
+    for p in data["train"]:
+        for phase in ("cold", "warm"):
+            runs = data["train"][p][f"wrapper {phase}"]
+            data["train"][p][f"wrapper {phase}"] = [dict(r, phases=profile) for r in runs]
+    rows = [line for line in btp.profile_section(data) if line.startswith("| fast |")]
+    assert rows == [
+        "| fast | cold | 1.00 | 0.30 | 0.50 | 0.10 | 0.55 | 2.50 | 1.50 |",
+        "| fast | warm | 1.00 | 0.30 | 0.50 | 0.10 | 0.55 | 2.50 | 1.50 |",
+    ]
