@@ -29,6 +29,7 @@ import optax
 from jax.typing import ArrayLike
 
 from .activations import ACTIVATIONS
+from .distributed import to_host
 from .losses import get_loss
 from .network import (
     Network,
@@ -337,18 +338,32 @@ def device_mesh(devices: int) -> jax.sharding.Mesh:
 
 
 def replicate(tree: Any, devices: int | None) -> Any:
-    """``tree``'s arrays on each of the first ``devices`` devices (a replicated ``NamedSharding``);
-    unchanged for ``None`` or 1. Built with ``jax.make_array_from_callback`` from the full
-    value, which every process must hold (as ``fit``'s callers do with their data)."""
+    """``tree``'s leaves as global arrays held whole by each of the first ``devices`` devices (a
+    replicated ``NamedSharding`` over :func:`device_mesh`); unchanged for ``None`` or 1.
+
+    Every leaf that ``fit`` passes to its compiled calls: arrays (NumPy or JAX), Python and NumPy
+    scalars (a step counter becomes a 0-d array), PRNG keys (placed as their key data, the same
+    key implementation). A host value is built with ``jax.make_array_from_callback`` from the full
+    value, which every process must hold, the same in each (with several processes, after
+    ``jax.distributed.initialize``, see :mod:`jaxnet.distributed`); an array already placed so is
+    kept, and a global array laid out otherwise is resharded (``jax.device_put``).
+    ``None`` leaves (no state) stay ``None``."""
     if devices is None or devices == 1:
         return tree
     sharding = jax.sharding.NamedSharding(device_mesh(devices), jax.sharding.PartitionSpec())
+    return jax.tree.map(lambda a: _replicated(a, sharding), tree)
 
-    def put(a):
-        host = np.asarray(a)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
-    return jax.tree.map(put, tree)
+def _replicated(a: Any, sharding: jax.sharding.NamedSharding) -> jax.Array:
+    """One leaf of :func:`replicate`."""
+    if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_replicated(jax.random.key_data(a), sharding), impl=jax.random.key_impl(a))
+    if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim):
+        return a
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        return jax.device_put(a, sharding)
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def _resolve_loop(net, loop):
@@ -663,8 +678,8 @@ def fit(
     epoch_and_report = program
     params = jax.tree.map(jnp.asarray, params)
     opt_state = optimizer.init(params) if opt_state is None else opt_state
-    params, opt_state, state, x, y = replicate((params, opt_state, state, x, y), devices)
-    step = jnp.asarray(start_step, jnp.int32)
+    to_place = (params, opt_state, state, x, y, val, key, jnp.asarray(start_step, jnp.int32))
+    params, opt_state, state, x, y, val, key, step = replicate(to_place, devices)  # global arrays, several processes
     skipped = _unevaluated(params, net, x, y, val, state)  # the NaN metrics of an epoch not evaluated
     history: dict[str, list[float]] = {}
     best = None  # (val loss, params, epoch) with patience
@@ -674,7 +689,7 @@ def fit(
         (new_params, new_opt_state, new_step, _, _, new_state), report = epoch_and_report(
             params, opt_state, step, key, epoch, x, y, val, state, full=full
         )
-        report = jax.device_get(report)  # one transfer per epoch
+        report = to_host(report)  # one transfer per epoch
         if not report["losses_finite"]:  # a step's loss (before its update) is not finite
             raise TrainingDiverged(epoch, int(step) + int(report["first_bad"]) + 1, params, opt_state, state)
         metrics = dict(skipped)
