@@ -18,6 +18,7 @@ the number of processes and its own id.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -147,6 +148,19 @@ def all_ok(ok: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(np.all(multihost_utils.process_allgather(np.asarray(bool(ok)))))
+
+
+def same_everywhere(data: bytes) -> bool:
+    """Whether ``data`` is the same in every process (their SHA-256 digests compared: a collective,
+    every process calls it); ``True`` in a single process. For what every process must hold alike:
+    the training set, the state a run starts from."""
+    if jax.process_count() == 1:
+        return True
+    from jax.experimental import multihost_utils
+
+    digest = np.frombuffer(hashlib.sha256(data).digest(), np.uint8)  # [32]
+    gathered = np.asarray(multihost_utils.process_allgather(digest))  # [processes, 32]
+    return bool(np.all(gathered == gathered[:1]))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

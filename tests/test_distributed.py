@@ -285,6 +285,40 @@ def test_a_refused_start_stops_every_process(uninterrupted):
     assert re.search(r"(process 0 of 2|processes 0, 1 of 2 failed: 0) exited with code 2", err), err
 
 
+@pytest.mark.slow
+def test_processes_started_by_hand_refuse_to_start_from_different_data(tmp_path):
+    """Two commands joined by --coordinator/--process-id (as on two machines), each given its own --data
+    file: both stop before training, exit 2, and process 0 removes the folder it made."""
+    for name in "ab":
+        x = np.random.default_rng(ord(name)).normal(size=(60, 2))
+        np.savez(tmp_path / f"{name}.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    coordinator = f"127.0.0.1:{distributed.free_port()}"
+    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jaxnet", *SPIRAL, "--epochs", "2", "--data", str(tmp_path / f"{name}.npz")]
+            + ["--devices", "4", "--processes", "2", "--coordinator", coordinator, "--process-id", str(i)]
+            + ["--out", str(tmp_path / "run")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for i, name in enumerate("ab")
+    ]
+    try:
+        results = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert [proc.returncode for proc in procs] == [2, 2], results
+    assert all("the processes do not start alike" in err for _, err in results)
+    assert not (tmp_path / "run").exists()
+
+
 FIT = textwrap.dedent("""
     import json, os, sys
     import jax
@@ -317,6 +351,7 @@ FIT = textwrap.dedent("""
         "key": jax.random.key_data(distributed.to_host(placed["key"])).tolist(),
         "gathered": distributed.to_host(sharded).tolist(),
         "all_ok": [distributed.all_ok(True), distributed.all_ok(jax.process_index() == 0)],
+        "same": [distributed.same_everywhere(b"x"), distributed.same_everywhere(bytes([jax.process_index()]))],
     }
     if distributed.is_main_process():
         print(json.dumps(out))
@@ -353,7 +388,7 @@ def test_fit_over_two_processes(tmp_path):
     for name, values in one["history"].items():
         assert np.allclose(two["history"][name], values, rtol=0, atol=1e-5), name
     assert two["global"] == [True, True, True] and two["key"] == one["key"]
-    assert two["gathered"] == list(range(8)) and two["all_ok"] == [True, False]
+    assert two["gathered"] == list(range(8)) and two["all_ok"] == [True, False] and two["same"] == [True, False]
 
     begin = time.monotonic()
     code, out, err = run_bounded(

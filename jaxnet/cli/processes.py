@@ -135,22 +135,29 @@ def _launch(args, how: Layout) -> int:
 
 
 @contextlib.contextmanager
-def starting_together() -> Iterator[Callable[[], None]]:
+def starting_together() -> Iterator[Callable[..., None]]:
     """``with starting_together() as ready:`` around what each process does before training (load,
-    check, make the folder), ``ready()`` called once it is done. ``ready()`` returns when every
-    process got there; should one raise before it, that one tells the others
-    (:func:`jaxnet.distributed.all_ok`) and they raise :class:`CommandFailed` from ``ready()``, so
-    all stop (process 0 names its own reason) instead of waiting on each other. Nothing to
-    exchange in a single process."""
+    check, make the folder), ``ready(start)`` called once it is done, ``start`` the bytes of what
+    every process must hold alike (the data, the initial state). ``ready`` returns when every
+    process got there with the same ``start``; should one raise before it, that one tells the
+    others (:func:`jaxnet.distributed.all_ok`) and they raise :class:`CommandFailed` from
+    ``ready``, so all stop (process 0 names its own reason) instead of waiting on each other;
+    different ``start`` bytes are a :class:`CommandFailed` in every process. Nothing to exchange
+    in a single process."""
     from .. import distributed
 
     asked = False
 
-    def ready() -> None:
+    def ready(start: bytes = b"") -> None:
         nonlocal asked
         asked = True
         if not distributed.all_ok(True):
             raise CommandFailed("another process stopped before training (process 0 says why when it was that one)")
+        if not distributed.same_everywhere(start):
+            raise CommandFailed(
+                "the processes do not start alike: their data or initial state differ (every machine needs "
+                "the same --data file and --resume checkpoint, and the same jaxnet and JAX)"
+            )
 
     try:
         yield ready

@@ -84,8 +84,26 @@ def train(settings: Settings) -> int:
                 f"examples of {settings.data_name} leave none"
             )
         with _run_folder(settings) as out:
-            ready()
+            ready(_fingerprint(settings, start))
             return _train(dataclasses.replace(settings, out=out), optimizer, start)
+
+
+def _fingerprint(s: Settings, start: _Start) -> bytes:
+    """The SHA-256 of what every process must hold alike: the split's arrays, the initial params,
+    optimizer state, network state and key, the epoch and step (with several processes; ``b""``
+    in one, which has nothing to compare)."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return b""
+    split, digest = s.split, hashlib.sha256(repr((start.epoch, start.step)).encode())
+    arrays = [split.x_train, split.y_train, split.x_val, split.y_val, split.x_test, split.y_test]
+    for a in arrays + jax.tree.leaves((start.params, start.opt_state, start.state, jax.random.key_data(start.key))):
+        digest.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    return digest.digest()
 
 
 def _run_folder(s: Settings) -> contextlib.AbstractContextManager[str | None]:
