@@ -237,12 +237,12 @@ def launch_local(
         for i, log in enumerate(logs, start=1):
             workers.append(subprocess.Popen(list(command(coordinator, i)), env=env, stdout=log, stderr=log))
         failed = _wait(workers, timeout)
+        stopped = any(w.poll() is None for w in workers)
+        _stop(workers)
+        forward.join(timeout=5)  # the last of process 0's output
         if failed:
-            stopped = any(w.poll() is None for w in workers)
-            _stop(workers)
             output = "\n".join(f"--- process {i} ---\n{_tail(logs[i - 1])}" for i in failed if i)
             raise ProcessFailed({i: workers[i].returncode for i in failed}, processes, output, stopped)
-        forward.join(timeout=5)
 
 
 def _wait(workers: list[subprocess.Popen], timeout: float | None) -> list[int]:
