@@ -49,14 +49,15 @@ from .recurrent import LSTM as LSTM
 from .recurrent import SimpleRNN as SimpleRNN
 
 if TYPE_CHECKING:
+    from . import distributed as distributed
     from . import sweep as sweep
     from . import train as train
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = ("sweep", "train")
-"""Submodules imported on first use (``jaxnet.train``, ``jaxnet.sweep``): ``import jaxnet`` does not
-pull in optax, chex or the sweep machinery until a program trains."""
+_LAZY_MODULES = ("distributed", "sweep", "train")
+"""Submodules imported on first use (``jaxnet.train``, ``jaxnet.sweep``, ``jaxnet.distributed``):
+``import jaxnet`` does not pull in optax, chex or the sweep machinery until a program trains."""
 
 
 def __getattr__(name: str) -> Any:
@@ -99,6 +100,7 @@ __all__ = [  # the public API: these names, documented in the API reference
     "check_per_example",
     "check_vjp",
     "count_kinks",
+    "distributed",
     "find_wrong_layer",
     "fold_biases",
     "forward",

@@ -32,6 +32,7 @@ from jax.typing import ArrayLike
 
 from .activations import ACTIVATIONS
 from .devices import as_array
+from .distributed import from_main, to_host
 from .losses import get_loss
 from .network import (
     Network,
@@ -340,18 +341,32 @@ def device_mesh(devices: int) -> jax.sharding.Mesh:
 
 
 def replicate(tree: Any, devices: int | None) -> Any:
-    """``tree``'s arrays on each of the first ``devices`` devices (a replicated ``NamedSharding``);
-    unchanged for ``None`` or 1. Built with ``jax.make_array_from_callback`` from the full
-    value, which every process must hold (as ``fit``'s callers do with their data)."""
+    """``tree``'s leaves as global arrays held whole by each of the first ``devices`` devices (a
+    replicated ``NamedSharding`` over :func:`device_mesh`); unchanged for ``None`` or 1.
+
+    Every leaf that ``fit`` passes to its compiled calls: arrays (NumPy or JAX), Python and NumPy
+    scalars (a step counter becomes a 0-d array), PRNG keys (placed as their key data, the same
+    key implementation). A host value is built with ``jax.make_array_from_callback`` from the full
+    value, which every process must hold, the same in each (with several processes, after
+    ``jax.distributed.initialize``, see :mod:`jaxnet.distributed`); an array already placed so is
+    kept, and a global array laid out otherwise is resharded (``jax.device_put``).
+    ``None`` leaves (no state) stay ``None``."""
     if devices is None or devices == 1:
         return tree
     sharding = jax.sharding.NamedSharding(device_mesh(devices), jax.sharding.PartitionSpec())
+    return jax.tree.map(lambda a: _replicated(a, sharding), tree)
 
-    def put(a):
-        host = np.asarray(a)
-        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
-    return jax.tree.map(put, tree)
+def _replicated(a: Any, sharding: jax.sharding.NamedSharding) -> jax.Array:
+    """One leaf of :func:`replicate`."""
+    if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(_replicated(jax.random.key_data(a), sharding), impl=jax.random.key_impl(a))
+    if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim):
+        return a
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        return jax.device_put(a, sharding)
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def _resolve_loop(net, loop):
@@ -743,7 +758,8 @@ def fit(
       epochs_per_call: how many epochs one compiled call runs (the host sees nothing in
         between: ``on_epoch``, the history and a divergence are handled at the end of a call):
         ``k``, the calls ending at multiples of ``k`` epochs (and at the last), or ``"auto"``,
-        calls of about :data:`CALL_SECONDS` each (at most :data:`MAX_EPOCHS_PER_CALL` epochs);
+        calls of about :data:`CALL_SECONDS` each (at most :data:`MAX_EPOCHS_PER_CALL` epochs; with
+        several processes, process 0's count, so every process runs the same calls);
         default ``"auto"``, or 1 when ``on_epoch`` is given. Every call runs the same compiled
         program, epoch after epoch on the device (a ``lax.while_loop``): params, optimizer state,
         history and a divergence are the same whatever the calls' sizes. An epoch that diverges
@@ -779,13 +795,13 @@ def fit(
     opt_state = optimizer.init(params) if opt_state is None else opt_state
     carry = {"params": params, "opt_state": opt_state, "step": as_array(start_step, np.int32), "state": state}
     carry["best"] = None if patience is None else _no_best(params, state, net, x, y, val, start_epoch)
-    carry, x, y, val = replicate((carry, x, y, val), devices)
+    carry, x, y, val, key = replicate((carry, x, y, val, key), devices)  # global arrays, several processes
     history = {} if history is None else history
     worst_gap, stopped, epoch = 0.0, False, start_epoch
     while epoch < epochs and not stopped:
-        count, started = pacer.count(epoch, epochs), time.perf_counter()
+        count, started = from_main(pacer.count(epoch, epochs)), time.perf_counter()  # alike in every process
         new, done, halt, reports = program(carry, key, epoch + 1, count, epochs, eval_every, patience or 0, x, y, val)
-        done, halt, reports = jax.device_get((done, halt, reports))  # one transfer per call
+        done, halt, reports = to_host((done, halt, reports))  # one transfer per call
         done, halt = int(done), int(halt)  # Python ints: the next call's epoch numbers stay weakly typed
         pacer.took(time.perf_counter() - started, done)
         good = done - (halt == DIVERGED)
@@ -800,7 +816,8 @@ def fit(
         if halt == DIVERGED:
             raise _diverged(epoch + 1, carry, _row(reports, good))
     params, state = (carry["best"]["params"], carry["best"]["state"]) if stopped else (carry["params"], carry["state"])
-    return FitResult(params, carry["opt_state"], epoch, int(carry["step"]), history, stopped, worst_gap, state)
+    step = int(to_host(carry["step"]))
+    return FitResult(params, carry["opt_state"], epoch, step, history, stopped, worst_gap, state)
 
 
 def _no_best(params, state, net, x, y, val, epoch) -> dict:
@@ -834,6 +851,6 @@ def _epoch_metrics(report: dict, check_every: int) -> dict[str, float]:
 def _diverged(epoch: int, carry: dict, report: dict) -> TrainingDiverged:
     """The error for epoch ``epoch``, whose ``report`` says it diverged; ``carry`` is the last good
     state. The step named is the first whose loss is not finite, else the epoch's last update."""
-    before = int(carry["step"])
+    before = int(to_host(carry["step"]))
     step = before + int(report["first_bad"]) + 1 if not report["losses_finite"] else int(report["step"])
     return TrainingDiverged(epoch, step, carry["params"], carry["opt_state"], carry["state"])

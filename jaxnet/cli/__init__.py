@@ -37,12 +37,15 @@ def main(argv=None) -> int:
     exits with 2 on bad flags)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the launcher of --processes repeats them
     if getattr(args, "batch", 1) < 1:
         parser.error("--batch must be a positive integer")
-    for name in ("epochs", "patience", "check_every", "batch_size", "save_every", "devices", "seeds", "eval_every"):
-        value, positive = getattr(args, name, None), name in ("epochs", "patience", "devices", "seeds", "eval_every")
-        if value is not None and (value < 0 or (positive and value == 0)):
-            kind = "a positive integer" if positive else "an integer >= 0"
+    counts = ("epochs", "patience", "check_every", "batch_size", "save_every", "devices", "seeds", "eval_every")
+    positive = ("epochs", "patience", "devices", "seeds", "eval_every", "processes")
+    for name in (*counts, "processes", "process_id"):
+        value = getattr(args, name, None)
+        if value is not None and (value < 0 or (name in positive and value == 0)):
+            kind = "a positive integer" if name in positive else "an integer >= 0"
             args.parser.error(f"--{name.replace('_', '-')} must be {kind}, got {value}")
     if getattr(args, "seeds", None) and args.seed + args.seeds > 2**32:
         args.parser.error(f"--seed {args.seed} --seeds {args.seeds}: the seeds run past 2**32 - 1")
@@ -54,10 +57,23 @@ def main(argv=None) -> int:
             print(f"jaxnet {args.command}: {e}", file=sys.stderr)
             return 2
         try:
-            return args.run(args)
+            return _finish(args.run(args))
         except CommandFailed as e:
             print(f"jaxnet {args.command}: {e}", file=sys.stderr)
-            return e.exit_code
+            return _finish(e.exit_code)
+
+
+def _finish(code: int) -> int:
+    """``code``, the command's exit code; a process of several (``--processes``) that fails ends
+    here at once (:func:`jaxnet.distributed.leave`), not in JAX's shutdown barrier, where it would
+    wait for the others while they wait for it."""
+    import jax
+
+    if code and jax.distributed.is_initialized():
+        from ..distributed import leave
+
+        leave(code)
+    return code
 
 
 def _warning_line(command):
@@ -274,9 +290,10 @@ def _add_train(sub) -> None:
         "--devices",
         metavar="N",
         type=int,
-        help="data-parallel over this many local devices (must divide the batch size); "
-        "with --seeds/--sweep, the replicas are split over them (default: 1)",
+        help="data-parallel over this many devices (must divide the batch size; with --processes, the devices "
+        "of all processes); with --seeds/--sweep, the replicas are split over them (default: 1)",
     )
+    _process_flags(p)
     p.add_argument(
         "--out",
         metavar="DIR",
@@ -298,6 +315,30 @@ def _add_train(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _cache_flags(p)
     p.set_defaults(run=train.run, parser=p)
+
+
+def _process_flags(p) -> None:
+    """``--processes``, ``--coordinator``, ``--process-id`` (see :mod:`jaxnet.cli.processes`)."""
+    p.add_argument(
+        "--processes",
+        metavar="P",
+        type=int,
+        help="train over P processes, --devices N being the devices of all of them (a multiple of P): alone, "
+        "starts P processes on this machine with N/P CPU devices each; with --coordinator and --process-id, "
+        "this command is one of them (run one per machine) (default: 1, this process)",
+    )
+    p.add_argument(
+        "--coordinator",
+        metavar="HOST:PORT",
+        help="with --processes P and --process-id I: join the P processes through process 0's HOST:PORT",
+    )
+    p.add_argument(
+        "--process-id",
+        metavar="I",
+        dest="process_id",
+        type=int,
+        help="with --processes P and --coordinator: this process's id, 0 (the one that prints and writes) to P-1",
+    )
 
 
 def _checked(convert, test, what: str):

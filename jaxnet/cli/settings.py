@@ -234,12 +234,18 @@ def _split(
 
 
 def _check_devices(devices) -> None:
-    """``--devices`` beyond the local devices is refused here, before any folder is made."""
+    """``--devices`` beyond the devices present (those of every process, after
+    ``jax.distributed.initialize``), or with several processes not all of them, is refused here,
+    before any folder is made."""
     import jax
 
-    if devices and devices > jax.local_device_count():
+    present, processes = jax.device_count(), jax.process_count()
+    if devices and devices > present:
+        raise ValueError(f"--devices {devices}: only {present} {jax.default_backend()} device(s) are present")
+    if processes > 1 and devices != present:
         raise ValueError(
-            f"--devices {devices}: only {jax.local_device_count()} {jax.default_backend()} device(s) are present"
+            f"--devices {devices}: with {processes} processes, train on all {present} devices of all of them "
+            "(every process holds a share of each batch)"
         )
 
 

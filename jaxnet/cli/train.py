@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import folders, sweep
+from . import folders, processes, sweep
 from .output import CommandFailed, all_finite, number, write_json
 from .settings import RESUME_KEYS, Settings, resolve
 
@@ -30,7 +31,15 @@ SINGLE_RUN_FLAGS = {
 
 
 def run(args) -> int:
-    """The settings of the flags ``args``, resolved once, then a sweep or one training run."""
+    """The settings of the flags ``args``, resolved once, then a sweep or one training run; with
+    ``--processes``, the launcher of the processes or one of them (:mod:`jaxnet.cli.processes`)."""
+    try:
+        how = processes.layout(args)
+    except ValueError as e:
+        raise CommandFailed(str(e)) from None
+    code = processes.start(args, how)  # joins the others before any JAX computation
+    if code is not None:  # the launcher: the processes ran
+        return code
     if getattr(args, "seeds", None) or getattr(args, "sweep", None):
         given = [name for name, unset in SINGLE_RUN_FLAGS.items() if getattr(args, name, unset) != unset]
         if given:
@@ -63,17 +72,48 @@ class _Start:
 
 def train(settings: Settings) -> int:
     """One training run: initialise (or resume), check first if asked, fit, evaluate, write
-    ``metrics.json``, ``checkpoint.npz`` and the plots into ``settings.out``, print the summary."""
+    ``metrics.json``, ``checkpoint.npz`` and the plots into ``settings.out``, print the summary.
+    With several processes, each trains and only process 0 prints and writes; should one stop
+    before training (a refused folder, an unreadable checkpoint), all stop."""
     optimizer = settings.optimizer_transform()
     _import_in_background("jaxnet.plots")  # matplotlib loads while JAX compiles and trains
-    start = _initial_state(settings, optimizer)
-    if settings.patience and not len(settings.split.x_val):
-        raise CommandFailed(
-            f"--patience needs a validation split, and the {len(settings.split.x_train)} "
-            f"examples of {settings.data_name} leave none"
-        )
-    with folders.run_folder(settings.out, settings.run_name, force=settings.force, resume=settings.resume) as out:
-        return _train(dataclasses.replace(settings, out=out), optimizer, start)
+    with processes.starting_together() as ready:
+        start = _initial_state(settings, optimizer)
+        if settings.patience and not len(settings.split.x_val):
+            raise CommandFailed(
+                f"--patience needs a validation split, and the {len(settings.split.x_train)} "
+                f"examples of {settings.data_name} leave none"
+            )
+        with _run_folder(settings) as out:
+            ready(_fingerprint(settings, start))
+            return _train(dataclasses.replace(settings, out=out), optimizer, start)
+
+
+def _fingerprint(s: Settings, start: _Start) -> bytes:
+    """The SHA-256 of what every process must hold alike: the split's arrays, the initial params,
+    optimizer state, network state and key, the epoch and step (with several processes; ``b""``
+    in one, which has nothing to compare)."""
+    import hashlib
+
+    import jax
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return b""
+    split, digest = s.split, hashlib.sha256(repr((start.epoch, start.step)).encode())
+    arrays = [split.x_train, split.y_train, split.x_val, split.y_val, split.x_test, split.y_test]
+    for a in arrays + jax.tree.leaves((start.params, start.opt_state, start.state, jax.random.key_data(start.key))):
+        digest.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    return digest.digest()
+
+
+def _run_folder(s: Settings) -> contextlib.AbstractContextManager[str | None]:
+    """The run's folder (:func:`folders.run_folder`) in process 0; ``None`` in the others, which write nothing."""
+    from ..distributed import is_main_process
+
+    if not is_main_process():
+        return contextlib.nullcontext(None)
+    return folders.run_folder(s.out, s.run_name, force=s.force, resume=s.resume)
 
 
 def _import_in_background(module: str) -> None:
@@ -92,26 +132,33 @@ def _import_in_background(module: str) -> None:
 
 
 def _train(settings: Settings, optimizer, start: _Start) -> int:
-    """:func:`train` once the output folder is ``settings.out``."""
-    _print_header(settings)
+    """:func:`train` once the output folder is ``settings.out`` (``None`` in processes other than 0)."""
+    from ..distributed import is_main_process, to_host
+
+    main = is_main_process()
+    if main:
+        _print_header(settings)
     if settings.check:
-        _check_first(settings, start.params)
+        _check_first(settings, start.params, show=main)
     result, history = _fit(settings, optimizer, start)
-    final = _evaluate(settings, result.params, result.state)
-    _save(
-        settings, history, start.key, result.params, result.opt_state, result.epoch, result.step, result.state
-    )  # after early stopping: the best params
-    _write_metrics(
-        settings,
-        history,
-        result.epoch,
-        result.step,
-        final=final,
-        stopped_early=result.stopped_early,
-        **({"worst_grad_gap": result.worst_gap} if settings.check_every else {}),
-    )
-    _plot(settings, history, result.params, result.state)
-    _print_summary(settings, final, result)
+    params, opt_state, state = to_host((result.params, result.opt_state, result.state))  # in every process
+    result = dataclasses.replace(result, params=params, opt_state=opt_state, state=state)
+    final = _evaluate(settings, result.params, result.state)  # in every process: the same exit code in each
+    if main:
+        _save(
+            settings, history, start.key, result.params, result.opt_state, result.epoch, result.step, result.state
+        )  # after early stopping: the best params
+        _write_metrics(
+            settings,
+            history,
+            result.epoch,
+            result.step,
+            final=final,
+            stopped_early=result.stopped_early,
+            **({"worst_grad_gap": result.worst_gap} if settings.check_every else {}),
+        )
+        _plot(settings, history, result.params, result.state)
+        _print_summary(settings, final, result)
     if not all_finite(final):
         raise CommandFailed("the final metrics are not all finite (see the table); the run failed", exit_code=3)
     return 0
@@ -135,8 +182,16 @@ def _write_metrics(s: Settings, history: dict, epochs: int, steps: int, **result
             **results,
             "history": history,
             "devices": s.devices or 1,
+            "processes": _process_count(),
         },
     )
+
+
+def _process_count() -> int:
+    """How many processes train together (``jax.process_count()``: 1 unless joined, see :mod:`jaxnet.distributed`)."""
+    import jax
+
+    return jax.process_count()
 
 
 def _initial_state(settings: Settings, optimizer) -> _Start:
@@ -209,13 +264,19 @@ def _print_header(s: Settings) -> None:
         f"jaxnet train: {s.net}; {len(split.x_train)}/{len(split.x_val)}/{len(split.x_test)} train/val/test; "
         f"{s.optimizer} lr={s.lr:g}, batch {s.batch_size}, "
         f"{s.epochs} epochs, {s.grads} gradients, device {jax.devices()[0].platform}"
-        + (f" x {s.devices} (data-parallel)" if s.devices and s.devices > 1 else "")
+        + (f" x {s.devices} (data-parallel{_over_processes()})" if s.devices and s.devices > 1 else "")
     )
 
 
-def _check_first(s: Settings, params) -> None:
+def _over_processes() -> str:
+    """``", 2 processes"`` when several processes train together, else ``""``."""
+    count = _process_count()
+    return f", {count} processes" if count > 1 else ""
+
+
+def _check_first(s: Settings, params, show: bool = True) -> None:
     """``--check``: the gradients at the initial params against autodiff and finite differences on
-    the first 64 training examples; a failure stops the run (exit code 1)."""
+    the first 64 training examples, the report printed (``show``); a failure stops the run (exit code 1)."""
     import jax
     import jax.numpy as jnp
 
@@ -236,7 +297,8 @@ def _check_first(s: Settings, params) -> None:
         mode=mode,
         kinks="nudge",
     )  # zero initial biases put units exactly at kinks on zero pixels
-    print(report)
+    if show:
+        print(report)
     if not report.ok:
         raise CommandFailed("the gradient check failed; not training", exit_code=1)
 
@@ -269,9 +331,11 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
     cannot take 2."""
     from tqdm import tqdm
 
+    from ..distributed import is_main_process, to_host
     from ..train import TrainingDiverged, fit
 
-    bar = tqdm(total=s.epochs - start.epoch, desc="epochs", disable=s.quiet, leave=False)
+    main = is_main_process()  # the others train along, printing and writing nothing
+    bar = tqdm(total=s.epochs - start.epoch, desc="epochs", disable=s.quiet or not main, leave=False)
     history = {k: list(v) for k, v in start.history.items()}  # fit appends every epoch's metrics
     last_good = s.resume  # this run's last checkpoint (None before its first)
     reached = [start.epoch, start.step]  # the last finished epoch and its step
@@ -279,8 +343,10 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
     def on_epoch(epoch, params, opt_state, step, metrics, state=None):  # after each compiled call
         nonlocal last_good
         if epoch // s.save_every > reached[0] // s.save_every:  # the last good checkpoint, should a later epoch diverge
-            _save(s, history, start.key, params, opt_state, epoch, step, state)
-            last_good = _checkpoint_path(s)
+            params, opt_state, state = to_host((params, opt_state, state))  # in every process (it may gather)
+            if main:
+                _save(s, history, start.key, params, opt_state, epoch, step, state)
+                last_good = _checkpoint_path(s)
         bar.update(epoch - reached[0])
         reached[:] = epoch, step
         bar.set_postfix(
@@ -318,7 +384,8 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
         )
     except TrainingDiverged as e:
         bar.close()
-        _write_metrics(s, history, *reached, diverged=str(e), final=None)  # the history up to the divergence
+        if main:
+            _write_metrics(s, history, *reached, diverged=str(e), final=None)  # the history up to the divergence
         kept = f"; the last good checkpoint is {last_good}" if last_good else "; no checkpoint was written"
         raise CommandFailed(f"{e}{kept}", exit_code=3) from None
     except ValueError as e:  # data the network cannot take (targets out of range, ...)
