@@ -337,8 +337,12 @@ FIT = textwrap.dedent("""
         if epoch == 2 and os.environ.get("DIE") == str(jax.process_index()):
             raise RuntimeError("planted failure")
 
-    r = train.fit(net, jaxnet.init_params(jax.random.key(0), net), x, y, optax.sgd(0.1, momentum=0.9), 3, 24,
+    opt = optax.sgd(0.1, momentum=0.9)
+    r = train.fit(net, jaxnet.init_params(jax.random.key(0), net), x, y, opt, 3, 24,
                   jax.random.key(1), val=(x[:20], y[:20]), devices=4, on_epoch=on_epoch)
+    train.CALL_SECONDS = 1e3 if jax.process_index() == 0 else 1e-9  # clocks that ask for other counts
+    several = train.fit(net, jaxnet.init_params(jax.random.key(0), net), x, y, opt, 7, 24,
+                        jax.random.key(1), val=(x[:20], y[:20]), devices=4, epochs_per_call="auto")
     placed = train.replicate({"key": jax.random.key(5), "step": 7, "w": np.ones(3, np.float32)}, 4)
     sharded = jax.device_put(jnp.arange(8.0), jax.sharding.NamedSharding(train.device_mesh(4),
                                                                          jax.sharding.PartitionSpec("data")))
@@ -347,12 +351,16 @@ FIT = textwrap.dedent("""
         "params": [a.tolist() for a in jax.tree.leaves(distributed.to_host(r.params))],
         "state": [a.tolist() for a in jax.tree.leaves(distributed.to_host(r.state))],
         "history": r.history, "step": r.step,
+        "several": [a.tolist() for a in jax.tree.leaves(distributed.to_host((several.params, several.state)))],
+        "several_history": several.history,
         "global": [bool(a.is_fully_replicated) for a in jax.tree.leaves(placed)],
         "key": jax.random.key_data(distributed.to_host(placed["key"])).tolist(),
         "gathered": distributed.to_host(sharded).tolist(),
         "all_ok": [distributed.all_ok(True), distributed.all_ok(jax.process_index() == 0)],
         "same": [distributed.same_everywhere(b"x"), distributed.same_everywhere(bytes([jax.process_index()]))],
+        "from_main": distributed.from_main(jax.process_index() + 5),
     }
+    assert out["from_main"] == 5, out["from_main"]  # in every process: a failure fails the launch
     if distributed.is_main_process():
         print(json.dumps(out))
 """)
@@ -387,6 +395,12 @@ def test_fit_over_two_processes(tmp_path):
         assert gap([np.array(a) for a in two[name]], [np.array(a) for a in one[name]]) < 1e-5, name
     for name, values in one["history"].items():
         assert np.allclose(two["history"][name], values, rtol=0, atol=1e-5), name
+    # several epochs a call, each process's clock asking for another count (fit takes process 0's: from_main)
+    assert two["from_main"] == one["from_main"] == 5
+    assert gap([np.array(a) for a in two["several"]], [np.array(a) for a in one["several"]]) < 1e-5
+    assert all(len(v) == 7 for v in two["several_history"].values())
+    for name, values in one["several_history"].items():
+        assert np.allclose(two["several_history"][name], values, rtol=0, atol=1e-5, equal_nan=True), name
     assert two["global"] == [True, True, True] and two["key"] == one["key"]
     assert two["gathered"] == list(range(8)) and two["all_ok"] == [True, False] and two["same"] == [True, False]
 
