@@ -41,7 +41,7 @@ def _files(folder):
 def test_a_second_run_is_served_from_the_cache(tmp_path):
     folder = tmp_path / "xla"
     rc, hits, requests = _train(tmp_path, "first", "--compile-cache", str(folder))
-    assert rc == 0 and hits == 0 and requests > 10 and _files(folder) > 10
+    assert rc == 0 and hits == 0 and requests >= 5 and _files(folder) >= requests  # 8 programs when written
     rc, hits, again = _train(tmp_path, "second", "--compile-cache", str(folder))
     assert rc == 0 and hits == again == requests  # every program of the run found in the cache
 
@@ -49,7 +49,7 @@ def test_a_second_run_is_served_from_the_cache(tmp_path):
 @pytest.mark.slow
 def test_default_folder_and_turning_it_off(tmp_path):
     rc, _, _ = _train(tmp_path, "default")
-    assert rc == 0 and _files(tmp_path / "home-cache" / "jaxnet" / "xla") > 10  # under $XDG_CACHE_HOME
+    assert rc == 0 and _files(tmp_path / "home-cache" / "jaxnet" / "xla") >= 5  # under $XDG_CACHE_HOME
     for flags, env in [(("--no-compile-cache",), None), ((), {cache.ENV: "off"})]:
         moved = tmp_path / "moved"
         rc, hits, _ = _train(tmp_path, f"off-{len(flags)}", *flags, env={**(env or {}), "XDG_CACHE_HOME": str(moved)})
