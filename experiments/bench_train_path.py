@@ -817,12 +817,12 @@ def render(data: dict) -> str:
 
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=bm.positive_int, default=None, help="measured rounds (default 5; --quick: 1)")
+    parser.add_argument("--rounds", type=bm.positive_int, default=None, help="measured rounds (default 3; --quick: 1)")
     parser.add_argument(
         "--calibration-rounds",
         type=bm.positive_int,
         default=None,
-        help="PyTorch thread-count rounds (default 2; --quick: 1)",
+        help="PyTorch thread-count rounds (default 1; --quick: 1)",
     )
     parser.add_argument(
         "--presets",
@@ -857,8 +857,8 @@ def parse(argv):
 
 def settings_of(args, argv) -> dict:
     return {
-        "rounds": args.rounds or (1 if args.quick else 5),
-        "calibration_rounds": args.calibration_rounds or (1 if args.quick else 2),
+        "rounds": args.rounds or (1 if args.quick else 3),
+        "calibration_rounds": args.calibration_rounds or 1,
         "presets": args.presets or (list(QUICK_PRESETS) if args.quick else None),
         "epochs": args.epochs or (QUICK_EPOCHS if args.quick else None),
         "window_s": args.window or (0.05 if args.quick else 0.5),
@@ -871,14 +871,14 @@ def settings_of(args, argv) -> dict:
 
 def is_full(args, settings) -> bool:
     """A run that may write the committed results: every preset, the presets' epochs, the default
-    window, at least 5 rounds and 2 calibration rounds, PyTorch installed."""
+    window, at least 3 rounds and 1 calibration round, PyTorch installed."""
     return (
         not args.quick
         and args.presets is None
         and args.epochs is None
         and args.window is None
-        and settings["rounds"] >= 5
-        and settings["calibration_rounds"] >= 2
+        and settings["rounds"] >= 3
+        and settings["calibration_rounds"] >= 1
         and bm.has_torch()
     )
 
