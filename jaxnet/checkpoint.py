@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .devices import as_array
 from .files import atomic_write, numpy_format
 from .layers import Layer, kind_name, layer_kind
 from .network import Network, check_mode, has_state, state_shapes
@@ -393,7 +394,7 @@ def _rebuild_params(path, net, meta, arrays):
             )
         if not np.isfinite(a).all():
             raise _bad(path, name, f"{what} holds NaN or infinite values")
-        leaves.append(jnp.asarray(a))
+        leaves.append(as_array(a))
     return jax.tree.unflatten(treedef, leaves)
 
 
@@ -416,7 +417,7 @@ def _rebuild_state(path, net, meta, arrays):
             raise _bad(path, name, f"{what} is {a.dtype}{list(a.shape)}; expected finite floats of shape {want.shape}")
         if str(where[-1].key).endswith("var") and (a < 0).any():  # a variance: BatchNorm's running var
             raise _bad(path, name, f"{what} holds negative values; a variance is >= 0")
-        leaves.append(jnp.asarray(a))
+        leaves.append(as_array(a))
     return jax.tree.unflatten(treedef, leaves)
 
 
@@ -437,7 +438,7 @@ def _rebuild_opt_state(path, meta, arrays, template):
                 f"'opt_{i}' is {a.dtype}{list(a.shape)}, this optimizer's {jnp.asarray(b).dtype}"
                 f"{list(np.shape(b))}"
             )
-    return jax.tree.unflatten(treedef, [jnp.asarray(a) for a in saved])
+    return jax.tree.unflatten(treedef, [as_array(a) for a in saved])
 
 
 def _key(path, meta, arrays):
@@ -456,7 +457,7 @@ def _key(path, meta, arrays):
         raise _bad(
             path, "key", f"{data.dtype}{list(data.shape)} where a {impl} key is {expected.dtype}{list(expected.shape)}"
         )
-    return jax.random.wrap_key_data(jnp.asarray(data), impl=impl)
+    return jax.random.wrap_key_data(as_array(data), impl=impl)
 
 
 def _history(path, meta, arrays) -> dict:

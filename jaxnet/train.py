@@ -295,6 +295,11 @@ def make_epoch(
     )
 
     def python_epoch(params, opt_state, step, key, x, y, state=None):
+        if isinstance(key, jax.core.Tracer):
+            raise TypeError(
+                "make_epoch(loop='python')'s epoch was traced: it is a Python loop of jitted steps, "
+                "and under jit it would unroll into one program of every step; call it outside jit"
+            )
         order, k_check = batches(key)
         state = check_state(state)
         state = None if state is None else jax.tree.map(jnp.copy, state)  # copies: only params, opt_state donated
@@ -580,14 +585,19 @@ def _make_epoch_program(net, optimizer, batch_size, n, grads, check_every, loop,
     the Python loop of a convolutional net on the CPU runs epoch by epoch. Nothing is donated."""
     run_epoch = make_epoch(net, optimizer, batch_size, n, grads, check_every, max_traces, loop, devices, donate=False)
 
-    def one(carry, key, epoch, last, eval_every, patience, x, y, val):
+    def judge(carry, out, epoch, last, eval_every, patience, x, y, val):
+        """The epoch's report (its metrics where evaluated) and the carry it leaves (:func:`_accept`)."""
         full = (epoch % eval_every == 0) | (epoch == last)
-        out = run_epoch(carry["params"], carry["opt_state"], carry["step"], epoch_key(key, epoch), x, y, carry["state"])
-        report = _epoch_report(out[0], out[2], net, *out[3:], x, y, val, full)
+        params, _, step, losses, gaps, state = out
+        report = _epoch_report(params, step, net, losses, gaps, state, x, y, val, full)
         return (*_accept(carry, out, report, epoch, full, patience), report)
 
-    if loop != "scan":
-        return functools.partial(_python_epochs, jax.jit(one))
+    def one(carry, key, epoch, last, eval_every, patience, x, y, val):
+        out = run_epoch(carry["params"], carry["opt_state"], carry["step"], epoch_key(key, epoch), x, y, carry["state"])
+        return judge(carry, out, epoch, last, eval_every, patience, x, y, val)
+
+    if loop != "scan":  # the epoch stays a Python loop of jitted steps; the report and judgement are jitted
+        return functools.partial(_python_epochs, run_epoch, jax.jit(judge), jax.jit(epoch_key))
 
     def epochs(carry, key, first, count, last, eval_every, patience, x, y, val):
         one_of = lambda c, e: one(c, key, e, last, eval_every, patience, x, y, val)
@@ -606,16 +616,18 @@ def _make_epoch_program(net, optimizer, batch_size, n, grads, check_every, loop,
     return jax.jit(epochs)
 
 
-def _python_epochs(one, carry, key, first, count, last, eval_every, patience, x, y, val):
-    """:func:`_make_epoch_program`'s program for a Python-loop epoch: ``one`` (the jitted epoch
-    and its report) called epoch by epoch; the reports stacked ``[done, ...]``."""
+def _python_epochs(run_epoch, judge, key_of, carry, key, first, count, last, eval_every, patience, x, y, val):
+    """:func:`_make_epoch_program`'s program for a Python-loop epoch (``run_epoch``: a jitted call
+    per step): epoch by epoch, each judged by the jitted ``judge``; the reports stacked on the host
+    ``[done, ...]`` (NumPy, so no program is compiled per count)."""
     reports, halt = [], RUNNING
     for epoch in range(first, first + count):
-        carry, halt, report = one(carry, key, epoch, last, eval_every, patience, x, y, val)
-        reports.append(report)
-        if int(halt) != RUNNING:
+        out = run_epoch(carry["params"], carry["opt_state"], carry["step"], key_of(key, epoch), x, y, carry["state"])
+        carry, halt, report = judge(carry, out, epoch, last, eval_every, patience, x, y, val)
+        reports.append(to_host(report))
+        if int(to_host(halt)) != RUNNING:
             break
-    return carry, len(reports), halt, jax.tree.map(lambda *r: jnp.stack(r), *reports)
+    return carry, len(reports), halt, jax.tree.map(lambda *r: np.stack(r), *reports)
 
 
 _epoch_program = functools.lru_cache(maxsize=16)(_make_epoch_program)
@@ -627,8 +639,9 @@ them compiles nothing new."""
 class _Pacer:
     """How many epochs ``fit``'s next call runs: ``k`` a call (calls ending at multiples of ``k``
     epochs, counted from 0, so a resumed run keeps the same boundaries), or ``"auto"``: about
-    :data:`CALL_SECONDS` a call, from the time of the previous one (the first call, which may
-    compile, runs one epoch, and so does the next, which is then timed)."""
+    :data:`CALL_SECONDS` a call, from the time per epoch of the previous call (the first call,
+    which may compile, runs one epoch; its time, compilation included, sizes the next call, which
+    is then timed without it)."""
 
     def __init__(self, epochs_per_call: int | str) -> None:
         self.fixed = epochs_per_call if isinstance(epochs_per_call, int) else None
@@ -758,8 +771,9 @@ def fit(
       epochs_per_call: how many epochs one compiled call runs (the host sees nothing in
         between: ``on_epoch``, the history and a divergence are handled at the end of a call):
         ``k``, the calls ending at multiples of ``k`` epochs (and at the last), or ``"auto"``,
-        calls of about :data:`CALL_SECONDS` each (at most :data:`MAX_EPOCHS_PER_CALL` epochs; with
-        several processes, process 0's count, so every process runs the same calls);
+        calls of about :data:`CALL_SECONDS` each (at most :data:`MAX_EPOCHS_PER_CALL` epochs; when
+        ``devices`` spans several processes, process 0's count, so every process runs the same
+        calls: a collective, :func:`jaxnet.distributed.from_main`);
         default ``"auto"``, or 1 when ``on_epoch`` is given. Every call runs the same compiled
         program, epoch after epoch on the device (a ``lax.while_loop``): params, optimizer state,
         history and a divergence are the same whatever the calls' sizes. An epoch that diverges
@@ -797,9 +811,11 @@ def fit(
     carry["best"] = None if patience is None else _no_best(params, state, net, x, y, val, start_epoch)
     carry, x, y, val, key = replicate((carry, x, y, val, key), devices)  # global arrays, several processes
     history = {} if history is None else history
-    worst_gap, stopped, epoch = 0.0, False, start_epoch
+    worst_gap, stopped, epoch = 0.0, False, int(start_epoch)  # Python ints: the epochs stay weakly typed
+    spans_processes = devices is not None and devices > jax.local_device_count()
     while epoch < epochs and not stopped:
-        count, started = from_main(pacer.count(epoch, epochs)), time.perf_counter()  # alike in every process
+        count, started = pacer.count(epoch, epochs), time.perf_counter()
+        count = from_main(count) if pacer.fixed is None and spans_processes else count  # alike in every process
         new, done, halt, reports = program(carry, key, epoch + 1, count, epochs, eval_every, patience or 0, x, y, val)
         done, halt, reports = to_host((done, halt, reports))  # one transfer per call
         done, halt = int(done), int(halt)  # Python ints: the next call's epoch numbers stay weakly typed

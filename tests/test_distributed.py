@@ -285,20 +285,15 @@ def test_a_refused_start_stops_every_process(uninterrupted):
     assert re.search(r"(process 0 of 2|processes 0, 1 of 2 failed: 0) exited with code 2", err), err
 
 
-@pytest.mark.slow
-def test_processes_started_by_hand_refuse_to_start_from_different_data(tmp_path):
-    """Two commands joined by --coordinator/--process-id (as on two machines), each given its own --data
-    file: both stop before training, exit 2, and process 0 removes the folder it made."""
-    for name in "ab":
-        x = np.random.default_rng(ord(name)).normal(size=(60, 2))
-        np.savez(tmp_path / f"{name}.npz", x=x, y=(x[:, 0] > 0).astype(int))
+def joined_by_hand(per_process):
+    """Two ``jaxnet train`` commands joined by --coordinator/--process-id (as on two machines), each
+    with its own flags ``per_process[i]``: ``(processes, [(stdout, stderr)])``."""
     coordinator = f"127.0.0.1:{distributed.free_port()}"
     env = {**os.environ, "PYTHONPATH": ROOT, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "jaxnet", *SPIRAL, "--epochs", "2", "--data", str(tmp_path / f"{name}.npz")]
-            + ["--devices", "4", "--processes", "2", "--coordinator", coordinator, "--process-id", str(i)]
-            + ["--out", str(tmp_path / "run")],
+            [sys.executable, "-m", "jaxnet", *SPIRAL, *argv]
+            + ["--devices", "4", "--processes", "2", "--coordinator", coordinator, "--process-id", str(i)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -306,7 +301,7 @@ def test_processes_started_by_hand_refuse_to_start_from_different_data(tmp_path)
             text=True,
             start_new_session=True,
         )
-        for i, name in enumerate("ab")
+        for i, argv in enumerate(per_process)
     ]
     try:
         results = [proc.communicate(timeout=120) for proc in procs]
@@ -314,6 +309,30 @@ def test_processes_started_by_hand_refuse_to_start_from_different_data(tmp_path)
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+    return procs, results
+
+
+@pytest.mark.slow
+def test_only_process_0_prints_and_writes(tmp_path):
+    """Each process is given its own --out: process 0's gets the run's files and its stdout the
+    summary; process 1 prints nothing (the Gloo library's connection lines aside) and makes no folder."""
+    procs, results = joined_by_hand([["--epochs", "2", "--out", str(tmp_path / f"run{i}")] for i in range(2)])
+    assert [proc.returncode for proc in procs] == [0, 0], results
+    ours = [line for line in results[1][0].splitlines() if not line.startswith("[Gloo]")]  # Gloo's own lines aside
+    assert "2 epochs, 12 steps" in results[0][0] and ours == []
+    assert (tmp_path / "run0" / "checkpoint.npz").exists() and not (tmp_path / "run1").exists()
+
+
+@pytest.mark.slow
+def test_processes_started_by_hand_refuse_to_start_from_different_data(tmp_path):
+    """Two commands joined by --coordinator/--process-id (as on two machines), each given its own --data
+    file: both stop before training, exit 2, and process 0 removes the folder it made."""
+    for name in "ab":
+        x = np.random.default_rng(ord(name)).normal(size=(60, 2))
+        np.savez(tmp_path / f"{name}.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    procs, results = joined_by_hand(
+        [["--epochs", "2", "--data", str(tmp_path / f"{name}.npz"), "--out", str(tmp_path / "run")] for name in "ab"]
+    )
     assert [proc.returncode for proc in procs] == [2, 2], results
     assert all("the processes do not start alike" in err for _, err in results)
     assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@ divergence and early stopping as one epoch per call, bit for bit; ``on_epoch`` a
 
 import chex
 import jax
+import jax.monitoring
 import numpy as np
 import optax
 import pytest
@@ -19,6 +20,12 @@ BN_NET = jaxnet.sequential(
 REG_NET = jaxnet.mlp([1, 6, 1], "sigmoid", "squared_error", "sum")
 XR, YR = data.regression_1d(n=40, seed=0)
 
+_LOWERED = [0]  # programs lowered so far in this process
+jax.monitoring.register_event_duration_secs_listener(
+    lambda name, secs, **kw: _LOWERED.__setitem__(
+        0, _LOWERED[0] + (name == "/jax/core/compile/jaxpr_to_mlir_module_duration")
+    )
+)
 OPT = optax.adam(1e-2)  # one optimizer object: every fit below shares its compiled program
 CASES = {
     "mlp+val+eval_every+check": (NET, X, Y, dict(batch_size=16, val=VAL, eval_every=3, check_every=2)),
@@ -165,9 +172,23 @@ def test_the_python_loop_of_a_conv_net_runs_several_epochs_a_call_alike():
     x = np.random.default_rng(0).normal(size=(24, 4, 4, 1)).astype(np.float32)
     y = np.arange(24) % 3
     params = jaxnet.init_params(jax.random.key(0), cnn)
-    runs = [
-        train.fit(cnn, params, x, y, OPT, 5, 8, jax.random.key(1), val=(x, y), eval_every=2, epochs_per_call=k)
-        for k in (1, 3, "auto")
-    ]
+    run = lambda k: train.fit(
+        cnn, params, x, y, OPT, 5, 8, jax.random.key(1), val=(x, y), eval_every=2, epochs_per_call=k
+    )
+    runs = [run(1)]
+    lowered = _LOWERED[0]
+    runs += [run(3), run("auto")]
+    assert _LOWERED[0] == lowered  # every count the same programs (the reports stacked on the host)
     for got in runs[1:]:
         _assert_same_run(got, runs[0])
+
+
+def test_the_python_loop_epoch_refuses_to_be_traced():
+    """Under jit, make_epoch's Python loop would unroll into one program of every step (a conv net's
+    epoch compiled whole, minutes for long epochs): it says so instead."""
+    cnn = jaxnet.sequential((4, 4, 1), [jaxnet.Conv2D(2, 3, padding="SAME"), jaxnet.Flatten(), jaxnet.Dense(3)])
+    params = jaxnet.init_params(jax.random.key(0), cnn)
+    epoch = train.make_epoch(cnn, OPT, 8, 24, loop="python", donate=False)
+    x, y = np.zeros((24, 4, 4, 1), np.float32), np.arange(24) % 3
+    with pytest.raises(TypeError, match="Python loop of jitted steps, and under jit it would unroll"):
+        jax.jit(epoch)(params, OPT.init(params), 0, jax.random.key(1), x, y)

@@ -76,7 +76,10 @@ def train(settings: Settings) -> int:
     With several processes, each trains and only process 0 prints and writes; should one stop
     before training (a refused folder, an unreadable checkpoint), all stop."""
     optimizer = settings.optimizer_transform()
-    _import_in_background("jaxnet.plots")  # matplotlib loads while JAX compiles and trains
+    from ..distributed import is_main_process
+
+    if is_main_process():  # the one that plots
+        _import_in_background("jaxnet.plots")  # matplotlib loads while JAX compiles and trains
     with processes.starting_together() as ready:
         start = _initial_state(settings, optimizer)
         if settings.patience and not len(settings.split.x_val):
@@ -357,31 +360,9 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
             }
         )
 
-    split = s.split
     try:
-        result = fit(
-            s.net,
-            start.params,
-            split.x_train,
-            split.y_train,
-            optimizer,
-            s.epochs,
-            s.batch_size,
-            start.key,
-            grads=s.grads,
-            val=(split.x_val, split.y_val) if len(split.x_val) else None,
-            patience=s.patience,
-            check_every=s.check_every,
-            eval_every=s.eval_every,
-            opt_state=start.opt_state,
-            start_epoch=start.epoch,
-            start_step=start.step,
-            on_epoch=on_epoch,
-            epochs_per_call="auto",  # about a second a call: the bar moves, the host stays out of the way
-            history=history,
-            devices=s.devices,
-            state=start.state,
-        )
+        result = fit(s.net, start.params, s.split.x_train, s.split.y_train, optimizer, s.epochs, s.batch_size,
+                     start.key, on_epoch=on_epoch, history=history, **_fit_options(s, start))  # fmt: skip
     except TrainingDiverged as e:
         bar.close()
         if main:
@@ -393,6 +374,24 @@ def _fit(s: Settings, optimizer, start: _Start) -> tuple[FitResult, dict]:
         raise CommandFailed(str(e)) from None
     bar.close()
     return result, history
+
+
+def _fit_options(s: Settings, start: _Start) -> dict:
+    """``fit``'s keyword arguments from the settings and the start (a resumed run's counters)."""
+    split = s.split
+    return {
+        "grads": s.grads,
+        "val": (split.x_val, split.y_val) if len(split.x_val) else None,
+        "patience": s.patience,
+        "check_every": s.check_every,
+        "eval_every": s.eval_every,
+        "opt_state": start.opt_state,
+        "start_epoch": start.epoch,
+        "start_step": start.step,
+        "epochs_per_call": "auto",  # about a second a call: the bar moves, the host stays out of the way
+        "devices": s.devices,
+        "state": start.state,
+    }
 
 
 def _evaluate(s: Settings, params, state=None) -> dict:
